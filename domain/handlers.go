@@ -1,0 +1,446 @@
+package domain
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"time"
+)
+
+// Handlers run commands: they load an aggregate from its stream, let it decide,
+// seal the personal parts of the resulting events and append them. Every method
+// returns only after its events are durable; nothing personal is returned before.
+//
+// All fields are required.
+type Handlers struct {
+	Events Events
+	Vault  Sealer
+	Signer CertificateSigner
+	Now    func() time.Time
+	Rand   io.Reader
+}
+
+// maxAttempts bounds the retries of a command that lost an optimistic-concurrency
+// race: each retry reloads the aggregate and decides again.
+const maxAttempts = 8
+
+// RegisterSubject registers a new subject and returns its id.
+func (h *Handlers) RegisterSubject(ctx context.Context, actor Actor, attrs map[string]string) (SubjectID, error) {
+	id, err := NewSubjectID(h.Rand)
+	if err != nil {
+		return "", unavailable("random source", err)
+	}
+	var s Subject
+	changes, err := s.Register(id, attrs)
+	if err != nil {
+		return "", err
+	}
+	if _, err := h.commit(ctx, actor, SubjectStream(id), 0, changes); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// CorrectSubject records corrected attributes of subject id under key group group.
+func (h *Handlers) CorrectSubject(ctx context.Context, actor Actor, id SubjectID, attrs map[string]string, group string) error {
+	return h.retry(ctx, func() error {
+		s, _, err := h.loadSubject(ctx, id)
+		if err != nil {
+			return err
+		}
+		changes, err := s.Correct(attrs, group)
+		if err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, SubjectStream(id), s.Version, changes)
+		return err
+	})
+}
+
+// EraseSubject records the erasure of subject id (all of it, or the given key
+// groups), then destroys the data keys. If destroying the keys fails after the
+// event is durable, the error says so and the erasure must be re-applied (the ledger
+// is the source of truth: replaying erasure events re-destroys keys).
+func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, groups []string, basis string) error {
+	err := h.retry(ctx, func() error {
+		s, _, err := h.loadSubject(ctx, id)
+		if err != nil {
+			return err
+		}
+		changes, err := s.Erase(groups, basis)
+		if err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, SubjectStream(id), s.Version, changes)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if err := h.Vault.Shred(ctx, id, groups...); err != nil {
+		return &Error{Kind: KindUnavailable, Code: "shred-pending",
+			Detail: fmt.Sprintf("erasure of subject %s is recorded but its keys are not yet destroyed", id), Err: err}
+	}
+	return nil
+}
+
+// IssueRequest asks for a certificate for a registered subject.
+type IssueRequest struct {
+	SubjectID SubjectID
+	CAID      string
+	Profile   string
+	CSR       []byte // DER PKCS#10
+}
+
+// Issued is the outcome of an issuance.
+type Issued struct {
+	Serial      Serial
+	Certificate []byte // DER
+	Position    uint64 // of the certificate.issued event
+}
+
+// IssueCertificate reserves a serial on the subject's stream (which fails if the
+// subject is erased, even concurrently), has the signer sign, and records the
+// certificate. The certificate is returned only once its event is durable.
+func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
+	serial, err := h.newSerial()
+	if err != nil {
+		return Issued{}, err
+	}
+	var attrs map[string]string
+	err = h.retry(ctx, func() error {
+		s, events, err := h.loadSubject(ctx, req.SubjectID)
+		if err != nil {
+			return err
+		}
+		changes, err := s.ReserveCertificate(serial, req.CAID)
+		if err != nil {
+			return err
+		}
+		if attrs, err = h.attributes(ctx, events); err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, SubjectStream(req.SubjectID), s.Version, changes)
+		return err
+	})
+	if err != nil {
+		return Issued{}, err
+	}
+	der, err := h.Signer.SignCertificate(ctx, SignRequest{
+		CAID: req.CAID, Serial: serial, Profile: req.Profile, Attributes: attrs, CSR: req.CSR, Now: h.Now(),
+	})
+	if err != nil {
+		var de *Error
+		if errors.As(err, &de) {
+			return Issued{}, err
+		}
+		return Issued{}, unavailable("signer", err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return Issued{}, unavailable("signer returned an unparsable certificate", err)
+	}
+	if got := Serial(cert.SerialNumber.Text(16)); got != serial {
+		return Issued{}, unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", got, serial))
+	}
+	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	var c Certificate
+	changes, err := c.Issue(CertificateIssued{
+		Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID, Profile: req.Profile,
+		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SPKISHA256: hex.EncodeToString(spki[:]),
+	}, CertificateMaterial{Certificate: der, CSR: req.CSR})
+	if err != nil {
+		return Issued{}, err
+	}
+	// NoStream: a serial is recorded at most once, whatever the random source does.
+	appended, err := h.commit(ctx, actor, CertificateStream(serial), 0, changes)
+	if err != nil {
+		return Issued{}, err
+	}
+	return Issued{Serial: serial, Certificate: der, Position: appended.LastPosition}, nil
+}
+
+// RevokeCertificate revokes certificate serial for reason.
+func (h *Handlers) RevokeCertificate(ctx context.Context, actor Actor, serial Serial, reason RevocationReason) error {
+	return h.retry(ctx, func() error {
+		c, err := h.loadCertificate(ctx, serial)
+		if err != nil {
+			return err
+		}
+		changes, err := c.Revoke(reason, h.Now())
+		if err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
+		return err
+	})
+}
+
+// DeleteCertificate deletes a revoked or expired certificate; retainUntilExpiry is
+// the issuing CA's retention policy.
+func (h *Handlers) DeleteCertificate(ctx context.Context, actor Actor, serial Serial, retainUntilExpiry bool) error {
+	return h.retry(ctx, func() error {
+		c, err := h.loadCertificate(ctx, serial)
+		if err != nil {
+			return err
+		}
+		changes, err := c.Delete(h.Now(), retainUntilExpiry)
+		if err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
+		return err
+	})
+}
+
+// ReadSubject returns the current attributes of subject id. It first records who
+// read them and why (personal-data.accessed, with the reason sealed); the data is
+// returned only once that record is durable.
+func (h *Handlers) ReadSubject(ctx context.Context, actor Actor, id SubjectID, operation, reason string) (map[string]string, error) {
+	if reason == "" {
+		return nil, errorf(KindInvalid, "no-reason", "reading personal data requires a reason")
+	}
+	s, events, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.CheckReadable(); err != nil {
+		return nil, err
+	}
+	if err := h.RecordAccess(ctx, actor, id, operation, reason); err != nil {
+		return nil, err
+	}
+	return h.attributes(ctx, events)
+}
+
+// RecordAccess appends a personal-data.accessed event for subject id to its access
+// stream.
+func (h *Handlers) RecordAccess(ctx context.Context, actor Actor, id SubjectID, operation, reason string) error {
+	switch operation {
+	case "read", "search", "report", "export":
+	default:
+		return errorf(KindInvalid, "bad-operation", "access operation must be read, search, report or export")
+	}
+	if len(reason) > MaxAttributeLen {
+		return errorf(KindInvalid, "reason-too-long", "an access reason is at most %d bytes", MaxAttributeLen)
+	}
+	change := []Change{{
+		Payload:  PersonalDataAccessed{SubjectID: id, Operation: operation},
+		Personal: AccessReason{Reason: reason},
+		Subject:  id,
+		KeyGroup: GroupIdentity,
+	}}
+	// The sealed reason is bound to an exact stream version, so appends name one.
+	// A conflict reports the actual version: retry at it.
+	version := uint64(0)
+	for attempt := 0; ; attempt++ {
+		_, err := h.commit(ctx, actor, AccessStream(id), version, change)
+		var wv *WrongVersionError
+		if attempt+1 < maxAttempts && errors.As(err, &wv) {
+			version = wv.Actual
+			continue
+		}
+		return err
+	}
+}
+
+// SubjectAttributes returns the current attributes of subject id without recording
+// an access: for the caller's own processing (issuance, reports), never for display.
+func (h *Handlers) SubjectAttributes(ctx context.Context, id SubjectID) (map[string]string, error) {
+	s, events, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.CheckReadable(); err != nil {
+		return nil, err
+	}
+	return h.attributes(ctx, events)
+}
+
+// attributes folds the sealed attributes of a subject's events. Attributes in
+// erased key groups are skipped: they no longer exist.
+func (h *Handlers) attributes(ctx context.Context, events []Event) (map[string]string, error) {
+	attrs := map[string]string{}
+	for i := range events {
+		e := &events[i]
+		if e.Type != TypeSubjectRegistered && e.Type != TypeSubjectCorrected {
+			continue
+		}
+		var a SubjectAttributes
+		if err := h.open(ctx, e, &a); err != nil {
+			if errors.Is(err, ErrShredded) {
+				continue
+			}
+			return nil, err
+		}
+		for k, v := range a.Attributes {
+			if v == "" {
+				delete(attrs, k)
+			} else {
+				attrs[k] = v
+			}
+		}
+	}
+	return attrs, nil
+}
+
+func (h *Handlers) loadSubject(ctx context.Context, id SubjectID) (Subject, []Event, error) {
+	var s Subject
+	if !id.Valid() {
+		return s, nil, errorf(KindNotFound, "no-subject", "no such subject")
+	}
+	events, err := h.read(ctx, SubjectStream(id))
+	if err != nil {
+		return s, nil, err
+	}
+	for i := range events {
+		if err := s.Apply(&events[i]); err != nil {
+			return s, nil, unavailable("subject stream", err)
+		}
+	}
+	if !s.Registered {
+		return s, nil, errorf(KindNotFound, "no-subject", "no such subject")
+	}
+	return s, events, nil
+}
+
+func (h *Handlers) loadCertificate(ctx context.Context, serial Serial) (Certificate, error) {
+	var c Certificate
+	if !serial.Valid() {
+		return c, errorf(KindNotFound, "no-certificate", "no such certificate")
+	}
+	events, err := h.read(ctx, CertificateStream(serial))
+	if err != nil {
+		return c, err
+	}
+	for i := range events {
+		if err := c.Apply(&events[i]); err != nil {
+			return c, unavailable("certificate stream", err)
+		}
+	}
+	if !c.Issued {
+		return c, errorf(KindNotFound, "no-certificate", "no such certificate")
+	}
+	return c, nil
+}
+
+func (h *Handlers) read(ctx context.Context, stream string) ([]Event, error) {
+	var events []Event
+	for e, err := range h.Events.ReadStream(ctx, stream, 1) {
+		if err != nil {
+			return nil, unavailable("event store", err)
+		}
+		events = append(events, e)
+	}
+	return events, nil
+}
+
+// commit gives changes their envelopes, seals them and appends them at expected
+// version v.
+func (h *Handlers) commit(ctx context.Context, actor Actor, stream string, v uint64, changes []Change) (Appended, error) {
+	now := h.Now().UTC()
+	events := make([]Event, len(changes))
+	for i, c := range changes {
+		id, err := NewEventID(h.Rand)
+		if err != nil {
+			return Appended{}, unavailable("random source", err)
+		}
+		public, err := MarshalPublic(c.Payload)
+		if err != nil {
+			return Appended{}, err
+		}
+		e := &events[i]
+		*e = Event{Stream: stream, Version: v + uint64(i) + 1, ID: id, Type: c.Payload.EventType(),
+			Schema: c.Payload.SchemaVersion(), Time: now, Actor: actor, Public: public}
+		if c.Personal != nil {
+			if err := h.seal(ctx, e, c); err != nil {
+				return Appended{}, err
+			}
+		}
+	}
+	appended, err := h.Events.Append(ctx, stream, Exact(v), events...)
+	switch {
+	case err == nil:
+		return appended, nil
+	case errors.Is(err, ErrWrongVersion):
+		return appended, err // retried by the caller
+	case errors.Is(err, ErrTooLarge):
+		return appended, &Error{Kind: KindInvalid, Code: "too-large", Detail: "the request is too large to record", Err: err}
+	}
+	return appended, unavailable("event store", err)
+}
+
+func (h *Handlers) seal(ctx context.Context, e *Event, c Change) error {
+	plaintext, err := json.Marshal(c.Personal)
+	if err != nil {
+		return fmt.Errorf("encode sealed part of %s: %w", e.Type, err)
+	}
+	e.Sealed = &Sealed{SubjectID: c.Subject, KeyGroup: c.KeyGroup}
+	sealed, err := h.Vault.Seal(ctx, c.Subject, c.KeyGroup, plaintext, SealedAD(e))
+	if err != nil {
+		if errors.Is(err, ErrShredded) {
+			return &Error{Kind: KindGone, Code: "subject-erased", Detail: fmt.Sprintf("subject %s was erased", c.Subject), Err: err}
+		}
+		return unavailable("key vault", err)
+	}
+	e.Sealed = &sealed
+	return nil
+}
+
+// open decrypts e's sealed part into v. A destroyed key gives an error matching
+// ErrShredded.
+func (h *Handlers) open(ctx context.Context, e *Event, v any) error {
+	if e.Sealed == nil {
+		return fmt.Errorf("event %d has no sealed part", e.Position)
+	}
+	plaintext, err := h.Vault.Open(ctx, e.Sealed, SealedAD(e))
+	if err != nil {
+		if errors.Is(err, ErrShredded) {
+			return err
+		}
+		return unavailable("key vault", err)
+	}
+	if err := json.Unmarshal(plaintext, v); err != nil {
+		return unavailable("sealed part", fmt.Errorf("event %d: %w", e.Position, err))
+	}
+	return nil
+}
+
+// retry runs f again while it loses optimistic-concurrency races.
+func (h *Handlers) retry(ctx context.Context, f func() error) error {
+	var err error
+	for range maxAttempts {
+		if err = f(); !errors.Is(err, ErrWrongVersion) {
+			return err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the record changed concurrently; try again", Err: err}
+}
+
+// newSerial draws a positive serial of 127 random bits (RFC 5280 allows 20 octets;
+// CA/Browser Forum rules ask for at least 64 bits from a CSPRNG).
+func (h *Handlers) newSerial() (Serial, error) {
+	var b [16]byte
+	for {
+		if _, err := io.ReadFull(h.Rand, b[:]); err != nil {
+			return "", unavailable("random source", err)
+		}
+		b[0] &= 0x7f
+		if n := new(big.Int).SetBytes(b[:]); n.Sign() > 0 {
+			return Serial(n.Text(16)), nil
+		}
+	}
+}
+
+func unavailable(what string, err error) *Error {
+	return &Error{Kind: KindUnavailable, Code: "unavailable", Detail: what + " failed", Err: err}
+}
