@@ -1,0 +1,324 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+)
+
+// Options tune a Store. The zero value is the default.
+type Options struct {
+	// IndexFlushInterval is how often the in-memory stream index is written to
+	// ledger-index.db (default 1s).
+	IndexFlushInterval time.Duration
+	// IndexFlushEntries makes a flush start early once this many entries wait
+	// (default 65536). It bounds memory and the work of a reopen.
+	IndexFlushEntries int
+	// Logger receives background errors (index flushes). Default: discarded.
+	Logger *slog.Logger
+}
+
+// Store is the SQLite implementation of eventstore.Store. It is safe for
+// concurrent use.
+type Store struct {
+	dir  string
+	opts Options
+	log  *slog.Logger
+	lock *os.File
+
+	wdb   *sql.DB // the writer's connection to ledger.db
+	wconn *sql.Conn
+	rdb   *sql.DB // readers of ledger.db
+	idx   *index
+
+	reqs       chan *request
+	head       atomic.Uint64
+	failed     atomic.Pointer[error]
+	notifyMu   sync.Mutex
+	notify     chan struct{} // closed and replaced after every commit
+	closed     chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+	writerDone chan struct{}
+	flushDone  chan struct{}
+}
+
+var _ eventstore.Store = (*Store)(nil)
+
+const (
+	ledgerFile = "ledger.db"
+	indexFile  = "ledger-index.db"
+	lockFile   = "ledger.lock"
+	formatKey  = "format"
+	format     = "1"
+)
+
+// Open opens (creating if needed) the store in dir. Only one process may have a
+// directory open; a second Open fails at once. Open reads back the events the
+// stream index does not yet cover, so its cost grows with IndexFlushEntries, not
+// with the ledger.
+func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
+	if opts.IndexFlushInterval <= 0 {
+		opts.IndexFlushInterval = time.Second
+	}
+	if opts.IndexFlushEntries <= 0 {
+		opts.IndexFlushEntries = 1 << 16
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	s := &Store{dir: dir, opts: opts, log: log, reqs: make(chan *request, 4096),
+		notify: make(chan struct{}), closed: make(chan struct{}),
+		writerDone: make(chan struct{}), flushDone: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			s.closeFiles()
+		}
+	}()
+	if s.lock, err = lockDir(filepath.Join(dir, lockFile)); err != nil {
+		return nil, err
+	}
+	if err := s.openLedger(ctx); err != nil {
+		return nil, err
+	}
+	if s.idx, err = openIndex(ctx, filepath.Join(dir, indexFile)); err != nil {
+		return nil, err
+	}
+	if err := s.recoverIndex(ctx); err != nil {
+		return nil, err
+	}
+	w, err := s.newWriter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	go s.writeLoop(w)
+	go s.flushLoop()
+	return s, nil
+}
+
+// dsn builds a go-sqlite3 data source name; the pragmas in it apply to every
+// connection the pool opens.
+func dsn(path string, params map[string]string) string {
+	v := url.Values{}
+	for k, p := range params {
+		v.Set(k, p)
+	}
+	return "file:" + path + "?" + v.Encode()
+}
+
+func (s *Store) openLedger(ctx context.Context) error {
+	path := filepath.Join(s.dir, ledgerFile)
+	created, err := createFile(path)
+	if err != nil {
+		return err
+	}
+	s.wdb, err = sql.Open("sqlite3", dsn(path, map[string]string{
+		"_journal_mode": "WAL", "_synchronous": "FULL", "_busy_timeout": "5000",
+	}))
+	if err != nil {
+		return fmt.Errorf("event store: open ledger: %w", err)
+	}
+	s.wdb.SetMaxOpenConns(1)
+	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
+		return fmt.Errorf("event store: open ledger: %w", err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS events(position INTEGER PRIMARY KEY, data BLOB NOT NULL)`,
+		`INSERT OR IGNORE INTO meta(key, value) VALUES('` + formatKey + `', '` + format + `')`,
+	} {
+		if _, err := s.wconn.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("event store: prepare ledger: %w", err)
+		}
+	}
+	if created {
+		// The new file's directory entry must survive a crash too.
+		if err := syncDir(s.dir); err != nil {
+			return err
+		}
+	}
+	var f string
+	if err := s.wconn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, formatKey).Scan(&f); err != nil {
+		return fmt.Errorf("event store: read ledger format: %w", err)
+	}
+	if f != format {
+		return fmt.Errorf("event store: ledger format %q is not supported by this version (want %q)", f, format)
+	}
+	var head sql.NullInt64
+	if err := s.wconn.QueryRowContext(ctx, `SELECT max(position) FROM events`).Scan(&head); err != nil {
+		return fmt.Errorf("event store: read head: %w", err)
+	}
+	s.head.Store(uint64(head.Int64))
+	s.rdb, err = sql.Open("sqlite3", dsn(path, map[string]string{"_query_only": "true", "_busy_timeout": "5000"}))
+	if err != nil {
+		return fmt.Errorf("event store: open ledger: %w", err)
+	}
+	s.rdb.SetMaxOpenConns(8)
+	s.rdb.SetMaxIdleConns(8)
+	return nil
+}
+
+// recoverIndex brings the stream index up to the ledger's head: entries past the
+// head (the index can only be ahead if ledger.db was replaced) are dropped, and the
+// events it does not cover are read back into memory.
+func (s *Store) recoverIndex(ctx context.Context) error {
+	head := s.head.Load()
+	through, err := s.idx.through(ctx)
+	if err != nil {
+		return err
+	}
+	if through > head {
+		s.log.Warn("stream index is ahead of the ledger; trimming it", "index_through", through, "head", head)
+		if err := s.idx.trim(ctx, head); err != nil {
+			return err
+		}
+		through = head
+	}
+	var entries []entry
+	for e, err := range s.readAll(ctx, through+1, head) {
+		if err != nil {
+			return err
+		}
+		entries = append(entries, entry{stream: e.Stream, version: e.Version, position: e.Position})
+		if len(entries) >= s.opts.IndexFlushEntries {
+			s.idx.add(entries)
+			entries = entries[:0]
+			if err := s.idx.flush(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	s.idx.add(entries)
+	return nil
+}
+
+// Head implements eventstore.Store.
+func (s *Store) Head(ctx context.Context) (uint64, error) {
+	if err := s.usable(ctx); err != nil {
+		return 0, err
+	}
+	return s.head.Load(), nil
+}
+
+func (s *Store) usable(ctx context.Context) error {
+	select {
+	case <-s.closed:
+		return eventstore.ErrClosed
+	default:
+	}
+	return ctx.Err()
+}
+
+// Close implements eventstore.Store.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		<-s.writerDone
+		<-s.flushDone
+		s.closeErr = s.closeFiles()
+	})
+	return s.closeErr
+}
+
+func (s *Store) closeFiles() error {
+	var errs []error
+	if s.wconn != nil {
+		errs = append(errs, s.wconn.Close())
+	}
+	for _, db := range []*sql.DB{s.wdb, s.rdb} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	if s.idx != nil {
+		errs = append(errs, s.idx.close())
+	}
+	if s.lock != nil {
+		errs = append(errs, s.lock.Close()) // releases the flock
+	}
+	return errors.Join(errs...)
+}
+
+// signal wakes every follower waiting for new events.
+func (s *Store) signal() {
+	s.notifyMu.Lock()
+	close(s.notify)
+	s.notify = make(chan struct{})
+	s.notifyMu.Unlock()
+}
+
+func (s *Store) waitChan() <-chan struct{} {
+	s.notifyMu.Lock()
+	defer s.notifyMu.Unlock()
+	return s.notify
+}
+
+func lockDir(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("event store: %s is in use by another process", filepath.Dir(path))
+		}
+		return nil, fmt.Errorf("event store: lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// createFile creates path with mode 0600 if it does not exist, so SQLite never
+// creates it with a laxer mode. It reports whether it created the file.
+func createFile(path string) (bool, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("event store: %w", err)
+	}
+	return true, f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("event store: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("event store: sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// decodeAt decodes the event stored at position and checks it sits there.
+func decodeAt(position uint64, data []byte) (domain.Event, error) {
+	e, err := domain.Decode(data)
+	if err != nil {
+		return e, &eventstore.CorruptError{Position: position, Err: err}
+	}
+	if e.Position != position {
+		return e, &eventstore.CorruptError{Position: position, Err: fmt.Errorf("event claims position %d", e.Position)}
+	}
+	return e, nil
+}

@@ -1,0 +1,342 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+)
+
+// A request is one Append waiting for the writer.
+type request struct {
+	ctx      context.Context
+	stream   string
+	expected domain.Expected
+	encoded  [][]byte // canonical encodings with position and version still zero
+	versions []uint64 // versions the caller asked for (0: any)
+	hint     headHint
+
+	// state moves from queued to taken (by the writer) or abandoned (by a caller
+	// whose context ended first); whoever wins decides whether it is written.
+	state atomic.Int32
+	done  chan result
+}
+
+const (
+	queued int32 = iota
+	taken
+	abandoned
+)
+
+type result struct {
+	appended domain.Appended
+	err      error
+}
+
+// Limits of one group commit: big enough that a full queue of 64 appenders is
+// one transaction, small enough that no commit stalls the others for long.
+const (
+	maxGroupEvents = 4096
+	maxGroupBytes  = 32 << 20
+)
+
+// Append implements eventstore.Store.
+func (s *Store) Append(ctx context.Context, stream string, expected domain.Expected, events ...domain.Event) (domain.Appended, error) {
+	if err := s.usable(ctx); err != nil {
+		return domain.Appended{}, err
+	}
+	if p := s.failed.Load(); p != nil {
+		return domain.Appended{}, fmt.Errorf("%w: %v", eventstore.ErrFailed, *p)
+	}
+	r, err := newRequest(ctx, stream, expected, events)
+	if err != nil {
+		return domain.Appended{}, err
+	}
+	// Look the stream's version up here, in parallel with other callers, rather
+	// than in the writer; the writer checks the hint is still current.
+	if r.hint, err = s.idx.hint(ctx, stream); err != nil {
+		return domain.Appended{}, err
+	}
+	select {
+	case s.reqs <- r:
+	case <-ctx.Done():
+		return domain.Appended{}, ctx.Err()
+	case <-s.closed:
+		return domain.Appended{}, eventstore.ErrClosed
+	}
+	select {
+	case res := <-r.done:
+		return res.appended, res.err
+	case <-ctx.Done():
+		if r.state.CompareAndSwap(queued, abandoned) {
+			return domain.Appended{}, ctx.Err()
+		}
+	case <-s.writerDone:
+		if r.state.CompareAndSwap(queued, abandoned) {
+			return domain.Appended{}, eventstore.ErrClosed
+		}
+	}
+	// The writer took the request: its commit is under way and decides.
+	res := <-r.done
+	return res.appended, res.err
+}
+
+func newRequest(ctx context.Context, stream string, expected domain.Expected, events []domain.Event) (*request, error) {
+	if len(events) == 0 {
+		return nil, fmt.Errorf("%w: append of no events", eventstore.ErrInvalid)
+	}
+	if !expected.Valid() {
+		return nil, fmt.Errorf("%w: expected version %d", eventstore.ErrInvalid, int64(expected))
+	}
+	r := &request{ctx: ctx, stream: stream, expected: expected,
+		encoded: make([][]byte, len(events)), versions: make([]uint64, len(events)), done: make(chan result, 1)}
+	size := 0
+	for i := range events {
+		e := events[i] // a copy: the caller's events are not modified
+		if e.Stream != "" && e.Stream != stream {
+			return nil, fmt.Errorf("%w: event %d names stream %q, appended to %q", eventstore.ErrInvalid, i, e.Stream, stream)
+		}
+		if e.Position != 0 {
+			return nil, fmt.Errorf("%w: event %d has a position; the store assigns it", eventstore.ErrInvalid, i)
+		}
+		e.Stream = stream
+		r.versions[i], e.Version = e.Version, 0
+		b, err := domain.Encode(&e)
+		if err != nil {
+			if errors.Is(err, domain.ErrTooLarge) {
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, fmt.Errorf("%w: event %d: %v", eventstore.ErrInvalid, i, err)
+		}
+		size += len(b)
+		if size > eventstore.MaxAppendBytes {
+			return nil, fmt.Errorf("%w: the append is larger than %d bytes", eventstore.ErrTooLarge, eventstore.MaxAppendBytes)
+		}
+		r.encoded[i] = b
+	}
+	return r, nil
+}
+
+func (r *request) reply(a domain.Appended, err error) { r.done <- result{a, err} }
+
+// writeLoop is the single writer: it commits queued requests in groups until the
+// store closes.
+func (s *Store) writeLoop(w *writer) {
+	defer close(s.writerDone)
+	for {
+		select {
+		case <-s.closed:
+			s.rejectQueued()
+			return
+		case r := <-s.reqs:
+			group := s.gather(r)
+			if p := s.failed.Load(); p != nil {
+				for _, r := range group {
+					if r.state.CompareAndSwap(queued, taken) {
+						r.reply(domain.Appended{}, fmt.Errorf("%w: %v", eventstore.ErrFailed, *p))
+					}
+				}
+				continue
+			}
+			w.commit(group)
+		}
+	}
+}
+
+// gather takes r and whatever else is queued, up to the group limits.
+func (s *Store) gather(r *request) []*request {
+	group := []*request{r}
+	events, size := len(r.encoded), r.size()
+	for events < maxGroupEvents && size < maxGroupBytes {
+		select {
+		case r := <-s.reqs:
+			group = append(group, r)
+			events += len(r.encoded)
+			size += r.size()
+		default:
+			return group
+		}
+	}
+	return group
+}
+
+func (r *request) size() int {
+	n := 0
+	for _, b := range r.encoded {
+		n += len(b)
+	}
+	return n
+}
+
+func (s *Store) rejectQueued() {
+	for {
+		select {
+		case r := <-s.reqs:
+			if r.state.CompareAndSwap(queued, taken) {
+				r.reply(domain.Appended{}, eventstore.ErrClosed)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// fail puts the store in the failed state: a write's outcome is unknown, so no
+// further append is accepted until the store is reopened and recovers.
+func (s *Store) fail(err error) {
+	s.failed.CompareAndSwap(nil, &err)
+	s.log.Error("event store failed; appends are refused until it is reopened", "err", err)
+}
+
+// writer holds the writer goroutine's prepared statements.
+type writer struct {
+	s      *Store
+	insert *sql.Stmt // one row
+	bulk   *sql.Stmt // bulkRows rows
+}
+
+const bulkRows = 32
+
+func (s *Store) newWriter(ctx context.Context) (*writer, error) {
+	insert, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(position, data) VALUES(?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	bulk, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(position, data) VALUES `+
+		strings.TrimSuffix(strings.Repeat("(?, ?),", bulkRows), ","))
+	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	return &writer{s: s, insert: insert, bulk: bulk}, nil
+}
+
+type row struct {
+	position uint64
+	data     []byte
+}
+
+// commit decides which requests of the group can be written, writes them in one
+// transaction and acknowledges them after it is durable.
+func (w *writer) commit(group []*request) {
+	s := w.s
+	ctx := context.Background()  // a commit, once started, is not cancelled by one caller
+	heads := map[string]uint64{} // stream versions after the requests accepted so far
+	position := s.head.Load()
+	type acceptedRequest struct {
+		r *request
+		a domain.Appended
+	}
+	var accepted []acceptedRequest
+	var rows []row
+	var entries []entry
+	for _, r := range group {
+		if !r.state.CompareAndSwap(queued, taken) {
+			continue // abandoned: its caller already returned
+		}
+		if err := r.ctx.Err(); err != nil {
+			r.reply(domain.Appended{}, err)
+			continue
+		}
+		current, ok := heads[r.stream]
+		if !ok {
+			var err error
+			if current, err = s.idx.head(ctx, r.stream, r.hint); err != nil {
+				r.reply(domain.Appended{}, err)
+				continue
+			}
+		}
+		if !r.expected.Allows(current) {
+			r.reply(domain.Appended{}, &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current})
+			continue
+		}
+		if i := r.versionMismatch(current); i >= 0 {
+			r.reply(domain.Appended{}, fmt.Errorf("event %d was made for version %d: %w",
+				i, r.versions[i], &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current}))
+			continue
+		}
+		a := domain.Appended{FirstPosition: position + 1}
+		for i, b := range r.encoded {
+			position++
+			version := current + uint64(i) + 1
+			domain.SetPlacement(b, position, version)
+			rows = append(rows, row{position, b})
+			entries = append(entries, entry{stream: r.stream, version: version, position: position})
+		}
+		a.LastPosition = position
+		a.Version = current + uint64(len(r.encoded))
+		heads[r.stream] = a.Version
+		accepted = append(accepted, acceptedRequest{r, a})
+	}
+	if len(accepted) == 0 {
+		return
+	}
+	if err := w.write(ctx, rows); err != nil {
+		for _, ar := range accepted {
+			ar.r.reply(domain.Appended{}, err)
+		}
+		return
+	}
+	s.head.Store(position)
+	s.idx.add(entries)
+	s.signal()
+	for _, ar := range accepted {
+		ar.r.reply(ar.a, nil)
+	}
+}
+
+// versionMismatch returns the index of the first event whose requested version is
+// not the one it would get after current, or -1.
+func (r *request) versionMismatch(current uint64) int {
+	for i, v := range r.versions {
+		if v != 0 && v != current+uint64(i)+1 {
+			return i
+		}
+	}
+	return -1
+}
+
+// write inserts rows in one transaction. An error before COMMIT leaves nothing
+// written and is returned as is. An error from COMMIT leaves the outcome unknown:
+// the store fails, and reopening it recovers the truth from the files.
+func (w *writer) write(ctx context.Context, rows []row) error {
+	conn := w.s.wconn
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return fmt.Errorf("event store: begin: %w", err)
+	}
+	if err := w.insertRows(ctx, rows); err != nil {
+		if _, rbErr := conn.ExecContext(ctx, "ROLLBACK"); rbErr != nil {
+			w.s.fail(fmt.Errorf("rollback after %v: %w", err, rbErr))
+		}
+		return fmt.Errorf("event store: write: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		w.s.fail(fmt.Errorf("commit: %w", err))
+		return fmt.Errorf("%w: commit: %v", eventstore.ErrFailed, err)
+	}
+	return nil
+}
+
+func (w *writer) insertRows(ctx context.Context, rows []row) error {
+	args := make([]any, 0, 2*bulkRows)
+	for len(rows) >= bulkRows {
+		args = args[:0]
+		for _, r := range rows[:bulkRows] {
+			args = append(args, int64(r.position), r.data)
+		}
+		if _, err := w.bulk.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		rows = rows[bulkRows:]
+	}
+	for _, r := range rows {
+		if _, err := w.insert.ExecContext(ctx, int64(r.position), r.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}

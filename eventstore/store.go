@@ -1,0 +1,103 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// Store is an append-only ledger of events grouped in streams.
+//
+// # Positions and versions
+//
+// Every event gets a global position (1, 2, 3, ... with no gaps, in commit order)
+// and a stream version (1, 2, 3, ... with no gaps within its stream). Both are
+// assigned by the store and never change.
+//
+// # Durability
+//
+// Append MUST NOT return success before the events are durable: after a crash or
+// power loss at any later moment, they are read back exactly as written. Append MUST
+// NOT leave part of an append behind: the events of one call are written all or
+// none. An append that fails because of a version conflict, an invalid or oversized
+// event, a closed store or a context cancelled before the events were handed to a
+// commit writes nothing. Any other error leaves the outcome unknown to the caller;
+// the store then refuses further appends until it is reopened, and reopening
+// recovers a state that contains every acknowledged append.
+//
+// # Reading
+//
+// The iterators yield events in order, each followed by a nil error, or a single
+// non-nil error and stop. They never yield an event twice or skip one. A yielded
+// event's byte fields are owned by the caller.
+type Store interface {
+	// Append appends events to stream if the stream's version satisfies expected.
+	// Each event's Stream must be empty or equal to stream, its Position zero and
+	// its Version zero or the version it will get. On a conflict the error is a
+	// *domain.WrongVersionError (errors.Is(err, ErrWrongVersion)) reporting the
+	// stream's actual version.
+	Append(ctx context.Context, stream string, expected domain.Expected, events ...domain.Event) (domain.Appended, error)
+
+	// ReadStream yields the events of stream with version >= from, in version
+	// order, then stops. A stream with no events yields nothing.
+	ReadStream(ctx context.Context, stream string, from uint64) iter.Seq2[domain.Event, error]
+
+	// ReadAll yields every event with position >= from, in position order, until it
+	// reaches the head, then stops.
+	ReadAll(ctx context.Context, from uint64) iter.Seq2[domain.Event, error]
+
+	// Follow yields every event with position >= from like ReadAll, then keeps
+	// waiting for and yielding new events as they are committed, with no gap and
+	// no duplicate at the boundary, until ctx is done (then it yields ctx's error)
+	// or the store is closed (ErrClosed).
+	Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event, error]
+
+	// Head returns the position of the last committed event (0: empty ledger).
+	Head(ctx context.Context) (uint64, error)
+
+	// Close stops the store. Appends in flight finish or fail; later calls fail
+	// with ErrClosed; running Follow iterators stop with ErrClosed.
+	Close() error
+}
+
+// Errors. Stores wrap them with detail; match them with errors.Is.
+var (
+	// ErrWrongVersion: the stream's version did not satisfy the expected version.
+	ErrWrongVersion = domain.ErrWrongVersion
+	// ErrTooLarge: an event (or one append) exceeds the size limits.
+	ErrTooLarge = domain.ErrTooLarge
+	// ErrInvalid: an event is not valid (see domain.Event.Validate) or does not
+	// fit the append (wrong stream, position set).
+	ErrInvalid = errors.New("invalid event")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("event store closed")
+	// ErrCorrupt: a stored event cannot be read back. The error is a
+	// *CorruptError naming the position.
+	ErrCorrupt = errors.New("corrupt event")
+	// ErrFailed: an earlier write failed with an unknown outcome; reopen the store.
+	ErrFailed = errors.New("event store failed; reopen it to recover")
+)
+
+// MaxAppendBytes bounds the encoded size of one append: one event of the maximal
+// payload fits, and so do many small ones, while a single transaction stays small
+// enough to commit without stalling everyone else's.
+const MaxAppendBytes = 16 << 20
+
+// CorruptError reports a stored event that cannot be decoded or does not sit where
+// the store put it.
+type CorruptError struct {
+	Position uint64
+	Err      error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("event at position %d: %v", e.Position, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrCorrupt) true.
+func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
