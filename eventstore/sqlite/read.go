@@ -40,14 +40,14 @@ func (s *Store) readAll(ctx context.Context, from, to uint64) iter.Seq2[domain.E
 				limit = int(min(uint64(pageSize), to-next+1))
 			}
 			page, err := s.readPage(ctx, next, limit)
-			if err != nil {
-				yield(domain.Event{}, err)
-				return
-			}
 			for _, e := range page {
 				if !yield(e, nil) {
 					return
 				}
+			}
+			if err != nil {
+				yield(domain.Event{}, err)
+				return
 			}
 			next += uint64(len(page))
 			if len(page) < limit {
@@ -58,7 +58,8 @@ func (s *Store) readAll(ctx context.Context, from, to uint64) iter.Seq2[domain.E
 }
 
 // readPage reads up to limit events from position from. The events must be
-// contiguous, and none below the head may be missing.
+// contiguous, and none below the head may be missing. On error it also returns the
+// events before the fault, so readers see everything up to it.
 func (s *Store) readPage(ctx context.Context, from uint64, limit int) ([]domain.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -78,11 +79,11 @@ func (s *Store) readPage(ctx context.Context, from uint64, limit int) ([]domain.
 			return nil, fmt.Errorf("event store: read: %w", err)
 		}
 		if uint64(position) != next {
-			return nil, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
+			return page, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
 		}
 		e, err := decodeAt(next, data)
 		if err != nil {
-			return nil, err
+			return page, err
 		}
 		page = append(page, e)
 		next++
@@ -91,7 +92,7 @@ func (s *Store) readPage(ctx context.Context, from uint64, limit int) ([]domain.
 		return nil, fmt.Errorf("event store: read: %w", err)
 	}
 	if len(page) < limit && next <= head {
-		return nil, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
+		return page, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
 	}
 	return page, nil
 }
@@ -124,14 +125,14 @@ func (s *Store) Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event,
 			// the read still wakes us.
 			wake := s.waitChan()
 			page, err := s.readPage(ctx, next, pageSize)
-			if err != nil {
-				yield(domain.Event{}, s.readErr(err))
-				return
-			}
 			for _, e := range page {
 				if !yield(e, nil) {
 					return
 				}
+			}
+			if err != nil {
+				yield(domain.Event{}, s.readErr(err))
+				return
 			}
 			next += uint64(len(page))
 			if len(page) == pageSize {

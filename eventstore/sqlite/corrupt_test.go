@@ -1,0 +1,212 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/caledger/caledger/eventstore/storetest"
+)
+
+func open(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), dir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// fill appends n events, alternating between streams a and b, and closes the store.
+func fill(t *testing.T, dir string, n int) {
+	t.Helper()
+	s := open(t, dir)
+	for i := range n {
+		stream := []string{"a", "b"}[i%2]
+		if _, err := s.Append(context.Background(), stream, domain.Any, storetest.NewEvent(t, "t", fmt.Appendf(nil, "%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// poke runs SQL on one of the store's files while the store is closed.
+func poke(t *testing.T, path, query string, args ...any) {
+	t.Helper()
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(query, args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func corruptAt(t *testing.T, err error, position uint64) {
+	t.Helper()
+	var ce *eventstore.CorruptError
+	if !errors.Is(err, eventstore.ErrCorrupt) || !errors.As(err, &ce) || ce.Position != position {
+		t.Fatalf("err = %v, want a CorruptError at position %d", err, position)
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("position %d", position)) {
+		t.Fatalf("error %q does not name position %d", err, position)
+	}
+}
+
+func TestCorruptEvents(t *testing.T) {
+	valid := func(t *testing.T, position uint64) []byte {
+		e := storetest.NewEvent(t, "t", nil)
+		e.Stream, e.Position, e.Version = "a", position, 99
+		b, err := domain.Encode(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	cases := map[string]func(t *testing.T, ledger string){
+		"garbage": func(t *testing.T, l string) { poke(t, l, `UPDATE events SET data = x'deadbeef' WHERE position = 5`) },
+		"unknown format": func(t *testing.T, l string) {
+			poke(t, l, `UPDATE events SET data = x'02' || substr(data, 2) WHERE position = 5`)
+		},
+		"truncated": func(t *testing.T, l string) {
+			poke(t, l, `UPDATE events SET data = substr(data, 1, length(data) - 3) WHERE position = 5`)
+		},
+		"wrong position": func(t *testing.T, l string) { poke(t, l, `UPDATE events SET data = ? WHERE position = 5`, valid(t, 6)) },
+		"missing":        func(t *testing.T, l string) { poke(t, l, `DELETE FROM events WHERE position = 5`) },
+	}
+	for name, corrupt := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			fill(t, dir, 10) // closing flushes the index: reopening reads nothing back
+			corrupt(t, filepath.Join(dir, "ledger.db"))
+			s := open(t, dir)
+			defer s.Close()
+			ctx := context.Background()
+			var positions []uint64
+			var last error
+			for e, err := range s.ReadAll(ctx, 1) {
+				if err != nil {
+					last = err
+					break
+				}
+				positions = append(positions, e.Position)
+			}
+			corruptAt(t, last, 5)
+			if len(positions) != 4 {
+				t.Fatalf("ReadAll yielded %v before the corrupt event, want 1..4", positions)
+			}
+			// Position 5 is the third event of stream a.
+			last = nil
+			for _, err := range s.ReadStream(ctx, "a", 1) {
+				if err != nil {
+					last = err
+				}
+			}
+			corruptAt(t, last, 5)
+			// Reading past it works.
+			for e, err := range s.ReadAll(ctx, 6) {
+				if err != nil {
+					t.Fatalf("ReadAll(6): %v", err)
+				}
+				if e.Position == 10 {
+					break
+				}
+			}
+		})
+	}
+	t.Run("in the range recovered on open", func(t *testing.T) {
+		dir := t.TempDir()
+		fill(t, dir, 10)
+		poke(t, filepath.Join(dir, "ledger.db"), `UPDATE events SET data = x'00' WHERE position = 7`)
+		removeIndex(t, dir) // forces Open to read every event back
+		_, err := sqlite.Open(context.Background(), dir, sqlite.Options{})
+		corruptAt(t, err, 7)
+	})
+	t.Run("unknown ledger format", func(t *testing.T) {
+		dir := t.TempDir()
+		fill(t, dir, 1)
+		poke(t, filepath.Join(dir, "ledger.db"), `UPDATE meta SET value = '9' WHERE key = 'format'`)
+		_, err := sqlite.Open(context.Background(), dir, sqlite.Options{})
+		if err == nil || !strings.Contains(err.Error(), `format "9"`) {
+			t.Fatalf("Open of an unknown format: %v", err)
+		}
+	})
+}
+
+func removeIndex(t *testing.T, dir string) {
+	t.Helper()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(filepath.Join(dir, "ledger-index.db"+suffix)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestSecondOpenFails(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	defer s.Close()
+	if _, err := sqlite.Open(context.Background(), dir, sqlite.Options{}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second Open: %v, want an in-use error", err)
+	}
+	s.Close()
+	s2 := open(t, dir) // the lock is released by Close
+	s2.Close()
+}
+
+func TestIndexRebuiltWhenLost(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 20)
+	removeIndex(t, dir)
+	s := open(t, dir)
+	defer s.Close()
+	checkStreams(t, s, map[string]int{"a": 10, "b": 10})
+	if _, err := s.Append(context.Background(), "a", domain.Exact(9), storetest.NewEvent(t, "t", nil)); !errors.Is(err, eventstore.ErrWrongVersion) {
+		t.Fatalf("rebuilt index forgot stream a's version: %v", err)
+	}
+}
+
+// TestIndexAheadOfLedger covers a ledger file replaced by an older copy (a restore
+// done wrong): the index must not point past the ledger's head.
+func TestIndexAheadOfLedger(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 10)
+	poke(t, filepath.Join(dir, "ledger.db"), `DELETE FROM events WHERE position > 6`)
+	s := open(t, dir)
+	defer s.Close()
+	checkStreams(t, s, map[string]int{"a": 3, "b": 3})
+	a, err := s.Append(context.Background(), "a", domain.Exact(3), storetest.NewEvent(t, "t", nil))
+	if err != nil || a.LastPosition != 7 || a.Version != 4 {
+		t.Fatalf("append after trim: %+v, %v", a, err)
+	}
+}
+
+func checkStreams(t *testing.T, s eventstore.Store, want map[string]int) {
+	t.Helper()
+	for stream, n := range want {
+		var got int
+		for e, err := range s.ReadStream(context.Background(), stream, 1) {
+			if err != nil {
+				t.Fatalf("ReadStream(%s): %v", stream, err)
+			}
+			got++
+			if e.Version != uint64(got) {
+				t.Fatalf("stream %s: version %d at index %d", stream, e.Version, got)
+			}
+		}
+		if got != n {
+			t.Fatalf("stream %s has %d events, want %d", stream, got, n)
+		}
+	}
+}
