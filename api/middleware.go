@@ -1,0 +1,132 @@
+package api
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// statusWriter records the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status      int
+	wroteHeader bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	// 1xx responses other than 101 are informational: the final status follows.
+	informational := code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+	if !w.wroteHeader && !informational {
+		w.status = code
+		w.wroteHeader = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.status = http.StatusOK
+		w.wroteHeader = true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if !w.wroteHeader {
+		w.status = http.StatusOK
+		w.wroteHeader = true
+	}
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap gives http.ResponseController access to the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// asStatusWriter returns w if it already records its status, else wraps it.
+func asStatusWriter(w http.ResponseWriter) *statusWriter {
+	if sw, ok := w.(*statusWriter); ok {
+		return sw
+	}
+	return &statusWriter{ResponseWriter: w}
+}
+
+// routePattern returns the pattern of the route that served r, such as
+// /v1/subjects/{id}, or "unmatched". It never returns the request's path.
+func routePattern(r *http.Request) string {
+	if p := chi.RouteContext(r.Context()).RoutePattern(); p != "" {
+		return p
+	}
+	return "unmatched"
+}
+
+// logRequests logs one line per request: method, route pattern, status and
+// duration. The raw path, the query and the client address are left out:
+// they may carry personal data.
+func logRequests(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			start := time.Now()
+			sw := asStatusWriter(w)
+			// Deferred so that aborted requests (http.ErrAbortHandler) are logged too.
+			defer func() {
+				status := sw.status
+				if !sw.wroteHeader {
+					status = http.StatusOK // what net/http sends for an empty response
+				}
+				level := slog.LevelInfo
+				if status >= 500 {
+					level = slog.LevelError
+				}
+				logger.LogAttrs(r.Context(), level, "request",
+					slog.String("method", r.Method),
+					slog.String("route", routePattern(r)),
+					slog.Int("status", status),
+					slog.Duration("duration", time.Since(start)),
+				)
+			}()
+			next.ServeHTTP(sw, r)
+		})
+	}
+}
+
+// recoverPanics turns a panic into a 500 problem and logs its cause. The
+// panic value is logged only when it is a runtime error (nil dereference,
+// index out of range...); other values could hold data, so only their type
+// is logged. If the response had already started, the connection is aborted
+// so that the client cannot take a truncated body for a complete one.
+func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			sw := asStatusWriter(w)
+			defer func() {
+				v := recover()
+				if v == nil {
+					return
+				}
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				cause := fmt.Sprintf("%T", v)
+				if re, ok := v.(runtime.Error); ok {
+					cause = re.Error()
+				}
+				logger.LogAttrs(r.Context(), slog.LevelError, "panic",
+					slog.String("route", routePattern(r)),
+					slog.String("cause", cause),
+					slog.String("stack", string(debug.Stack())),
+				)
+				if sw.wroteHeader {
+					panic(http.ErrAbortHandler)
+				}
+				writeProblem(sw, newProblem(http.StatusInternalServerError, "internal server error"))
+			}()
+			next.ServeHTTP(sw, r)
+		})
+	}
+}

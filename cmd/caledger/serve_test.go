@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logSink collects a server's log lines and spots the startup line.
+type logSink struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	addrc chan string // receives the bound address once
+}
+
+var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+
+func (s *logSink) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if m := listeningLine.FindSubmatch(p); m != nil {
+		select {
+		case s.addrc <- string(m[1]):
+		default:
+		}
+	}
+	return s.buf.Write(p)
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// server is a running "caledger serve".
+type server struct {
+	addr   string
+	logs   *logSink
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startServe calls run with args and env and waits until it listens. The
+// bound address is read from the startup log line.
+func startServe(t *testing.T, args []string, env map[string]string) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	s := &server{logs: &logSink{addrc: make(chan string, 1)}, cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		s.done <- run(ctx, args, func(k string) string { return env[k] }, io.Discard, s.logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-s.done
+	})
+	select {
+	case s.addr = <-s.logs.addrc:
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		t.Fatalf("run returned before listening: %v\nlogs:\n%s", err, s.logs)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no startup line after 10s; logs:\n%s", s.logs)
+	}
+	return s
+}
+
+// stop cancels the server's context and returns run's result.
+func (s *server) stop(t *testing.T) error {
+	t.Helper()
+	s.cancel()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		return err
+	case <-time.After(20 * time.Second):
+		t.Fatalf("run did not return 20s after cancel; logs:\n%s", s.logs)
+		return nil
+	}
+}
+
+// client returns an HTTPS client trusting only certPath, optionally with
+// the TLS versions and server name it offers.
+func client(t *testing.T, certPath string, configure func(*tls.Config)) *http.Client {
+	t.Helper()
+	pemBytes, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pemBytes) {
+		t.Fatalf("%s holds no certificate", certPath)
+	}
+	cfg := &tls.Config{RootCAs: roots}
+	if configure != nil {
+		configure(cfg)
+	}
+	tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
+}
+
+func get(t *testing.T, c *http.Client, url string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, body
+}
+
+func checkMode(t *testing.T, path string, want fs.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("%s: mode %v, want %v", path, got, want)
+	}
+}
+
+func TestServe(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data") // created by serve
+	certPath := filepath.Join(data, "tls", serverCertFile)
+
+	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	base := "https://" + s.addr
+
+	checkMode(t, data, 0o700)
+	checkMode(t, filepath.Join(data, "tls"), 0o700)
+	checkMode(t, certPath, 0o644)
+	checkMode(t, filepath.Join(data, "tls", serverKeyFile), 0o600)
+	entries, err := os.ReadDir(filepath.Join(data, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 {
+		t.Errorf("tls directory holds %d entries, want server.pem and server-key.pem only", len(entries))
+	}
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	logs := s.logs.String()
+	for _, want := range []string{"data=" + data, "cacert=" + certPath, "tls=created"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("startup line lacks %q; logs:\n%s", want, logs)
+		}
+	}
+
+	t.Run("healthz over IP SAN", func(t *testing.T) {
+		res, body := get(t, client(t, certPath, nil), base+"/healthz")
+		if res.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != `{"status":"ok"}` {
+			t.Fatalf("got %d %s", res.StatusCode, body)
+		}
+		if res.TLS.Version != tls.VersionTLS13 {
+			t.Errorf("TLS version %x, want TLS 1.3", res.TLS.Version)
+		}
+		if res.ProtoMajor != 2 {
+			t.Errorf("protocol %s, want HTTP/2", res.Proto)
+		}
+	})
+	t.Run("openapi over DNS SAN", func(t *testing.T) {
+		c := client(t, certPath, func(c *tls.Config) { c.ServerName = "localhost" })
+		res, body := get(t, c, base+"/openapi.json")
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("got %d %s", res.StatusCode, body)
+		}
+		var doc struct {
+			OpenAPI string                    `json:"openapi"`
+			Paths   map[string]map[string]any `json:"paths"`
+		}
+		if err := json.Unmarshal(body, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(doc.OpenAPI, "3.1") || doc.Paths["/healthz"] == nil {
+			t.Errorf("openapi %q with paths %v, want 3.1 with /healthz", doc.OpenAPI, doc.Paths)
+		}
+	})
+	t.Run("readyz and metrics", func(t *testing.T) {
+		c := client(t, certPath, nil)
+		if res, body := get(t, c, base+"/readyz"); res.StatusCode != http.StatusOK {
+			t.Errorf("readyz: %d %s", res.StatusCode, body)
+		}
+		res, body := get(t, c, base+"/metrics")
+		if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("go_goroutines")) {
+			t.Errorf("metrics: %d, go collector missing:\n%s", res.StatusCode, body)
+		}
+	})
+	t.Run("TLS 1.2 accepted", func(t *testing.T) {
+		c := client(t, certPath, func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 })
+		if res, _ := get(t, c, base+"/healthz"); res.TLS.Version != tls.VersionTLS12 {
+			t.Errorf("TLS version %x, want TLS 1.2", res.TLS.Version)
+		}
+	})
+	t.Run("TLS 1.1 refused", func(t *testing.T) {
+		c := client(t, certPath, func(c *tls.Config) {
+			c.MinVersion = tls.VersionTLS10
+			c.MaxVersion = tls.VersionTLS11
+		})
+		if _, err := c.Get(base + "/healthz"); err == nil {
+			t.Error("TLS 1.1 handshake succeeded")
+		}
+	})
+	t.Run("other names refused", func(t *testing.T) {
+		c := client(t, certPath, func(c *tls.Config) { c.ServerName = "ca.example.com" })
+		if _, err := c.Get(base + "/healthz"); err == nil {
+			t.Error("certificate accepted for ca.example.com")
+		}
+	})
+	t.Run("client address not logged", func(t *testing.T) {
+		conn, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		clientAddr := conn.LocalAddr().String()
+		if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(conn).ReadString('\n')
+		if !strings.Contains(line, "400") {
+			t.Errorf("plain HTTP got %q, want a 400", line)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(s.logs.String(), "TLS handshake error") && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		logs := s.logs.String()
+		if !strings.Contains(logs, "TLS handshake error from [redacted]") {
+			t.Errorf("handshake error not logged redacted; logs:\n%s", logs)
+		}
+		if strings.Contains(logs, clientAddr) {
+			t.Errorf("logs contain the client address %s:\n%s", clientAddr, logs)
+		}
+	})
+
+	if err := s.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(s.logs.String(), "msg=stopped") {
+		t.Errorf("no shutdown line; logs:\n%s", s.logs)
+	}
+
+	// Second start, configured through the environment: same certificate.
+	s2 := startServe(t, []string{"serve"}, map[string]string{"CALEDGER_DATA": data, "CALEDGER_ADDR": "127.0.0.1:0"})
+	if !strings.Contains(s2.logs.String(), "tls=reused") {
+		t.Errorf("second start did not reuse the certificate; logs:\n%s", s2.logs)
+	}
+	certPEM2, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(certPEM, certPEM2) {
+		t.Error("server.pem changed on second start")
+	}
+	// The client trusts the first start's certificate: the server presents it.
+	if res, body := get(t, client(t, certPath, nil), "https://"+s2.addr+"/healthz"); res.StatusCode != http.StatusOK {
+		t.Errorf("second start: %d %s", res.StatusCode, body)
+	}
+	if err := s2.stop(t); err != nil {
+		t.Fatalf("second run: %v", err)
+	}
+}
+
+func TestServeAddressInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	err = run(t.Context(), []string{"serve", "--data", t.TempDir(), "--addr", ln.Addr().String()}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("run = %v, want address already in use", err)
+	}
+}
+
+func TestServeBadCertificate(t *testing.T) {
+	data := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(data, "tls"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A certificate without its key is not silently replaced.
+	if err := os.WriteFile(filepath.Join(data, "tls", serverCertFile), []byte("garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := run(t.Context(), []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "load TLS certificate") {
+		t.Fatalf("run = %v, want a TLS load error", err)
+	}
+}
