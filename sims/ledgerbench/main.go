@@ -1,0 +1,259 @@
+// Command ledgerbench measures the embedded event store against the disk it runs
+// on: a raw fsync baseline, then one appender alone, 64 concurrent appenders (one
+// stream each, and a new stream per append as issuance does), and ReadAll. It
+// prints a Markdown table for BENCHMARKS.md.
+//
+//	go run ./sims/ledgerbench [-dir DIR] [-duration 5s]
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlite"
+)
+
+func main() {
+	ctx := context.Background()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "ledgerbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("ledgerbench", flag.ContinueOnError)
+	dir := fs.String("dir", "", "directory on the disk to measure (default: a new temporary directory)")
+	duration := fs.Duration("duration", 5*time.Second, "length of each timed phase")
+	appenders := fs.Int("appenders", 64, "concurrent appenders")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "ledgerbench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	if err := refuseTmpfs(*dir); err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	fmt.Fprintf(out, "ledgerbench: %s, %d CPUs, GOMAXPROCS %d, dir %s, %v per phase\n\n",
+		runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), *dir, *duration)
+
+	rawBefore, err := rawFsync(*dir, *duration/2)
+	if err != nil {
+		return err
+	}
+	s, err := sqlite.Open(ctx, filepath.Join(*dir, "ledger"), sqlite.Options{})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	payload := make([]byte, 1024)
+	rand.Read(payload)
+
+	single, err := appendLoad(ctx, s, 1, *duration, payload, false)
+	if err != nil {
+		return err
+	}
+	rawMid, err := rawFsync(*dir, *duration/2)
+	if err != nil {
+		return err
+	}
+	many, err := appendLoad(ctx, s, *appenders, *duration, payload, false)
+	if err != nil {
+		return err
+	}
+	manyNew, err := appendLoad(ctx, s, *appenders, *duration, payload, true)
+	if err != nil {
+		return err
+	}
+	rawAfter, err := rawFsync(*dir, *duration/2)
+	if err != nil {
+		return err
+	}
+	read, n, err := readAll(ctx, s)
+	if err != nil {
+		return err
+	}
+	raw := median(rawBefore, rawMid, rawAfter)
+
+	fmt.Fprintf(out, "| measurement | rate | latency p50 / p99 / max | ratio to baseline |\n|---|---|---|---|\n")
+	fmt.Fprintf(out, "| baseline: raw 4 KiB write + fsync, 1 writer (before / middle / after) | %.0f / %.0f / %.0f per s | | |\n", rawBefore, rawMid, rawAfter)
+	fmt.Fprintf(out, "| append, 1 appender, 1 KiB events, one stream | %.0f events/s | %s | %.2f × raw fsync |\n", single.rate, single.latency(), single.rate/raw)
+	fmt.Fprintf(out, "| append, %d appenders, 1 KiB events, one stream each | %.0f events/s | %s | %.1f × raw fsync |\n", *appenders, many.rate, many.latency(), many.rate/raw)
+	fmt.Fprintf(out, "| append, %d appenders, 1 KiB events, a new stream per append | %.0f events/s | %s | %.1f × raw fsync |\n", *appenders, manyNew.rate, manyNew.latency(), manyNew.rate/raw)
+	fmt.Fprintf(out, "| ReadAll of %d events (decoded) | %.0f events/s | | |\n", n, read)
+	fmt.Fprintf(out, "\nraw fsync baseline used for ratios: median %.0f/s\n", raw)
+	return nil
+}
+
+// refuseTmpfs stops a measurement on a RAM file system, where fsync costs nothing.
+func refuseTmpfs(dir string) error {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return err
+	}
+	const tmpfsMagic = 0x01021994
+	if st.Type == tmpfsMagic {
+		return errors.New(dir + " is on tmpfs; fsync figures would be meaningless")
+	}
+	return nil
+}
+
+// rawFsync measures the disk's rate of durable 4 KiB writes, each followed by
+// fsync (what SQLite calls), over a preallocated file.
+func rawFsync(dir string, d time.Duration) (float64, error) {
+	f, err := os.CreateTemp(dir, "rawfsync-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const blocks = 256
+	if _, err := f.Write(make([]byte, blocks*4096)); err != nil {
+		return 0, err
+	}
+	if err := f.Sync(); err != nil {
+		return 0, err
+	}
+	buf := make([]byte, 4096)
+	rand.Read(buf)
+	n := 0
+	start := time.Now()
+	for time.Since(start) < d {
+		if _, err := f.WriteAt(buf, int64(n%blocks)*4096); err != nil {
+			return 0, err
+		}
+		if err := f.Sync(); err != nil {
+			return 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+type loadResult struct {
+	rate      float64
+	latencies []time.Duration
+}
+
+func (r loadResult) latency() string {
+	if len(r.latencies) == 0 {
+		return ""
+	}
+	slices.Sort(r.latencies)
+	q := func(p float64) time.Duration { return r.latencies[int(p*float64(len(r.latencies)-1))] }
+	return fmt.Sprintf("%v / %v / %v", q(0.5).Round(time.Microsecond), q(0.99).Round(time.Microsecond), r.latencies[len(r.latencies)-1].Round(time.Microsecond))
+}
+
+// appendLoad runs n appenders for d. Each appends one event per call, to its own
+// stream with an exact expected version, or to a new stream each time.
+func appendLoad(ctx context.Context, s *sqlite.Store, n int, d time.Duration, payload []byte, newStreams bool) (loadResult, error) {
+	var mu sync.Mutex
+	var all []time.Duration
+	var firstErr error
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			stream := fmt.Sprintf("bench-%d-%s", w, randHex(8))
+			var version uint64
+			for time.Now().Before(deadline) {
+				e, err := event(payload)
+				if err != nil {
+					firstErr = err
+					return
+				}
+				expected := domain.Exact(version)
+				if newStreams {
+					stream, expected = "cert-"+randHex(16), domain.NoStream
+				}
+				t := time.Now()
+				a, err := s.Append(ctx, stream, expected, e)
+				lat = append(lat, time.Since(t))
+				if err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+					return
+				}
+				version = a.Version
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return loadResult{}, firstErr
+	}
+	return loadResult{rate: float64(len(all)) / time.Since(start).Seconds(), latencies: all}, nil
+}
+
+func readAll(ctx context.Context, s *sqlite.Store) (float64, int, error) {
+	n := 0
+	start := time.Now()
+	for _, err := range s.ReadAll(ctx, 1) {
+		if err != nil {
+			return 0, 0, err
+		}
+		n++
+	}
+	return float64(n) / time.Since(start).Seconds(), n, nil
+}
+
+func event(payload []byte) (domain.Event, error) {
+	id, err := domain.NewEventID(rand.Reader)
+	if err != nil {
+		return domain.Event{}, err
+	}
+	return domain.Event{ID: id, Type: "bench.appended", Schema: 1, Time: time.Now(),
+		Actor: domain.Actor{ID: "bench", Role: "officer"}, Public: payload}, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func median(a, b, c float64) float64 {
+	v := []float64{a, b, c}
+	slices.Sort(v)
+	return v[1]
+}
