@@ -2,9 +2,6 @@ package domain
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -132,7 +129,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 	if err != nil {
 		return Issued{}, err
 	}
-	der, err := h.Signer.SignCertificate(ctx, SignRequest{
+	signed, err := h.Signer.SignCertificate(ctx, SignRequest{
 		CAID: req.CAID, Serial: serial, Profile: req.Profile, Attributes: attrs, CSR: req.CSR, Now: h.Now(),
 	})
 	if err != nil {
@@ -142,19 +139,14 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 		}
 		return Issued{}, unavailable("signer", err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		return Issued{}, unavailable("signer returned an unparsable certificate", err)
+	if signed.Serial != serial {
+		return Issued{}, unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", signed.Serial, serial))
 	}
-	if got := Serial(cert.SerialNumber.Text(16)); got != serial {
-		return Issued{}, unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", got, serial))
-	}
-	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
 	var c Certificate
 	changes, err := c.Issue(CertificateIssued{
 		Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID, Profile: req.Profile,
-		NotBefore: cert.NotBefore.UTC(), NotAfter: cert.NotAfter.UTC(), SPKISHA256: hex.EncodeToString(spki[:]),
-	}, CertificateMaterial{Certificate: der, CSR: req.CSR})
+		NotBefore: signed.NotBefore.UTC(), NotAfter: signed.NotAfter.UTC(), SPKISHA256: signed.SPKISHA256,
+	}, CertificateMaterial{Certificate: signed.DER, CSR: req.CSR})
 	if err != nil {
 		return Issued{}, err
 	}
@@ -163,7 +155,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 	if err != nil {
 		return Issued{}, err
 	}
-	return Issued{Serial: serial, Certificate: der, Position: appended.LastPosition}, nil
+	return Issued{Serial: serial, Certificate: signed.DER, Position: appended.LastPosition}, nil
 }
 
 // RevokeCertificate revokes certificate serial for reason.

@@ -49,9 +49,20 @@ type SignRequest struct {
 	Now time.Time
 }
 
-// CertificateSigner turns a SignRequest into a DER certificate. Implementations check
+// Signed is a certificate a CertificateSigner produced, with the facts the ledger
+// records publicly. The signer reads them from the certificate it built, so the
+// domain never parses DER (and stays free of crypto/x509).
+type Signed struct {
+	DER                 []byte
+	Serial              Serial
+	NotBefore, NotAfter time.Time
+	// SPKISHA256 is the hex SHA-256 of the certificate's SubjectPublicKeyInfo.
+	SPKISHA256 string
+}
+
+// CertificateSigner turns a SignRequest into a certificate. Implementations check
 // the CSR, apply the profile and lint the result; a rejected request gives an
 // *Error of KindInvalid.
 type CertificateSigner interface {
-	SignCertificate(ctx context.Context, req SignRequest) ([]byte, error)
+	SignCertificate(ctx context.Context, req SignRequest) (Signed, error)
 }
