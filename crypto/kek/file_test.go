@@ -1,0 +1,176 @@
+package kek_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/kek/kektest"
+	"github.com/caledger/caledger/crypto/keyvault"
+)
+
+var (
+	_ keyvault.KEK = (*kek.File)(nil)
+	_ keyvault.KEK = (*kek.PKCS11)(nil)
+)
+
+func TestFileConformance(t *testing.T) {
+	kektest.Run(t, func(t *testing.T) keyvault.KEK {
+		k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	})
+}
+
+func TestFileCreateModes(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	path := filepath.Join(dir, "kek.json")
+	if _, err := kek.OpenOrCreateFile(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{dir: 0o700, path: 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s: mode %04o, want %04o", p, got, want)
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 {
+		t.Errorf("directory holds %d entries, want only the KEK file (no temporary left)", len(entries))
+	}
+}
+
+func TestFileReopen(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "kek.json")
+	k1, err := kek.OpenOrCreateFile(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, err := k1.Wrap(ctx, []byte("data key"), []byte("ad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := kek.OpenFile(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k1.ID() != k2.ID() || !strings.HasPrefix(k2.ID(), "file:") {
+		t.Fatalf("IDs %q and %q", k1.ID(), k2.ID())
+	}
+	got, err := k2.Unwrap(ctx, ct, []byte("ad"))
+	if err != nil || string(got) != "data key" {
+		t.Fatalf("Unwrap after reopen: %q, %v", got, err)
+	}
+
+	other, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.ID() == k1.ID() {
+		t.Fatal("two new KEK files have the same ID")
+	}
+	if _, err := other.Unwrap(ctx, ct, []byte("ad")); !errors.Is(err, kek.ErrInvalidCiphertext) {
+		t.Fatalf("Unwrap under another KEK: %v, want ErrInvalidCiphertext", err)
+	}
+}
+
+func TestFileMissing(t *testing.T) {
+	_, err := kek.OpenFile(context.Background(), filepath.Join(t.TempDir(), "absent.json"))
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("got %v, want a not-exist error", err)
+	}
+}
+
+func TestFileRefusesLooseMode(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "kek.json")
+	if _, err := kek.OpenOrCreateFile(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o644, 0o660} {
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := kek.OpenFile(ctx, path)
+		if err == nil || !strings.Contains(err.Error(), "chmod 600") {
+			t.Errorf("mode %04o: got %v, want an error telling to chmod 600", mode, err)
+		}
+		if _, err := kek.OpenOrCreateFile(ctx, path); err == nil {
+			t.Errorf("mode %04o: OpenOrCreateFile accepted the file", mode)
+		}
+	}
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kek.OpenFile(ctx, path); err != nil {
+		t.Errorf("mode 0400: %v", err)
+	}
+}
+
+// The error for a damaged file must not quote it: the file is the master key.
+func TestFileCorruptDoesNotLeak(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "kek.json")
+	if _, err := kek.OpenOrCreateFile(ctx, path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cut the file inside the base64 key value, so a parser would complain about it.
+	i := bytes.Index(b, []byte(`"value"`))
+	if i < 0 {
+		t.Fatalf("no key value in %d-byte file", len(b))
+	}
+	cut := b[:i+30]
+	if err := os.WriteFile(path, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = kek.OpenFile(ctx, path)
+	if err == nil {
+		t.Fatal("loaded a truncated KEK file")
+	}
+	if secret := string(cut[i+10:]); strings.Contains(err.Error(), secret) {
+		t.Fatalf("error quotes the key file: %v", err)
+	}
+}
+
+// Processes starting together must agree on one KEK, not each mint their own.
+func TestFileConcurrentCreate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kek.json")
+	const n = 8
+	ids := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			k, err := kek.OpenOrCreateFile(context.Background(), path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = k.ID()
+		})
+	}
+	wg.Wait()
+	for _, id := range ids[1:] {
+		if id != ids[0] {
+			t.Fatalf("concurrent creators got different KEKs: %q", ids)
+		}
+	}
+}

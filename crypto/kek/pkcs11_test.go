@@ -1,0 +1,85 @@
+package kek_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/caledger/caledger/crypto/hsm/softhsmtest"
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/kek/kektest"
+	"github.com/caledger/caledger/crypto/keyvault"
+)
+
+func openPKCS11(t *testing.T, tok softhsmtest.Config, label string, generate bool) *kek.PKCS11 {
+	t.Helper()
+	k, err := kek.OpenPKCS11(context.Background(), kek.PKCS11Config{
+		Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN,
+		KeyLabel: label, Generate: generate,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func TestPKCS11Conformance(t *testing.T) {
+	kektest.Run(t, func(t *testing.T) keyvault.KEK {
+		return openPKCS11(t, softhsmtest.NewToken(t), "kek-1", true)
+	})
+}
+
+func TestPKCS11FindsExistingKey(t *testing.T) {
+	ctx := context.Background()
+	tok := softhsmtest.NewToken(t)
+	k1 := openPKCS11(t, tok, "kek-1", true)
+	ct, err := k1.Wrap(ctx, []byte("data key"), []byte("ad"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k1.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Generate=false: the key made above must be found, not a new one made.
+	k2 := openPKCS11(t, tok, "kek-1", false)
+	if k2.ID() != "pkcs11:"+tok.TokenLabel+"/kek-1" {
+		t.Fatalf("ID %q", k2.ID())
+	}
+	got, err := k2.Unwrap(ctx, ct, []byte("ad"))
+	if err != nil || string(got) != "data key" {
+		t.Fatalf("Unwrap with the re-found key: %q, %v", got, err)
+	}
+
+	// A second label is a second key: it must not open the first one's output.
+	k3 := openPKCS11(t, tok, "kek-2", true)
+	if _, err := k3.Unwrap(ctx, ct, []byte("ad")); !errors.Is(err, kek.ErrInvalidCiphertext) {
+		t.Fatalf("Unwrap under another key: %v, want ErrInvalidCiphertext", err)
+	}
+}
+
+func TestPKCS11MissingKey(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	_, err := kek.OpenPKCS11(context.Background(), kek.PKCS11Config{
+		Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "absent",
+	})
+	if err == nil || !strings.Contains(err.Error(), "no secret key") {
+		t.Fatalf("got %v, want a missing-key error", err)
+	}
+}
+
+func TestPKCS11WrongPIN(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	const pin = "98765"
+	_, err := kek.OpenPKCS11(context.Background(), kek.PKCS11Config{
+		Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: pin, KeyLabel: "kek-1", Generate: true,
+	})
+	if err == nil {
+		t.Fatal("logged in with a wrong PIN")
+	}
+	if strings.Contains(err.Error(), pin) {
+		t.Fatalf("error contains the PIN: %v", err)
+	}
+}

@@ -1,0 +1,153 @@
+package keyvault_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/domain"
+)
+
+func TestShredSubject(t *testing.T) {
+	ctx := context.Background()
+	k := newKEK(t)
+	dir := t.TempDir()
+	v := openVault(t, dir, k)
+	victim, other := newSubject(t), newSubject(t)
+	ad := []byte("ad")
+	vp := seal(t, v, victim, "profile", []byte("victim profile"), ad)
+	vn := seal(t, v, victim, "nid", []byte("victim nid"), ad)
+	op := seal(t, v, other, "profile", []byte("other profile"), ad)
+	// Warm the cache, so the test also shows that Shred evicts.
+	mustOpen(t, v, &vp, ad, []byte("victim profile"))
+
+	if err := v.Shred(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, v *keyvault.Vault) {
+		openFails(t, v, &vp, ad, keyvault.ErrShredded)
+		openFails(t, v, &vn, ad, keyvault.ErrShredded)
+		sealFails(t, v, victim, "profile", keyvault.ErrShredded)
+		// A whole-subject shred also covers groups that had no key yet.
+		sealFails(t, v, victim, "consent", keyvault.ErrShredded)
+		mustOpen(t, v, &op, ad, []byte("other profile"))
+		seal(t, v, other, "nid", []byte("x"), nil)
+	}
+	check(t, v)
+	if err := v.Shred(ctx, victim); err != nil {
+		t.Fatalf("second Shred: %v", err)
+	}
+	if err := v.Shred(ctx, victim, "profile"); err != nil {
+		t.Fatalf("group Shred after whole-subject Shred: %v", err)
+	}
+	check(t, v)
+
+	v.Close()
+	t.Run("after reopen", func(t *testing.T) { check(t, openVault(t, dir, k)) })
+}
+
+func TestShredGroup(t *testing.T) {
+	ctx := context.Background()
+	k := newKEK(t)
+	dir := t.TempDir()
+	v := openVault(t, dir, k)
+	s := newSubject(t)
+	nid := seal(t, v, s, "nid", []byte("national id"), nil)
+	profile := seal(t, v, s, "profile", []byte("profile"), nil)
+	consent := seal(t, v, s, "consent", []byte("consent"), nil)
+
+	if err := v.Shred(ctx, s, "nid", "consent"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, v *keyvault.Vault) {
+		openFails(t, v, &nid, nil, keyvault.ErrShredded)
+		openFails(t, v, &consent, nil, keyvault.ErrShredded)
+		sealFails(t, v, s, "nid", keyvault.ErrShredded)
+		mustOpen(t, v, &profile, nil, []byte("profile"))
+		again := seal(t, v, s, "profile", []byte("profile 2"), nil)
+		if again.KeyID != profile.KeyID {
+			t.Fatal("the surviving group's key changed")
+		}
+		seal(t, v, s, "new-group", []byte("x"), nil)
+	}
+	check(t, v)
+	v.Close()
+	t.Run("after reopen", func(t *testing.T) { check(t, openVault(t, dir, k)) })
+
+	t.Run("then whole subject", func(t *testing.T) {
+		v := openVault(t, dir, k)
+		if err := v.Shred(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		openFails(t, v, &profile, nil, keyvault.ErrShredded)
+		sealFails(t, v, s, "new-group", keyvault.ErrShredded)
+	})
+}
+
+func TestShredUnknownSubject(t *testing.T) {
+	ctx := context.Background()
+	v := openVault(t, t.TempDir(), newKEK(t))
+	s := newSubject(t)
+	if err := v.Shred(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	sealFails(t, v, s, "profile", keyvault.ErrShredded)
+	forged := domain.Sealed{SubjectID: s, KeyGroup: "profile", KeyID: 7, Ciphertext: []byte{1, 0, 0, 0, 7, 1, 2, 3}}
+	openFails(t, v, &forged, nil, keyvault.ErrShredded)
+
+	g := newSubject(t)
+	if err := v.Shred(ctx, g, "nid"); err != nil {
+		t.Fatal(err)
+	}
+	sealFails(t, v, g, "nid", keyvault.ErrShredded)
+	seal(t, v, g, "profile", []byte("x"), nil)
+}
+
+// Shred must not disturb work on other subjects, and once it returns no goroutine
+// may still seal or open under the shredded key.
+func TestShredConcurrent(t *testing.T) {
+	ctx := context.Background()
+	v := openVault(t, t.TempDir(), newKEK(t))
+	victims := make([]domain.SubjectID, 10)
+	sealed := make([]domain.Sealed, len(victims))
+	for i := range victims {
+		victims[i] = newSubject(t)
+		sealed[i] = seal(t, v, victims[i], "g", []byte("victim"), nil)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			s := newSubject(t)
+			for r := 0; ; r++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				pt := fmt.Appendf(nil, "%d/%d", w, r)
+				sl, err := v.Seal(ctx, s, "g", pt, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := v.Open(ctx, &sl, nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	for i, s := range victims {
+		// Keep the victim's key hot in the cache right up to the Shred.
+		mustOpen(t, v, &sealed[i], nil, []byte("victim"))
+		if err := v.Shred(ctx, s); err != nil {
+			t.Error(err)
+		}
+		openFails(t, v, &sealed[i], nil, keyvault.ErrShredded)
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -1,0 +1,571 @@
+package keyvault
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+	"github.com/tink-crypto/tink-go/v2/aead"
+	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
+	"github.com/tink-crypto/tink-go/v2/keyset"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// Errors. Every error the vault returns for a given (subject, group) wraps at most one
+// of them, so callers can tell "gone for good" from "never existed" from "forged".
+var (
+	// ErrShredded is matched by Seal and Open errors for a destroyed data key.
+	ErrShredded = domain.ErrShredded
+	// ErrNoKey is matched by Open errors for a (subject, group) that never had a key.
+	ErrNoKey = errors.New("keyvault: no data key")
+	// ErrInvalidCiphertext is matched by Open errors for a ciphertext that does not
+	// authenticate: tampered, sealed with other associated data, or under another key.
+	ErrInvalidCiphertext = errors.New("keyvault: ciphertext does not authenticate")
+	// ErrWrongKEK is matched by Open (the function) when the file holds keys wrapped
+	// under a KEK other than the one given.
+	ErrWrongKEK = errors.New("keyvault: data keys are wrapped under another KEK")
+	// ErrCheckpoint is matched by Shred errors when the keys were deleted but the WAL
+	// could not be checkpointed, so their bytes may still be in the -wal file. The
+	// keys are already unusable through the vault; calling Shred again retries.
+	ErrCheckpoint = errors.New("keyvault: WAL checkpoint did not complete")
+	// ErrClosed is matched by errors from a closed Vault.
+	ErrClosed = errors.New("keyvault: vault is closed")
+)
+
+// DefaultCacheSize is how many unwrapped data keys a Vault keeps by default.
+const DefaultCacheSize = 10_000
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	cacheSize int
+	now       func() time.Time
+}
+
+// WithCacheSize bounds the cache of unwrapped data keys; 0 disables it.
+func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = max(n, 0) } }
+
+// WithClock sets the clock that timestamps key creation and shredding.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// Vault holds per-(subject, group) data keys in a SQLite file, wrapped by a KEK. It
+// implements domain.Sealer and is safe for concurrent use. The file MUST be used by
+// one Vault at a time: Shred relies on seeing every reader of the file.
+type Vault struct {
+	db    *sql.DB
+	kek   KEK
+	kekID string
+	wal   string
+	now   func() time.Time
+	cache *cache
+
+	// mu is held shared by Seal and Open for their whole run, and exclusively by
+	// Shred and Close. Shred needs it exclusive for two reasons: the WAL checkpoint
+	// can only truncate the log when no connection holds a read snapshot, and a
+	// Seal or Open must not re-fill the cache with a key Shred just evicted.
+	mu     sync.RWMutex
+	closed bool
+}
+
+var _ domain.Sealer = (*Vault)(nil)
+
+// Open opens the vault file at path, creating it (mode 0600, and its directory with
+// mode 0700) if needed. It fails if the file grants any access to group or others, or
+// holds keys wrapped under a KEK other than kek (ErrWrongKEK). The caller keeps
+// ownership of kek: Close does not close it.
+func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, error) {
+	o := options{cacheSize: DefaultCacheSize, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if kek == nil || kek.ID() == "" {
+		return nil, errors.New("keyvault: a KEK with a non-empty ID is required")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	if err := createFile(abs); err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite3", dsn(abs))
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	v := &Vault{
+		db:    db,
+		kek:   kek,
+		kekID: kek.ID(),
+		wal:   abs + "-wal",
+		now:   o.now,
+		cache: newCache(o.cacheSize),
+	}
+	if err := v.init(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// dsn sets the pragmas on every connection the pool opens. synchronous=FULL makes a
+// commit durable in WAL mode (NORMAL would not fsync the WAL on commit), and comes
+// after _journal_mode because go-sqlite3 lowers synchronous to NORMAL for WAL.
+// _txlock=immediate takes the write lock at BEGIN, so a transaction never fails
+// half-way on a lock upgrade.
+func dsn(path string) string {
+	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_secure_delete", "on")
+	q.Set("_busy_timeout", "5000")
+	q.Set("_txlock", "immediate")
+	return "file:" + p + "?" + q.Encode()
+}
+
+// createFile makes sure path exists with mode 0600 before SQLite opens it: SQLite
+// would create it with 0644, and gives the -wal and -shm files the database file's
+// mode.
+func createFile(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	switch {
+	case err == nil:
+		err = f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = syncDir(dir)
+		}
+		if err != nil {
+			return fmt.Errorf("keyvault: %w", err)
+		}
+		return nil
+	case !errors.Is(err, os.ErrExist):
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("keyvault: %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("keyvault: %s has mode %04o, which lets group or others read it; run chmod 600 %s", path, perm, path)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func (v *Vault) init(ctx context.Context) error {
+	// Checked on a connection from the pool rather than trusted: a driver that
+	// ignored a DSN parameter would silently void the shredding guarantee.
+	var mode string
+	var syncMode, secure int
+	if err := v.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if err := v.db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&syncMode); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if err := v.db.QueryRowContext(ctx, "PRAGMA secure_delete").Scan(&secure); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if mode != "wal" || syncMode != 2 || secure != 1 {
+		return fmt.Errorf("keyvault: connection settings journal_mode=%s synchronous=%d secure_delete=%d, want wal, 2 (FULL), 1", mode, syncMode, secure)
+	}
+
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	defer tx.Rollback()
+	var version int
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if version > schemaVersion {
+		return fmt.Errorf("keyvault: file has schema version %d, this program knows up to %d", version, schemaVersion)
+	}
+	if _, err := tx.ExecContext(ctx, schemaSQL); err != nil {
+		return fmt.Errorf("keyvault: create schema: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT DISTINCT kek_id FROM data_keys WHERE kek_id <> ?", v.kekID)
+	if err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	var others []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return fmt.Errorf("keyvault: %w", err)
+		}
+		others = append(others, id)
+	}
+	if err := rows.Close(); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if len(others) > 0 {
+		return fmt.Errorf("%w: the file has keys under %q, the given KEK is %q", ErrWrongKEK, others, v.kekID)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO keks (kek_id, added_ns) VALUES (?, ?)", v.kekID, v.now().UnixNano()); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("keyvault: %w", err)
+	}
+	return nil
+}
+
+// Seal encrypts plaintext under the data key of (subject, group) with ad as associated
+// data, creating the key if it has none. A new key is durable in the vault file before
+// Seal returns. Seal fails with an error matching ErrShredded if that key was
+// destroyed, including by a Shred of the subject before the key was ever created.
+func (v *Vault) Seal(ctx context.Context, subject domain.SubjectID, group string, plaintext, ad []byte) (domain.Sealed, error) {
+	if err := checkNames(subject, group); err != nil {
+		return domain.Sealed{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return domain.Sealed{}, err
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.closed {
+		return domain.Sealed{}, ErrClosed
+	}
+	k, err := v.dataKey(ctx, subject, group, true)
+	if err != nil {
+		return domain.Sealed{}, err
+	}
+	ct, err := k.aead.Encrypt(plaintext, ad)
+	if err != nil {
+		return domain.Sealed{}, fmt.Errorf("keyvault: subject %s group %s: encrypt: %w", subject, group, err)
+	}
+	return domain.Sealed{SubjectID: subject, KeyGroup: group, KeyID: k.id, Ciphertext: ct}, nil
+}
+
+// Open decrypts s with ad. It fails with an error matching ErrShredded if the key was
+// destroyed, ErrNoKey if (s.SubjectID, s.KeyGroup) never had one, and
+// ErrInvalidCiphertext if s does not authenticate with exactly ad under that key. It
+// returns plaintext only on success.
+func (v *Vault) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, error) {
+	if s == nil {
+		return nil, errors.New("keyvault: nil sealed part")
+	}
+	if err := checkNames(s.SubjectID, s.KeyGroup); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Tink's output prefix (0x01, then the key id) must agree with KeyID, so that an
+	// edited KeyID is caught as tampering rather than ignored.
+	ct := s.Ciphertext
+	if len(ct) < 5 || ct[0] != 1 || binary.BigEndian.Uint32(ct[1:5]) != s.KeyID {
+		return nil, fmt.Errorf("keyvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.closed {
+		return nil, ErrClosed
+	}
+	k, err := v.dataKey(ctx, s.SubjectID, s.KeyGroup, false)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := k.aead.Decrypt(ct, ad)
+	if err != nil {
+		// Tink's error is dropped: it says nothing the caller can act on.
+		return nil, fmt.Errorf("keyvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
+	}
+	return pt, nil
+}
+
+// Shred destroys the data keys of subject: those of groups, or every group (including
+// groups that get no key until later) when groups is empty. It records a tombstone,
+// deletes the wrapped keys, and returns nil only once their bytes are gone from the
+// vault's files: the rows are overwritten (secure_delete) and the WAL is checkpointed
+// and truncated. Shred is idempotent; shredding an unknown subject records the
+// tombstone, so a later Seal for it fails with ErrShredded.
+//
+// If Shred returns an error, the keys may already be deleted (and unusable through the
+// vault) without their bytes being gone from the files yet; the caller MUST retry
+// until Shred returns nil before it reports the erasure as done.
+func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...string) error {
+	if err := checkSubject(subject); err != nil {
+		return err
+	}
+	for _, g := range groups {
+		if err := checkGroup(g); err != nil {
+			return err
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return ErrClosed
+	}
+	// Evicted whatever happens below: a half-done Shred must not leave a key usable
+	// from memory that the file may no longer have.
+	defer v.cache.evict(subject, groups)
+
+	if err := v.deleteKeys(ctx, subject, groups); err != nil {
+		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
+	}
+	if err := v.checkpoint(ctx); err != nil {
+		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
+	}
+	return nil
+}
+
+func (v *Vault) deleteKeys(ctx context.Context, subject domain.SubjectID, groups []string) error {
+	now := v.now().UnixNano()
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if len(groups) == 0 {
+		if _, err := tx.ExecContext(ctx, insertShredSQL, subject, "*", now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, deleteAllSQL, subject); err != nil {
+			return err
+		}
+	}
+	for _, g := range groups {
+		if _, err := tx.ExecContext(ctx, insertShredSQL, subject, g, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, deleteGroupSQL, subject, g); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// checkpoint copies the WAL into the database file and truncates the WAL to zero
+// bytes. The caller holds mu exclusively, so no connection of this Vault has a read
+// snapshot that would pin old frames; the retries cover a transient lock.
+func (v *Vault) checkpoint(ctx context.Context) error {
+	var busy, logFrames, done int
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		err = v.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done)
+		if err != nil || busy != 0 || logFrames != done {
+			continue
+		}
+		fi, serr := os.Stat(v.wal)
+		if serr == nil && fi.Size() != 0 {
+			err = fmt.Errorf("%s is %d bytes after the checkpoint", filepath.Base(v.wal), fi.Size())
+			continue
+		}
+		if serr != nil && !errors.Is(serr, os.ErrNotExist) {
+			return serr
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	return fmt.Errorf("%w: busy=%d log=%d checkpointed=%d", ErrCheckpoint, busy, logFrames, done)
+}
+
+// Close closes the vault file and drops the cached keys. It does not close the KEK.
+func (v *Vault) Close() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return nil
+	}
+	v.closed = true
+	v.cache.clear()
+	return v.db.Close()
+}
+
+// dataKey returns the key of (subject, group), from the cache or the file, creating
+// it if create is set. The caller holds mu shared.
+func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group string, create bool) (dataKey, error) {
+	ck := cacheKey{subject, group}
+	if k, ok := v.cache.get(ck); ok {
+		return k, nil
+	}
+	k, err := v.loadKey(ctx, subject, group)
+	if errors.Is(err, sql.ErrNoRows) {
+		if !create {
+			return dataKey{}, v.missing(ctx, subject, group)
+		}
+		k, err = v.createKey(ctx, subject, group)
+	}
+	if err != nil {
+		return dataKey{}, err
+	}
+	v.cache.add(ck, k)
+	return k, nil
+}
+
+// loadKey reads and unwraps the key of (subject, group); sql.ErrNoRows if it has none.
+func (v *Vault) loadKey(ctx context.Context, subject domain.SubjectID, group string) (dataKey, error) {
+	var kekID string
+	var wrapped []byte
+	err := v.db.QueryRowContext(ctx, selectKeySQL, subject, group).Scan(&kekID, &wrapped)
+	if errors.Is(err, sql.ErrNoRows) {
+		return dataKey{}, err
+	}
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: read key: %w", subject, group, err)
+	}
+	if kekID != v.kekID {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: %w: %q", subject, group, ErrWrongKEK, kekID)
+	}
+	k, err := v.unwrap(ctx, string(subject), group, wrapped)
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, err)
+	}
+	return k, nil
+}
+
+// missing says why (subject, group) has no key: shredded, or never created.
+func (v *Vault) missing(ctx context.Context, subject domain.SubjectID, group string) error {
+	var shredded bool
+	if err := v.db.QueryRowContext(ctx, shreddedSQL, subject, group).Scan(&shredded); err != nil {
+		return fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, err)
+	}
+	if shredded {
+		return fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, ErrShredded)
+	}
+	return fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, ErrNoKey)
+}
+
+func (v *Vault) createKey(ctx context.Context, subject domain.SubjectID, group string) (dataKey, error) {
+	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: new key: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kekAEAD{v.kek}, wrapAD(string(subject), group)); err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: wrap key: %w", subject, group, err)
+	}
+	res, err := v.db.ExecContext(ctx, insertKeySQL,
+		subject, group, v.kekID, buf.Bytes(), v.now().UnixNano(), subject, group)
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
+	} else if n == 1 {
+		return fromHandle(h)
+	}
+	// Another caller stored a key first, or the pair is shredded.
+	k, err := v.loadKey(ctx, subject, group)
+	if errors.Is(err, sql.ErrNoRows) {
+		return dataKey{}, v.missing(ctx, subject, group)
+	}
+	return k, err
+}
+
+func (v *Vault) unwrap(ctx context.Context, subject, group string, wrapped []byte) (dataKey, error) {
+	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{v.kek}, wrapAD(subject, group))
+	if err != nil {
+		return dataKey{}, fmt.Errorf("unwrap key: %w", err)
+	}
+	return fromHandle(h)
+}
+
+// fromHandle accepts only what createKey makes: one AES-256-GCM key with Tink's
+// output prefix, which Open relies on to check KeyID.
+func fromHandle(h *keyset.Handle) (dataKey, error) {
+	e, err := h.Primary()
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: data keyset: %w", err)
+	}
+	k, ok := e.Key().(*aesgcm.Key)
+	if !ok || h.Len() != 1 {
+		return dataKey{}, errors.New("keyvault: data keyset is not a single AES-GCM key")
+	}
+	p, ok := k.Parameters().(*aesgcm.Parameters)
+	if !ok || p.KeySizeInBytes() != 32 || p.Variant() != aesgcm.VariantTink {
+		return dataKey{}, errors.New("keyvault: data key is not AES-256-GCM with a Tink prefix")
+	}
+	a, err := aead.New(h)
+	if err != nil {
+		return dataKey{}, fmt.Errorf("keyvault: data key primitive: %w", err)
+	}
+	return dataKey{aead: a, id: e.KeyID()}, nil
+}
+
+// checkNames applies the domain's rules for names in sealed parts (printable ASCII,
+// no spaces, at most domain.MaxNameLen bytes). Errors do not quote a rejected name:
+// it is not known to be a pseudonym.
+func checkNames(subject domain.SubjectID, group string) error {
+	if err := checkSubject(subject); err != nil {
+		return err
+	}
+	return checkGroup(group)
+}
+
+func checkSubject(subject domain.SubjectID) error {
+	if !printable(string(subject)) {
+		return errors.New("keyvault: subject id is empty, too long or not printable ASCII")
+	}
+	return nil
+}
+
+// checkGroup also rejects "*", which tombstones use for "every group".
+func checkGroup(group string) error {
+	if !printable(group) || group == "*" {
+		return errors.New("keyvault: key group is empty, \"*\", too long or not printable ASCII")
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	if s == "" || len(s) > domain.MaxNameLen || s[0] == '$' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
