@@ -1,0 +1,352 @@
+package domain_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlite"
+)
+
+// The handler tests run on the real parts: the SQLite ledger, the key vault under a
+// local KEK file, and a signer built on crypto/x509.
+
+type rig struct {
+	h     *domain.Handlers
+	store *sqlite.Store
+	vault *keyvault.Vault
+	dir   string
+	now   time.Time
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		store.Close()
+		vault.Close()
+	})
+	r := &rig{store: store, vault: vault, dir: dir, now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
+	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: newTestSigner(t), Now: func() time.Time { return r.now }, Rand: rand.Reader}
+	return r
+}
+
+// testSigner signs with an in-memory CA: a stand-in for the profiles and linting
+// of the real signer, enough to exercise the issuance flow.
+type testSigner struct {
+	ca  *x509.Certificate
+	key *ecdsa.PrivateKey
+}
+
+func newTestSigner(t *testing.T) *testSigner {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour * 24 * 365),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	return &testSigner{ca: ca, key: key}
+}
+
+func (s *testSigner) SignCertificate(ctx context.Context, req domain.SignRequest) (domain.Signed, error) {
+	csr, err := x509.ParseCertificateRequest(req.CSR)
+	if err != nil || csr.CheckSignature() != nil {
+		return domain.Signed{}, &domain.Error{Kind: domain.KindInvalid, Code: "bad-csr", Detail: "the CSR does not parse or verify"}
+	}
+	serial, _ := new(big.Int).SetString(string(req.Serial), 16)
+	tmpl := &x509.Certificate{SerialNumber: serial,
+		Subject:   pkix.Name{CommonName: req.Attributes["common_name"]},
+		NotBefore: req.Now, NotAfter: req.Now.Add(30 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca, csr.PublicKey, s.key)
+	if err != nil {
+		return domain.Signed{}, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	spki := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return domain.Signed{DER: der, Serial: req.Serial, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, SPKISHA256: hex.EncodeToString(spki[:])}, nil
+}
+
+func newCSR(t *testing.T) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
+
+var (
+	officer    = domain.Actor{ID: "cert:0a", Role: "officer"}
+	compliance = domain.Actor{ID: "cert:0b", Role: "compliance"}
+	// Personal data that must never appear outside sealed parts.
+	ada = map[string]string{"common_name": "Ada Lovelace", "email": "ada.lovelace@example.org", "country": "GB"}
+)
+
+func wantErr(t *testing.T, err error, kind *domain.Error, code string) {
+	t.Helper()
+	var de *domain.Error
+	if !errors.Is(err, kind) || !errors.As(err, &de) || (code != "" && de.Code != code) {
+		t.Fatalf("err = %v, want kind %v code %q", err, kind.Kind, code)
+	}
+}
+
+func TestHandlersLifecycle(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.h.ReadSubject(ctx, officer, id, "read", "ticket 4711: Ada Lovelace called")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["email"] != ada["email"] || got["common_name"] != ada["common_name"] {
+		t.Fatalf("ReadSubject = %v", got)
+	}
+	if _, err := r.h.ReadSubject(ctx, officer, id, "read", ""); err == nil {
+		t.Fatal("a read without a reason was allowed")
+	}
+
+	// The read is recorded before the data is returned, with its reason sealed.
+	var access []domain.Event
+	for e, err := range r.store.ReadStream(ctx, domain.AccessStream(id), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		access = append(access, e)
+	}
+	if len(access) != 1 || access[0].Actor != officer || access[0].Sealed == nil {
+		t.Fatalf("access log: %+v", access)
+	}
+	reason, err := r.vault.Open(ctx, access[0].Sealed, domain.SealedAD(&access[0]))
+	if err != nil || !bytes.Contains(reason, []byte("ticket 4711")) {
+		t.Fatalf("sealed reason: %q, %v", reason, err)
+	}
+
+	if err := r.h.CorrectSubject(ctx, officer, id, map[string]string{"email": "ada@example.org", "country": ""}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = r.h.SubjectAttributes(ctx, id)
+	if got["email"] != "ada@example.org" || got["country"] != "" || got["common_name"] != "Ada Lovelace" {
+		t.Fatalf("after correction: %v", got)
+	}
+
+	issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(issued.Certificate)
+	if err != nil || cert.Subject.CommonName != "Ada Lovelace" || cert.SerialNumber.Text(16) != string(issued.Serial) {
+		t.Fatalf("issued certificate: %v %v", cert.Subject, err)
+	}
+	if cert.SerialNumber.BitLen() < 64 {
+		t.Fatalf("serial has %d bits", cert.SerialNumber.BitLen())
+	}
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: []byte("not a csr")})
+	wantErr(t, err, domain.ErrInvalid, "bad-csr")
+
+	wantErr(t, r.h.DeleteCertificate(ctx, officer, issued.Serial, false), domain.ErrConflict, "not-revoked")
+	if err := r.h.RevokeCertificate(ctx, officer, issued.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.h.RevokeCertificate(ctx, officer, issued.Serial, domain.ReasonKeyCompromise), domain.ErrConflict, "already-revoked")
+	wantErr(t, r.h.DeleteCertificate(ctx, officer, issued.Serial, true), domain.ErrConflict, "retained-until-expiry")
+	if err := r.h.DeleteCertificate(ctx, officer, issued.Serial, false); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.h.RevokeCertificate(ctx, officer, "123", domain.ReasonUnspecified), domain.ErrNotFound, "no-certificate")
+
+	// Erasure: the subject's data is gone, from the handlers and from the ledger.
+	other, err := r.h.RegisterSubject(ctx, officer, map[string]string{"common_name": "Grace Hopper"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.h.ReadSubject(ctx, officer, id, "read", "x")
+	wantErr(t, err, domain.ErrGone, "subject-erased")
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	wantErr(t, err, domain.ErrGone, "subject-erased")
+	wantErr(t, r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"), domain.ErrGone, "subject-erased")
+	if got, err := r.h.SubjectAttributes(ctx, other); err != nil || got["common_name"] != "Grace Hopper" {
+		t.Fatalf("another subject suffered from the erasure: %v %v", got, err)
+	}
+	// Every sealed part of the erased subject now fails with ErrShredded.
+	sealedParts := 0
+	for e, err := range r.store.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Sealed == nil || e.Sealed.SubjectID != id {
+			continue
+		}
+		sealedParts++
+		if _, err := r.vault.Open(ctx, e.Sealed, domain.SealedAD(&e)); !errors.Is(err, domain.ErrShredded) {
+			t.Fatalf("event %d (%s) still opens after erasure: %v", e.Position, e.Type, err)
+		}
+	}
+	if sealedParts < 4 {
+		t.Fatalf("only %d sealed parts of the erased subject found", sealedParts)
+	}
+}
+
+// TestNoPersonalDataOutsideSealedParts checks the ledger's public side: stream
+// names, envelopes and public payloads, and the raw ledger files themselves, hold
+// none of the personal data that went in.
+func TestNoPersonalDataOutsideSealedParts(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.h.ReadSubject(ctx, officer, id, "read", "Ada Lovelace asked for a copy"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.CorrectSubject(ctx, officer, id, map[string]string{"surname": "King-Noel"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	secrets := []string{"Ada Lovelace", "ada.lovelace@example.org", "King-Noel", "asked for a copy"}
+	n := 0
+	for e, err := range r.store.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		public, _ := json.Marshal(struct {
+			Stream, Type string
+			Actor        domain.Actor
+			Public       json.RawMessage
+		}{e.Stream, e.Type, e.Actor, e.Public})
+		for _, s := range secrets {
+			if bytes.Contains(public, []byte(s)) {
+				t.Fatalf("event %d (%s) has %q in its public side", e.Position, e.Type, s)
+			}
+		}
+	}
+	if n < 5 {
+		t.Fatalf("only %d events", n)
+	}
+	r.store.Close()
+	files, _ := filepath.Glob(filepath.Join(r.dir, "ledger", "*"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range secrets {
+			if bytes.Contains(b, []byte(s)) {
+				t.Fatalf("%s holds %q in the clear", filepath.Base(f), s)
+			}
+		}
+	}
+}
+
+// TestEraseRacesIssuance issues certificates to a subject while it is erased: no
+// certificate may be reserved after the erasure, and every recorded certificate
+// must have a reservation before it.
+func TestEraseRacesIssuance(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 5 {
+				_, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+				if err != nil && !errors.Is(err, domain.ErrGone) && !errors.Is(err, domain.ErrConflict) {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+
+	erasedAt := uint64(0)
+	reserved := map[domain.Serial]bool{}
+	for e, err := range r.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch e.Type {
+		case domain.TypeSubjectErased:
+			erasedAt = e.Version
+		case domain.TypeSubjectCertificateReserved:
+			if erasedAt != 0 {
+				t.Fatalf("a serial was reserved at version %d, after the erasure at %d", e.Version, erasedAt)
+			}
+			var p domain.SubjectCertificateReserved
+			domain.UnmarshalPublic(&e, &p)
+			reserved[p.Serial] = true
+		}
+	}
+	if erasedAt == 0 {
+		t.Fatal("no erasure recorded")
+	}
+	for e, err := range r.store.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == domain.TypeCertificateIssued {
+			var p domain.CertificateIssued
+			domain.UnmarshalPublic(&e, &p)
+			if !reserved[p.Serial] {
+				t.Fatalf("certificate %s recorded without a reservation before the erasure", p.Serial)
+			}
+		}
+	}
+	t.Logf("%d serials reserved before the erasure", len(reserved))
+}
