@@ -23,6 +23,9 @@ type index struct {
 	db   *sql.DB
 	conn *sql.Conn // the flusher's
 
+	headStmt      *sql.Stmt
+	positionsStmt *sql.Stmt
+
 	mu       sync.Mutex
 	active   *memtable
 	flushing *memtable
@@ -84,11 +87,27 @@ func openIndex(ctx context.Context, path string) (*index, error) {
 			return nil, fmt.Errorf("stream index: %w", err)
 		}
 	}
+	// Prepared once: these run for every append to a stream not in memory and for
+	// every stream read.
+	if x.headStmt, err = db.PrepareContext(ctx, `SELECT version FROM stream_index WHERE stream = ? ORDER BY version DESC LIMIT 1`); err == nil {
+		x.positionsStmt, err = db.PrepareContext(ctx, `SELECT version, position FROM stream_index
+			WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?`)
+	}
+	if err != nil {
+		x.close()
+		return nil, fmt.Errorf("stream index: %w", err)
+	}
 	return x, nil
 }
 
 func (x *index) close() error {
-	return errors.Join(x.conn.Close(), x.db.Close())
+	var errs []error
+	for _, st := range []*sql.Stmt{x.headStmt, x.positionsStmt} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(append(errs, x.conn.Close(), x.db.Close())...)
 }
 
 // through returns the last ledger position the file covers.
@@ -198,7 +217,7 @@ func (x *index) head(ctx context.Context, stream string, h headHint) (uint64, er
 
 func (x *index) fileHead(ctx context.Context, stream string) (uint64, error) {
 	var v int64
-	err := x.db.QueryRowContext(ctx, `SELECT version FROM stream_index WHERE stream = ? ORDER BY version DESC LIMIT 1`, stream).Scan(&v)
+	err := x.headStmt.QueryRowContext(ctx, stream).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -238,8 +257,7 @@ func (x *index) memPositions(stream string, from uint64) (first uint64, position
 // filePositions returns up to limit (version, position) pairs of stream from the
 // file, for versions >= from.
 func (x *index) filePositions(ctx context.Context, stream string, from uint64, limit int) ([][2]uint64, error) {
-	rows, err := x.db.QueryContext(ctx, `SELECT version, position FROM stream_index
-		WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?`, stream, int64(from), limit)
+	rows, err := x.positionsStmt.QueryContext(ctx, stream, int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("stream index: %w", err)
 	}

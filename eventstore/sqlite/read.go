@@ -65,7 +65,7 @@ func (s *Store) readPage(ctx context.Context, from uint64, limit int) ([]domain.
 		return nil, err
 	}
 	head := s.head.Load()
-	rows, err := s.rdb.QueryContext(ctx, `SELECT position, data FROM events WHERE position >= ? ORDER BY position LIMIT ?`, int64(from), limit)
+	rows, err := s.pageStmt.QueryContext(ctx, int64(from), limit)
 	if err != nil {
 		return nil, fmt.Errorf("event store: read: %w", err)
 	}
@@ -167,21 +167,9 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter
 		// Memory first, then the file: an entry that a flush moves in between is
 		// then seen twice (and skipped the second time), never missed.
 		memFirst, memPositions := s.idx.memPositions(stream, from)
-		conn, err := s.rdb.Conn(ctx)
-		if err != nil {
-			yield(domain.Event{}, fmt.Errorf("event store: read: %w", err))
-			return
-		}
-		defer conn.Close()
-		get, err := conn.PrepareContext(ctx, `SELECT data FROM events WHERE position = ?`)
-		if err != nil {
-			yield(domain.Event{}, fmt.Errorf("event store: read: %w", err))
-			return
-		}
-		defer get.Close()
 		next := from
 		emit := func(version, position uint64) bool {
-			e, err := s.eventAt(ctx, get, stream, version, position)
+			e, err := s.eventAt(ctx, stream, version, position)
 			if err != nil {
 				yield(domain.Event{}, err)
 				return false
@@ -224,12 +212,12 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter
 	}
 }
 
-func (s *Store) eventAt(ctx context.Context, get *sql.Stmt, stream string, version, position uint64) (domain.Event, error) {
+func (s *Store) eventAt(ctx context.Context, stream string, version, position uint64) (domain.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return domain.Event{}, err
 	}
 	var data []byte
-	err := get.QueryRowContext(ctx, int64(position)).Scan(&data)
+	err := s.getStmt.QueryRowContext(ctx, int64(position)).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
 		return domain.Event{}, &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but missing", version, stream)}
 	}
