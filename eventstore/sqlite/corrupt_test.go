@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -75,15 +76,17 @@ func TestCorruptEvents(t *testing.T) {
 		return b
 	}
 	cases := map[string]func(t *testing.T, ledger string){
-		"garbage": func(t *testing.T, l string) { poke(t, l, `UPDATE events SET data = x'deadbeef' WHERE position = 5`) },
+		"garbage": func(t *testing.T, l string) { poke(t, l, `UPDATE events SET data = x'deadbeef' WHERE first = 5`) },
 		"unknown format": func(t *testing.T, l string) {
-			poke(t, l, `UPDATE events SET data = x'02' || substr(data, 2) WHERE position = 5`)
+			poke(t, l, `UPDATE events SET data = substr(data, 1, 4) || x'02' || substr(data, 6) WHERE first = 5`)
 		},
 		"truncated": func(t *testing.T, l string) {
-			poke(t, l, `UPDATE events SET data = substr(data, 1, length(data) - 3) WHERE position = 5`)
+			poke(t, l, `UPDATE events SET data = substr(data, 1, length(data) - 3) WHERE first = 5`)
 		},
-		"wrong position": func(t *testing.T, l string) { poke(t, l, `UPDATE events SET data = ? WHERE position = 5`, valid(t, 6)) },
-		"missing":        func(t *testing.T, l string) { poke(t, l, `DELETE FROM events WHERE position = 5`) },
+		"wrong position": func(t *testing.T, l string) {
+			poke(t, l, `UPDATE events SET data = ? WHERE first = 5`, framed(valid(t, 6)))
+		},
+		"missing": func(t *testing.T, l string) { poke(t, l, `DELETE FROM events WHERE first = 5`) },
 	}
 	for name, corrupt := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -128,7 +131,7 @@ func TestCorruptEvents(t *testing.T) {
 	t.Run("in the range recovered on open", func(t *testing.T) {
 		dir := t.TempDir()
 		fill(t, dir, 10)
-		poke(t, filepath.Join(dir, "ledger.db"), `UPDATE events SET data = x'00' WHERE position = 7`)
+		poke(t, filepath.Join(dir, "ledger.db"), `UPDATE events SET data = x'00' WHERE first = 7`)
 		removeIndex(t, dir) // forces Open to read every event back
 		_, err := sqlite.Open(context.Background(), dir, sqlite.Options{})
 		corruptAt(t, err, 7)
@@ -142,6 +145,10 @@ func TestCorruptEvents(t *testing.T) {
 			t.Fatalf("Open of an unknown format: %v", err)
 		}
 	})
+}
+
+func framed(event []byte) []byte {
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(event))), event...)
 }
 
 func removeIndex(t *testing.T, dir string) {
@@ -182,7 +189,7 @@ func TestIndexRebuiltWhenLost(t *testing.T) {
 func TestIndexAheadOfLedger(t *testing.T) {
 	dir := t.TempDir()
 	fill(t, dir, 10)
-	poke(t, filepath.Join(dir, "ledger.db"), `DELETE FROM events WHERE position > 6`)
+	poke(t, filepath.Join(dir, "ledger.db"), `DELETE FROM events WHERE first > 6`)
 	s := open(t, dir)
 	defer s.Close()
 	checkStreams(t, s, map[string]int{"a": 3, "b": 3})
@@ -208,5 +215,60 @@ func checkStreams(t *testing.T, s eventstore.Store, want map[string]int) {
 		if got != n {
 			t.Fatalf("stream %s has %d events, want %d", stream, got, n)
 		}
+	}
+}
+
+// TestCorruptInsideChunk damages the third of five events written in one append
+// (so in one chunk): the error names its position, and the two before it are read.
+func TestCorruptInsideChunk(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	var evs []domain.Event
+	for i := range 5 {
+		evs = append(evs, storetest.NewEvent(t, "t", fmt.Appendf(nil, "%d", i)))
+	}
+	if _, err := s.Append(context.Background(), "a", domain.NoStream, evs...); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	ledger := filepath.Join(dir, "ledger.db")
+	db, err := sql.Open("sqlite3", "file:"+ledger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, last int64
+	var data []byte
+	if err := db.QueryRow(`SELECT first, last, data FROM events`).Scan(&first, &last, &data); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if first != 1 || last != 5 {
+		t.Fatalf("one append became chunk %d-%d", first, last)
+	}
+	// Walk to the third event and break its format byte.
+	off := 0
+	for range 2 {
+		off += 4 + int(binary.BigEndian.Uint32(data[off:]))
+	}
+	data[off+4] = 0x7f
+	poke(t, ledger, `UPDATE events SET data = ? WHERE first = 1`, data)
+
+	s = open(t, dir)
+	defer s.Close()
+	var got []uint64
+	var last2 error
+	for e, err := range s.ReadAll(context.Background(), 1) {
+		if err != nil {
+			last2 = err
+			break
+		}
+		got = append(got, e.Position)
+	}
+	corruptAt(t, last2, 3)
+	if len(got) != 2 {
+		t.Fatalf("read %v before the damaged event, want 1 and 2", got)
+	}
+	if !strings.Contains(last2.Error(), "unknown format 127") {
+		t.Fatalf("error %q does not say what is wrong", last2)
 	}
 }

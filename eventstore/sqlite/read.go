@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -61,40 +62,88 @@ func (s *Store) readAll(ctx context.Context, from, to uint64) iter.Seq2[domain.E
 // contiguous, and none below the head may be missing. On error it also returns the
 // events before the fault, so readers see everything up to it.
 func (s *Store) readPage(ctx context.Context, from uint64, limit int) ([]domain.Event, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
 	head := s.head.Load()
-	rows, err := s.pageStmt.QueryContext(ctx, int64(from), limit)
-	if err != nil {
-		return nil, fmt.Errorf("event store: read: %w", err)
-	}
-	defer rows.Close()
-	page := make([]domain.Event, 0, min(limit, 64))
+	page := make([]domain.Event, 0, min(limit, 256))
 	next := from
-	for rows.Next() {
-		var position int64
-		var data []byte // Scan copies, and events alias their bytes
-		if err := rows.Scan(&position, &data); err != nil {
-			return nil, fmt.Errorf("event store: read: %w", err)
-		}
-		if uint64(position) != next {
-			return page, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
-		}
-		e, err := decodeAt(next, data)
+	for len(page) < limit {
+		added, err := s.readChunks(ctx, next, limit, &page)
+		next += uint64(added)
 		if err != nil {
 			return page, err
 		}
-		page = append(page, e)
-		next++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("event store: read: %w", err)
+		if added == 0 {
+			break
+		}
 	}
 	if len(page) < limit && next <= head {
 		return page, &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
 	}
 	return page, nil
+}
+
+// chunksPerQuery bounds one chunk query; about 60 events of 1 KiB fit a chunk.
+const chunksPerQuery = 16
+
+// readChunks appends to page the events from position from on, found in up to
+// chunksPerQuery chunks, without letting page exceed limit. It returns how many
+// it appended.
+func (s *Store) readChunks(ctx context.Context, from uint64, limit int, page *[]domain.Event) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	rows, err := s.pageStmt.QueryContext(ctx, int64(from), chunksPerQuery)
+	if err != nil {
+		return 0, fmt.Errorf("event store: read: %w", err)
+	}
+	defer rows.Close()
+	// The rows' bytes are copied once, into a buffer the decoded events alias
+	// (RawBytes is only valid until the next row). When the buffer fills up a new
+	// one starts; the old one lives on through its events.
+	var arena []byte
+	next := from
+	for len(*page) < limit && rows.Next() {
+		var first, last int64
+		var raw sql.RawBytes
+		if err := rows.Scan(&first, &last, &raw); err != nil {
+			return int(next - from), fmt.Errorf("event store: read: %w", err)
+		}
+		if uint64(last) < next {
+			continue // the chunk before from's, when from is past the head
+		}
+		if uint64(first) > next {
+			return int(next - from), &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
+		}
+		if cap(arena)-len(arena) < len(raw) {
+			arena = make([]byte, 0, max(len(raw), 256<<10))
+		}
+		start := len(arena)
+		arena = append(arena, raw...)
+		data := arena[start:len(arena):len(arena)]
+		var decodeErr error
+		err := chunkEvents(uint64(first), uint64(last), data, func(position uint64, b []byte) bool {
+			if position < next {
+				return true
+			}
+			e, err := decodeAt(position, b)
+			if err != nil {
+				decodeErr = err
+				return false
+			}
+			*page = append(*page, e)
+			next++
+			return len(*page) < limit
+		})
+		if decodeErr != nil {
+			return int(next - from), decodeErr
+		}
+		if err != nil {
+			return int(next - from), &eventstore.CorruptError{Position: next, Err: err}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return int(next - from), fmt.Errorf("event store: read: %w", err)
+	}
+	return int(next - from), nil
 }
 
 // readErr turns errors caused by a concurrent Close into ErrClosed.
@@ -216,13 +265,36 @@ func (s *Store) eventAt(ctx context.Context, stream string, version, position ui
 	if err := ctx.Err(); err != nil {
 		return domain.Event{}, err
 	}
-	var data []byte
-	err := s.getStmt.QueryRowContext(ctx, int64(position)).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return domain.Event{}, &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but missing", version, stream)}
-	}
+	missing := &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but missing", version, stream)}
+	rows, err := s.getStmt.QueryContext(ctx, int64(position))
 	if err != nil {
 		return domain.Event{}, fmt.Errorf("event store: read: %w", err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return domain.Event{}, fmt.Errorf("event store: read: %w", err)
+		}
+		return domain.Event{}, missing
+	}
+	var first, last int64
+	var raw sql.RawBytes
+	if err := rows.Scan(&first, &last, &raw); err != nil {
+		return domain.Event{}, fmt.Errorf("event store: read: %w", err)
+	}
+	if uint64(last) < position {
+		return domain.Event{}, missing
+	}
+	var data []byte
+	err = chunkEvents(uint64(first), uint64(last), raw, func(p uint64, b []byte) bool {
+		if p == position {
+			data = bytes.Clone(b) // only this event outlives the row
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return domain.Event{}, &eventstore.CorruptError{Position: position, Err: err}
 	}
 	e, err := decodeAt(position, data)
 	if err != nil {

@@ -45,8 +45,8 @@ type Store struct {
 	rdb   *sql.DB // readers of ledger.db
 	idx   *index
 
-	pageStmt *sql.Stmt // on rdb: one page of ReadAll
-	getStmt  *sql.Stmt // on rdb: one event by position
+	pageStmt *sql.Stmt // on rdb: chunks from a position on
+	getStmt  *sql.Stmt // on rdb: the chunk holding a position
 
 	reqs       chan *request
 	head       atomic.Uint64
@@ -150,7 +150,8 @@ func (s *Store) openLedger(ctx context.Context) error {
 		// a growing file, whose fsync also flushes metadata (docs/eventstore.md).
 		`PRAGMA wal_autocheckpoint = 1000`,
 		`CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
-		`CREATE TABLE IF NOT EXISTS events(position INTEGER PRIMARY KEY, data BLOB NOT NULL)`,
+		// One row per chunk of consecutive events (chunk.go).
+		`CREATE TABLE IF NOT EXISTS events(first INTEGER PRIMARY KEY, last INTEGER NOT NULL, data BLOB NOT NULL)`,
 		`INSERT OR IGNORE INTO meta(key, value) VALUES('` + formatKey + `', '` + format + `')`,
 	} {
 		if _, err := s.wconn.ExecContext(ctx, q); err != nil {
@@ -171,7 +172,7 @@ func (s *Store) openLedger(ctx context.Context) error {
 		return fmt.Errorf("event store: ledger format %q is not supported by this version (want %q)", f, format)
 	}
 	var head sql.NullInt64
-	if err := s.wconn.QueryRowContext(ctx, `SELECT max(position) FROM events`).Scan(&head); err != nil {
+	if err := s.wconn.QueryRowContext(ctx, `SELECT max(last) FROM events`).Scan(&head); err != nil {
 		return fmt.Errorf("event store: read head: %w", err)
 	}
 	s.head.Store(uint64(head.Int64))
@@ -181,10 +182,12 @@ func (s *Store) openLedger(ctx context.Context) error {
 	}
 	s.rdb.SetMaxOpenConns(8)
 	s.rdb.SetMaxIdleConns(8)
-	if s.pageStmt, err = s.rdb.PrepareContext(ctx, `SELECT position, data FROM events WHERE position >= ? ORDER BY position LIMIT ?`); err != nil {
+	// Chunks from the one that holds position ?1 on, and the chunk that holds ?1.
+	if s.pageStmt, err = s.rdb.PrepareContext(ctx, `SELECT first, last, data FROM events
+		WHERE first >= coalesce((SELECT max(first) FROM events WHERE first <= ?1), 0) ORDER BY first LIMIT ?2`); err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
-	if s.getStmt, err = s.rdb.PrepareContext(ctx, `SELECT data FROM events WHERE position = ?`); err != nil {
+	if s.getStmt, err = s.rdb.PrepareContext(ctx, `SELECT first, last, data FROM events WHERE first <= ? ORDER BY first DESC LIMIT 1`); err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
 	return nil

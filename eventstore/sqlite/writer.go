@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 
 	"github.com/caledger/caledger/domain"
@@ -193,26 +192,19 @@ func (s *Store) fail(err error) {
 	s.log.Error("event store failed; appends are refused until it is reopened", "err", err)
 }
 
-// writer holds the writer goroutine's prepared statements.
+// writer holds the writer goroutine's prepared statement and scratch buffer.
 type writer struct {
 	s      *Store
-	insert *sql.Stmt // one row
-	bulk   *sql.Stmt // bulkRows rows
+	insert *sql.Stmt
+	chunk  []byte
 }
 
-const bulkRows = 32
-
 func (s *Store) newWriter(ctx context.Context) (*writer, error) {
-	insert, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(position, data) VALUES(?, ?)`)
+	insert, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(first, last, data) VALUES(?, ?, ?)`)
 	if err != nil {
 		return nil, fmt.Errorf("event store: %w", err)
 	}
-	bulk, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(position, data) VALUES `+
-		strings.TrimSuffix(strings.Repeat("(?, ?),", bulkRows), ","))
-	if err != nil {
-		return nil, fmt.Errorf("event store: %w", err)
-	}
-	return &writer{s: s, insert: insert, bulk: bulk}, nil
+	return &writer{s: s, insert: insert}, nil
 }
 
 type row struct {
@@ -321,22 +313,35 @@ func (w *writer) write(ctx context.Context, rows []row) error {
 	return nil
 }
 
+// insertRows packs rows (in position order) into chunks and inserts them.
 func (w *writer) insertRows(ctx context.Context, rows []row) error {
-	args := make([]any, 0, 2*bulkRows)
-	for len(rows) >= bulkRows {
-		args = args[:0]
-		for _, r := range rows[:bulkRows] {
-			args = append(args, int64(r.position), r.data)
+	var first, last uint64
+	flush := func() error {
+		if len(w.chunk) == 0 {
+			return nil
 		}
-		if _, err := w.bulk.ExecContext(ctx, args...); err != nil {
-			return err
-		}
-		rows = rows[bulkRows:]
+		// The driver copies the blob while binding, so the buffer can be reused.
+		_, err := w.insert.ExecContext(ctx, int64(first), int64(last), w.chunk)
+		w.chunk = w.chunk[:0]
+		return err
 	}
 	for _, r := range rows {
-		if _, err := w.insert.ExecContext(ctx, int64(r.position), r.data); err != nil {
-			return err
+		if len(w.chunk) > 0 && len(w.chunk)+4+len(r.data) > maxChunkBytes {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
+		if len(w.chunk) == 0 {
+			first = r.position
+		}
+		last = r.position
+		w.chunk = appendFramed(w.chunk, r.data)
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	if cap(w.chunk) > 4*maxChunkBytes {
+		w.chunk = nil // do not keep a buffer grown by one huge event
 	}
 	return nil
 }
