@@ -197,6 +197,8 @@ type writer struct {
 	s      *Store
 	insert *sql.Stmt
 	chunk  []byte
+	// sinceCopy counts bytes committed since the last pre-copy request.
+	sinceCopy int
 }
 
 func (s *Store) newWriter(ctx context.Context) (*writer, error) {
@@ -276,6 +278,16 @@ func (w *writer) commit(group []*request) {
 	s.head.Store(position)
 	s.idx.add(entries)
 	s.signal()
+	for _, r := range rows {
+		w.sinceCopy += len(r.data)
+	}
+	if len(accepted) >= precopyMinGroups && w.sinceCopy >= precopyBytes {
+		w.sinceCopy = 0
+		select {
+		case s.precopy <- struct{}{}:
+		default: // one is pending already
+		}
+	}
 	for _, ar := range accepted {
 		ar.r.reply(ar.a, nil)
 	}
