@@ -29,7 +29,11 @@ func runServe(ctx context.Context, args []string, env func(string) string, stdou
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	addr := fs.String("addr", envOr(env, "CALEDGER_ADDR", "127.0.0.1:8443"), "listen `address` (host:port); env CALEDGER_ADDR")
-	setUsage(fs, "serve [--data DIR] [--addr ADDR]", `Serve the HTTPS API until SIGINT or SIGTERM.
+	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger); env CALEDGER_STORE")
+	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite]", `Serve the HTTPS API until SIGINT or SIGTERM.
+
+The ledger, the key vault and the local key-encryption key live in DIR
+(DIR/ledger, DIR/keys); they are created on first start.
 
 On first start, a TLS key and a self-signed certificate for localhost,
 127.0.0.1 and ::1 are written to DIR/tls/; clients trust DIR/tls/server.pem:
@@ -38,7 +42,7 @@ On first start, a TLS key and a self-signed certificate for localhost,
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	return serve(ctx, logger, *dataDir, *addr)
+	return serve(ctx, logger, *store, *dataDir, *addr)
 }
 
 // envOr returns env(key), or def when it is empty.
@@ -53,7 +57,7 @@ func envOr(env func(string) string, key, def string) string {
 // gracefully. It logs one line once listening: msg=listening with the bound
 // address (addr), the data directory (data) and the certificate clients must
 // trust (cacert).
-func serve(ctx context.Context, logger *slog.Logger, dataDir, addr string) (err error) {
+func serve(ctx context.Context, logger *slog.Logger, storeName, dataDir, addr string) (err error) {
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
 		return err
@@ -70,7 +74,7 @@ func serve(ctx context.Context, logger *slog.Logger, dataDir, addr string) (err 
 			"cacert", sc.certPath, "not_after", sc.cert.Leaf.NotAfter)
 	}
 
-	b, closeBackends, err := openBackends(ctx, dataDir, logger)
+	b, closeBackends, err := openBackends(ctx, storeName, dataDir, logger)
 	if err != nil {
 		return err
 	}
@@ -85,6 +89,7 @@ func serve(ctx context.Context, logger *slog.Logger, dataDir, addr string) (err 
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	metrics.MustRegister(b.collectors()...)
 
 	srv := &http.Server{
 		Handler: api.New(api.Config{

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"net"
@@ -154,6 +155,9 @@ func TestServe(t *testing.T) {
 	checkMode(t, filepath.Join(data, "tls"), 0o700)
 	checkMode(t, certPath, 0o644)
 	checkMode(t, filepath.Join(data, "tls", serverKeyFile), 0o600)
+	checkMode(t, filepath.Join(data, ledgerDir, "ledger.db"), 0o600)
+	checkMode(t, filepath.Join(data, kekFile), 0o600)
+	checkMode(t, filepath.Join(data, vaultFile), 0o600)
 	entries, err := os.ReadDir(filepath.Join(data, "tls"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +214,22 @@ func TestServe(t *testing.T) {
 		res, body := get(t, c, base+"/metrics")
 		if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("go_goroutines")) {
 			t.Errorf("metrics: %d, go collector missing:\n%s", res.StatusCode, body)
+		}
+		if !bytes.Contains(body, []byte("caledger_ledger_head_position 0")) {
+			t.Errorf("metrics lack the ledger head:\n%s", body)
+		}
+	})
+	t.Run("a second server on the same data is refused", func(t *testing.T) {
+		err := run(t.Context(), []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("second serve: %v", err)
+		}
+	})
+	t.Run("unknown store", func(t *testing.T) {
+		err := run(t.Context(), []string{"serve", "--data", t.TempDir(), "--store", "oracle"}, func(string) string { return "" }, io.Discard, io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Fatalf("unknown store: %v, want a usage error", err)
 		}
 	})
 	t.Run("TLS 1.2 accepted", func(t *testing.T) {
