@@ -210,7 +210,8 @@ func (r *reader) field() ([]byte, bool) {
 		r.err = &DecodeError{r.off, fmt.Sprintf("length %d runs past the end", n)}
 		return nil, false
 	}
-	v := r.b[r.off+4 : r.off+4+int(n)]
+	// Capped at its own length: appending to one field must not overwrite the next.
+	v := r.b[r.off+4 : r.off+4+int(n) : r.off+4+int(n)]
 	r.off += 4 + int(n)
 	return v, true
 }

@@ -239,3 +239,25 @@ func TestSealedADBindsTheEvent(t *testing.T) {
 		t.Error("associated data depends on fields outside its binding")
 	}
 }
+
+// TestDecodedFieldsDoNotShareCapacity: Public and Ciphertext alias the input, but
+// appending to one must not write into the other.
+func TestDecodedFieldsDoNotShareCapacity(t *testing.T) {
+	e := goldenEvents()["v1-sealed"]
+	b, err := domain.Encode(&e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := domain.Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(got.Sealed.Ciphertext)
+	// Exactly the bytes that follow Public in the encoding: an append that fits the
+	// slice's capacity would write over them instead of reallocating.
+	after := len(b) - bytes.Index(b, e.Public) - len(e.Public)
+	_ = append(got.Public, bytes.Repeat([]byte("Z"), after)...)
+	if !bytes.Equal(got.Sealed.Ciphertext, want) {
+		t.Fatal("appending to Public overwrote the ciphertext")
+	}
+}
