@@ -114,45 +114,67 @@ func TestSubjectRules(t *testing.T) {
 		var s domain.Subject
 		_, err := s.Correct(map[string]string{"email": "a@b"}, "identity")
 		wantKind(t, err, domain.ErrNotFound, "no-subject")
-		_, err = s.ReserveCertificate("1f", "issuing")
+		_, err = s.LinkCertificate("1f", "issuing")
 		wantKind(t, err, domain.ErrNotFound, "no-subject")
 	})
 	t.Run("erased subject accepts nothing", func(t *testing.T) {
-		er := must(t)(registered.Erase(nil, "gdpr-art17"))
+		er := must(t)(registered.Erase(nil, domain.BasisErasureRequest))
 		s := subjectFrom(t, reg, er)
 		if !s.Erased || s.Attributes != nil {
 			t.Fatalf("erased subject: %+v", s)
 		}
-		_, err := s.ReserveCertificate("1f", "issuing")
+		_, err := s.LinkCertificate("1f", "issuing")
 		wantKind(t, err, domain.ErrGone, "subject-erased")
 		_, err = s.Correct(map[string]string{"email": "a@b"}, "identity")
 		wantKind(t, err, domain.ErrGone, "subject-erased")
-		_, err = s.Erase(nil, "gdpr-art17")
+		_, err = s.Erase(nil, domain.BasisErasureRequest)
 		wantKind(t, err, domain.ErrGone, "subject-erased")
 		wantKind(t, s.CheckReadable(), domain.ErrGone, "subject-erased")
 	})
 	t.Run("group erasure", func(t *testing.T) {
-		er := must(t)(registered.Erase([]string{"national-id"}, "consent-expired"))
+		er := must(t)(registered.Erase([]string{domain.GroupNationalID}, domain.BasisConsentWithdrawn))
 		s := subjectFrom(t, reg, er)
 		if s.Erased || len(s.ErasedGroups) != 1 {
 			t.Fatalf("group-erased subject: %+v", s)
 		}
-		_, err := s.Correct(map[string]string{"serial_number": "x"}, "national-id")
+		_, err := s.Correct(map[string]string{"serial_number": "x"}, domain.GroupNationalID)
 		wantKind(t, err, domain.ErrGone, "group-erased")
-		must(t)(s.ReserveCertificate("1f", "issuing"))
+		must(t)(s.LinkCertificate("1f", "issuing"))
+		if !s.ErasureRecorded([]string{domain.GroupNationalID}) || s.ErasureRecorded(nil) || s.ErasureRecorded([]string{domain.GroupIdentity}) {
+			t.Fatal("ErasureRecorded does not follow the erased groups")
+		}
+	})
+	t.Run("identity erased alone", func(t *testing.T) {
+		er := must(t)(registered.Erase([]string{domain.GroupIdentity}, domain.BasisErasureRequest))
+		s := subjectFrom(t, reg, er)
+		_, err := s.LinkCertificate("1f", "issuing")
+		wantKind(t, err, domain.ErrGone, "identity-erased")
+		wantKind(t, s.CheckIdentity(), domain.ErrGone, "identity-erased")
+	})
+	t.Run("caller text never becomes public", func(t *testing.T) {
+		// Key groups, erasure bases and CA ids end up in public parts: fixed lists
+		// and slugs only, so an e-mail address or a name is refused.
+		_, err := registered.Correct(map[string]string{"email": "a@example.org"}, "ada@example.org")
+		wantKind(t, err, domain.ErrInvalid, "bad-key-group")
+		_, err = registered.Erase([]string{"Ada Lovelace"}, domain.BasisErasureRequest)
+		wantKind(t, err, domain.ErrInvalid, "bad-key-group")
+		_, err = registered.Erase(nil, "asked by ada@example.org")
+		wantKind(t, err, domain.ErrInvalid, "bad-basis")
+		_, err = registered.LinkCertificate("1f", "ada@example.org")
+		wantKind(t, err, domain.ErrInvalid, "bad-ca-id")
 	})
 	t.Run("erasure needs a basis", func(t *testing.T) {
 		_, err := registered.Erase(nil, "")
 		wantKind(t, err, domain.ErrInvalid, "bad-basis")
 	})
-	t.Run("reserve", func(t *testing.T) {
-		r := must(t)(registered.ReserveCertificate("1f", "issuing"))
+	t.Run("link", func(t *testing.T) {
+		r := must(t)(registered.LinkCertificate("1f", "issuing"))
 		s := subjectFrom(t, reg, r)
 		if len(s.Serials) != 1 || s.Serials[0] != "1f" {
 			t.Fatalf("serials: %v", s.Serials)
 		}
 		for _, bad := range []domain.Serial{"", "0f", "1F", "xyz", domain.Serial(strings.Repeat("1", 41))} {
-			_, err := registered.ReserveCertificate(bad, "issuing")
+			_, err := registered.LinkCertificate(bad, "issuing")
 			wantKind(t, err, domain.ErrInvalid, "bad-serial")
 		}
 	})

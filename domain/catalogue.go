@@ -9,22 +9,45 @@ import (
 // Event types. The public payload of each is the struct below with the same name;
 // docs/events.md is the reference table of every field and whether it is sealed.
 const (
-	TypeSubjectRegistered          = "subject.registered"
-	TypeSubjectCorrected           = "subject.corrected"
-	TypeSubjectErased              = "subject.erased"
-	TypeSubjectCertificateReserved = "subject.certificate-reserved"
-	TypeCertificateIssued          = "certificate.issued"
-	TypeCertificateRevoked         = "certificate.revoked"
-	TypeCertificateDeleted         = "certificate.deleted"
-	TypePersonalDataAccessed       = "personal-data.accessed"
+	TypeSubjectRegistered        = "subject.registered"
+	TypeSubjectCorrected         = "subject.corrected"
+	TypeSubjectErased            = "subject.erased"
+	TypeSubjectCertificateLinked = "subject.certificate-linked"
+	TypeCertificateIssued        = "certificate.issued"
+	TypeCertificateRevoked       = "certificate.revoked"
+	TypeCertificateDeleted       = "certificate.deleted"
+	TypePersonalDataAccessed     = "personal-data.accessed"
 )
 
 // Key groups. A subject's personal data is sealed under one data key per group, so
 // that a group can be destroyed alone (for example a national id kept under consent).
+// Group names are public: they are a fixed list, never caller text.
 const (
 	// GroupIdentity holds the subject's attributes, certificates and CSRs.
 	GroupIdentity = "identity"
+	// GroupNationalID holds a national identity number kept under consent.
+	GroupNationalID = "national-id"
 )
+
+// KnownKeyGroup reports whether g is one of the key groups above.
+func KnownKeyGroup(g string) bool { return g == GroupIdentity || g == GroupNationalID }
+
+// Legal grounds of an erasure, recorded publicly in subject.erased.
+const (
+	BasisErasureRequest   = "gdpr-art17"        // the subject asked (GDPR article 17)
+	BasisConsentWithdrawn = "consent-withdrawn" // the consent the data was kept under ended
+	BasisRetentionExpired = "retention-expired" // the retention period ran out
+	BasisCourtOrder       = "court-order"
+)
+
+// KnownErasureBasis reports whether b is one of the bases above.
+func KnownErasureBasis(b string) bool {
+	switch b {
+	case BasisErasureRequest, BasisConsentWithdrawn, BasisRetentionExpired, BasisCourtOrder:
+		return true
+	}
+	return false
+}
 
 // Payload is the public part of an event type.
 type Payload interface {
@@ -57,11 +80,13 @@ type SubjectErased struct {
 	Basis string `json:"basis"`
 }
 
-// SubjectCertificateReserved: a serial was reserved for a certificate to this
-// subject. It comes before certificate.issued and guards the subject's version, so a
-// concurrent erasure and issuance cannot both succeed. A reservation with no issued
-// certificate records an issuance that failed after it.
-type SubjectCertificateReserved struct {
+// SubjectCertificateLinked: a certificate was signed for this subject. It is
+// appended at the exact subject version whose attributes went into the certificate,
+// after signing and before certificate.issued, so an erasure (or a correction)
+// recorded meanwhile makes the issuance fail and start over: no certificate is
+// issued from a subject's data after its erasure. A link with no certificate.issued
+// records an issuance that failed between the two appends.
+type SubjectCertificateLinked struct {
 	SubjectID SubjectID `json:"subject_id"`
 	Serial    Serial    `json:"serial"`
 	CAID      string    `json:"ca_id"`
@@ -105,23 +130,23 @@ type PersonalDataAccessed struct {
 	Operation string `json:"operation"`
 }
 
-func (SubjectRegistered) EventType() string          { return TypeSubjectRegistered }
-func (SubjectCorrected) EventType() string           { return TypeSubjectCorrected }
-func (SubjectErased) EventType() string              { return TypeSubjectErased }
-func (SubjectCertificateReserved) EventType() string { return TypeSubjectCertificateReserved }
-func (CertificateIssued) EventType() string          { return TypeCertificateIssued }
-func (CertificateRevoked) EventType() string         { return TypeCertificateRevoked }
-func (CertificateDeleted) EventType() string         { return TypeCertificateDeleted }
-func (PersonalDataAccessed) EventType() string       { return TypePersonalDataAccessed }
+func (SubjectRegistered) EventType() string        { return TypeSubjectRegistered }
+func (SubjectCorrected) EventType() string         { return TypeSubjectCorrected }
+func (SubjectErased) EventType() string            { return TypeSubjectErased }
+func (SubjectCertificateLinked) EventType() string { return TypeSubjectCertificateLinked }
+func (CertificateIssued) EventType() string        { return TypeCertificateIssued }
+func (CertificateRevoked) EventType() string       { return TypeCertificateRevoked }
+func (CertificateDeleted) EventType() string       { return TypeCertificateDeleted }
+func (PersonalDataAccessed) EventType() string     { return TypePersonalDataAccessed }
 
-func (SubjectRegistered) SchemaVersion() uint16          { return 1 }
-func (SubjectCorrected) SchemaVersion() uint16           { return 1 }
-func (SubjectErased) SchemaVersion() uint16              { return 1 }
-func (SubjectCertificateReserved) SchemaVersion() uint16 { return 1 }
-func (CertificateIssued) SchemaVersion() uint16          { return 1 }
-func (CertificateRevoked) SchemaVersion() uint16         { return 1 }
-func (CertificateDeleted) SchemaVersion() uint16         { return 1 }
-func (PersonalDataAccessed) SchemaVersion() uint16       { return 1 }
+func (SubjectRegistered) SchemaVersion() uint16        { return 1 }
+func (SubjectCorrected) SchemaVersion() uint16         { return 1 }
+func (SubjectErased) SchemaVersion() uint16            { return 1 }
+func (SubjectCertificateLinked) SchemaVersion() uint16 { return 1 }
+func (CertificateIssued) SchemaVersion() uint16        { return 1 }
+func (CertificateRevoked) SchemaVersion() uint16       { return 1 }
+func (CertificateDeleted) SchemaVersion() uint16       { return 1 }
+func (PersonalDataAccessed) SchemaVersion() uint16     { return 1 }
 
 // Sealed plaintexts, JSON-encoded before sealing.
 

@@ -61,14 +61,18 @@ func (h *Handlers) CorrectSubject(ctx context.Context, actor Actor, id SubjectID
 }
 
 // EraseSubject records the erasure of subject id (all of it, or the given key
-// groups), then destroys the data keys. If destroying the keys fails after the
-// event is durable, the error says so and the erasure must be re-applied (the ledger
-// is the source of truth: replaying erasure events re-destroys keys).
+// groups), then destroys the data keys. It is idempotent: erasing what is already
+// erased destroys the keys again and succeeds, which is how an erasure whose key
+// destruction failed ("shred-pending") is completed. An erasure is never given up
+// for losing races to other commands: it retries until ctx ends.
 func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, groups []string, basis string) error {
-	err := h.retry(ctx, func() error {
+	err := h.retryPatiently(ctx, func() error {
 		s, _, err := h.loadSubject(ctx, id)
 		if err != nil {
 			return err
+		}
+		if s.ErasureRecorded(groups) {
+			return nil // only the key destruction below may still be due
 		}
 		changes, err := s.Erase(groups, basis)
 		if err != nil {
@@ -82,7 +86,7 @@ func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, 
 	}
 	if err := h.Vault.Shred(ctx, id, groups...); err != nil {
 		return &Error{Kind: KindUnavailable, Code: "shred-pending",
-			Detail: fmt.Sprintf("erasure of subject %s is recorded but its keys are not yet destroyed", id), Err: err}
+			Detail: fmt.Sprintf("erasure of subject %s is recorded but its keys are not yet destroyed; repeat the erasure", id), Err: err}
 	}
 	return nil
 }
@@ -102,60 +106,87 @@ type Issued struct {
 	Position    uint64 // of the certificate.issued event
 }
 
-// IssueCertificate reserves a serial on the subject's stream (which fails if the
-// subject is erased, even concurrently), has the signer sign, and records the
-// certificate. The certificate is returned only once its event is durable.
+// IssueCertificate has the signer sign a certificate from the subject's current
+// attributes, links it to the subject at the exact version those attributes were
+// read at, and records it. An erasure or correction recorded meanwhile makes the
+// link fail and the issuance start over (with the new data, or refused). The
+// certificate is returned only once its events are durable, and not at all if the
+// subject was erased before then.
 func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueRequest) (Issued, error) {
-	serial, err := h.newSerial()
-	if err != nil {
-		return Issued{}, err
+	if !ValidSlug(req.Profile) {
+		return Issued{}, errorf(KindInvalid, "bad-profile", "a profile name is 1 to 64 lower-case letters, digits and hyphens")
 	}
-	var attrs map[string]string
-	err = h.retry(ctx, func() error {
+	var out Issued
+	err := h.retry(ctx, func() error {
 		s, events, err := h.loadSubject(ctx, req.SubjectID)
 		if err != nil {
 			return err
 		}
-		changes, err := s.ReserveCertificate(serial, req.CAID)
+		serial, err := h.newSerial()
 		if err != nil {
 			return err
 		}
-		if attrs, err = h.attributes(ctx, events); err != nil {
+		link, err := s.LinkCertificate(serial, req.CAID)
+		if err != nil {
 			return err
 		}
-		_, err = h.commit(ctx, actor, SubjectStream(req.SubjectID), s.Version, changes)
-		return err
-	})
-	if err != nil {
-		return Issued{}, err
-	}
-	signed, err := h.Signer.SignCertificate(ctx, SignRequest{
-		CAID: req.CAID, Serial: serial, Profile: req.Profile, Attributes: attrs, CSR: req.CSR, Now: h.Now(),
-	})
-	if err != nil {
-		var de *Error
-		if errors.As(err, &de) {
-			return Issued{}, err
+		attrs, err := h.attributes(ctx, events)
+		if err != nil {
+			return err
 		}
-		return Issued{}, unavailable("signer", err)
-	}
-	if signed.Serial != serial {
-		return Issued{}, unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", signed.Serial, serial))
-	}
-	var c Certificate
-	changes, err := c.Issue(CertificateIssued{
-		Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID, Profile: req.Profile,
-		NotBefore: signed.NotBefore.UTC(), NotAfter: signed.NotAfter.UTC(), SPKISHA256: signed.SPKISHA256,
-	}, CertificateMaterial{Certificate: signed.DER, CSR: req.CSR})
+		signed, err := h.Signer.SignCertificate(ctx, SignRequest{
+			CAID: req.CAID, Serial: serial, Profile: req.Profile, Attributes: attrs, CSR: req.CSR, Now: h.Now(),
+		})
+		if err != nil {
+			var de *Error
+			if errors.As(err, &de) {
+				return err
+			}
+			return unavailable("signer", err)
+		}
+		if signed.Serial != serial {
+			return unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", signed.Serial, serial))
+		}
+		var c Certificate
+		changes, err := c.Issue(CertificateIssued{
+			Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID, Profile: req.Profile,
+			NotBefore: signed.NotBefore.UTC(), NotAfter: signed.NotAfter.UTC(), SPKISHA256: signed.SPKISHA256,
+		}, CertificateMaterial{Certificate: signed.DER, CSR: req.CSR})
+		if err != nil {
+			return err
+		}
+		// Sealed before the link: a key destroyed by now fails here, not after it.
+		issued, err := h.prepare(ctx, actor, CertificateStream(serial), 0, changes)
+		if err != nil {
+			return err
+		}
+		if _, err := h.commit(ctx, actor, SubjectStream(req.SubjectID), s.Version, link); err != nil {
+			return err // a conflict starts over
+		}
+		// NoStream: a serial is recorded at most once, whatever the random source does.
+		appended, err := h.append(ctx, CertificateStream(serial), 0, issued)
+		if errors.Is(err, ErrWrongVersion) {
+			return &Error{Kind: KindUnavailable, Code: "serial-collision", Detail: fmt.Sprintf("serial %s is already recorded", serial), Err: err}
+		}
+		if err != nil {
+			return err
+		}
+		out = Issued{Serial: serial, Certificate: signed.DER, Position: appended.LastPosition}
+		return nil
+	})
 	if err != nil {
 		return Issued{}, err
 	}
-	// NoStream: a serial is recorded at most once, whatever the random source does.
-	appended, err := h.commit(ctx, actor, CertificateStream(serial), 0, changes)
+	// An erasure recorded between the link and now erased a subject that had this
+	// certificate; its data must not leave the process after that.
+	s, _, err := h.loadSubject(ctx, req.SubjectID)
 	if err != nil {
 		return Issued{}, err
 	}
-	return Issued{Serial: serial, Certificate: signed.DER, Position: appended.LastPosition}, nil
+	if err := s.CheckIdentity(); err != nil {
+		return Issued{}, err
+	}
+	return out, nil
 }
 
 // RevokeCertificate revokes certificate serial for reason.
@@ -195,9 +226,6 @@ func (h *Handlers) DeleteCertificate(ctx context.Context, actor Actor, serial Se
 // read them and why (personal-data.accessed, with the reason sealed); the data is
 // returned only once that record is durable.
 func (h *Handlers) ReadSubject(ctx context.Context, actor Actor, id SubjectID, operation, reason string) (map[string]string, error) {
-	if reason == "" {
-		return nil, errorf(KindInvalid, "no-reason", "reading personal data requires a reason")
-	}
 	s, events, err := h.loadSubject(ctx, id)
 	if err != nil {
 		return nil, err
@@ -205,21 +233,36 @@ func (h *Handlers) ReadSubject(ctx context.Context, actor Actor, id SubjectID, o
 	if err := s.CheckReadable(); err != nil {
 		return nil, err
 	}
-	if err := h.RecordAccess(ctx, actor, id, operation, reason); err != nil {
+	if err := h.recordAccess(ctx, actor, id, operation, reason); err != nil {
 		return nil, err
 	}
 	return h.attributes(ctx, events)
 }
 
-// RecordAccess appends a personal-data.accessed event for subject id to its access
-// stream.
+// RecordAccess appends a personal-data.accessed event for subject id, for reads
+// of its data made elsewhere (a report, an export). The subject must exist and
+// not be erased.
 func (h *Handlers) RecordAccess(ctx context.Context, actor Actor, id SubjectID, operation, reason string) error {
+	s, _, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := s.CheckReadable(); err != nil {
+		return err
+	}
+	return h.recordAccess(ctx, actor, id, operation, reason)
+}
+
+func (h *Handlers) recordAccess(ctx context.Context, actor Actor, id SubjectID, operation, reason string) error {
 	switch operation {
 	case "read", "search", "report", "export":
 	default:
 		return errorf(KindInvalid, "bad-operation", "access operation must be read, search, report or export")
 	}
-	if len(reason) > MaxAttributeLen {
+	switch {
+	case reason == "":
+		return errorf(KindInvalid, "no-reason", "reading personal data requires a reason")
+	case len(reason) > MaxAttributeLen:
 		return errorf(KindInvalid, "reason-too-long", "an access reason is at most %d bytes", MaxAttributeLen)
 	}
 	change := []Change{{
@@ -231,15 +274,15 @@ func (h *Handlers) RecordAccess(ctx context.Context, actor Actor, id SubjectID, 
 	// The sealed reason is bound to an exact stream version, so appends name one.
 	// A conflict reports the actual version: retry at it.
 	version := uint64(0)
-	for attempt := 0; ; attempt++ {
+	for range maxAttempts {
 		_, err := h.commit(ctx, actor, AccessStream(id), version, change)
 		var wv *WrongVersionError
-		if attempt+1 < maxAttempts && errors.As(err, &wv) {
-			version = wv.Actual
-			continue
+		if !errors.As(err, &wv) {
+			return err
 		}
-		return err
+		version = wv.Actual
 	}
+	return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the access log changed concurrently; try again"}
 }
 
 // SubjectAttributes returns the current attributes of subject id without recording
@@ -336,32 +379,47 @@ func (h *Handlers) read(ctx context.Context, stream string) ([]Event, error) {
 // commit gives changes their envelopes, seals them and appends them at expected
 // version v.
 func (h *Handlers) commit(ctx context.Context, actor Actor, stream string, v uint64, changes []Change) (Appended, error) {
+	events, err := h.prepare(ctx, actor, stream, v, changes)
+	if err != nil {
+		return Appended{}, err
+	}
+	return h.append(ctx, stream, v, events)
+}
+
+// prepare gives changes their envelopes for versions v+1, v+2, ... and seals them.
+func (h *Handlers) prepare(ctx context.Context, actor Actor, stream string, v uint64, changes []Change) ([]Event, error) {
 	now := h.Now().UTC()
 	events := make([]Event, len(changes))
 	for i, c := range changes {
 		id, err := NewEventID(h.Rand)
 		if err != nil {
-			return Appended{}, unavailable("random source", err)
+			return nil, unavailable("random source", err)
 		}
 		public, err := MarshalPublic(c.Payload)
 		if err != nil {
-			return Appended{}, err
+			return nil, err
 		}
 		e := &events[i]
 		*e = Event{Stream: stream, Version: v + uint64(i) + 1, ID: id, Type: c.Payload.EventType(),
 			Schema: c.Payload.SchemaVersion(), Time: now, Actor: actor, Public: public}
 		if c.Personal != nil {
 			if err := h.seal(ctx, e, c); err != nil {
-				return Appended{}, err
+				return nil, err
 			}
 		}
 	}
+	return events, nil
+}
+
+// append appends prepared events at expected version v. A version conflict is
+// returned as is, for the caller to retry; other failures become domain errors.
+func (h *Handlers) append(ctx context.Context, stream string, v uint64, events []Event) (Appended, error) {
 	appended, err := h.Events.Append(ctx, stream, Exact(v), events...)
 	switch {
 	case err == nil:
 		return appended, nil
 	case errors.Is(err, ErrWrongVersion):
-		return appended, err // retried by the caller
+		return appended, err
 	case errors.Is(err, ErrTooLarge):
 		return appended, &Error{Kind: KindInvalid, Code: "too-large", Detail: "the request is too large to record", Err: err}
 	}
@@ -404,7 +462,8 @@ func (h *Handlers) open(ctx context.Context, e *Event, v any) error {
 	return nil
 }
 
-// retry runs f again while it loses optimistic-concurrency races.
+// retry runs f again while it loses optimistic-concurrency races, up to
+// maxAttempts times.
 func (h *Handlers) retry(ctx context.Context, f func() error) error {
 	var err error
 	for range maxAttempts {
@@ -416,6 +475,25 @@ func (h *Handlers) retry(ctx context.Context, f func() error) error {
 		}
 	}
 	return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the record changed concurrently; try again", Err: err}
+}
+
+// retryPatiently is retry for commands that must not be given up, such as an
+// erasure racing a stream of issuances: it backs off (1 ms doubling to 100 ms)
+// and keeps trying until ctx ends.
+func (h *Handlers) retryPatiently(ctx context.Context, f func() error) error {
+	backoff := time.Millisecond
+	for {
+		err := f()
+		if !errors.Is(err, ErrWrongVersion) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the record kept changing until the request ended; try again", Err: err}
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 100*time.Millisecond)
+	}
 }
 
 // newSerial draws a positive serial of 127 random bits (RFC 5280 allows 20 octets;

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -201,14 +202,21 @@ func TestHandlersLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"); err != nil {
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
 		t.Fatal(err)
 	}
 	_, err = r.h.ReadSubject(ctx, officer, id, "read", "x")
 	wantErr(t, err, domain.ErrGone, "subject-erased")
 	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrGone, "subject-erased")
-	wantErr(t, r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"), domain.ErrGone, "subject-erased")
+	// Erasure is idempotent: repeating it destroys the keys again, records nothing.
+	before, _ := r.store.Head(ctx)
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatalf("repeated erasure: %v", err)
+	}
+	if after, _ := r.store.Head(ctx); after != before {
+		t.Fatal("a repeated erasure appended events")
+	}
 	if got, err := r.h.SubjectAttributes(ctx, other); err != nil || got["common_name"] != "Grace Hopper" {
 		t.Fatalf("another subject suffered from the erasure: %v %v", got, err)
 	}
@@ -286,9 +294,9 @@ func TestNoPersonalDataOutsideSealedParts(t *testing.T) {
 	}
 }
 
-// TestEraseRacesIssuance issues certificates to a subject while it is erased: no
-// certificate may be reserved after the erasure, and every recorded certificate
-// must have a reservation before it.
+// TestEraseRacesIssuance issues certificates to a subject from 8 goroutines while
+// it is erased. The erasure is not starved; no certificate is linked after it or
+// returned from a link that came after it; every recorded certificate is linked.
 func TestEraseRacesIssuance(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
@@ -296,27 +304,37 @@ func TestEraseRacesIssuance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
+	var returned []domain.Serial
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for range 5 {
-				_, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
-				if err != nil && !errors.Is(err, domain.ErrGone) && !errors.Is(err, domain.ErrConflict) {
+				issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+				switch {
+				case err == nil:
+					mu.Lock()
+					returned = append(returned, issued.Serial)
+					mu.Unlock()
+				case !errors.Is(err, domain.ErrGone) && !errors.Is(err, domain.ErrConflict):
 					t.Error(err)
 				}
 			}
 		}()
 	}
 	time.Sleep(5 * time.Millisecond)
-	if err := r.h.EraseSubject(ctx, compliance, id, nil, "gdpr-art17"); err != nil {
-		t.Fatal(err)
-	}
+	eraseCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	eraseErr := r.h.EraseSubject(eraseCtx, compliance, id, nil, domain.BasisErasureRequest)
 	wg.Wait()
+	if eraseErr != nil {
+		t.Fatalf("erasure lost to concurrent issuance: %v", eraseErr)
+	}
 
 	erasedAt := uint64(0)
-	reserved := map[domain.Serial]bool{}
+	linkedAt := map[domain.Serial]uint64{}
 	for e, err := range r.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
 		if err != nil {
 			t.Fatal(err)
@@ -324,17 +342,24 @@ func TestEraseRacesIssuance(t *testing.T) {
 		switch e.Type {
 		case domain.TypeSubjectErased:
 			erasedAt = e.Version
-		case domain.TypeSubjectCertificateReserved:
+		case domain.TypeSubjectCertificateLinked:
 			if erasedAt != 0 {
-				t.Fatalf("a serial was reserved at version %d, after the erasure at %d", e.Version, erasedAt)
+				t.Fatalf("a certificate was linked at version %d, after the erasure at %d", e.Version, erasedAt)
 			}
-			var p domain.SubjectCertificateReserved
-			domain.UnmarshalPublic(&e, &p)
-			reserved[p.Serial] = true
+			var p domain.SubjectCertificateLinked
+			if err := domain.UnmarshalPublic(&e, &p); err != nil {
+				t.Fatal(err)
+			}
+			linkedAt[p.Serial] = e.Version
 		}
 	}
 	if erasedAt == 0 {
 		t.Fatal("no erasure recorded")
+	}
+	for _, serial := range returned {
+		if v, ok := linkedAt[serial]; !ok || v > erasedAt {
+			t.Fatalf("certificate %s was returned but is not linked before the erasure", serial)
+		}
 	}
 	for e, err := range r.store.ReadAll(ctx, 1) {
 		if err != nil {
@@ -342,11 +367,198 @@ func TestEraseRacesIssuance(t *testing.T) {
 		}
 		if e.Type == domain.TypeCertificateIssued {
 			var p domain.CertificateIssued
-			domain.UnmarshalPublic(&e, &p)
-			if !reserved[p.Serial] {
-				t.Fatalf("certificate %s recorded without a reservation before the erasure", p.Serial)
+			if err := domain.UnmarshalPublic(&e, &p); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := linkedAt[p.Serial]; !ok {
+				t.Fatalf("certificate %s recorded without a link before the erasure", p.Serial)
 			}
 		}
 	}
-	t.Logf("%d serials reserved before the erasure", len(reserved))
+	t.Logf("%d certificates returned, %d linked before the erasure", len(returned), len(linkedAt))
+}
+
+// The wrappers below delay or fail one call of a real component, to put a race or
+// a failure at a chosen point.
+
+// hookedSigner runs before ahead of each signature.
+type hookedSigner struct {
+	domain.CertificateSigner
+	before func()
+	calls  atomic.Int32
+}
+
+func (s *hookedSigner) SignCertificate(ctx context.Context, req domain.SignRequest) (domain.Signed, error) {
+	s.calls.Add(1)
+	if s.before != nil {
+		s.before()
+	}
+	return s.CertificateSigner.SignCertificate(ctx, req)
+}
+
+// gatedShred holds Shred until release is closed, or fails it while fail is set.
+type gatedShred struct {
+	domain.Sealer
+	release chan struct{}
+	fail    atomic.Bool
+}
+
+func (v *gatedShred) Shred(ctx context.Context, s domain.SubjectID, groups ...string) error {
+	if v.fail.Load() {
+		return errors.New("HSM unreachable")
+	}
+	if v.release != nil {
+		<-v.release
+	}
+	return v.Sealer.Shred(ctx, s, groups...)
+}
+
+func subjectStreamHas(t *testing.T, r *rig, id domain.SubjectID, typ string) bool {
+	t.Helper()
+	for e, err := range r.store.ReadStream(context.Background(), domain.SubjectStream(id), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// TestIssuanceLosesToErasureDuringSigning records an erasure while the signer
+// works, with the key destruction still pending: the certificate must not be
+// recorded or returned.
+func TestIssuanceLosesToErasureDuringSigning(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := &gatedShred{Sealer: r.vault, release: make(chan struct{})}
+	r.h.Vault = vault
+	erased := make(chan error, 1)
+	signer := &hookedSigner{CertificateSigner: r.h.Signer}
+	signer.before = func() {
+		if signer.calls.Load() > 1 {
+			return
+		}
+		go func() { erased <- r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest) }()
+		for !subjectStreamHas(t, r, id, domain.TypeSubjectErased) {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	r.h.Signer = signer
+	issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	close(vault.release)
+	if err := <-erased; err != nil {
+		t.Fatal(err)
+	}
+	if err == nil || len(issued.Certificate) != 0 {
+		t.Fatalf("certificate %s returned after the erasure was recorded", issued.Serial)
+	}
+	wantErr(t, err, domain.ErrGone, "subject-erased")
+	for e, err := range r.store.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == domain.TypeCertificateIssued || e.Type == domain.TypeSubjectCertificateLinked {
+			t.Fatalf("%s recorded for an issuance that lost to the erasure", e.Type)
+		}
+	}
+}
+
+// TestErasureCompletesAfterFailedShred: when destroying the keys fails after the
+// erasure is recorded, repeating the erasure destroys them.
+func TestErasureCompletesAfterFailedShred(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault := &gatedShred{Sealer: r.vault}
+	vault.fail.Store(true)
+	r.h.Vault = vault
+	wantErr(t, r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest), domain.ErrUnavailable, "shred-pending")
+	if !subjectStreamHas(t, r, id, domain.TypeSubjectErased) {
+		t.Fatal("the erasure was not recorded")
+	}
+	opens := func() bool {
+		for e, err := range r.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Sealed != nil {
+				_, err := r.vault.Open(ctx, e.Sealed, domain.SealedAD(&e))
+				return err == nil
+			}
+		}
+		t.Fatal("no sealed part")
+		return false
+	}
+	if !opens() {
+		t.Fatal("the failed shred destroyed the key anyway; this test no longer tests a pending shred")
+	}
+	vault.fail.Store(false)
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatalf("repeating the erasure: %v", err)
+	}
+	if opens() {
+		t.Fatal("the subject's keys survived the repeated erasure")
+	}
+	n := 0
+	for e, err := range r.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
+		if err == nil && e.Type == domain.TypeSubjectErased {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d erasure events, want 1", n)
+	}
+}
+
+// TestIssuanceRefusedWhenIdentityErased: with the identity group erased alone, the
+// signer is never called.
+func TestIssuanceRefusedWhenIdentityErased(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupIdentity}, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	signer := &hookedSigner{CertificateSigner: r.h.Signer}
+	r.h.Signer = signer
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	wantErr(t, err, domain.ErrGone, "identity-erased")
+	if signer.calls.Load() != 0 {
+		t.Fatal("the CA signed for a subject whose identity data is erased")
+	}
+}
+
+// TestCallerTextIsValidated: ids, CA ids and profiles from callers are checked
+// before they can become stream names or public fields.
+func TestCallerTextIsValidated(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, _ := r.store.Head(ctx)
+	wantErr(t, r.h.RecordAccess(ctx, officer, "ada.lovelace@example.org", "read", "x"), domain.ErrNotFound, "no-subject")
+	wantErr(t, r.h.RecordAccess(ctx, officer, "00112233445566778899aabbccddeeff", "read", "x"), domain.ErrNotFound, "no-subject")
+	wantErr(t, r.h.RecordAccess(ctx, officer, id, "read", ""), domain.ErrInvalid, "no-reason")
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "Ada Lovelace", Profile: "tls-client", CSR: newCSR(t)})
+	wantErr(t, err, domain.ErrInvalid, "bad-ca-id")
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "ada@example.org", CSR: newCSR(t)})
+	wantErr(t, err, domain.ErrInvalid, "bad-profile")
+	wantErr(t, r.h.CorrectSubject(ctx, officer, id, map[string]string{"email": "a@example.org"}, "ada@example.org"), domain.ErrInvalid, "bad-key-group")
+	if after, _ := r.store.Head(ctx); after != head {
+		t.Fatalf("refused commands appended %d events", after-head)
+	}
 }

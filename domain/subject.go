@@ -22,7 +22,7 @@ type Subject struct {
 	ErasedGroups []string
 	// Attributes names the attributes held, sorted.
 	Attributes []string
-	// Serials lists the serials reserved for the subject, in order.
+	// Serials lists the certificates linked to the subject, in order.
 	Serials []Serial
 }
 
@@ -65,8 +65,8 @@ func (s *Subject) Apply(e *Event) error {
 		} else {
 			s.ErasedGroups = mergeNames(s.ErasedGroups, p.KeyGroups)
 		}
-	case TypeSubjectCertificateReserved:
-		var p SubjectCertificateReserved
+	case TypeSubjectCertificateLinked:
+		var p SubjectCertificateLinked
 		if err := UnmarshalPublic(e, &p); err != nil {
 			return err
 		}
@@ -112,8 +112,8 @@ func (s *Subject) Correct(attrs map[string]string, group string) ([]Change, erro
 	if err := s.active(); err != nil {
 		return nil, err
 	}
-	if err := checkName("key group", group, true); err != nil {
-		return nil, &Error{Kind: KindInvalid, Code: "bad-key-group", Detail: err.Error()}
+	if !KnownKeyGroup(group) {
+		return nil, errorf(KindInvalid, "bad-key-group", "unknown key group; known groups are %s and %s", GroupIdentity, GroupNationalID)
 	}
 	if slices.Contains(s.ErasedGroups, group) {
 		return nil, errorf(KindGone, "group-erased", "key group %q of subject %s was erased", group, s.ID)
@@ -139,12 +139,13 @@ func (s *Subject) Erase(groups []string, basis string) ([]Change, error) {
 	if err := s.active(); err != nil {
 		return nil, err
 	}
-	if err := checkName("erasure basis", basis, true); err != nil {
-		return nil, &Error{Kind: KindInvalid, Code: "bad-basis", Detail: err.Error()}
+	if !KnownErasureBasis(basis) {
+		return nil, errorf(KindInvalid, "bad-basis", "unknown erasure basis; known bases are %s, %s, %s and %s",
+			BasisErasureRequest, BasisConsentWithdrawn, BasisRetentionExpired, BasisCourtOrder)
 	}
 	for _, g := range groups {
-		if err := checkName("key group", g, true); err != nil {
-			return nil, &Error{Kind: KindInvalid, Code: "bad-key-group", Detail: err.Error()}
+		if !KnownKeyGroup(g) {
+			return nil, errorf(KindInvalid, "bad-key-group", "unknown key group; known groups are %s and %s", GroupIdentity, GroupNationalID)
 		}
 	}
 	groups = mergeNames(nil, groups)
@@ -154,20 +155,68 @@ func (s *Subject) Erase(groups []string, basis string) ([]Change, error) {
 	return []Change{{Payload: SubjectErased{SubjectID: s.ID, KeyGroups: groups, Basis: basis}}}, nil
 }
 
-// ReserveCertificate decides the reservation of serial for a certificate from caID.
-func (s *Subject) ReserveCertificate(serial Serial, caID string) ([]Change, error) {
-	if err := s.active(); err != nil {
+// ErasureRecorded reports whether an erasure of groups (all when empty) is already
+// in the subject's history, so that only its key destruction may still be due.
+func (s *Subject) ErasureRecorded(groups []string) bool {
+	if s.Erased {
+		return true
+	}
+	if len(groups) == 0 {
+		return false
+	}
+	for _, g := range groups {
+		if !slices.Contains(s.ErasedGroups, g) {
+			return false
+		}
+	}
+	return true
+}
+
+// LinkCertificate decides the link of a certificate signed by caID with serial to
+// the subject. The subject's identity data must still exist.
+func (s *Subject) LinkCertificate(serial Serial, caID string) ([]Change, error) {
+	if err := s.CheckIdentity(); err != nil {
 		return nil, err
+	}
+	if !ValidSlug(caID) {
+		return nil, errorf(KindInvalid, "bad-ca-id", "a CA id is 1 to 64 lower-case letters, digits and hyphens")
 	}
 	if !serial.Valid() {
 		return nil, errorf(KindInvalid, "bad-serial", "serial %q is not positive lower-case hex of at most 20 octets", serial)
 	}
-	return []Change{{Payload: SubjectCertificateReserved{SubjectID: s.ID, Serial: serial, CAID: caID}}}, nil
+	return []Change{{Payload: SubjectCertificateLinked{SubjectID: s.ID, Serial: serial, CAID: caID}}}, nil
+}
+
+// ValidSlug reports whether s is 1 to 64 lower-case ASCII letters, digits and
+// hyphens: the form of CA ids and profile names, which are public and therefore
+// never free text.
+func ValidSlug(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // CheckReadable reports whether the subject's personal data may be read: it exists
 // and is not erased.
 func (s *Subject) CheckReadable() error { return s.active() }
+
+// CheckIdentity reports whether a certificate may carry the subject's identity:
+// the subject exists, is not erased, and its identity group was not erased alone.
+func (s *Subject) CheckIdentity() error {
+	if err := s.active(); err != nil {
+		return err
+	}
+	if slices.Contains(s.ErasedGroups, GroupIdentity) {
+		return errorf(KindGone, "identity-erased", "the identity data of subject %s was erased", s.ID)
+	}
+	return nil
+}
 
 func (s *Subject) active() error {
 	switch {
