@@ -22,11 +22,10 @@ import (
 // Append MUST NOT return success before the events are durable: after a crash or
 // power loss at any later moment, they are read back exactly as written. Append MUST
 // NOT leave part of an append behind: the events of one call are written all or
-// none. An append that fails because of a version conflict, an invalid or oversized
-// event, a closed store or a context cancelled before the events were handed to a
-// commit writes nothing. Any other error leaves the outcome unknown to the caller;
-// the store then refuses further appends until it is reopened, and reopening
-// recovers a state that contains every acknowledged append.
+// none. An error matching ErrFailed leaves the outcome unknown: the events may or
+// may not be written, the store refuses further appends (with ErrFailed) until it
+// is reopened, and reopening recovers a state that contains every acknowledged
+// append. Every other error means nothing was written.
 //
 // # Reading
 //
@@ -74,10 +73,11 @@ var (
 	ErrInvalid = errors.New("invalid event")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("event store closed")
-	// ErrCorrupt: a stored event cannot be read back. The error is a
-	// *CorruptError naming the position.
+	// ErrCorrupt: a stored event, or the index that finds it, cannot be read
+	// back. For an event the error is a *CorruptError naming its position.
 	ErrCorrupt = errors.New("corrupt event")
-	// ErrFailed: an earlier write failed with an unknown outcome; reopen the store.
+	// ErrFailed: this or an earlier write failed with an unknown outcome; reopen
+	// the store.
 	ErrFailed = errors.New("event store failed; reopen it to recover")
 )
 

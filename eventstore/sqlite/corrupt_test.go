@@ -118,13 +118,15 @@ func TestCorruptEvents(t *testing.T) {
 			}
 			corruptAt(t, last, 5)
 			// Reading past it works.
+			var after []uint64
 			for e, err := range s.ReadAll(ctx, 6) {
 				if err != nil {
 					t.Fatalf("ReadAll(6): %v", err)
 				}
-				if e.Position == 10 {
-					break
-				}
+				after = append(after, e.Position)
+			}
+			if len(after) != 5 || after[0] != 6 || after[4] != 10 {
+				t.Fatalf("ReadAll(6) yielded %v, want 6..10", after)
 			}
 		})
 	}

@@ -316,7 +316,9 @@ func (x *index) write(ctx context.Context, t *memtable) error {
 		return fmt.Errorf("stream index: flush: %w", err)
 	}
 	defer tx.Rollback()
-	insert, err := tx.PrepareContext(ctx, `INSERT INTO stream_index(stream, version, position) VALUES(?, ?, ?)`)
+	// OR REPLACE: a flush whose COMMIT reported an error may have committed; its
+	// retry writes the same entries again and must not fail on them forever.
+	insert, err := tx.PrepareContext(ctx, `INSERT OR REPLACE INTO stream_index(stream, version, position) VALUES(?, ?, ?)`)
 	if err != nil {
 		return fmt.Errorf("stream index: flush: %w", err)
 	}

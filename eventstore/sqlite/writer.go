@@ -304,9 +304,10 @@ func (r *request) versionMismatch(current uint64) int {
 	return -1
 }
 
-// write inserts rows in one transaction. An error before COMMIT leaves nothing
-// written and is returned as is. An error from COMMIT leaves the outcome unknown:
-// the store fails, and reopening it recovers the truth from the files.
+// write inserts rows in one transaction. An error before COMMIT, after a successful
+// ROLLBACK, leaves nothing written and is returned as is. An error from COMMIT or
+// ROLLBACK leaves the outcome unknown: the store fails (ErrFailed), and reopening
+// it recovers the truth from the files.
 func (w *writer) write(ctx context.Context, rows []row) error {
 	conn := w.s.wconn
 	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
@@ -314,7 +315,9 @@ func (w *writer) write(ctx context.Context, rows []row) error {
 	}
 	if err := w.insertRows(ctx, rows); err != nil {
 		if _, rbErr := conn.ExecContext(ctx, "ROLLBACK"); rbErr != nil {
-			w.s.fail(fmt.Errorf("rollback after %v: %w", err, rbErr))
+			err = fmt.Errorf("rollback after %v: %w", err, rbErr)
+			w.s.fail(err)
+			return fmt.Errorf("%w: %v", eventstore.ErrFailed, err)
 		}
 		return fmt.Errorf("event store: write: %w", err)
 	}

@@ -42,6 +42,7 @@ func Run(t *testing.T, h Harness) {
 		{"FollowFromFuture", testFollowFromFuture},
 		{"FollowStopsOnClose", testFollowStopsOnClose},
 		{"Cancellation", testCancellation},
+		{"CancellationRace", testCancellationRace},
 		{"Reopen", testReopen},
 		{"ClosedStore", testClosedStore},
 	}
@@ -647,6 +648,74 @@ func testCancellation(t *testing.T, open Opener) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("waiting follower ignored cancellation")
 	}
+}
+
+// testCancellationRace appends with deadlines that expire at random moments: while
+// the append is queued, being committed or already done. An append that returns a
+// context error must have written nothing; one that succeeds must be stored where
+// it said; none may hang.
+func testCancellationRace(t *testing.T, open Opener) {
+	s := open(t)
+	defer s.Close()
+	const workers, perWorker = 16, 60
+	type outcome struct {
+		id       domain.EventID
+		stored   bool
+		position uint64
+	}
+	results := make(chan outcome, workers*perWorker)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				// Deadlines from 0 to about 3 ms straddle a commit's duration.
+				d := time.Duration((w*perWorker+i)*7919%3000) * time.Microsecond
+				ctx, cancel := context.WithTimeout(context.Background(), d)
+				e := NewEvent(t, "t", nil)
+				a, err := s.Append(ctx, fmt.Sprintf("c-%d", w), domain.Any, e)
+				cancel()
+				switch {
+				case err == nil:
+					results <- outcome{e.ID, true, a.LastPosition}
+				case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+					results <- outcome{id: e.ID}
+				default:
+					t.Errorf("append: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("appends with deadlines hung")
+	}
+	close(results)
+	stored := map[domain.EventID]uint64{}
+	for _, e := range readAll(t, s, 1) {
+		stored[e.ID] = e.Position
+	}
+	var ok, cancelled int
+	for o := range results {
+		p, present := stored[o.id]
+		switch {
+		case o.stored && (!present || p != o.position):
+			t.Fatalf("acknowledged event %v is not at position %d", o.id, o.position)
+		case !o.stored && present:
+			t.Fatalf("an append that returned a context error was written at position %d", p)
+		}
+		if o.stored {
+			ok++
+		} else {
+			cancelled++
+		}
+	}
+	t.Logf("%d appends stored, %d cancelled", ok, cancelled)
 }
 
 func testReopen(t *testing.T, open Opener) {
