@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
@@ -273,4 +276,63 @@ func TestCorruptInsideChunk(t *testing.T) {
 	if !strings.Contains(last2.Error(), "unknown format 127") {
 		t.Fatalf("error %q does not say what is wrong", last2)
 	}
+}
+
+// TestIndexFlushRacesAppends flushes the stream index after every entry while 32
+// goroutines read streams and append at the version they read: entries move from
+// memory to the file under the appenders' feet, so the writer's version hints go
+// stale all the time. A stale hint accepted would show as a repeated version.
+func TestIndexFlushRacesAppends(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), t.TempDir(), sqlite.Options{IndexFlushInterval: time.Millisecond, IndexFlushEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	var stored atomic.Int64
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 100 {
+				stream := fmt.Sprintf("h-%d", (g*31+i*17)%40)
+				var v uint64
+				for e, err := range s.ReadStream(ctx, stream, 1) {
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					v = e.Version
+				}
+				e := storetest.NewEvent(t, "t", nil)
+				e.Version = v + 1
+				_, err := s.Append(ctx, stream, domain.Exact(v), e)
+				switch {
+				case err == nil:
+					stored.Add(1)
+				case !errors.Is(err, eventstore.ErrWrongVersion):
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	versions := map[string]int{}
+	n := 0
+	for e, err := range s.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		versions[e.Stream]++
+		if e.Version != uint64(versions[e.Stream]) {
+			t.Fatalf("stream %s: version %d where %d was due", e.Stream, e.Version, versions[e.Stream])
+		}
+	}
+	if int64(n) != stored.Load() {
+		t.Fatalf("%d successful appends but %d events", stored.Load(), n)
+	}
+	checkStreams(t, s, versions)
 }
