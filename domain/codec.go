@@ -106,15 +106,6 @@ func SetPlacement(encoded []byte, position, version uint64) {
 	binary.BigEndian.PutUint64(encoded[versionOffset:], version)
 }
 
-// Placement reads position and version from an encoded event without decoding it.
-// It returns false if b is too short to hold them.
-func Placement(encoded []byte) (position, version uint64, ok bool) {
-	if len(encoded) < headerLen {
-		return 0, 0, false
-	}
-	return binary.BigEndian.Uint64(encoded[positionOffset:]), binary.BigEndian.Uint64(encoded[versionOffset:]), true
-}
-
 // Decode parses a canonical encoding. The returned event's Public and
 // Sealed.Ciphertext alias b: a caller that reuses b must copy them first. Decode
 // never panics; any input that is not exactly an encoding of a valid event gives an

@@ -103,6 +103,3 @@ func CertificateStream(s Serial) string { return "cert-" + string(s) }
 // One stream per subject keeps appends to it uncontended and lets the sealed part of
 // each access event be bound to an exact stream version.
 func AccessStream(id SubjectID) string { return "access-" + string(id) }
-
-// CAStream names the stream of one certificate authority.
-func CAStream(caID string) string { return "ca-" + caID }
