@@ -165,6 +165,19 @@ func removeIndex(t *testing.T, dir string) {
 	}
 }
 
+// TestDirectoryNameNeedsNoCare: a data directory whose name holds the characters
+// that end a URI's path still works (SQLite is opened through a file: URI).
+func TestDirectoryNameNeedsNoCare(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ledger?mode=ro#x%41")
+	fill(t, dir, 3)
+	s := open(t, dir)
+	defer s.Close()
+	checkStreams(t, s, map[string]int{"a": 2, "b": 1})
+	if _, err := os.Stat(filepath.Join(dir, "ledger.db")); err != nil {
+		t.Fatalf("the ledger is not where it belongs: %v", err)
+	}
+}
+
 func TestSecondOpenFails(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -129,7 +130,9 @@ func dsn(path string, params map[string]string) string {
 	for k, p := range params {
 		v.Set(k, p)
 	}
-	return "file:" + path + "?" + v.Encode()
+	// The path is part of a URI: characters that start its query or fragment, and
+	// the escape character itself, must be escaped.
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + v.Encode()
 }
 
 func (s *Store) openLedger(ctx context.Context) error {
