@@ -217,8 +217,9 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter
 		// then seen twice (and skipped the second time), never missed.
 		memFirst, memPositions := s.idx.memPositions(stream, from)
 		next := from
+		var c chunk // events appended together share one: fetch it once
 		emit := func(version, position uint64) bool {
-			e, err := s.eventAt(ctx, stream, version, position)
+			e, err := s.eventAt(ctx, &c, stream, version, position)
 			if err != nil {
 				yield(domain.Event{}, err)
 				return false
@@ -261,34 +262,30 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter
 	}
 }
 
-func (s *Store) eventAt(ctx context.Context, stream string, version, position uint64) (domain.Event, error) {
+// chunk is the last chunk eventAt fetched.
+type chunk struct {
+	first, last uint64
+	data        []byte
+}
+
+// eventAt returns the event at position, checking it is version of stream. It
+// fetches the chunk that holds it unless c already is that chunk, and leaves it in c.
+func (s *Store) eventAt(ctx context.Context, c *chunk, stream string, version, position uint64) (domain.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return domain.Event{}, err
 	}
-	missing := &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but missing", version, stream)}
-	rows, err := s.getStmt.QueryContext(ctx, int64(position))
-	if err != nil {
-		return domain.Event{}, fmt.Errorf("event store: read: %w", err)
-	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return domain.Event{}, fmt.Errorf("event store: read: %w", err)
+	if c.data == nil || position < c.first || position > c.last {
+		if err := s.fetchChunk(ctx, c, position); err != nil {
+			return domain.Event{}, err
 		}
-		return domain.Event{}, missing
-	}
-	var first, last int64
-	var raw sql.RawBytes
-	if err := rows.Scan(&first, &last, &raw); err != nil {
-		return domain.Event{}, fmt.Errorf("event store: read: %w", err)
-	}
-	if uint64(last) < position {
-		return domain.Event{}, missing
+		if c.data == nil || c.last < position {
+			return domain.Event{}, &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but missing", version, stream)}
+		}
 	}
 	var data []byte
-	err = chunkEvents(uint64(first), uint64(last), raw, func(p uint64, b []byte) bool {
+	err := chunkEvents(c.first, c.last, c.data, func(p uint64, b []byte) bool {
 		if p == position {
-			data = bytes.Clone(b) // only this event outlives the row
+			data = bytes.Clone(b) // the event, not the whole chunk, outlives this call
 			return false
 		}
 		return true
@@ -304,4 +301,20 @@ func (s *Store) eventAt(ctx context.Context, stream string, version, position ui
 		return e, &eventstore.CorruptError{Position: position, Err: fmt.Errorf("indexed as version %d of stream %q but holds version %d of %q", version, stream, e.Version, e.Stream)}
 	}
 	return e, nil
+}
+
+// fetchChunk reads the chunk that would hold position into c (c.data nil: none).
+func (s *Store) fetchChunk(ctx context.Context, c *chunk, position uint64) error {
+	*c = chunk{}
+	var first, last int64
+	var data []byte // a copy of the row's blob, kept for the next events
+	err := s.getStmt.QueryRowContext(ctx, int64(position)).Scan(&first, &last, &data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("event store: read: %w", err)
+	}
+	*c = chunk{first: uint64(first), last: uint64(last), data: data}
+	return nil
 }

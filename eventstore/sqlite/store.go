@@ -177,11 +177,13 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if f != format {
 		return fmt.Errorf("event store: ledger format %q is not supported by this version (want %q)", f, format)
 	}
-	var head sql.NullInt64
-	if err := s.wconn.QueryRowContext(ctx, `SELECT max(last) FROM events`).Scan(&head); err != nil {
+	// The last chunk by primary key: one row read, where max(last) would scan them all.
+	var head int64
+	err = s.wconn.QueryRowContext(ctx, `SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&head)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("event store: read head: %w", err)
 	}
-	s.head.Store(uint64(head.Int64))
+	s.head.Store(uint64(head))
 	s.rdb, err = sql.Open("sqlite3", dsn(path, map[string]string{"_query_only": "true", "_busy_timeout": "5000"}))
 	if err != nil {
 		return fmt.Errorf("event store: open ledger: %w", err)
