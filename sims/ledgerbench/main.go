@@ -195,7 +195,9 @@ func appendLoad(ctx context.Context, s *sqlite.Store, n int, d time.Duration, pa
 			for time.Now().Before(deadline) {
 				e, err := event(payload)
 				if err != nil {
+					mu.Lock()
 					firstErr = err
+					mu.Unlock()
 					return
 				}
 				expected := domain.Exact(version)
