@@ -168,11 +168,14 @@ type AccessReason struct {
 }
 
 // KnownAttribute reports whether name is a subject attribute caledger holds. The
-// names follow the X.520 attribute types a certificate subject can carry.
+// names follow the X.520 attribute types a certificate subject can carry, plus
+// dns_names and ip_addresses: comma-separated lists for the subject alternative
+// names of a server certificate.
 func KnownAttribute(name string) bool {
 	switch name {
 	case "common_name", "given_name", "surname", "email", "organization",
-		"organizational_unit", "country", "locality", "serial_number":
+		"organizational_unit", "country", "locality", "serial_number",
+		"dns_names", "ip_addresses":
 		return true
 	}
 	return false

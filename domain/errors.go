@@ -1,6 +1,9 @@
 package domain
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Kind classifies a domain error. The API maps each kind to one HTTP status in one
 // place; nothing else inspects kinds.
@@ -76,4 +79,16 @@ var (
 
 func errorf(kind Kind, code, format string, args ...any) *Error {
 	return &Error{Kind: kind, Code: code, Detail: fmt.Sprintf(format, args...)}
+}
+
+// LintFailure is the cause (Error.Err) of a certificate a CertificateSigner refused
+// because pre-issuance linting found errors. The handler records it as a
+// certificate.rejected event: a lint error is the CA's fault, not the caller's, and
+// auditors need to see it. Lints holds lint names, never certificate content.
+type LintFailure struct {
+	Lints []string
+}
+
+func (f *LintFailure) Error() string {
+	return fmt.Sprintf("pre-issuance lints failed: %s", strings.Join(f.Lints, ", "))
 }

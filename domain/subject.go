@@ -228,7 +228,7 @@ func (s *Subject) active() error {
 	return nil
 }
 
-const attributeList = "common_name, given_name, surname, email, organization, organizational_unit, country, locality, serial_number"
+const attributeList = "common_name, given_name, surname, email, organization, organizational_unit, country, locality, serial_number, dns_names, ip_addresses"
 
 // MaxAttributeLen bounds an attribute value, in bytes. X.520 upper bounds are 64 to
 // 128 characters; 1024 bytes leaves room for any of them in UTF-8.
