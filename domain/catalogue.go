@@ -17,6 +17,9 @@ const (
 	TypeCertificateRevoked       = "certificate.revoked"
 	TypeCertificateDeleted       = "certificate.deleted"
 	TypePersonalDataAccessed     = "personal-data.accessed"
+	TypeCertificateRejected      = "certificate.rejected"
+	TypeCACreated                = "ca.created"
+	TypeCRLPublished             = "ca.crl-published"
 )
 
 // Key groups. A subject's personal data is sealed under one data key per group, so

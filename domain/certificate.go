@@ -10,8 +10,12 @@ type Certificate struct {
 	Serial    Serial
 	CAID      string
 	SubjectID SubjectID
+	Profile   string
 	Version   uint64
 	Issued    bool
+	// Rejected is set when pre-issuance linting refused the certificate: the
+	// serial exists in the ledger but no certificate was issued under it.
+	Rejected  bool
 	NotAfter  time.Time
 	Revoked   bool
 	Reason    RevocationReason
@@ -30,7 +34,7 @@ func (c *Certificate) Apply(e *Event) error {
 		if err := UnmarshalPublic(e, &p); err != nil {
 			return err
 		}
-		c.Serial, c.CAID, c.SubjectID, c.NotAfter, c.Issued = p.Serial, p.CAID, p.SubjectID, p.NotAfter, true
+		c.Serial, c.CAID, c.SubjectID, c.Profile, c.NotAfter, c.Issued = p.Serial, p.CAID, p.SubjectID, p.Profile, p.NotAfter, true
 	case TypeCertificateRevoked:
 		var p CertificateRevoked
 		if err := UnmarshalPublic(e, &p); err != nil {
@@ -39,6 +43,12 @@ func (c *Certificate) Apply(e *Event) error {
 		c.Revoked, c.Reason, c.RevokedAt = true, p.Reason, p.RevokedAt
 	case TypeCertificateDeleted:
 		c.Deleted = true
+	case TypeCertificateRejected:
+		var p CertificateRejected
+		if err := UnmarshalPublic(e, &p); err != nil {
+			return err
+		}
+		c.Serial, c.CAID, c.SubjectID, c.Profile, c.Rejected = p.Serial, p.CAID, p.SubjectID, p.Profile, true
 	default:
 		return fmt.Errorf("certificate stream %s: unexpected event type %q", e.Stream, e.Type)
 	}
@@ -48,8 +58,8 @@ func (c *Certificate) Apply(e *Event) error {
 
 // Issue decides the record of a newly signed certificate. p describes it.
 func (c *Certificate) Issue(p CertificateIssued, material CertificateMaterial) ([]Change, error) {
-	if c.Issued {
-		return nil, errorf(KindConflict, "serial-taken", "serial %s is already issued", c.Serial)
+	if c.Issued || c.Rejected {
+		return nil, errorf(KindConflict, "serial-taken", "serial %s is already used", c.Serial)
 	}
 	if !p.Serial.Valid() || !p.SubjectID.Valid() || !p.NotAfter.After(p.NotBefore) {
 		return nil, errorf(KindInvalid, "bad-certificate", "issued certificate %s has an invalid serial, subject or validity", p.Serial)

@@ -138,6 +138,10 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 			CAID: req.CAID, Serial: serial, Profile: req.Profile, Attributes: attrs, CSR: req.CSR, Now: h.Now(),
 		})
 		if err != nil {
+			var lint *LintFailure
+			if errors.As(err, &lint) {
+				return h.reject(ctx, actor, req, serial, lint, err)
+			}
 			var de *Error
 			if errors.As(err, &de) {
 				return err
@@ -187,6 +191,144 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 		return Issued{}, err
 	}
 	return out, nil
+}
+
+// reject records that linting refused the certificate with serial, then returns
+// cause: the caller learns that nothing was issued, and auditors see why.
+func (h *Handlers) reject(ctx context.Context, actor Actor, req IssueRequest, serial Serial, lint *LintFailure, cause error) error {
+	change := []Change{{Payload: CertificateRejected{Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID,
+		Profile: req.Profile, Lints: lint.Lints}}}
+	if _, err := h.commit(ctx, actor, CertificateStream(serial), 0, change); err != nil {
+		if errors.Is(err, ErrWrongVersion) {
+			return &Error{Kind: KindUnavailable, Code: "serial-collision", Detail: fmt.Sprintf("serial %s is already recorded", serial), Err: err}
+		}
+		return err
+	}
+	return cause
+}
+
+// Reissued pairs a certificate superseded by a correction with its replacement.
+type Reissued struct {
+	Old Serial
+	New Issued
+}
+
+// CorrectAndReissue records a correction like CorrectSubject, then reissues every
+// certificate of the subject that is still valid (issued, not revoked, deleted or
+// expired) with the corrected data: the same CA, profile and CSR, hence the same
+// public key. Each replacement is issued before its predecessor is revoked with
+// reason superseded, so the subject is never left without a valid certificate.
+// On an error, the returned list holds the reissues that completed.
+func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id SubjectID, attrs map[string]string, group string) ([]Reissued, error) {
+	if err := h.CorrectSubject(ctx, actor, id, attrs, group); err != nil {
+		return nil, err
+	}
+	s, _, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var out []Reissued
+	for _, serial := range s.Serials {
+		c, events, err := h.loadCertificateEvents(ctx, serial)
+		if errors.Is(err, ErrNotFound) {
+			continue // a link whose issuance failed
+		}
+		if err != nil {
+			return out, err
+		}
+		if c.Revoked || c.Deleted || !h.Now().Before(c.NotAfter) {
+			continue
+		}
+		var material CertificateMaterial
+		if err := h.open(ctx, &events[0], &material); err != nil {
+			if errors.Is(err, ErrShredded) {
+				return out, &Error{Kind: KindGone, Code: "subject-erased", Detail: fmt.Sprintf("subject %s was erased", id), Err: err}
+			}
+			return out, err
+		}
+		if len(material.CSR) == 0 {
+			return out, errorf(KindConflict, "no-csr", "certificate %s has no recorded CSR to reissue from", serial)
+		}
+		issued, err := h.IssueCertificate(ctx, actor, IssueRequest{SubjectID: id, CAID: c.CAID, Profile: c.Profile, CSR: material.CSR})
+		if err != nil {
+			return out, err
+		}
+		out = append(out, Reissued{Old: serial, New: issued})
+		err = h.RevokeCertificate(ctx, actor, serial, ReasonSuperseded)
+		var de *Error
+		if err != nil && !(errors.As(err, &de) && de.Code == "already-revoked") {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// CreateCA records the creation of a certificate authority.
+func (h *Handlers) CreateCA(ctx context.Context, actor Actor, p CACreated) error {
+	var c CA
+	changes, err := c.Create(p)
+	if err != nil {
+		return err
+	}
+	_, err = h.commit(ctx, actor, CAStream(p.CAID), 0, changes)
+	if errors.Is(err, ErrWrongVersion) {
+		return errorf(KindConflict, "ca-exists", "CA %s already exists", p.CAID)
+	}
+	return err
+}
+
+// LoadCA rebuilds the CA id from its stream.
+func (h *Handlers) LoadCA(ctx context.Context, id string) (CA, error) {
+	var c CA
+	if !ValidSlug(id) {
+		return c, errorf(KindNotFound, "no-ca", "no such CA")
+	}
+	events, err := h.read(ctx, CAStream(id))
+	if err != nil {
+		return c, err
+	}
+	for i := range events {
+		if err := c.Apply(&events[i]); err != nil {
+			return c, unavailable("CA stream", err)
+		}
+	}
+	if !c.Exists() {
+		return c, errorf(KindNotFound, "no-ca", "no such CA")
+	}
+	return c, nil
+}
+
+// PublishCRL has sign build the next CRL of CA id and records it; the CRL is
+// returned only once its record is durable. sign receives the CRL number and
+// returns the record and the DER. Another publisher winning the number makes
+// sign run again with the next one.
+func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign func(number uint64) (CRLPublished, []byte, error)) ([]byte, CRLPublished, error) {
+	var der []byte
+	var rec CRLPublished
+	err := h.retry(ctx, func() error {
+		c, err := h.LoadCA(ctx, id)
+		if err != nil {
+			return err
+		}
+		p, crl, err := sign(c.CRLNumber + 1)
+		if err != nil {
+			var de *Error
+			if errors.As(err, &de) {
+				return err
+			}
+			return unavailable("CRL signer", err)
+		}
+		changes, err := c.PublishCRL(p)
+		if err != nil {
+			return err
+		}
+		if _, err := h.commit(ctx, actor, CAStream(id), c.Version, changes); err != nil {
+			return err
+		}
+		der, rec = crl, changes[0].Payload.(CRLPublished)
+		return nil
+	})
+	return der, rec, err
 }
 
 // RevokeCertificate revokes certificate serial for reason.
@@ -346,23 +488,30 @@ func (h *Handlers) loadSubject(ctx context.Context, id SubjectID) (Subject, []Ev
 }
 
 func (h *Handlers) loadCertificate(ctx context.Context, serial Serial) (Certificate, error) {
+	c, _, err := h.loadCertificateEvents(ctx, serial)
+	return c, err
+}
+
+// loadCertificateEvents is loadCertificate that also returns the stream, whose
+// first event is then certificate.issued.
+func (h *Handlers) loadCertificateEvents(ctx context.Context, serial Serial) (Certificate, []Event, error) {
 	var c Certificate
 	if !serial.Valid() {
-		return c, errorf(KindNotFound, "no-certificate", "no such certificate")
+		return c, nil, errorf(KindNotFound, "no-certificate", "no such certificate")
 	}
 	events, err := h.read(ctx, CertificateStream(serial))
 	if err != nil {
-		return c, err
+		return c, nil, err
 	}
 	for i := range events {
 		if err := c.Apply(&events[i]); err != nil {
-			return c, unavailable("certificate stream", err)
+			return c, nil, unavailable("certificate stream", err)
 		}
 	}
 	if !c.Issued {
-		return c, errorf(KindNotFound, "no-certificate", "no such certificate")
+		return c, nil, errorf(KindNotFound, "no-certificate", "no such certificate")
 	}
-	return c, nil
+	return c, events, nil
 }
 
 func (h *Handlers) read(ctx context.Context, stream string) ([]Event, error) {

@@ -1,0 +1,172 @@
+package domain_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+)
+
+func streamTypes(t *testing.T, r *rig, stream string) []string {
+	t.Helper()
+	var types []string
+	for e, err := range r.store.ReadStream(context.Background(), stream, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		types = append(types, e.Type)
+	}
+	return types
+}
+
+func TestCALifecycle(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	admin := domain.Actor{ID: "init", Role: "admin"}
+	p := domain.CACreated{CAID: "issuing", Kind: domain.CAKindIssuing, ParentID: "root",
+		Certificate: r.h.Signer.(*testSigner).ca.Raw, Key: domain.CAKey{Provider: "software", Label: "issuing", Algorithm: "P-256"},
+		RetainUntilExpiry: true}
+	if err := r.h.CreateCA(ctx, admin, p); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, r.h.CreateCA(ctx, admin, p), domain.ErrConflict, "ca-exists")
+	bad := p
+	bad.CAID = "Issuing CA"
+	wantErr(t, r.h.CreateCA(ctx, admin, bad), domain.ErrInvalid, "bad-ca-id")
+	bad = p
+	bad.CAID, bad.ParentID = "other", ""
+	wantErr(t, r.h.CreateCA(ctx, admin, bad), domain.ErrInvalid, "bad-parent")
+
+	ca, err := r.h.LoadCA(ctx, "issuing")
+	if err != nil || ca.Created.Key != p.Key || !ca.Created.RetainUntilExpiry || ca.CRLNumber != 0 {
+		t.Fatalf("LoadCA = %+v, %v", ca, err)
+	}
+	_, err = r.h.LoadCA(ctx, "nope")
+	wantErr(t, err, domain.ErrNotFound, "no-ca")
+
+	// CRL numbers run 1, 2, ... and each CRL leaves the process only once recorded.
+	for want := uint64(1); want <= 3; want++ {
+		der, rec, err := r.h.PublishCRL(ctx, admin, "issuing", func(n uint64) (domain.CRLPublished, []byte, error) {
+			if n != want {
+				t.Errorf("sign got number %d, want %d", n, want)
+			}
+			return domain.CRLPublished{Number: n, ThisUpdate: r.now, NextUpdate: r.now.Add(time.Hour), SHA256: "00"}, []byte{byte(n)}, nil
+		})
+		if err != nil || rec.Number != want || len(der) != 1 || der[0] != byte(want) || rec.CAID != "issuing" {
+			t.Fatalf("PublishCRL %d = %x, %+v, %v", want, der, rec, err)
+		}
+	}
+	if ca, _ := r.h.LoadCA(ctx, "issuing"); ca.CRLNumber != 3 {
+		t.Fatalf("CRL number after three CRLs = %d", ca.CRLNumber)
+	}
+	// A CRL whose number does not follow is refused and not recorded.
+	_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(n uint64) (domain.CRLPublished, []byte, error) {
+		return domain.CRLPublished{Number: n + 1, ThisUpdate: r.now, NextUpdate: r.now.Add(time.Hour)}, nil, nil
+	})
+	wantErr(t, err, domain.ErrConflict, "crl-number")
+	if got := streamTypes(t, r, domain.CAStream("issuing")); len(got) != 4 {
+		t.Fatalf("CA stream = %v", got)
+	}
+}
+
+// lintingSigner refuses every certificate the way the real signer does when a
+// pre-issuance lint fails.
+type lintingSigner struct{}
+
+func (lintingSigner) SignCertificate(context.Context, domain.SignRequest) (domain.Signed, error) {
+	return domain.Signed{}, &domain.Error{Kind: domain.KindInvalid, Code: "lint-failed", Detail: "lints failed: e_example",
+		Err: &domain.LintFailure{Lints: []string{"e_example"}}}
+}
+
+func TestLintFailureIsRecorded(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.h.Signer = lintingSigner{}
+	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	wantErr(t, err, domain.ErrInvalid, "lint-failed")
+
+	var rejected []domain.Event
+	for e, err := range r.store.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Type == domain.TypeCertificateRejected {
+			rejected = append(rejected, e)
+		}
+	}
+	if len(rejected) != 1 || rejected[0].Sealed != nil || rejected[0].Actor != officer {
+		t.Fatalf("rejections: %+v", rejected)
+	}
+	var p domain.CertificateRejected
+	if err := domain.UnmarshalPublic(&rejected[0], &p); err != nil || p.SubjectID != id || !slices.Equal(p.Lints, []string{"e_example"}) {
+		t.Fatalf("rejection = %+v, %v", p, err)
+	}
+	// Nothing was linked to the subject, and the serial names no certificate.
+	if got := streamTypes(t, r, domain.SubjectStream(id)); !slices.Equal(got, []string{domain.TypeSubjectRegistered}) {
+		t.Fatalf("subject stream = %v", got)
+	}
+	err = r.h.RevokeCertificate(ctx, officer, p.Serial, domain.ReasonKeyCompromise)
+	wantErr(t, err, domain.ErrNotFound, "no-certificate")
+}
+
+func TestCorrectAndReissue(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func() domain.Issued {
+		t.Helper()
+		got, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	live, revoked := issue(), issue()
+	if err := r.h.RevokeCertificate(ctx, officer, revoked.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 1 || out[0].Old != live.Serial {
+		t.Fatalf("reissued %+v, want only %s", out, live.Serial)
+	}
+	old, _ := x509.ParseCertificate(live.Certificate)
+	repl, err := x509.ParseCertificate(out[0].New.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repl.Subject.CommonName != "Ada King" || string(repl.RawSubjectPublicKeyInfo) != string(old.RawSubjectPublicKeyInfo) {
+		t.Fatalf("replacement names %q; same key: %v", repl.Subject.CommonName,
+			string(repl.RawSubjectPublicKeyInfo) == string(old.RawSubjectPublicKeyInfo))
+	}
+	// The old certificate is revoked as superseded; revoking it again is a conflict.
+	err = r.h.RevokeCertificate(ctx, officer, live.Serial, domain.ReasonSuperseded)
+	var de *domain.Error
+	if !errors.As(err, &de) || de.Code != "already-revoked" {
+		t.Fatalf("old certificate not revoked: %v", err)
+	}
+	if got := streamTypes(t, r, domain.CertificateStream(live.Serial)); !slices.Equal(got, []string{domain.TypeCertificateIssued, domain.TypeCertificateRevoked}) {
+		t.Fatalf("old stream = %v", got)
+	}
+
+	// An erased subject cannot be corrected or reissued.
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "X"}, domain.GroupIdentity)
+	wantErr(t, err, domain.ErrGone, "subject-erased")
+}
