@@ -1,0 +1,2 @@
+// Package signertest is the conformance suite every signer.Provider runs.
+package signertest
