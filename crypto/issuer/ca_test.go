@@ -1,0 +1,212 @@
+package issuer_test
+
+import (
+	"context"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"math/big"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/crypto/issuer"
+)
+
+func TestNewRootAndIntermediate(t *testing.T) {
+	p := newPKI(t, nil)
+	if !p.root.IsCA || !p.root.BasicConstraintsValid || p.root.MaxPathLen != -1 {
+		t.Errorf("root basic constraints: CA %v pathlen %d zero %v", p.root.IsCA, p.root.MaxPathLen, p.root.MaxPathLenZero)
+	}
+	if err := p.root.CheckSignatureFrom(p.root); err != nil {
+		t.Errorf("root is not self-signed: %v", err)
+	}
+	if !p.inter.IsCA || p.inter.MaxPathLen != 0 || !p.inter.MaxPathLenZero {
+		t.Errorf("intermediate pathlen %d zero %v, want 0", p.inter.MaxPathLen, p.inter.MaxPathLenZero)
+	}
+	want := x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	for _, c := range []*x509.Certificate{p.root, p.inter} {
+		if c.KeyUsage != want || len(c.SubjectKeyId) == 0 {
+			t.Errorf("%s: key usage %b SKI %x", c.Subject.CommonName, c.KeyUsage, c.SubjectKeyId)
+		}
+		if !c.NotBefore.Equal(now.Add(-time.Hour - time.Minute)) {
+			t.Errorf("%s: NotBefore %v", c.Subject.CommonName, c.NotBefore)
+		}
+	}
+	if !slices.Equal(p.inter.AuthorityKeyId, p.root.SubjectKeyId) {
+		t.Error("intermediate AKI is not the root's SKI")
+	}
+	if !slices.Equal(p.inter.CRLDistributionPoints, []string{baseURL + "/v1/cas/root/crl"}) ||
+		!slices.Equal(p.inter.IssuingCertificateURL, []string{baseURL + "/v1/cas/root/certificate"}) {
+		t.Errorf("intermediate URLs %q %q", p.inter.CRLDistributionPoints, p.inter.IssuingCertificateURL)
+	}
+	if _, err := p.inter.Verify(x509.VerifyOptions{Roots: p.roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Error(err)
+	}
+
+	ctx := context.Background()
+	rootCA := issuer.CA{ID: "root", Certificate: p.root, Key: p.rootKey}
+	capped, err := issuer.NewIntermediate(ctx, rootCA, newKey(t, issuer.KeyP256).Public(), pkix.Name{CommonName: "long"}, 100*365*24*time.Hour, big.NewInt(3), now, issuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !capped.NotAfter.Equal(p.root.NotAfter) {
+		t.Errorf("intermediate NotAfter %v, want the root's %v", capped.NotAfter, p.root.NotAfter)
+	}
+	for name, f := range map[string]func() error{
+		"no serial": func() error {
+			_, err := issuer.NewRoot(ctx, p.rootKey, pkix.Name{CommonName: "r"}, time.Hour, nil, now)
+			return err
+		},
+		"serial too long": func() error {
+			_, err := issuer.NewRoot(ctx, p.rootKey, pkix.Name{CommonName: "r"}, time.Hour, new(big.Int).Lsh(big.NewInt(1), 160), now)
+			return err
+		},
+		"empty name": func() error {
+			_, err := issuer.NewRoot(ctx, p.rootKey, pkix.Name{}, time.Hour, big.NewInt(1), now)
+			return err
+		},
+		"no validity": func() error {
+			_, err := issuer.NewRoot(ctx, p.rootKey, pkix.Name{CommonName: "r"}, 0, big.NewInt(1), now)
+			return err
+		},
+		"P-521 key": func() error {
+			_, err := issuer.NewIntermediate(ctx, rootCA, newKey(t, "P-521").Public(), pkix.Name{CommonName: "i"}, time.Hour, big.NewInt(1), now, issuer.Options{})
+			return err
+		},
+		"parent is a leaf": func() error {
+			leaf := *p.inter
+			leaf.IsCA = false
+			_, err := issuer.NewIntermediate(ctx, issuer.CA{ID: "x", Certificate: &leaf, Key: p.interKey}, newKey(t, issuer.KeyP256).Public(), pkix.Name{CommonName: "i"}, time.Hour, big.NewInt(1), now, issuer.Options{})
+			return err
+		},
+		"parent expired": func() error {
+			_, err := issuer.NewIntermediate(ctx, rootCA, newKey(t, issuer.KeyP256).Public(), pkix.Name{CommonName: "i"}, time.Hour, big.NewInt(1), p.root.NotAfter.Add(time.Hour), issuer.Options{})
+			return err
+		},
+		"canceled": func() error {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			_, err := issuer.NewRoot(c, p.rootKey, pkix.Name{CommonName: "r"}, time.Hour, big.NewInt(1), now)
+			return err
+		},
+	} {
+		if err := f(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+func TestNewChecks(t *testing.T) {
+	p := newPKI(t, nil)
+	good := issuer.CA{ID: "issuing", Certificate: p.inter, Key: p.interKey, Chain: []*x509.Certificate{p.root}}
+	noSKI := *p.inter
+	noSKI.SubjectKeyId = nil
+	leaf := *p.inter
+	leaf.IsCA = false
+	bad := issuer.DefaultProfiles()
+	bad[0].KeyTypes = nil
+	tests := []struct {
+		name     string
+		cas      []issuer.CA
+		profiles []issuer.Profile
+		opts     issuer.Options
+		wantErr  string
+	}{
+		{"good", []issuer.CA{good}, nil, issuer.Options{BaseURL: "http://ca.example.test/prefix/"}, ""},
+		{"no CA", nil, nil, issuer.Options{}, "no CA"},
+		{"CA twice", []issuer.CA{good, good}, nil, issuer.Options{}, "given twice"},
+		{"bad CA id", []issuer.CA{{ID: "Issuing CA", Certificate: p.inter, Key: p.interKey}}, nil, issuer.Options{}, "CA id"},
+		{"no key", []issuer.CA{{ID: "x", Certificate: p.inter}}, nil, issuer.Options{}, "needs a certificate and a key"},
+		{"wrong key", []issuer.CA{{ID: "x", Certificate: p.inter, Key: p.rootKey}}, nil, issuer.Options{}, "not the certificate's key"},
+		{"not a CA", []issuer.CA{{ID: "x", Certificate: &leaf, Key: p.interKey}}, nil, issuer.Options{}, "not a CA certificate"},
+		{"no SKI", []issuer.CA{{ID: "x", Certificate: &noSKI, Key: p.interKey}}, nil, issuer.Options{}, "subject key identifier"},
+		{"wrong chain", []issuer.CA{{ID: "x", Certificate: p.inter, Key: p.interKey, Chain: []*x509.Certificate{p.inter}}}, nil, issuer.Options{}, "chain"},
+		{"bad profile", []issuer.CA{good}, bad, issuer.Options{}, "key_types"},
+		{"BaseURL with query", []issuer.CA{good}, nil, issuer.Options{BaseURL: "https://ca.example.test/?a=b"}, "BaseURL"},
+		{"BaseURL not http", []issuer.CA{good}, nil, issuer.Options{BaseURL: "ldap://ca.example.test"}, "BaseURL"},
+		{"BaseURL relative", []issuer.CA{good}, nil, issuer.Options{BaseURL: "/v1"}, "BaseURL"},
+		{"negative backdate", []issuer.CA{good}, nil, issuer.Options{Backdate: -time.Second}, "Backdate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			profiles := tt.profiles
+			if profiles == nil {
+				profiles = issuer.DefaultProfiles()
+			}
+			_, err := issuer.New(tt.cas, profiles, tt.opts)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestChain(t *testing.T) {
+	p := newPKI(t, nil)
+	chain, ok := p.iss.Chain("issuing")
+	if !ok || len(chain) != 2 || chain[0] != p.inter || chain[1] != p.root {
+		t.Errorf("Chain(issuing) = %v, %v", chain, ok)
+	}
+	if chain, ok := p.iss.Chain("root"); !ok || len(chain) != 1 || chain[0] != p.root {
+		t.Errorf("Chain(root) = %v, %v", chain, ok)
+	}
+	if _, ok := p.iss.Chain("other"); ok {
+		t.Error("Chain(other) found a CA")
+	}
+}
+
+func TestRolesOf(t *testing.T) {
+	ext := func(v []byte) *x509.Certificate {
+		return &x509.Certificate{Extensions: []pkix.Extension{{Id: issuer.OIDRoles, Value: v}}}
+	}
+	utf8s := func(ss ...string) []byte {
+		var raw []asn1.RawValue
+		for _, s := range ss {
+			raw = append(raw, asn1.RawValue{Tag: asn1.TagUTF8String, Bytes: []byte(s)})
+		}
+		b, err := asn1.Marshal(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	printable, _ := asn1.Marshal([]string{"admin"})
+	tests := []struct {
+		name string
+		cert *x509.Certificate
+		want []string
+	}{
+		{"nil", nil, nil},
+		{"no extension", &x509.Certificate{}, nil},
+		{"one", ext(utf8s("officer")), []string{"officer"}},
+		{"two", ext(utf8s("officer", "auditor")), []string{"officer", "auditor"}},
+		{"PrintableString", ext(printable), nil},
+		{"trailing data", ext(append(utf8s("admin"), 0)), nil},
+		{"not a sequence", ext([]byte{0x0c, 0x05, 'a', 'd', 'm', 'i', 'n'}), nil},
+		{"bad UTF-8", ext([]byte{0x30, 0x03, 0x0c, 0x01, 0xff}), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := issuer.RolesOf(tt.cert); !slices.Equal(got, tt.want) {
+				t.Errorf("RolesOf = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// Every arc fits in 31 bits: Go's x509 parser rejects larger ones.
+	for _, arc := range issuer.OIDRoles {
+		if arc >= 1<<31 {
+			t.Errorf("OID arc %d does not fit in 31 bits", arc)
+		}
+	}
+	if !strings.HasPrefix(issuer.OIDRoles.String(), issuer.OIDArc.String()+".") {
+		t.Errorf("roles OID %v is not under %v", issuer.OIDRoles, issuer.OIDArc)
+	}
+}
