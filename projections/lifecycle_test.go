@@ -1,0 +1,301 @@
+package projections
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+)
+
+func TestWaitFor(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.open(t, r.viewsPath())
+	r.register(t, map[string]string{"common_name": "A"})
+	head := r.head(t)
+
+	// Not running: WaitFor honours its context.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := v.WaitFor(short, head); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFor with nothing applying: %v, want DeadlineExceeded", err)
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- v.WaitFor(ctx, head) }()
+	stop := run(t, v, r.store)
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("WaitFor did not return once the position was applied")
+	}
+	if err := v.WaitFor(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	must(t, stop())
+
+	// Close wakes a waiter.
+	go func() { done <- v.WaitFor(ctx, head+100) }()
+	time.Sleep(10 * time.Millisecond)
+	must(t, v.Close())
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("WaitFor after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not wake WaitFor")
+	}
+}
+
+// TestLiveLag appends from four goroutines while Run follows, and measures how
+// long each append takes to become visible. The target is 100 ms; the test
+// allows more for the race detector and a shared machine.
+func TestLiveLag(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.open(t, r.viewsPath())
+	stop := run(t, v, r.store)
+	var mu sync.Mutex
+	var lags []time.Duration
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			id := r.register(t, map[string]string{"common_name": "Live"})
+			for i := range 40 {
+				var err error
+				if (g+i)%4 == 0 {
+					err = r.h.CorrectSubject(ctx, officer, id, map[string]string{"email": "live@example.org"}, domain.GroupIdentity)
+				} else {
+					err = r.h.RecordAccess(ctx, officer, id, "read", "monitoring")
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				p, err := r.store.Head(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				began := time.Now()
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err = v.WaitFor(wctx, p)
+				cancel()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				lags = append(lags, time.Since(began))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(lags)
+	if len(lags) == 0 {
+		t.Fatal("no measurements")
+	}
+	p50, p99, worst := lags[len(lags)/2], lags[len(lags)*99/100], lags[len(lags)-1]
+	t.Logf("append-to-visible lag over %d appends: p50 %v, p99 %v, max %v", len(lags), p50, p99, worst)
+	if p99 > 500*time.Millisecond {
+		t.Errorf("p99 lag %v, want well under 500ms (target 100ms)", p99)
+	}
+	lag, err := v.Lag(ctx, r.store)
+	must(t, err)
+	for name, l := range lag {
+		if l != (Lag{}) {
+			t.Errorf("lag of %s after catching up: %+v", name, l)
+		}
+	}
+	must(t, stop())
+}
+
+func TestLag(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.open(t, r.viewsPath())
+	r.register(t, map[string]string{"common_name": "A"})
+	r.clock.Set(start.Add(time.Minute))
+	r.register(t, map[string]string{"common_name": "B"})
+	r.clock.Set(start.Add(90 * time.Second))
+
+	lag, err := v.Lag(ctx, r.store)
+	must(t, err)
+	if len(lag) != numProjections {
+		t.Fatalf("lag for %d projections", len(lag))
+	}
+	for name, l := range lag {
+		if l.Events != 2 || l.Age != 90*time.Second {
+			t.Errorf("lag of %s: %+v, want 2 events, 90s", name, l)
+		}
+	}
+	stop := run(t, v, r.store)
+	r.sync(t, v)
+	lag, err = v.Lag(ctx, r.store)
+	must(t, err)
+	for name, l := range lag {
+		if l != (Lag{}) {
+			t.Errorf("lag of %s after catching up: %+v", name, l)
+		}
+	}
+	must(t, stop())
+}
+
+func TestRunStops(t *testing.T) {
+	t.Run("context", func(t *testing.T) {
+		r := newRig(t)
+		v := r.open(t, r.viewsPath())
+		stop := run(t, v, r.store)
+		r.register(t, map[string]string{"common_name": "A"})
+		r.sync(t, v)
+		if err := v.Run(context.Background(), r.store); !errors.Is(err, ErrBusy) {
+			t.Errorf("a second Run: %v, want ErrBusy", err)
+		}
+		if err := v.Rebuild(context.Background(), r.store, nil); !errors.Is(err, ErrBusy) {
+			t.Errorf("Rebuild during Run: %v, want ErrBusy", err)
+		}
+		if err := stop(); err != nil {
+			t.Errorf("Run after its context ended: %v, want nil", err)
+		}
+	})
+	t.Run("views closed", func(t *testing.T) {
+		r := newRig(t)
+		v := r.open(t, r.viewsPath())
+		done := make(chan error, 1)
+		go func() { done <- v.Run(context.Background(), r.store) }()
+		r.register(t, map[string]string{"common_name": "A"})
+		r.sync(t, v)
+		must(t, v.Close())
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run after Close: %v, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after Close")
+		}
+		if err := v.Run(context.Background(), r.store); !errors.Is(err, ErrClosed) {
+			t.Errorf("Run on closed views: %v, want ErrClosed", err)
+		}
+		if _, err := v.Certificate(context.Background(), "1"); !errors.Is(err, ErrClosed) {
+			t.Errorf("query on closed views: %v, want ErrClosed", err)
+		}
+	})
+	t.Run("ledger closed", func(t *testing.T) {
+		r := newRig(t)
+		path := r.viewsPath()
+		v := r.open(t, path)
+		done := make(chan error, 1)
+		go func() { done <- v.Run(context.Background(), r.store) }()
+		r.register(t, map[string]string{"common_name": "A"})
+		r.sync(t, v)
+		head := r.head(t)
+		must(t, r.store.Close())
+		select {
+		case err := <-done:
+			if !errors.Is(err, eventstore.ErrClosed) {
+				t.Errorf("Run after the ledger closed: %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after the ledger closed")
+		}
+		must(t, v.Close())
+		v = r.open(t, path)
+		for name, cp := range v.Checkpoints() {
+			if cp != head {
+				t.Errorf("checkpoint %s = %d, want %d", name, cp, head)
+			}
+		}
+	})
+}
+
+// TestSkipsUnknownEvents: events of an unknown type or schema are skipped, logged
+// by type only, and the checkpoints move past them.
+func TestSkipsUnknownEvents(t *testing.T) {
+	r := newRig(t)
+	var logs bytes.Buffer
+	v, err := Open(context.Background(), r.viewsPath(), Options{Sealer: r.sealer,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	must(t, err)
+	t.Cleanup(func() { v.Close() })
+	stop := run(t, v, r.store)
+	id := r.register(t, victim)
+	r.issue(t, id, "issuing") // subject.certificate-linked is known, and not logged
+	appendRaw(t, r, "ca-issuing", "ca.key-rotated", 1, `{"ca_id":"issuing"}`)
+	appendRaw(t, r, "ca-issuing", "ca.key-rotated", 1, `{"ca_id":"issuing"}`)
+	appendRaw(t, r, domain.SubjectStream(id), domain.TypeSubjectCorrected, 2, `{"subject_id":"`+string(id)+`"}`)
+	r.sync(t, v)
+	must(t, stop())
+	for name, cp := range v.Checkpoints() {
+		if cp != r.head(t) {
+			t.Errorf("checkpoint %s = %d, want the head %d", name, cp, r.head(t))
+		}
+	}
+	out := logs.String()
+	if strings.Count(out, "ca.key-rotated") != 1 || !strings.Contains(out, "subject.corrected") ||
+		strings.Contains(out, domain.TypeSubjectCertificateLinked) {
+		t.Errorf("log of skipped types:\n%s", out)
+	}
+	for _, s := range secrets() {
+		if strings.Contains(out, s) {
+			t.Errorf("log contains personal data %q", s)
+		}
+	}
+}
+
+// TestMalformedEventStops: a known type and schema whose payload does not decode
+// stops Run with an error naming the position, not the payload.
+func TestMalformedEventStops(t *testing.T) {
+	r := newRig(t)
+	v := r.open(t, r.viewsPath())
+	r.register(t, map[string]string{"common_name": "A"})
+	p := appendRaw(t, r, "cert-1", domain.TypeCertificateRevoked, 1, `{"serial":17}`)
+	for range 2 { // it stops there every time: nothing is skipped
+		err := v.Run(context.Background(), r.store)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("event %d", p)) {
+			t.Fatalf("Run over a malformed event: %v", err)
+		}
+		for name, cp := range v.Checkpoints() {
+			if cp >= p {
+				t.Errorf("checkpoint %s = %d, past the malformed event %d", name, cp, p)
+			}
+		}
+	}
+}
+
+func TestOpen(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	path := r.viewsPath()
+	if _, err := Open(ctx, path, Options{}); err == nil {
+		t.Error("Open without a Sealer succeeded")
+	}
+	v := r.open(t, path)
+	fi, err := os.Stat(path)
+	must(t, err)
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("views file mode %04o, want 0600", fi.Mode().Perm())
+	}
+	if _, err := Open(ctx, path, Options{Sealer: r.sealer}); err == nil {
+		t.Error("a second Open of the same file succeeded")
+	}
+	must(t, v.Close())
+	must(t, v.Close()) // idempotent
+	must(t, os.Chmod(path, 0o644))
+	if _, err := Open(ctx, path, Options{Sealer: r.sealer}); err == nil {
+		t.Error("Open of a file others can read succeeded")
+	}
+}
