@@ -14,13 +14,19 @@ import (
 // seal the personal parts of the resulting events and append them. Every method
 // returns only after its events are durable; nothing personal is returned before.
 //
-// All fields are required.
+// All exported fields are required. A Handlers must not be copied after first
+// use.
 type Handlers struct {
 	Events Events
 	Vault  Sealer
 	Signer CertificateSigner
 	Now    func() time.Time
 	Rand   io.Reader
+
+	// subjects caches subject aggregates, so that a command on a subject with
+	// a long history (every issuance appends a link) reads only what is new.
+	// It holds public parts and sealed events, never plaintext.
+	subjects subjectCache
 }
 
 // maxAttempts bounds the retries of a command that lost an optimistic-concurrency
@@ -102,6 +108,7 @@ type IssueRequest struct {
 // Issued is the outcome of an issuance.
 type Issued struct {
 	Serial      Serial
+	CAID        string
 	Certificate []byte // DER
 	Position    uint64 // of the certificate.issued event
 }
@@ -175,7 +182,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 		if err != nil {
 			return err
 		}
-		out = Issued{Serial: serial, Certificate: signed.DER, Position: appended.LastPosition}
+		out = Issued{Serial: serial, CAID: req.CAID, Certificate: signed.DER, Position: appended.LastPosition}
 		return nil
 	})
 	if err != nil {
@@ -472,19 +479,28 @@ func (h *Handlers) loadSubject(ctx context.Context, id SubjectID) (Subject, []Ev
 	if !id.Valid() {
 		return s, nil, errorf(KindNotFound, "no-subject", "no such subject")
 	}
-	events, err := h.read(ctx, SubjectStream(id))
-	if err != nil {
-		return s, nil, err
+	// The cache holds a prefix of the stream; the store has the rest. Events
+	// never change, so the prefix is never stale, only short.
+	var attrs []Event
+	if c, ok := h.subjects.get(id); ok {
+		s, attrs = c.s, c.attrs
 	}
-	for i := range events {
-		if err := s.Apply(&events[i]); err != nil {
-			return s, nil, unavailable("subject stream", err)
+	for e, err := range h.Events.ReadStream(ctx, SubjectStream(id), s.Version+1) {
+		if err != nil {
+			return Subject{}, nil, unavailable("event store", err)
+		}
+		if err := s.Apply(&e); err != nil {
+			return Subject{}, nil, unavailable("subject stream", err)
+		}
+		if e.Type == TypeSubjectRegistered || e.Type == TypeSubjectCorrected {
+			attrs = append(attrs, e)
 		}
 	}
 	if !s.Registered {
 		return s, nil, errorf(KindNotFound, "no-subject", "no such subject")
 	}
-	return s, events, nil
+	h.subjects.put(id, s, attrs)
+	return s, attrs, nil
 }
 
 func (h *Handlers) loadCertificate(ctx context.Context, serial Serial) (Certificate, error) {
