@@ -21,7 +21,10 @@ help:
 	@echo "make bench   benchmarks and the figures of BENCHMARKS.md"
 	@echo "make fuzz    run each fuzz target for FUZZTIME (default 30s)"
 
+# The first run creates the CAs, the server certificate and the admin
+# credential in $(DATA); later runs reuse them.
 run: deps-run build
+	./$(BIN) init --data $(DATA) --if-needed
 	./$(BIN) serve --data $(DATA) --addr $(ADDR)
 
 build:

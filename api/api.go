@@ -4,6 +4,11 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections"
 
 	"github.com/danielgtaylor/huma/v2"
 	"github.com/danielgtaylor/huma/v2/adapters/humachi"
@@ -25,7 +30,9 @@ type ReadyFunc func(ctx context.Context) error
 func (f ReadyFunc) Ready(ctx context.Context) error { return f(ctx) }
 
 // Config holds what the API needs. The zero value serves a working API that
-// is always ready, exposes no metrics and logs nothing.
+// is always ready, exposes no metrics, logs nothing and offers only the
+// health operations; each group of operations is served when its
+// dependencies are set.
 type Config struct {
 	// Version is the API version written in the OpenAPI document.
 	// Empty means "dev".
@@ -42,6 +49,69 @@ type Config struct {
 	// Logger receives one line per request and the causes of 5xx problems.
 	// Nil means no logs.
 	Logger *slog.Logger
+
+	// Commands, Views and CAs back the subject and certificate operations
+	// (served when all three are set); CAs alone backs the public CA
+	// operations.
+	Commands Commands
+	Views    Views
+	CAs      CAs
+	// Head returns the ledger's head position; mutating operations wait
+	// (briefly) for the views to reach it, so a client reads its own writes.
+	Head func(ctx context.Context) (uint64, error)
+
+	// OCSP, when set, answers GET /ocsp/{request} and POST /ocsp.
+	OCSP http.Handler
+
+	// Auth turns verified client certificates into principals. Nil means no
+	// client is ever authenticated: protected operations answer 401.
+	Auth Authenticator
+
+	// Allow, when not empty, limits the protected operations to clients
+	// whose address is in one of these prefixes.
+	Allow []netip.Prefix
+}
+
+// Commands runs the commands of the officer operations; domain.Handlers
+// implements it.
+type Commands interface {
+	RegisterSubject(ctx context.Context, actor domain.Actor, attrs map[string]string) (domain.SubjectID, error)
+	CorrectSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, attrs map[string]string, group string) error
+	CorrectAndReissue(ctx context.Context, actor domain.Actor, id domain.SubjectID, attrs map[string]string, group string) ([]domain.Reissued, error)
+	ReadSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, operation, reason string) (map[string]string, error)
+	RecordAccess(ctx context.Context, actor domain.Actor, id domain.SubjectID, operation, reason string) error
+	IssueCertificate(ctx context.Context, actor domain.Actor, req domain.IssueRequest) (domain.Issued, error)
+	RevokeCertificate(ctx context.Context, actor domain.Actor, serial domain.Serial, reason domain.RevocationReason) error
+	DeleteCertificate(ctx context.Context, actor domain.Actor, serial domain.Serial, retainUntilExpiry bool) error
+}
+
+// Views are the read models the queries use; projections.Views implements it.
+type Views interface {
+	WaitFor(ctx context.Context, position uint64) error
+	Certificate(ctx context.Context, serial domain.Serial) (CertificateRow, error)
+	Certificates(ctx context.Context, f CertificateFilter) ([]CertificateRow, error)
+	SearchSubjects(ctx context.Context, match map[string]string, limit int) ([]SubjectRow, error)
+}
+
+// The view rows, as the projections package defines them.
+type (
+	CertificateRow    = projections.CertificateRow
+	CertificateFilter = projections.CertificateFilter
+	SubjectRow        = projections.SubjectRow
+)
+
+// viewWait bounds how long a mutating operation waits for the views to show
+// its effect. The views lag the ledger by well under this; if they fall
+// further behind, the operation still succeeds (its events are durable).
+const viewWait = time.Second
+
+// mtlsScheme names the OpenAPI security scheme: a client certificate.
+const mtlsScheme = "mtls"
+
+// server holds what the operations share.
+type server struct {
+	cfg    Config
+	logger *slog.Logger
 }
 
 // New returns the HTTP handler serving the API described by cfg.
@@ -61,10 +131,11 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 	if version == "" {
 		version = "dev"
 	}
+	s := &server{cfg: cfg, logger: logger}
 
 	router := chi.NewMux()
 	// Logging wraps recovery so that a recovered panic is logged as a 500.
-	router.Use(logRequests(logger), recoverPanics(logger))
+	router.Use(logRequests(logger), recoverPanics(logger), allowlist(cfg.Allow), authenticate(cfg.Auth))
 	router.NotFound(notFound)
 	router.MethodNotAllowed(methodNotAllowed(router))
 
@@ -73,11 +144,50 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 	if cfg.Metrics != nil {
 		registerMetrics(hapi, cfg.Metrics, logger)
 	}
+	if cfg.CAs != nil {
+		s.registerCAs(hapi)
+		if cfg.Commands != nil && cfg.Views != nil {
+			s.registerSubjects(hapi)
+			s.registerCertificates(hapi)
+		}
+	}
+	if cfg.OCSP != nil {
+		router.Handle("/ocsp", cfg.OCSP)
+		router.Handle("/ocsp/*", http.StripPrefix("/ocsp", cfg.OCSP))
+	}
+	registerDocs(router)
 	return router, hapi
 }
 
+// problem turns err into the problem sent to the client.
+func (s *server) problem(ctx context.Context, err error) error { return fromError(ctx, s.logger, err) }
+
+// waitForViews waits, at most viewWait, until the views have applied position.
+func (s *server) waitForViews(ctx context.Context, position uint64) {
+	if position == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, viewWait)
+	defer cancel()
+	if err := s.cfg.Views.WaitFor(ctx, position); err != nil {
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "views lag", slog.Uint64("position", position))
+	}
+}
+
+// waitForHead waits for the views to reach the ledger's head.
+func (s *server) waitForHead(ctx context.Context) {
+	if s.cfg.Head == nil {
+		return
+	}
+	head, err := s.cfg.Head(ctx)
+	if err == nil {
+		s.waitForViews(ctx, head)
+	}
+}
+
 // humaConfig starts from huma's defaults and removes what we do not want:
-//   - the /docs page, which loads its JavaScript from a CDN;
+//   - huma's /docs page, which loads its JavaScript from a CDN (ours,
+//     docs.go, works offline);
 //   - the /schemas routes and the link transformer that adds "$schema" fields
 //     and Link headers to every response body.
 //
@@ -85,10 +195,14 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 // 3.0 downgrades /openapi-3.0.json and /openapi-3.0.yaml that huma adds).
 func humaConfig(version string) huma.Config {
 	c := huma.DefaultConfig("caledger", version)
-	c.Info.Description = "Event-sourced, audit-first certificate authority."
+	c.Info.Description = "Event-sourced, audit-first certificate authority. Officers, auditors and compliance staff authenticate with " +
+		"client certificates (mutual TLS) that carry their roles. Personal data never travels in a URL."
 	c.DocsPath = ""
 	c.SchemasPath = ""
 	c.CreateHooks = nil
 	c.Transformers = []huma.Transformer{problemTransformer}
+	c.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
+		mtlsScheme: {Type: "mutualTLS", Description: "A client certificate issued by this CA with the officer, auditor, compliance or admin role."},
+	}
 	return c
 }

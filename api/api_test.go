@@ -61,8 +61,8 @@ func do(t *testing.T, srv *httptest.Server, method, path string) response {
 	return response{status: res.StatusCode, header: res.Header, body: body}
 }
 
-// problem is the RFC 9457 body as a client sees it.
-type problem struct {
+// clientProblem is the RFC 9457 body as a client sees it.
+type clientProblem struct {
 	Type   string           `json:"type"`
 	Title  string           `json:"title"`
 	Status int              `json:"status"`
@@ -70,8 +70,8 @@ type problem struct {
 	Errors []map[string]any `json:"errors"`
 }
 
-// checkProblem asserts that res is a complete problem with the given status.
-func checkProblem(t *testing.T, res response, status int) problem {
+// checkProblem asserts that res is a complete clientProblem with the given status.
+func checkProblem(t *testing.T, res response, status int) clientProblem {
 	t.Helper()
 	if res.status != status {
 		t.Errorf("status = %d, want %d; body %s", res.status, status, res.body)
@@ -79,12 +79,12 @@ func checkProblem(t *testing.T, res response, status int) problem {
 	if ct := res.header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Errorf("Content-Type = %q, want application/problem+json", ct)
 	}
-	var p problem
+	var p clientProblem
 	if err := json.Unmarshal(res.body, &p); err != nil {
 		t.Fatalf("body is not JSON: %v: %s", err, res.body)
 	}
 	if p.Type != "about:blank" || p.Title != http.StatusText(status) || p.Status != status || p.Detail == "" {
-		t.Errorf("problem = %+v, want type about:blank, title %q, status %d and a detail", p, http.StatusText(status), status)
+		t.Errorf("clientProblem = %+v, want type about:blank, title %q, status %d and a detail", p, http.StatusText(status), status)
 	}
 	return p
 }
@@ -148,7 +148,7 @@ func TestReadyz(t *testing.T) {
 			}
 			checkProblem(t, res, tt.status)
 			if bytes.Contains(res.body, []byte("sqlite")) {
-				t.Errorf("problem leaks the readiness error: %s", res.body)
+				t.Errorf("clientProblem leaks the readiness error: %s", res.body)
 			}
 			if !strings.Contains(logs.String(), "permission denied") {
 				t.Errorf("readiness error not logged; logs:\n%s", logs)
@@ -225,13 +225,23 @@ func TestOpenAPI(t *testing.T) {
 	}
 }
 
-func TestNoDocsPage(t *testing.T) {
+func TestDocsPageIsOffline(t *testing.T) {
 	srv := newTestServer(t, Config{})
-	for _, path := range []string{"/docs", "/schemas/ErrorModel.json"} {
-		t.Run(path, func(t *testing.T) {
-			checkProblem(t, do(t, srv, http.MethodGet, path), http.StatusNotFound)
-		})
+	res := do(t, srv, http.MethodGet, "/docs")
+	if res.status != http.StatusOK || !strings.HasPrefix(res.header.Get("Content-Type"), "text/html") {
+		t.Fatalf("/docs: %d %s", res.status, res.header.Get("Content-Type"))
 	}
+	// Nothing is loaded from elsewhere: no absolute URL, and the CSP forbids it.
+	if strings.Contains(string(res.body), "http://") || strings.Contains(string(res.body), "https://") {
+		t.Error("/docs refers to another host")
+	}
+	if csp := res.header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'none'") || !strings.Contains(csp, "connect-src 'self'") {
+		t.Errorf("CSP = %q", csp)
+	}
+	if !strings.Contains(string(res.body), `fetch("/openapi.json")`) {
+		t.Error("/docs does not render /openapi.json")
+	}
+	checkProblem(t, do(t, srv, http.MethodGet, "/schemas/ErrorModel.json"), http.StatusNotFound)
 }
 
 func TestRoutingProblems(t *testing.T) {
@@ -240,7 +250,7 @@ func TestRoutingProblems(t *testing.T) {
 		res := do(t, srv, http.MethodGet, "/v1/nothing?email=someone@example.com")
 		p := checkProblem(t, res, http.StatusNotFound)
 		if strings.Contains(p.Detail, "nothing") || bytes.Contains(res.body, []byte("example.com")) {
-			t.Errorf("problem echoes the request: %s", res.body)
+			t.Errorf("clientProblem echoes the request: %s", res.body)
 		}
 	})
 	t.Run("wrong method", func(t *testing.T) {
@@ -289,7 +299,7 @@ func TestHandlerErrors(t *testing.T) {
 		res := do(t, srv, http.MethodGet, "/test/panic")
 		checkProblem(t, res, http.StatusInternalServerError)
 		if bytes.Contains(res.body, []byte("boom")) || bytes.Contains(res.body, []byte("hunter2")) {
-			t.Errorf("problem leaks the panic: %s", res.body)
+			t.Errorf("clientProblem leaks the panic: %s", res.body)
 		}
 		if strings.Contains(logs.String(), "hunter2") {
 			t.Errorf("log leaks a non-runtime panic value:\n%s", logs)
@@ -309,7 +319,7 @@ func TestHandlerErrors(t *testing.T) {
 		res := do(t, srv, http.MethodGet, "/test/fail")
 		p := checkProblem(t, res, http.StatusInternalServerError)
 		if bytes.Contains(res.body, []byte("hunter2")) || len(p.Errors) != 0 {
-			t.Errorf("problem leaks the handler error: %s", res.body)
+			t.Errorf("clientProblem leaks the handler error: %s", res.body)
 		}
 	})
 	t.Run("validation", func(t *testing.T) {
@@ -330,7 +340,7 @@ func TestHandlerErrors(t *testing.T) {
 			t.Errorf("errors = %v, want one at body.count", p.Errors)
 		}
 		if _, ok := p.Errors[0]["value"]; ok {
-			t.Errorf("problem echoes the request value: %s", body)
+			t.Errorf("clientProblem echoes the request value: %s", body)
 		}
 	})
 }

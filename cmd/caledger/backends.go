@@ -2,88 +2,208 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/caledger/caledger/crypto/authority"
+	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/signer"
+	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
 	"github.com/caledger/caledger/eventstore/sqlite"
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/caledger/caledger/projections"
 )
-
-// backends are the stores and keys behind the API.
-type backends struct {
-	store eventstore.Store
-	vault *keyvault.Vault
-}
 
 // Data directory layout of the embedded default.
 const (
-	ledgerDir = "ledger"        // eventstore/sqlite files
-	kekFile   = "keys/kek.json" // the local KEK (Tink keyset, mode 0600)
-	vaultFile = "keys/vault.db" // wrapped per-subject data keys
+	configFile  = "caledger.json"  // what init set up: CAs, key provider, base URL
+	ledgerDir   = "ledger"         // eventstore/sqlite files
+	kekFile     = "keys/kek.json"  // the local KEK (Tink keyset, mode 0600)
+	vaultFile   = "keys/vault.db"  // wrapped per-subject data keys
+	caKeysDir   = "keys/ca"        // software CA keys, wrapped by the KEK
+	viewsFile   = "views/views.db" // projections (rebuildable)
+	rootPEM     = "ca/root.pem"    // the root CA certificate clients trust
+	tlsCertFile = "tls/server.pem" // the server's chain, issued by the issuing CA
+	tlsKeyFile  = "tls/server-key.pem"
+	adminDir    = "admin" // the first officer's credential
 )
 
-// openBackends is the one place where backends are chosen and opened, by an
-// explicit switch on the store name. The returned close function releases them;
-// call it after the HTTP server has stopped.
-func openBackends(ctx context.Context, storeName, dataDir string, logger *slog.Logger) (*backends, func() error, error) {
-	var b backends
-	var closers []func() error
-	closeAll := func() error {
-		var errs []error
-		for i := len(closers) - 1; i >= 0; i-- {
-			errs = append(errs, closers[i]())
+// config is DATA/caledger.json, written by init. The ledger holds the CAs
+// themselves (ca.created events); the file only says which to load.
+type config struct {
+	CAs           []string `json:"cas"`
+	DefaultIssuer string   `json:"default_issuer"`
+	// BaseURL is where relying parties reach the CRL and OCSP URLs written in
+	// certificates.
+	BaseURL string `json:"base_url"`
+	// KeyProvider holds the CA keys: "software" (DATA/keys/ca, wrapped by the
+	// KEK) or "pkcs11".
+	KeyProvider string         `json:"key_provider"`
+	PKCS11      *pkcs11Options `json:"pkcs11,omitempty"`
+	// Profiles is a JSON profiles file; empty means the built-in profiles.
+	Profiles string `json:"profiles,omitempty"`
+}
+
+// pkcs11Options locate the token of the CA keys. The PIN is never stored: it
+// comes from the environment variable CALEDGER_PKCS11_PIN.
+type pkcs11Options struct {
+	Library string `json:"library"`
+	Token   string `json:"token"`
+}
+
+func readConfig(dataDir string) (config, error) {
+	var c config
+	b, err := os.ReadFile(filepath.Join(dataDir, configFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, fmt.Errorf("%s is not initialised: run 'caledger init --data %s' first", dataDir, dataDir)
+	}
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("%s: %w", configFile, err)
+	}
+	return c, nil
+}
+
+// node is one caledger process's backends: the ledger, the key vault, the
+// views, and once loadCAs ran, the CAs and the certificate signer.
+type node struct {
+	dataDir  string
+	logger   *slog.Logger
+	store    eventstore.Store
+	vault    *keyvault.Vault
+	kek      *kek.File
+	views    *projections.Views
+	handlers *domain.Handlers
+	keys     authority.Keys
+	cas      *authority.Authority
+	issuer   *issuer.Issuer
+	closers  []func() error
+}
+
+// openNode opens the backends in dataDir, by an explicit switch on the store
+// name. close releases them; call it after the HTTP server has stopped.
+func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger) (_ *node, err error) {
+	n := &node{dataDir: dataDir, logger: logger}
+	defer func() {
+		if err != nil {
+			_ = n.close()
 		}
-		return errors.Join(errs...)
+	}()
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	switch storeName {
 	case "sqlite":
 		s, err := sqlite.Open(ctx, filepath.Join(dataDir, ledgerDir), sqlite.Options{Logger: logger})
 		if err != nil {
-			return nil, nil, fmt.Errorf("open the ledger: %w", err)
+			return nil, fmt.Errorf("open the ledger: %w", err)
 		}
-		b.store = s
-		closers = append(closers, s.Close)
+		n.store = s
+		n.closers = append(n.closers, s.Close)
 	default:
-		return nil, nil, &usageError{msg: fmt.Sprintf("serve: unknown store %q (known: sqlite)", storeName)}
+		return nil, &usageError{msg: fmt.Sprintf("unknown store %q (known: sqlite)", storeName)}
 	}
 	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dataDir, kekFile))
 	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("open the key-encryption key: %w", err)
+		return nil, fmt.Errorf("open the key-encryption key: %w", err)
 	}
+	n.kek = k
 	v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
 	if err != nil {
-		closeAll()
-		return nil, nil, fmt.Errorf("open the key vault: %w", err)
+		return nil, fmt.Errorf("open the key vault: %w", err)
 	}
-	b.vault = v
-	closers = append(closers, v.Close)
-	return &b, closeAll, nil
+	n.vault = v
+	n.closers = append(n.closers, v.Close)
+	views, err := projections.Open(ctx, filepath.Join(dataDir, viewsFile), projections.Options{Sealer: v, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("open the views: %w", err)
+	}
+	n.views = views
+	n.closers = append(n.closers, views.Close)
+	n.handlers = &domain.Handlers{Events: n.store, Vault: v, Now: time.Now, Rand: rand.Reader}
+	return n, nil
+}
+
+// openKeys opens the CA key provider cfg names. env supplies the PKCS#11 PIN.
+func (n *node) openKeys(ctx context.Context, cfg config, env func(string) string) error {
+	n.keys = authority.Keys{}
+	switch cfg.KeyProvider {
+	case "software", "":
+		n.keys["software"] = signer.NewSoftware(filepath.Join(n.dataDir, caKeysDir), n.kek)
+	case "pkcs11":
+		if cfg.PKCS11 == nil {
+			return errors.New("key provider pkcs11 needs a library and a token")
+		}
+		pin := env("CALEDGER_PKCS11_PIN")
+		if pin == "" {
+			return errors.New("key provider pkcs11: set CALEDGER_PKCS11_PIN to the token's user PIN")
+		}
+		p, err := signer.OpenPKCS11(ctx, signer.PKCS11Config{Library: cfg.PKCS11.Library, TokenLabel: cfg.PKCS11.Token, PIN: pin})
+		if err != nil {
+			return fmt.Errorf("open the PKCS#11 token: %w", err)
+		}
+		n.keys["pkcs11"] = p
+		n.closers = append(n.closers, p.Close)
+	default:
+		return fmt.Errorf("unknown key provider %q (known: software, pkcs11)", cfg.KeyProvider)
+	}
+	return nil
+}
+
+// loadCAs loads the CAs cfg names and makes the handlers sign with them.
+func (n *node) loadCAs(ctx context.Context, cfg config, env func(string) string) error {
+	if n.keys == nil {
+		if err := n.openKeys(ctx, cfg, env); err != nil {
+			return err
+		}
+	}
+	a, err := authority.Load(ctx, n.handlers, n.views, n.keys, cfg.CAs, cfg.DefaultIssuer, authority.Options{})
+	if err != nil {
+		return err
+	}
+	profiles := issuer.DefaultProfiles()
+	if cfg.Profiles != "" {
+		f, err := os.Open(cfg.Profiles)
+		if err != nil {
+			return fmt.Errorf("profiles: %w", err)
+		}
+		profiles, err = issuer.LoadProfiles(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("profiles %s: %w", cfg.Profiles, err)
+		}
+	}
+	iss, err := issuer.New(a.Issuers(), profiles, issuer.Options{BaseURL: cfg.BaseURL})
+	if err != nil {
+		return err
+	}
+	n.cas, n.issuer = a, iss
+	n.handlers.Signer = iss
+	return nil
+}
+
+func (n *node) close() error {
+	var errs []error
+	for i := len(n.closers) - 1; i >= 0; i-- {
+		errs = append(errs, n.closers[i]())
+	}
+	n.closers = nil
+	return errors.Join(errs...)
 }
 
 // Ready reports whether every backend can serve; it backs GET /readyz.
-func (b *backends) Ready(ctx context.Context) error {
-	_, err := b.store.Head(ctx)
+func (n *node) Ready(ctx context.Context) error {
+	_, err := n.store.Head(ctx)
 	return err
-}
-
-// collectors returns the backends' metrics.
-func (b *backends) collectors() []prometheus.Collector {
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "caledger_ledger_head_position",
-			Help: "Global position of the last event committed to the ledger.",
-		}, func() float64 {
-			h, err := b.store.Head(context.Background())
-			if err != nil {
-				return -1
-			}
-			return float64(h)
-		}),
-	}
 }

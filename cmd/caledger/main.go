@@ -39,6 +39,12 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "serve":
 		return runServe(ctx, rest, env, stdout, stderr)
+	case "init":
+		return runInit(ctx, rest, env, stdout, stderr)
+	case "officer":
+		return runOfficer(ctx, rest, env, stdout, stderr)
+	case "projections":
+		return runProjections(ctx, rest, env, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout)
 	case "help", "-h", "-help", "--help":
@@ -59,9 +65,13 @@ func printUsage(w io.Writer) {
 caledger is an event-sourced, audit-first certificate authority.
 
 Commands:
-  serve     serve the HTTPS API
-  version   print the version
-  help      print this help; 'caledger help COMMAND' prints a command's flags
+  init          create the CAs, the server certificate and the first admin credential
+  serve         serve the HTTPS API
+  officer add   issue an officer, auditor, compliance or admin client credential
+  projections rebuild
+                recreate the views from the ledger
+  version       print the version
+  help          print this help; 'caledger help COMMAND' prints a command's flags
 `)
 }
 

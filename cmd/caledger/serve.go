@@ -11,12 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
+	"net/netip"
 	"path/filepath"
 	"regexp"
 	"time"
 
 	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/revocation"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -30,19 +31,27 @@ func runServe(ctx context.Context, args []string, env func(string) string, stdou
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	addr := fs.String("addr", envOr(env, "CALEDGER_ADDR", "127.0.0.1:8443"), "listen `address` (host:port); env CALEDGER_ADDR")
 	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger); env CALEDGER_STORE")
-	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite]", `Serve the HTTPS API until SIGINT or SIGTERM.
+	allow := fs.String("allow", envOr(env, "CALEDGER_ALLOW", ""), "comma-separated client `prefixes` (e.g. 10.0.0.0/8,127.0.0.1/32) allowed on protected operations; empty allows all; env CALEDGER_ALLOW")
+	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite] [--allow PREFIXES]", `Serve the HTTPS API until SIGINT or SIGTERM. DIR must have been set up
+with 'caledger init'.
 
-The ledger, the key vault and the local key-encryption key live in DIR
-(DIR/ledger, DIR/keys); they are created on first start.
-
-On first start, a TLS key and a self-signed certificate for localhost,
-127.0.0.1 and ::1 are written to DIR/tls/; clients trust DIR/tls/server.pem:
-  curl --cacert DIR/tls/server.pem https://localhost:8443/healthz`)
+Clients trust DIR/ca/root.pem and authenticate with a client certificate
+(mutual TLS) such as DIR/admin/admin.pem:
+  curl --cacert DIR/ca/root.pem --cert DIR/admin/admin.pem \
+       --key DIR/admin/admin-key.pem https://localhost:8443/v1/certificates`)
 	if help, err := parseFlags(fs, args, stdout); help || err != nil {
 		return err
 	}
+	var prefixes []netip.Prefix
+	for _, p := range splitComma(*allow) {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return &usageError{msg: fmt.Sprintf("serve: --allow: %q is not an address prefix such as 10.0.0.0/8", p)}
+		}
+		prefixes = append(prefixes, prefix)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	return serve(ctx, logger, *store, *dataDir, *addr)
+	return serve(ctx, logger, env, *store, *dataDir, *addr, prefixes)
 }
 
 // envOr returns env(key), or def when it is empty.
@@ -57,51 +66,86 @@ func envOr(env func(string) string, key, def string) string {
 // gracefully. It logs one line once listening: msg=listening with the bound
 // address (addr), the data directory (data) and the certificate clients must
 // trust (cacert).
-func serve(ctx context.Context, logger *slog.Logger, storeName, dataDir, addr string) (err error) {
+func serve(ctx context.Context, logger *slog.Logger, env func(string) string, storeName, dataDir, addr string, allow []netip.Prefix) (err error) {
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	sc, err := loadOrCreateServerCert(filepath.Join(dataDir, "tls"), time.Now())
+	cfg, err := readConfig(dataDir)
 	if err != nil {
 		return err
 	}
-	if sc.cert.Leaf != nil && time.Now().After(sc.cert.Leaf.NotAfter) {
-		logger.Warn("TLS certificate has expired; delete it to generate a new one",
-			"cacert", sc.certPath, "not_after", sc.cert.Leaf.NotAfter)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, tlsCertFile), filepath.Join(dataDir, tlsKeyFile))
+	if err != nil {
+		return fmt.Errorf("load the server's TLS certificate: %w", err)
+	}
+	if cert.Leaf != nil && time.Now().After(cert.Leaf.NotAfter) {
+		logger.Warn("the server's TLS certificate has expired", "path", filepath.Join(dataDir, tlsCertFile), "not_after", cert.Leaf.NotAfter)
 	}
 
-	b, closeBackends, err := openBackends(ctx, storeName, dataDir, logger)
+	n, err := openNode(ctx, storeName, dataDir, logger)
 	if err != nil {
 		return err
 	}
 	defer func() {
-		if cerr := closeBackends(); cerr != nil {
+		if cerr := n.close(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("close backends: %w", cerr))
 		}
 	}()
+	if err := n.loadCAs(ctx, cfg, env); err != nil {
+		return err
+	}
+
+	// The views follow the ledger until the server stops.
+	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
+	viewsDone := make(chan error, 1)
+	go func() { viewsDone <- n.views.Run(viewsCtx, n.store) }()
+	defer func() {
+		stopViews()
+		if verr := <-viewsDone; verr != nil && !errors.Is(verr, context.Canceled) {
+			err = errors.Join(err, fmt.Errorf("views: %w", verr))
+		}
+	}()
+
+	ocsp, err := revocation.NewResponder(n.cas.OCSPIssuers(), n.cas.Lookup, revocation.Options{})
+	if err != nil {
+		return err
+	}
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	metrics.MustRegister(b.collectors()...)
+	metrics.MustRegister(n.collectors()...)
 
+	clientCAs := n.cas.Pool()
+	for _, c := range n.cas.Intermediates() {
+		clientCAs.AddCert(c)
+	}
 	srv := &http.Server{
 		Handler: api.New(api.Config{
-			Version: version(),
-			Ready:   b,
-			Metrics: metrics,
-			Logger:  logger,
+			Version:  version(),
+			Ready:    n,
+			Metrics:  metrics,
+			Logger:   logger,
+			Commands: n.handlers,
+			Views:    n.views,
+			CAs:      n.cas,
+			Head:     n.store.Head,
+			OCSP:     ocsp,
+			Auth:     n.cas,
+			Allow:    allow,
 		}),
 		TLSConfig: &tls.Config{
 			// TLS 1.3 is negotiated whenever the client offers it.
 			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{sc.cert},
+			Certificates: []tls.Certificate{cert},
+			// A client certificate is optional (the public operations need
+			// none) but, when given, must chain to this CA: a foreign one
+			// fails the handshake.
+			ClientAuth: tls.VerifyClientCertIfGiven,
+			ClientCAs:  clientCAs,
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       60 * time.Second,
@@ -116,11 +160,7 @@ func serve(ctx context.Context, logger *slog.Logger, storeName, dataDir, addr st
 	if err != nil {
 		return err
 	}
-	tlsState := "reused"
-	if sc.created {
-		tlsState = "created"
-	}
-	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir, "cacert", sc.certPath, "tls", tlsState)
+	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir, "cacert", filepath.Join(dataDir, rootPEM))
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ServeTLS(ln, "", "") }()
@@ -143,6 +183,48 @@ func serve(ctx context.Context, logger *slog.Logger, storeName, dataDir, addr st
 	logger.Info("stopped")
 	return nil
 }
+
+// collectors returns the node's metrics: the ledger head and each view's lag.
+func (n *node) collectors() []prometheus.Collector {
+	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
+	behind := prometheus.NewDesc("caledger_view_lag_events", "Ledger events a view has not applied yet.", []string{"view"}, nil)
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caledger_ledger_head_position",
+			Help: "Global position of the last event committed to the ledger.",
+		}, func() float64 {
+			h, err := n.store.Head(context.Background())
+			if err != nil {
+				return -1
+			}
+			return float64(h)
+		}),
+		collectorFunc{descs: []*prometheus.Desc{lag, behind}, collect: func(ch chan<- prometheus.Metric) {
+			lags, err := n.views.Lag(context.Background(), n.store)
+			if err != nil {
+				return
+			}
+			for view, l := range lags {
+				ch <- prometheus.MustNewConstMetric(lag, prometheus.GaugeValue, l.Age.Seconds(), view)
+				ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, float64(l.Events), view)
+			}
+		}},
+	}
+}
+
+// collectorFunc is a prometheus.Collector computed at scrape time.
+type collectorFunc struct {
+	descs   []*prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 
 // serverErrorLog returns the logger for http.Server's own errors. net/http
 // puts client addresses in them ("TLS handshake error from 192.0.2.1:5555"),

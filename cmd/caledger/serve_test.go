@@ -58,7 +58,7 @@ type server struct {
 
 // startServe calls run with args and env and waits until it listens. The
 // bound address is read from the startup log line.
-func startServe(t *testing.T, args []string, env map[string]string) *server {
+func startServe(t testing.TB, args []string, env map[string]string) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
 	s := &server{logs: &logSink{addrc: make(chan string, 1)}, cancel: cancel, done: make(chan error, 1)}
@@ -81,7 +81,7 @@ func startServe(t *testing.T, args []string, env map[string]string) *server {
 }
 
 // stop cancels the server's context and returns run's result.
-func (s *server) stop(t *testing.T) error {
+func (s *server) stop(t testing.TB) error {
 	t.Helper()
 	s.cancel()
 	select {
@@ -96,7 +96,7 @@ func (s *server) stop(t *testing.T) error {
 
 // client returns an HTTPS client trusting only certPath, optionally with
 // the TLS versions and server name it offers.
-func client(t *testing.T, certPath string, configure func(*tls.Config)) *http.Client {
+func client(t testing.TB, certPath string, configure func(*tls.Config)) *http.Client {
 	t.Helper()
 	pemBytes, err := os.ReadFile(certPath)
 	if err != nil {
@@ -144,9 +144,20 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 	}
 }
 
+// initData runs "caledger init" in a new data directory and returns it.
+func initData(t *testing.T, extra ...string) string {
+	t.Helper()
+	data := filepath.Join(t.TempDir(), "data")
+	var out bytes.Buffer
+	if err := run(t.Context(), append([]string{"init", "--data", data}, extra...), noEnv, &out, io.Discard); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	return data
+}
+
 func TestServe(t *testing.T) {
-	data := filepath.Join(t.TempDir(), "data") // created by serve
-	certPath := filepath.Join(data, "tls", serverCertFile)
+	data := initData(t)
+	certPath := filepath.Join(data, rootPEM)
 
 	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
 	base := "https://" + s.addr
@@ -154,24 +165,16 @@ func TestServe(t *testing.T) {
 	checkMode(t, data, 0o700)
 	checkMode(t, filepath.Join(data, "tls"), 0o700)
 	checkMode(t, certPath, 0o644)
-	checkMode(t, filepath.Join(data, "tls", serverKeyFile), 0o600)
+	checkMode(t, filepath.Join(data, tlsKeyFile), 0o600)
 	checkMode(t, filepath.Join(data, ledgerDir, "ledger.db"), 0o600)
 	checkMode(t, filepath.Join(data, kekFile), 0o600)
 	checkMode(t, filepath.Join(data, vaultFile), 0o600)
-	entries, err := os.ReadDir(filepath.Join(data, "tls"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(entries) != 2 {
-		t.Errorf("tls directory holds %d entries, want server.pem and server-key.pem only", len(entries))
-	}
-	certPEM, err := os.ReadFile(certPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	checkMode(t, filepath.Join(data, adminDir, "admin-key.pem"), 0o600)
+	checkMode(t, filepath.Join(data, adminDir, "admin.p12"), 0o600)
+	checkMode(t, filepath.Join(data, configFile), 0o600)
 
 	logs := s.logs.String()
-	for _, want := range []string{"data=" + data, "cacert=" + certPath, "tls=created"} {
+	for _, want := range []string{"data=" + data, "cacert=" + certPath} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("startup line lacks %q; logs:\n%s", want, logs)
 		}
@@ -202,8 +205,8 @@ func TestServe(t *testing.T) {
 		if err := json.Unmarshal(body, &doc); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.HasPrefix(doc.OpenAPI, "3.1") || doc.Paths["/healthz"] == nil {
-			t.Errorf("openapi %q with paths %v, want 3.1 with /healthz", doc.OpenAPI, doc.Paths)
+		if !strings.HasPrefix(doc.OpenAPI, "3.1") || doc.Paths["/healthz"] == nil || doc.Paths["/v1/certificates"] == nil {
+			t.Errorf("openapi %q with paths %v, want 3.1 with /healthz and /v1/certificates", doc.OpenAPI, doc.Paths)
 		}
 	})
 	t.Run("readyz and metrics", func(t *testing.T) {
@@ -215,8 +218,10 @@ func TestServe(t *testing.T) {
 		if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("go_goroutines")) {
 			t.Errorf("metrics: %d, go collector missing:\n%s", res.StatusCode, body)
 		}
-		if !bytes.Contains(body, []byte("caledger_ledger_head_position 0")) {
-			t.Errorf("metrics lack the ledger head:\n%s", body)
+		for _, want := range []string{"caledger_ledger_head_position ", `caledger_view_lag_seconds{view="certificates"}`} {
+			if !bytes.Contains(body, []byte(want)) {
+				t.Errorf("metrics lack %s:\n%s", want, body)
+			}
 		}
 	})
 	t.Run("a second server on the same data is refused", func(t *testing.T) {
@@ -226,7 +231,7 @@ func TestServe(t *testing.T) {
 		}
 	})
 	t.Run("unknown store", func(t *testing.T) {
-		err := run(t.Context(), []string{"serve", "--data", t.TempDir(), "--store", "oracle"}, func(string) string { return "" }, io.Discard, io.Discard)
+		err := run(t.Context(), []string{"serve", "--data", data, "--store", "oracle"}, func(string) string { return "" }, io.Discard, io.Discard)
 		var ue *usageError
 		if !errors.As(err, &ue) {
 			t.Fatalf("unknown store: %v, want a usage error", err)
@@ -287,19 +292,8 @@ func TestServe(t *testing.T) {
 		t.Errorf("no shutdown line; logs:\n%s", s.logs)
 	}
 
-	// Second start, configured through the environment: same certificate.
+	// Second start, configured through the environment, with the same CA.
 	s2 := startServe(t, []string{"serve"}, map[string]string{"CALEDGER_DATA": data, "CALEDGER_ADDR": "127.0.0.1:0"})
-	if !strings.Contains(s2.logs.String(), "tls=reused") {
-		t.Errorf("second start did not reuse the certificate; logs:\n%s", s2.logs)
-	}
-	certPEM2, err := os.ReadFile(certPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(certPEM, certPEM2) {
-		t.Error("server.pem changed on second start")
-	}
-	// The client trusts the first start's certificate: the server presents it.
 	if res, body := get(t, client(t, certPath, nil), "https://"+s2.addr+"/healthz"); res.StatusCode != http.StatusOK {
 		t.Errorf("second start: %d %s", res.StatusCode, body)
 	}
@@ -308,29 +302,45 @@ func TestServe(t *testing.T) {
 	}
 }
 
+func TestInitTwice(t *testing.T) {
+	data := initData(t)
+	err := run(t.Context(), []string{"init", "--data", data}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "already initialised") {
+		t.Fatalf("second init: %v", err)
+	}
+	if err := run(t.Context(), []string{"init", "--data", data, "--if-needed"}, noEnv, io.Discard, io.Discard); err != nil {
+		t.Fatalf("init --if-needed: %v", err)
+	}
+}
+
+func TestServeNotInitialised(t *testing.T) {
+	err := run(t.Context(), []string{"serve", "--data", t.TempDir(), "--addr", "127.0.0.1:0"}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "caledger init") {
+		t.Fatalf("run = %v, want a hint to run init", err)
+	}
+}
+
 func TestServeAddressInUse(t *testing.T) {
+	data := initData(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = run(t.Context(), []string{"serve", "--data", t.TempDir(), "--addr", ln.Addr().String()}, noEnv, io.Discard, io.Discard)
+	err = run(t.Context(), []string{"serve", "--data", data, "--addr", ln.Addr().String()}, noEnv, io.Discard, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("run = %v, want address already in use", err)
 	}
 }
 
 func TestServeBadCertificate(t *testing.T) {
-	data := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(data, "tls"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// A certificate without its key is not silently replaced.
-	if err := os.WriteFile(filepath.Join(data, "tls", serverCertFile), []byte("garbage"), 0o644); err != nil {
+	data := initData(t)
+	// A damaged certificate is reported, not silently replaced.
+	if err := os.WriteFile(filepath.Join(data, tlsCertFile), []byte("garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	err := run(t.Context(), []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, noEnv, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), "load TLS certificate") {
+	if err == nil || !strings.Contains(err.Error(), "TLS certificate") {
 		t.Fatalf("run = %v, want a TLS load error", err)
 	}
 }

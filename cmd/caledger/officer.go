@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+func runOfficer(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "add" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprintln(stdout, "Usage: caledger officer add --role ROLE --name NAME [--data DIR] [--out DIR]")
+			return nil
+		}
+		return &usageError{msg: "officer: the only subcommand is 'add' (run 'caledger officer add -h')"}
+	}
+	fs := flag.NewFlagSet("officer add", flag.ContinueOnError)
+	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
+	role := fs.String("role", "officer", "`role`: officer, auditor, compliance or admin")
+	name := fs.String("name", "", "the officer's `name` (common name; personal data, sealed in the ledger)")
+	email := fs.String("email", "", "the officer's e-mail `address` (optional; sealed)")
+	out := fs.String("out", "", "output `directory` for the credential (default DIR/officers/<serial>)")
+	setUsage(fs, "officer add --role ROLE --name NAME [--data DIR] [--out DIR]", `Register an officer as a subject and issue a client credential for the
+role: a certificate chain and key (PEM) and a PKCS#12 file with a random
+password. The server must be stopped: the ledger allows one process.`)
+	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
+		return err
+	}
+	if !slices.Contains([]string{"officer", "auditor", "compliance", "admin"}, *role) {
+		return &usageError{msg: fmt.Sprintf("officer add: unknown role %q (known: officer, auditor, compliance, admin)", *role)}
+	}
+	if *name == "" {
+		return &usageError{msg: "officer add: --name is required"}
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return err
+	}
+	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	if err := n.loadCAs(ctx, cfg, env); err != nil {
+		return err
+	}
+	attrs := map[string]string{"common_name": *name}
+	if *email != "" {
+		attrs["email"] = *email
+	}
+	outDir := *out
+	if outDir == "" {
+		outDir = filepath.Join(dir, "officers", time.Now().UTC().Format("20060102T150405"))
+	}
+	cred, err := issueCredential(ctx, n, attrs, *role, filepath.Join(outDir, *role+".pem"), filepath.Join(outDir, *role+"-key.pem"), filepath.Join(outDir, *role+".p12"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "issued %s credential, serial %s, subject %s\n  %s (key %s)\n  %s (PKCS#12, password in %s)\n",
+		*role, cred.serial, cred.subject, cred.cert, cred.key, cred.p12, cred.p12+".password")
+	return nil
+}
+
+func runProjections(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rebuild" {
+		return &usageError{msg: "projections: the only subcommand is 'rebuild' (run 'caledger projections rebuild -h')"}
+	}
+	fs := flag.NewFlagSet("projections rebuild", flag.ContinueOnError)
+	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
+	setUsage(fs, "projections rebuild [--data DIR]", `Empty every view and replay the ledger from position 0, with a progress
+bar on stderr. Personal data of erased subjects does not come back: their
+sealed parts no longer open. The server must be stopped.`)
+	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
+	if err != nil {
+		return err
+	}
+	defer n.close()
+	start := time.Now()
+	bar := &progressBar{w: stderr}
+	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
+		return err
+	}
+	bar.done()
+	fmt.Fprintf(stdout, "rebuilt the views from %d events in %s\n", bar.total, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// progressBar draws "[#####     ]  52%  520000/1000000 events" on one line.
+type progressBar struct {
+	w            io.Writer
+	doneN, total uint64
+	last         time.Time
+}
+
+func (p *progressBar) update(done, total uint64) {
+	p.doneN, p.total = done, total
+	if time.Since(p.last) < 100*time.Millisecond && done < total {
+		return
+	}
+	p.last = time.Now()
+	const width = 30
+	filled := width
+	pct := 100
+	if total > 0 {
+		filled = int(done * width / total)
+		pct = int(done * 100 / total)
+	}
+	bar := make([]byte, width)
+	for i := range bar {
+		bar[i] = ' '
+		if i < filled {
+			bar[i] = '#'
+		}
+	}
+	fmt.Fprintf(p.w, "\r[%s] %3d%%  %d/%d events", bar, pct, done, total)
+}
+
+func (p *progressBar) done() {
+	p.last = time.Time{}
+	p.update(p.total, p.total)
+	fmt.Fprintln(p.w)
+}

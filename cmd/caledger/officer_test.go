@@ -1,0 +1,407 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"math/big"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The officer tests run the real binary's code paths end to end: init, officer
+// add, serve over mutual TLS, and openssl as the outside peer.
+
+type apiClient struct {
+	t    *testing.T
+	c    *http.Client
+	base string
+}
+
+// mtlsClient returns a client trusting the data directory's root CA and
+// presenting the credential certPath/keyPath (none when empty).
+func mtlsClient(t *testing.T, data, base, certPath, keyPath string) *apiClient {
+	t.Helper()
+	return &apiClient{t: t, base: base, c: client(t, filepath.Join(data, rootPEM), func(c *tls.Config) {
+		if certPath == "" {
+			return
+		}
+		cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	})}
+}
+
+// with returns a copy of a that reports to t (a subtest's).
+func (a *apiClient) with(t *testing.T) *apiClient {
+	c := *a
+	c.t = t
+	return &c
+}
+
+func (a *apiClient) do(method, path, contentType string, body []byte, header ...string) (int, http.Header, []byte) {
+	a.t.Helper()
+	req, err := http.NewRequestWithContext(a.t.Context(), method, a.base+path, bytes.NewReader(body))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := a.c.Do(req)
+	if err != nil {
+		a.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return res.StatusCode, res.Header, b
+}
+
+func (a *apiClient) json(method, path string, in any, want int, out any, header ...string) []byte {
+	a.t.Helper()
+	var body []byte
+	if in != nil {
+		body, _ = json.Marshal(in)
+	}
+	status, h, b := a.do(method, path, "application/json", body, header...)
+	if status != want {
+		a.t.Fatalf("%s %s = %d %s, want %d", method, path, status, b, want)
+	}
+	if status >= 400 && h.Get("Content-Type") != "application/problem+json" {
+		a.t.Errorf("%s %s: problem served as %q", method, path, h.Get("Content-Type"))
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			a.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+	return b
+}
+
+type problemBody struct {
+	Status int    `json:"status"`
+	Code   string `json:"code"`
+	Detail string `json:"detail"`
+	Until  string `json:"until"`
+}
+
+func openssl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), "openssl", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+const (
+	personName  = "Grace Brewster Hopper"
+	personEmail = "grace.hopper@example.org"
+)
+
+func TestOfficerFlow(t *testing.T) {
+	data := initData(t)
+	// An auditor credential, issued offline before the server starts.
+	auditorDir := filepath.Join(t.TempDir(), "auditor")
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Audit Desk", "--out", auditorDir}, noEnv, &out, io.Discard); err != nil {
+		t.Fatalf("officer add: %v", err)
+	}
+	if !strings.Contains(out.String(), "issued auditor credential") {
+		t.Fatalf("officer add printed %q", out.String())
+	}
+
+	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	base := "https://" + s.addr
+	admin := mtlsClient(t, data, base, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+	auditor := mtlsClient(t, data, base, filepath.Join(auditorDir, "auditor.pem"), filepath.Join(auditorDir, "auditor-key.pem"))
+	anonymous := mtlsClient(t, data, base, "", "")
+	work := t.TempDir()
+
+	var p problemBody
+	t.Run("roles", func(t *testing.T) {
+		anonymous.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"common_name": "x"}}, http.StatusUnauthorized, &p)
+		auditor.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"common_name": "x"}}, http.StatusForbidden, &p)
+		auditor.json("GET", "/v1/certificates", nil, http.StatusOK, nil)
+		// A certificate from a foreign CA fails the handshake.
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "intruder"}, NotBefore: time.Now().Add(-time.Hour),
+			NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+		foreign := client(t, filepath.Join(data, rootPEM), func(c *tls.Config) {
+			// Sent whatever CAs the server asks for.
+			c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+			}
+		})
+		if res, err := foreign.Get(base + "/v1/certificates"); err == nil {
+			res.Body.Close()
+			t.Fatalf("a foreign client certificate got %d", res.StatusCode)
+		}
+	})
+
+	var subject struct{ ID string }
+	admin.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{
+		"common_name": personName, "email": personEmail, "country": "US"}}, http.StatusCreated, &subject)
+
+	// openssl makes the key and CSR; its subject is ignored.
+	keyPath, csrPath := filepath.Join(work, "leaf-key.pem"), filepath.Join(work, "leaf.csr")
+	openssl(t, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=ignored",
+		"-keyout", keyPath, "-out", csrPath)
+	csrPEM, err := os.ReadFile(csrPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := func() string {
+		_, _, b := admin.do("GET", "/metrics", "", nil)
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if strings.HasPrefix(line, "caledger_ledger_head_position ") {
+				return line
+			}
+		}
+		return ""
+	}
+
+	t.Run("bad requests write nothing", func(t *testing.T) {
+		before := head()
+		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": subject.ID, "profile": "tls-client", "csr": "garbage"}, http.StatusBadRequest, &p)
+		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": subject.ID, "profile": "no-such-profile", "csr": string(csrPEM)}, http.StatusBadRequest, &p)
+		if p.Code != "unknown-profile" {
+			t.Errorf("unknown profile: %+v", p)
+		}
+		forged := bytes.Replace(csrPEM, []byte("A"), []byte("B"), 1)
+		status, _, _ := admin.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10", forged)
+		if status != http.StatusBadRequest {
+			t.Errorf("forged CSR: %d", status)
+		}
+		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": "00000000000000000000000000000000", "profile": "tls-client", "csr": string(csrPEM)}, http.StatusNotFound, &p)
+		if after := head(); after != before {
+			t.Errorf("rejected requests moved the ledger: %s -> %s", before, after)
+		}
+	})
+
+	issue := func(profile string) (serial string, chainPath string) {
+		t.Helper()
+		status, h, chain := admin.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile="+profile, "application/pkcs10", csrPEM,
+			"Accept", "application/pem-certificate-chain")
+		if status != http.StatusCreated || h.Get("Content-Type") != "application/pem-certificate-chain" {
+			t.Fatalf("issue: %d %s %s", status, h.Get("Content-Type"), chain)
+		}
+		serial = strings.TrimPrefix(h.Get("Location"), "/v1/certificates/")
+		chainPath = filepath.Join(work, serial+".pem")
+		if err := os.WriteFile(chainPath, chain, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return serial, chainPath
+	}
+	revokedSerial, revokedChain := issue("tls-client")
+	goodSerial, goodChain := issue("email-protection")
+
+	t.Run("openssl verifies the chain", func(t *testing.T) {
+		for _, chain := range []string{revokedChain, goodChain} {
+			if got := openssl(t, "verify", "-CAfile", filepath.Join(data, rootPEM), "-untrusted", chain, chain); !strings.Contains(got, ": OK") {
+				t.Fatalf("openssl verify: %s", got)
+			}
+		}
+		leaf := openssl(t, "x509", "-in", revokedChain, "-noout", "-subject")
+		if !strings.Contains(leaf, personName) || strings.Contains(leaf, "ignored") {
+			t.Errorf("subject from the registered subject, not the CSR: %s", leaf)
+		}
+	})
+
+	var info struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+	}
+	admin.json("POST", "/v1/certificates/"+revokedSerial+"/revocation", map[string]string{"reason": "keyCompromise"}, http.StatusOK, &info)
+	if info.Status != "revoked" || info.Reason != "keyCompromise" {
+		t.Fatalf("after revocation: %+v", info)
+	}
+	revokedAt := time.Now()
+	admin.json("POST", "/v1/certificates/"+revokedSerial+"/revocation", map[string]string{"reason": "keyCompromise"}, http.StatusConflict, &p)
+	if p.Code != "already-revoked" {
+		t.Errorf("double revocation: %+v", p)
+	}
+
+	t.Run("CRL lists the revocation within a second", func(t *testing.T) {
+		status, h, crl := anonymous.with(t).do("GET", "/v1/cas/issuing/crl", "", nil)
+		if time.Since(revokedAt) > time.Second {
+			t.Errorf("CRL fetched %s after the revocation", time.Since(revokedAt))
+		}
+		if status != http.StatusOK || h.Get("Content-Type") != "application/pkix-crl" {
+			t.Fatalf("crl: %d %s", status, h.Get("Content-Type"))
+		}
+		crlPath := filepath.Join(work, "issuing.crl")
+		if err := os.WriteFile(crlPath, crl, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		text := openssl(t, "crl", "-inform", "DER", "-in", crlPath, "-noout", "-text")
+		if !strings.Contains(strings.ToLower(strings.ReplaceAll(text, ":", "")), strings.ToLower(revokedSerial)) {
+			t.Errorf("openssl crl does not list %s:\n%s", revokedSerial, text)
+		}
+		if !strings.Contains(text, "Key Compromise") || !strings.Contains(text, "CRL Number") {
+			t.Errorf("CRL lacks the reason or number:\n%s", text)
+		}
+		// With no revocation since, the same CRL is served: no new number, no
+		// new ledger record.
+		before := head()
+		if _, _, again := anonymous.with(t).do("GET", "/v1/cas/issuing/crl", "", nil); !bytes.Equal(again, crl) {
+			t.Error("a second fetch built a new CRL")
+		}
+		if after := head(); after != before {
+			t.Errorf("a cached CRL moved the ledger: %s -> %s", before, after)
+		}
+	})
+
+	t.Run("openssl ocsp", func(t *testing.T) {
+		issuing := filepath.Join(work, "issuing.pem")
+		_, _, caPEM := anonymous.with(t).do("GET", "/v1/cas/issuing/certificate", "", nil)
+		if err := os.WriteFile(issuing, caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ chain, want string }{{revokedChain, "revoked"}, {goodChain, "good"}} {
+			reqPath, respPath := filepath.Join(work, "ocsp.req"), filepath.Join(work, "ocsp.resp")
+			openssl(t, "ocsp", "-issuer", issuing, "-cert", tc.chain, "-reqout", reqPath)
+			req, _ := os.ReadFile(reqPath)
+			status, _, resp := anonymous.with(t).do("POST", "/ocsp", "application/ocsp-request", req)
+			if status != http.StatusOK {
+				t.Fatalf("ocsp: %d", status)
+			}
+			if err := os.WriteFile(respPath, resp, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// openssl checks the signature, the chain and that its nonce came back.
+			got := openssl(t, "ocsp", "-reqin", reqPath, "-respin", respPath, "-resp_text",
+				"-CAfile", filepath.Join(data, rootPEM), "-verify_other", issuing)
+			if !strings.Contains(got, "Cert Status: "+tc.want) || !strings.Contains(got, "Response verify OK") || !strings.Contains(got, "OCSP Nonce") {
+				t.Errorf("openssl ocsp for %s:\n%s", tc.want, got)
+			}
+		}
+	})
+
+	t.Run("deletion", func(t *testing.T) {
+		admin.json("DELETE", "/v1/certificates/"+goodSerial, nil, http.StatusConflict, &p)
+		if p.Code != "not-revoked" {
+			t.Errorf("deleting a valid certificate: %+v", p)
+		}
+		status, _, b := admin.do("DELETE", "/v1/certificates/"+revokedSerial, "", nil)
+		if status != http.StatusNoContent {
+			t.Fatalf("delete: %d %s", status, b)
+		}
+		admin.json("GET", "/v1/certificates/"+revokedSerial, nil, http.StatusOK, &info)
+		if info.Status != "deleted" {
+			t.Errorf("after deletion: %+v", info)
+		}
+	})
+
+	t.Run("personal data reads are audited", func(t *testing.T) {
+		admin.json("GET", "/v1/subjects/"+subject.ID, nil, http.StatusUnprocessableEntity, &p)
+		var got struct{ Attributes map[string]string }
+		admin.json("GET", "/v1/subjects/"+subject.ID, nil, http.StatusOK, &got, "Caledger-Reason", "ticket 99")
+		if got.Attributes["email"] != personEmail {
+			t.Errorf("read: %+v", got)
+		}
+		var found []struct{ ID string }
+		admin.json("POST", "/v1/subjects/search", map[string]any{"match": map[string]string{"email": "GRACE.HOPPER@*"}, "reason": "ticket 100"}, http.StatusOK, &found)
+		if len(found) != 1 || found[0].ID != subject.ID {
+			t.Errorf("search: %+v", found)
+		}
+	})
+
+	t.Run("correction with reissue", func(t *testing.T) {
+		var c struct {
+			Reissued []struct {
+				Old   string `json:"old_serial"`
+				New   string `json:"new_serial"`
+				Chain string `json:"chain"`
+			}
+		}
+		admin.json("PATCH", "/v1/subjects/"+subject.ID, map[string]any{"attributes": map[string]string{"common_name": "Grace Hopper"}, "reissue": true}, http.StatusOK, &c)
+		if len(c.Reissued) != 1 || c.Reissued[0].Old != goodSerial {
+			t.Fatalf("reissued: %+v", c)
+		}
+		block, _ := pem.Decode([]byte(c.Reissued[0].Chain))
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil || cert.Subject.CommonName != "Grace Hopper" {
+			t.Fatalf("replacement: %v %v", cert, err)
+		}
+		admin.json("GET", "/v1/certificates/"+goodSerial, nil, http.StatusOK, &info)
+		if info.Status != "revoked" || info.Reason != "superseded" {
+			t.Errorf("old certificate after reissue: %+v", info)
+		}
+	})
+
+	t.Run("docs offline", func(t *testing.T) {
+		status, h, b := anonymous.do("GET", "/docs", "", nil)
+		if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || bytes.Contains(b, []byte("https://")) {
+			t.Errorf("/docs: %d %s, external reference: %v", status, h.Get("Content-Type"), bytes.Contains(b, []byte("https://")))
+		}
+	})
+
+	if t.Failed() {
+		t.Logf("server logs:\n%s", s.logs)
+	}
+	if err := s.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{personName, personEmail, "Grace Hopper", "ticket 99"} {
+		if strings.Contains(s.logs.String(), secret) {
+			t.Errorf("the logs contain personal data %q", secret)
+		}
+	}
+
+	// The views rebuild from the ledger to the same answers.
+	var rebuilt bytes.Buffer
+	if err := run(t.Context(), []string{"projections", "rebuild", "--data", data}, noEnv, &rebuilt, io.Discard); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	if !strings.Contains(rebuilt.String(), "rebuilt the views") {
+		t.Errorf("rebuild printed %q", rebuilt.String())
+	}
+	s2 := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	admin2 := mtlsClient(t, data, "https://"+s2.addr, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+	admin2.json("GET", "/v1/certificates/"+revokedSerial, nil, http.StatusOK, &info)
+	if info.Status != "deleted" {
+		t.Errorf("after rebuild: %+v", info)
+	}
+}
+
+func TestRetainUntilExpiry(t *testing.T) {
+	data := initData(t, "--retain-until-expiry")
+	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	admin := mtlsClient(t, data, "https://"+s.addr, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+	var subject struct{ ID string }
+	admin.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"common_name": "Retained Person"}}, http.StatusCreated, &subject)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	var issued struct{ Serial string }
+	admin.json("POST", "/v1/certificates", map[string]string{"subject_id": subject.ID, "profile": "tls-client",
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))}, http.StatusCreated, &issued)
+	admin.json("POST", "/v1/certificates/"+issued.Serial+"/revocation", map[string]string{"reason": "cessationOfOperation"}, http.StatusOK, nil)
+	var p problemBody
+	admin.json("DELETE", "/v1/certificates/"+issued.Serial, nil, http.StatusConflict, &p)
+	until, err := time.Parse(time.RFC3339, p.Until)
+	if p.Code != "retained-until-expiry" || err != nil || until.Before(time.Now()) {
+		t.Fatalf("delete under retain_until_expiry: %+v", p)
+	}
+}

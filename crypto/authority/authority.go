@@ -1,0 +1,290 @@
+package authority
+
+import (
+	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"iter"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/issuer"
+	"github.com/caledger/caledger/crypto/revocation"
+	"github.com/caledger/caledger/crypto/signer"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections"
+)
+
+// Ledger is what the authority needs of the command handlers.
+type Ledger interface {
+	LoadCA(ctx context.Context, id string) (domain.CA, error)
+	PublishCRL(ctx context.Context, actor domain.Actor, id string, sign func(number uint64) (domain.CRLPublished, []byte, error)) ([]byte, domain.CRLPublished, error)
+}
+
+// Revocations is what the authority reads of the views.
+type Revocations interface {
+	Certificate(ctx context.Context, serial domain.Serial) (projections.CertificateRow, error)
+	RevocationStatus(ctx context.Context, caID string, serial domain.Serial) (projections.RevocationRow, bool, error)
+	Revoked(ctx context.Context, caID string, now time.Time) iter.Seq2[projections.RevocationRow, error]
+	RevocationRevision(ctx context.Context, caID string) (uint64, error)
+}
+
+// Keys finds CA signing keys by their ledger reference; one per provider name.
+type Keys map[string]signer.Provider
+
+// Options tune an Authority.
+type Options struct {
+	// CRLValidity is the time from a CRL's thisUpdate to its nextUpdate
+	// (default 24h).
+	CRLValidity time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// CA is one loaded certificate authority.
+type CA struct {
+	Info api.CAInfo
+	Key  crypto.Signer
+}
+
+// Authority holds the loaded CAs. It is safe for concurrent use.
+type Authority struct {
+	ledger  Ledger
+	views   Revocations
+	opts    Options
+	order   []string
+	cas     map[string]*ca
+	deflt   string
+	issuers []issuer.CA
+}
+
+type ca struct {
+	CA
+	mu  sync.Mutex // serialises CRL builds
+	crl *cachedCRL
+}
+
+type cachedCRL struct {
+	revision   uint64
+	der        []byte
+	thisUpdate time.Time
+	nextUpdate time.Time
+}
+
+// Load loads the CAs ids from the ledger, with their keys. defaultIssuer names
+// the CA that issues when a request names none.
+func Load(ctx context.Context, ledger Ledger, views Revocations, keys Keys, ids []string, defaultIssuer string, opts Options) (*Authority, error) {
+	if opts.CRLValidity <= 0 {
+		opts.CRLValidity = 24 * time.Hour
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	a := &Authority{ledger: ledger, views: views, opts: opts, cas: map[string]*ca{}, deflt: defaultIssuer}
+	for _, id := range ids {
+		rec, err := ledger.LoadCA(ctx, id)
+		if err != nil {
+			return nil, fmt.Errorf("CA %s: %w", id, err)
+		}
+		cert, err := x509.ParseCertificate(rec.Created.Certificate)
+		if err != nil {
+			return nil, fmt.Errorf("CA %s: certificate in the ledger: %w", id, err)
+		}
+		p, ok := keys[rec.Created.Key.Provider]
+		if !ok {
+			return nil, fmt.Errorf("CA %s: its key is in provider %q, which is not configured", id, rec.Created.Key.Provider)
+		}
+		key, err := p.Load(ctx, signer.Ref{Provider: rec.Created.Key.Provider, Label: rec.Created.Key.Label, Algorithm: signer.Algorithm(rec.Created.Key.Algorithm)})
+		if err != nil {
+			return nil, fmt.Errorf("CA %s: load its key: %w", id, err)
+		}
+		if !samePublicKey(key.Public(), cert.PublicKey) {
+			return nil, fmt.Errorf("CA %s: the key %s does not match the CA certificate", id, rec.Created.Key.Label)
+		}
+		a.cas[id] = &ca{CA: CA{Key: key, Info: api.CAInfo{ID: id, Kind: rec.Created.Kind, ParentID: rec.Created.ParentID,
+			Certificate: cert, RetainUntilExpiry: rec.Created.RetainUntilExpiry}}}
+		a.order = append(a.order, id)
+	}
+	if c, ok := a.cas[defaultIssuer]; !ok || c.Info.Kind != domain.CAKindIssuing {
+		return nil, fmt.Errorf("default issuer %q is not a loaded issuing CA", defaultIssuer)
+	}
+	for _, id := range a.order {
+		c := a.cas[id]
+		if c.Info.Kind != domain.CAKindIssuing {
+			continue
+		}
+		var chain []*x509.Certificate
+		for p := c.Info.ParentID; p != ""; {
+			parent, ok := a.cas[p]
+			if !ok {
+				return nil, fmt.Errorf("CA %s: parent CA %s is not loaded", id, p)
+			}
+			chain = append(chain, parent.Info.Certificate)
+			p = parent.Info.ParentID
+		}
+		a.issuers = append(a.issuers, issuer.CA{ID: id, Certificate: c.Info.Certificate, Key: c.Key, Chain: chain})
+	}
+	return a, nil
+}
+
+func samePublicKey(a, b crypto.PublicKey) bool {
+	ea, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ea.Equal(b)
+}
+
+// Issuers returns the issuing CAs, for issuer.New.
+func (a *Authority) Issuers() []issuer.CA { return a.issuers }
+
+// List implements api.CAs.
+func (a *Authority) List() []api.CAInfo {
+	out := make([]api.CAInfo, 0, len(a.order))
+	for _, id := range a.order {
+		out = append(out, a.cas[id].Info)
+	}
+	return out
+}
+
+// CA implements api.CAs.
+func (a *Authority) CA(id string) (api.CAInfo, bool) {
+	c, ok := a.cas[id]
+	if !ok {
+		return api.CAInfo{}, false
+	}
+	return c.Info, true
+}
+
+// DefaultIssuer implements api.CAs.
+func (a *Authority) DefaultIssuer() string { return a.deflt }
+
+// Pool returns the CA certificates as a pool: the roots client certificates
+// must chain to.
+func (a *Authority) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, id := range a.order {
+		if c := a.cas[id]; c.Info.Kind == domain.CAKindRoot {
+			pool.AddCert(c.Info.Certificate)
+		}
+	}
+	return pool
+}
+
+// Intermediates returns the issuing CAs' certificates.
+func (a *Authority) Intermediates() []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range a.issuers {
+		out = append(out, c.Certificate)
+	}
+	return out
+}
+
+// systemActor is recorded as the actor of CRLs, which no client asks for.
+var systemActor = domain.Actor{ID: "caledger", Role: "system"}
+
+// CRL implements api.CAs.
+func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
+	c, ok := a.cas[id]
+	if !ok {
+		return nil, &domain.Error{Kind: domain.KindNotFound, Code: "no-ca", Detail: "no such CA"}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rev, err := a.views.RevocationRevision(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("revocations view: %w", err)
+	}
+	now := a.opts.Now()
+	if cached := c.crl; cached != nil && cached.revision == rev && now.Before(cached.thisUpdate.Add(a.opts.CRLValidity/2)) {
+		return cached.der, nil
+	}
+	var entries []revocation.Entry
+	for row, err := range a.views.Revoked(ctx, id, now) {
+		if err != nil {
+			return nil, fmt.Errorf("revocations view: %w", err)
+		}
+		serial, ok := new(big.Int).SetString(string(row.Serial), 16)
+		if !ok {
+			return nil, fmt.Errorf("revocations view: bad serial %q", row.Serial)
+		}
+		entries = append(entries, revocation.Entry{Serial: serial, RevokedAt: row.RevokedAt, Reason: int(row.Reason)})
+	}
+	thisUpdate := now.UTC().Truncate(time.Second)
+	nextUpdate := thisUpdate.Add(a.opts.CRLValidity)
+	der, _, err := a.ledger.PublishCRL(ctx, systemActor, id, func(number uint64) (domain.CRLPublished, []byte, error) {
+		der, err := revocation.BuildCRL(ctx, c.Info.Certificate, c.Key, revocation.CRL{
+			Number: new(big.Int).SetUint64(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate, Entries: entries})
+		if err != nil {
+			return domain.CRLPublished{}, nil, err
+		}
+		sum := sha256.Sum256(der)
+		return domain.CRLPublished{Number: number, ThisUpdate: thisUpdate, NextUpdate: nextUpdate,
+			Entries: len(entries), SHA256: hex.EncodeToString(sum[:])}, der, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	c.crl = &cachedCRL{revision: rev, der: der, thisUpdate: thisUpdate, nextUpdate: nextUpdate}
+	return der, nil
+}
+
+// OCSPIssuers returns the CAs for revocation.NewResponder.
+func (a *Authority) OCSPIssuers() []revocation.Issuer {
+	var out []revocation.Issuer
+	for _, id := range a.order {
+		c := a.cas[id]
+		out = append(out, revocation.Issuer{ID: id, Certificate: c.Info.Certificate, Key: c.Key})
+	}
+	return out
+}
+
+// Lookup answers OCSP: unknown for a serial this CA never issued, revoked for
+// one in the revocations view, good otherwise.
+func (a *Authority) Lookup(ctx context.Context, caID string, serial *big.Int) (revocation.Answer, error) {
+	s := domain.Serial(serial.Text(16))
+	if serial.Sign() <= 0 || !s.Valid() {
+		return revocation.Answer{Status: revocation.Unknown}, nil
+	}
+	row, revoked, err := a.views.RevocationStatus(ctx, caID, s)
+	if err != nil {
+		return revocation.Answer{}, err
+	}
+	if revoked {
+		return revocation.Answer{Status: revocation.Revoked, RevokedAt: row.RevokedAt, Reason: int(row.Reason)}, nil
+	}
+	cert, err := a.views.Certificate(ctx, s)
+	switch {
+	case isNotFound(err):
+		return revocation.Answer{Status: revocation.Unknown}, nil
+	case err != nil:
+		return revocation.Answer{}, err // internalError, not a false "unknown"
+	case cert.CAID != caID:
+		return revocation.Answer{Status: revocation.Unknown}, nil
+	}
+	return revocation.Answer{Status: revocation.Good}, nil
+}
+
+// Authenticate implements api.Authenticator for client certificates the TLS
+// layer verified against Pool: the certificate must carry a role and must not
+// be revoked or deleted.
+func (a *Authority) Authenticate(ctx context.Context, cert *x509.Certificate) (api.Principal, error) {
+	roles := issuer.RolesOf(cert)
+	if len(roles) == 0 {
+		return api.Principal{}, fmt.Errorf("it carries no role")
+	}
+	serial := domain.Serial(cert.SerialNumber.Text(16))
+	row, err := a.views.Certificate(ctx, serial)
+	switch {
+	case err == nil && row.Status != "valid":
+		return api.Principal{}, fmt.Errorf("it is %s", row.Status)
+	case err != nil && !isNotFound(err):
+		return api.Principal{}, fmt.Errorf("its status is unavailable")
+	}
+	return api.Principal{Actor: domain.Actor{ID: "cert:" + string(serial), Role: roles[0]}, Roles: roles}, nil
+}
+
+func isNotFound(err error) bool { return errors.Is(err, projections.ErrNotFound) }

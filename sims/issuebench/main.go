@@ -1,0 +1,269 @@
+// Command issuebench measures REST issuance end to end: it builds and starts a
+// real "caledger serve" (after "caledger init") in a temporary data directory,
+// registers subjects, and has N concurrent keep-alive mutual-TLS clients post
+// P-256 CSRs to POST /v1/certificates. Each issuance includes CSR checks,
+// zlint, signing, the durable ledger appends and the wait for the views. The
+// baseline is the raw x509.CreateCertificate rate (P-256, GOMAXPROCS
+// goroutines) measured in the same run, before and after.
+//
+// The load generator runs on the same cores as the server (TLS and JSON on both
+// sides), so the ratio understates what the server alone would reach.
+//
+//	go run ./sims/issuebench [-clients 64] [-duration 10s] [-bin bin/caledger]
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "issuebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("issuebench", flag.ContinueOnError)
+	clients := fs.Int("clients", 64, "concurrent keep-alive mTLS clients")
+	duration := fs.Duration("duration", 10*time.Second, "length of the timed issuance phase")
+	bin := fs.String("bin", "", "caledger binary (default: go build into a temporary directory)")
+	extra := fs.String("init-args", "", "extra arguments for caledger init (e.g. for a PKCS#11 key provider)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "issuebench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if *bin == "" {
+		*bin = filepath.Join(dir, "caledger")
+		build := exec.CommandContext(ctx, "go", "build", "-o", *bin, "./cmd/caledger")
+		build.Stderr = os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("build: %w", err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initArgs := []string{"init", "--data", data}
+	if *extra != "" {
+		initArgs = append(initArgs, splitFields(*extra)...)
+	}
+	if b, err := exec.CommandContext(ctx, *bin, initArgs...).CombinedOutput(); err != nil {
+		return fmt.Errorf("init: %v\n%s", err, b)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.CommandContext(ctx, *bin, "serve", "--data", data, "--addr", addr)
+	srv.Stderr = io.Discard
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		_ = srv.Process.Signal(os.Interrupt)
+		_ = srv.Wait()
+	}()
+	c, err := newClient(data, *clients)
+	if err != nil {
+		return err
+	}
+	base := "https://" + addr
+	if err := waitReady(ctx, c, base); err != nil {
+		return err
+	}
+
+	// Subjects and CSRs are made before the clock starts.
+	const subjects = 256
+	ids := make([]string, subjects)
+	for i := range ids {
+		if ids[i], err = register(ctx, c, base, i); err != nil {
+			return err
+		}
+	}
+	csrs := make([][]byte, 1024)
+	for i := range csrs {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+		if err != nil {
+			return err
+		}
+		csrs[i] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	}
+
+	rawBefore := rawCreateRate(2 * time.Second)
+	rate, lat, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
+	rawAfter := rawCreateRate(2 * time.Second)
+	raw := (rawBefore + rawAfter) / 2
+
+	fmt.Fprintf(out, "| measurement | result | baseline (same run) | ratio |\n|---|---|---|---|\n")
+	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile | %.0f certificates/s, p50 %s, p99 %s, %d errors | raw x509.CreateCertificate P-256, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+		*clients, rate, pct(lat, 50), pct(lat, 99), errs, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
+	if errs > 0 {
+		return fmt.Errorf("%d issuances failed", errs)
+	}
+	return nil
+}
+
+func splitFields(s string) []string {
+	var out []string
+	for f := range bytes.FieldsSeq([]byte(s)) {
+		out = append(out, string(f))
+	}
+	return out
+}
+
+func newClient(data string, conns int) (*http.Client, error) {
+	rootPEM, err := os.ReadFile(filepath.Join(data, "ca", "root.pem"))
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(rootPEM)
+	cert, err := tls.LoadX509KeyPair(filepath.Join(data, "admin", "admin.pem"), filepath.Join(data, "admin", "admin-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	// HTTP/1.1 keep-alive, one connection per client, as the target states.
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}},
+		MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns,
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
+}
+
+func waitReady(ctx context.Context, c *http.Client, base string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+		if res, err := c.Do(req); err == nil {
+			res.Body.Close()
+			if res.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("the server did not become ready")
+}
+
+func register(ctx context.Context, c *http.Client, base string, i int) (string, error) {
+	body, _ := json.Marshal(map[string]any{"attributes": map[string]string{"common_name": fmt.Sprintf("Bench Person %d", i), "country": "DE"}})
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/subjects", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	var out struct{ ID string }
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != http.StatusCreated {
+		return "", fmt.Errorf("register: %d %v", res.StatusCode, err)
+	}
+	return out.ID, nil
+}
+
+func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs [][]byte, clients int, d time.Duration) (rate float64, lat []time.Duration, errs int64) {
+	var n, failed atomic.Int64
+	var mu sync.Mutex
+	stop := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Go(func() {
+			var mine []time.Duration
+			for i := w; time.Now().Before(stop); i += clients {
+				t0 := time.Now()
+				url := base + "/v1/certificates?subject_id=" + ids[i%len(ids)] + "&profile=tls-client"
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(csrs[i%len(csrs)]))
+				req.Header.Set("Content-Type", "application/pkcs10")
+				req.Header.Set("Accept", "application/pem-certificate-chain")
+				res, err := c.Do(req)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+				if res.StatusCode != http.StatusCreated {
+					failed.Add(1)
+					continue
+				}
+				n.Add(1)
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	slices.Sort(lat)
+	return float64(n.Load()) / time.Since(start).Seconds(), lat, failed.Load()
+}
+
+func pct(lat []time.Duration, p int) time.Duration {
+	if len(lat) == 0 {
+		return 0
+	}
+	return lat[(len(lat)-1)*p/100].Round(100 * time.Microsecond)
+}
+
+// rawCreateRate is x509.CreateCertificate of a P-256 leaf per second over d,
+// with GOMAXPROCS goroutines.
+func rawCreateRate(d time.Duration) float64 {
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
+	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	ca, _ := x509.ParseCertificate(caDER)
+	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	var n atomic.Int64
+	stop := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+				tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "Bench Person", Country: []string{"DE"}},
+					NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+				if _, err := x509.CreateCertificate(rand.Reader, tmpl, ca, leafKey.Public(), caKey); err == nil {
+					n.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
