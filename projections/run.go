@@ -324,6 +324,14 @@ func decode(e *domain.Event) (p domain.Payload, known bool, err error) {
 		// The certificates view learns of a certificate from certificate.issued;
 		// a link without one is an issuance that failed.
 		return nil, e.Schema == (domain.SubjectCertificateLinked{}).SchemaVersion(), nil
+	case domain.TypeCertificateRejected:
+		// Nothing was issued; the rejection is for auditors reading the ledger.
+		return nil, e.Schema == (domain.CertificateRejected{}).SchemaVersion(), nil
+	case domain.TypeCACreated:
+		// CAs are loaded from their streams (crypto/authority), not from a view.
+		return nil, e.Schema == (domain.CACreated{}).SchemaVersion(), nil
+	case domain.TypeCRLPublished:
+		return nil, e.Schema == (domain.CRLPublished{}).SchemaVersion(), nil
 	default:
 		return nil, false, nil
 	}
