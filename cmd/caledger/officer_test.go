@@ -195,6 +195,29 @@ func TestOfficerFlow(t *testing.T) {
 			t.Errorf("forged CSR: %d", status)
 		}
 		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": "00000000000000000000000000000000", "profile": "tls-client", "csr": string(csrPEM)}, http.StatusNotFound, &p)
+
+		// A weak key, an attribute the profile needs and the subject lacks, an
+		// oversized body, an unknown attribute.
+		weakKey := filepath.Join(work, "weak-key.pem")
+		weakCSR := filepath.Join(work, "weak.csr")
+		openssl(t, "req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/CN=weak", "-keyout", weakKey, "-out", weakCSR)
+		weak, _ := os.ReadFile(weakCSR)
+		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": subject.ID, "profile": "tls-client", "csr": string(weak)}, http.StatusBadRequest, &p)
+		if p.Code != "weak-key" {
+			t.Errorf("RSA-1024: %+v", p)
+		}
+		admin.json("POST", "/v1/certificates", map[string]string{"subject_id": subject.ID, "profile": "tls-server", "csr": string(csrPEM)}, http.StatusBadRequest, &p)
+		if p.Code != "missing-attribute" {
+			t.Errorf("tls-server without names: %+v", p)
+		}
+		status, _, _ = admin.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10", bytes.Repeat([]byte("A"), 300<<10))
+		if status != http.StatusRequestEntityTooLarge {
+			t.Errorf("oversized CSR: %d", status)
+		}
+		admin.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"shoe_size": "44"}}, http.StatusBadRequest, &p)
+		if p.Code != "unknown-attribute" || strings.Contains(p.Detail, "shoe_size") {
+			t.Errorf("unknown attribute: %+v", p)
+		}
 		if after := head(); after != before {
 			t.Errorf("rejected requests moved the ledger: %s -> %s", before, after)
 		}
@@ -348,6 +371,37 @@ func TestOfficerFlow(t *testing.T) {
 		admin.json("GET", "/v1/certificates/"+goodSerial, nil, http.StatusOK, &info)
 		if info.Status != "revoked" || info.Reason != "superseded" {
 			t.Errorf("old certificate after reissue: %+v", info)
+		}
+	})
+
+	t.Run("a revoked credential is refused", func(t *testing.T) {
+		var list []struct {
+			Serial  string `json:"serial"`
+			Profile string `json:"profile"`
+		}
+		admin.json("GET", "/v1/certificates?limit=1000", nil, http.StatusOK, &list)
+		var auditorSerial string
+		for _, c := range list {
+			if c.Profile == "auditor" {
+				auditorSerial = c.Serial
+			}
+		}
+		if auditorSerial == "" {
+			t.Fatalf("no auditor credential among %+v", list)
+		}
+		admin.json("POST", "/v1/certificates/"+auditorSerial+"/revocation", map[string]string{"reason": "privilegeWithdrawn"}, http.StatusOK, nil)
+		auditor.with(t).json("GET", "/v1/certificates", nil, http.StatusUnauthorized, &p)
+		if p.Code != "unauthenticated" {
+			t.Errorf("revoked auditor: %+v", p)
+		}
+	})
+
+	t.Run("no personal data in metrics", func(t *testing.T) {
+		_, _, b := anonymous.with(t).do("GET", "/metrics", "", nil)
+		for _, secret := range []string{personName, personEmail, "Hopper"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("/metrics contains %q", secret)
+			}
 		}
 	})
 
