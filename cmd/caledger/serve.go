@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"time"
 
 	"github.com/caledger/caledger/api"
@@ -32,6 +34,7 @@ func runServe(ctx context.Context, args []string, env func(string) string, stdou
 	addr := fs.String("addr", envOr(env, "CALEDGER_ADDR", "127.0.0.1:8443"), "listen `address` (host:port); env CALEDGER_ADDR")
 	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger); env CALEDGER_STORE")
 	allow := fs.String("allow", envOr(env, "CALEDGER_ALLOW", ""), "comma-separated client `prefixes` (e.g. 10.0.0.0/8,127.0.0.1/32) allowed on protected operations; empty allows all; env CALEDGER_ALLOW")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for sims/issuebench -serve-args)")
 	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite] [--allow PREFIXES]", `Serve the HTTPS API until SIGINT or SIGTERM. DIR must have been set up
 with 'caledger init'.
 
@@ -51,6 +54,17 @@ Clients trust DIR/ca/root.pem and authenticate with a client certificate
 		prefixes = append(prefixes, prefix)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	return serve(ctx, logger, env, *store, *dataDir, *addr, prefixes)
 }
 

@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +53,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	clients := fs.Int("clients", 64, "concurrent keep-alive mTLS clients")
 	duration := fs.Duration("duration", 10*time.Second, "length of the timed issuance phase")
 	bin := fs.String("bin", "", "caledger binary (default: go build into a temporary directory)")
-	extra := fs.String("init-args", "", "extra arguments for caledger init (e.g. for a PKCS#11 key provider)")
+	serveArgs := fs.String("serve-args", "", "extra arguments for caledger serve, e.g. \"--cpuprofile /tmp/serve.prof\"")
+	hsm := fs.Bool("hsm", false, "put the CA keys on a fresh SoftHSM2 token; the baseline is then the raw SoftHSM2 P-256 signing rate")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,10 +73,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	data := filepath.Join(dir, "data")
 	initArgs := []string{"init", "--data", data}
-	if *extra != "" {
-		initArgs = append(initArgs, splitFields(*extra)...)
+	env := os.Environ()
+	var token *softToken
+	if *hsm {
+		if token, err = newSoftToken(ctx, dir); err != nil {
+			return err
+		}
+		initArgs = append(initArgs, "--key-provider", "pkcs11", "--pkcs11-library", token.library, "--pkcs11-token", token.label)
+		env = append(env, "SOFTHSM2_CONF="+token.conf, "CALEDGER_PKCS11_PIN="+token.pin)
 	}
-	if b, err := exec.CommandContext(ctx, *bin, initArgs...).CombinedOutput(); err != nil {
+	initCmd := exec.CommandContext(ctx, *bin, initArgs...)
+	initCmd.Env = env
+	if b, err := initCmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("init: %v\n%s", err, b)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -83,8 +93,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	srv := exec.CommandContext(ctx, *bin, "serve", "--data", data, "--addr", addr)
+	srv := exec.CommandContext(ctx, *bin, append([]string{"serve", "--data", data, "--addr", addr}, strings.Fields(*serveArgs)...)...)
 	srv.Stderr = io.Discard
+	srv.Env = env
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -119,26 +130,29 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		csrs[i] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 	}
 
-	rawBefore := rawCreateRate(2 * time.Second)
+	baseline, keys := rawCreateRate, "software P-256 CA key"
+	what := "raw x509.CreateCertificate P-256"
+	if token != nil {
+		baseline, keys, what = token.signRate, "SoftHSM2 P-256 CA key", "raw SoftHSM2 P-256 signatures"
+	}
+	rawBefore, err := baseline(ctx, 2*time.Second)
+	if err != nil {
+		return err
+	}
 	rate, lat, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
-	rawAfter := rawCreateRate(2 * time.Second)
+	rawAfter, err := baseline(ctx, 2*time.Second)
+	if err != nil {
+		return err
+	}
 	raw := (rawBefore + rawAfter) / 2
 
 	fmt.Fprintf(out, "| measurement | result | baseline (same run) | ratio |\n|---|---|---|---|\n")
-	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile | %.0f certificates/s, p50 %s, p99 %s, %d errors | raw x509.CreateCertificate P-256, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
-		*clients, rate, pct(lat, 50), pct(lat, 99), errs, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
+	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
 	if errs > 0 {
 		return fmt.Errorf("%d issuances failed", errs)
 	}
 	return nil
-}
-
-func splitFields(s string) []string {
-	var out []string
-	for f := range bytes.FieldsSeq([]byte(s)) {
-		out = append(out, string(f))
-	}
-	return out
 }
 
 func newClient(data string, conns int) (*http.Client, error) {
@@ -240,7 +254,7 @@ func pct(lat []time.Duration, p int) time.Duration {
 
 // rawCreateRate is x509.CreateCertificate of a P-256 leaf per second over d,
 // with GOMAXPROCS goroutines.
-func rawCreateRate(d time.Duration) float64 {
+func rawCreateRate(_ context.Context, d time.Duration) (float64, error) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "bench CA"}, IsCA: true, BasicConstraintsValid: true,
 		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageCertSign}
@@ -265,5 +279,5 @@ func rawCreateRate(d time.Duration) float64 {
 		})
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
 }
