@@ -47,7 +47,7 @@ password. The server must be stopped: the ledger allows one process.`)
 	}
 	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (officer add needs the server stopped)", err)
 	}
 	defer n.close()
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
@@ -88,7 +88,7 @@ sealed parts no longer open. The server must be stopped.`)
 	}
 	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (projections rebuild needs the server stopped)", err)
 	}
 	defer n.close()
 	start := time.Now()
