@@ -60,6 +60,12 @@ type Config struct {
 	// (briefly) for the views to reach it, so a client reads its own writes.
 	Head func(ctx context.Context) (uint64, error)
 
+	// ProfileRole returns the role certificates of a profile carry, "" for
+	// none. Issuing, revoking or deleting a certificate of a role profile (a
+	// client credential) needs the admin role, so that an officer cannot mint
+	// or withdraw credentials. Nil means no profile carries a role.
+	ProfileRole func(profile string) string
+
 	// OCSP, when set, answers GET /ocsp/{request} and POST /ocsp.
 	OCSP http.Handler
 

@@ -120,6 +120,9 @@ func (s *server) registerCertificates(hapi huma.API) {
 		if err != nil {
 			return nil, err
 		}
+		if actor, err = s.credentialGuard(ctx, actor, req.Profile); err != nil {
+			return nil, err
+		}
 		issued, err := s.cfg.Commands.IssueCertificate(ctx, actor, req)
 		if err != nil {
 			return nil, s.problem(ctx, err)
@@ -197,6 +200,9 @@ func (s *server) registerCertificates(hapi huma.API) {
 		if err != nil {
 			return nil, err
 		}
+		if actor, err = s.credentialGuardSerial(ctx, actor, domain.Serial(in.Serial)); err != nil {
+			return nil, err
+		}
 		reason := domain.ReasonUnspecified
 		if in.Body.Reason != "" {
 			reason = reasonCodes[in.Body.Reason]
@@ -227,10 +233,16 @@ func (s *server) registerCertificates(hapi huma.API) {
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
-		retain := false
-		if ca, ok := s.cfg.CAs.CA(row.CAID); ok {
-			retain = ca.RetainUntilExpiry
+		if actor, err = s.credentialGuard(ctx, actor, row.Profile); err != nil {
+			return nil, err
 		}
+		ca, ok := s.cfg.CAs.CA(row.CAID)
+		if !ok {
+			// Its retention policy is unknown here: refuse rather than assume none.
+			return nil, s.problem(ctx, &domain.Error{Kind: domain.KindUnavailable, Code: "ca-not-loaded",
+				Detail: "the certificate's CA is not loaded on this node, so its retention policy cannot be checked"})
+		}
+		retain := ca.RetainUntilExpiry
 		if err := s.cfg.Commands.DeleteCertificate(ctx, actor, domain.Serial(in.Serial), retain); err != nil {
 			return nil, s.problem(ctx, err)
 		}
@@ -301,4 +313,25 @@ func certificateInfo(r CertificateRow) CertificateInfo {
 		info.Reason = reasonName(r.Reason)
 	}
 	return info
+}
+
+// credentialGuard lets actor act on a certificate of profile only if the
+// profile carries no role, or actor holds the admin role: client credentials
+// are the administrators' to issue and withdraw. It returns the actor to
+// record.
+func (s *server) credentialGuard(ctx context.Context, actor domain.Actor, profile string) (domain.Actor, error) {
+	if s.cfg.ProfileRole == nil || s.cfg.ProfileRole(profile) == "" {
+		return actor, nil
+	}
+	return require(ctx, RoleAdmin)
+}
+
+// credentialGuardSerial is credentialGuard for the certificate serial. An
+// unknown serial passes: the command then answers 404.
+func (s *server) credentialGuardSerial(ctx context.Context, actor domain.Actor, serial domain.Serial) (domain.Actor, error) {
+	row, err := s.cfg.Views.Certificate(ctx, serial)
+	if err != nil {
+		return actor, nil
+	}
+	return s.credentialGuard(ctx, actor, row.Profile)
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,8 +132,14 @@ func TestOfficerFlow(t *testing.T) {
 		t.Fatalf("officer add printed %q", out.String())
 	}
 
+	officerDir := filepath.Join(t.TempDir(), "officer")
+	if err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "officer", "--name", "Desk Officer", "--out", officerDir}, noEnv, io.Discard, io.Discard); err != nil {
+		t.Fatalf("officer add: %v", err)
+	}
+
 	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
 	base := "https://" + s.addr
+	officerClient := mtlsClient(t, data, base, filepath.Join(officerDir, "officer.pem"), filepath.Join(officerDir, "officer-key.pem"))
 	admin := mtlsClient(t, data, base, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
 	auditor := mtlsClient(t, data, base, filepath.Join(auditorDir, "auditor.pem"), filepath.Join(auditorDir, "auditor-key.pem"))
 	anonymous := mtlsClient(t, data, base, "", "")
@@ -239,6 +246,20 @@ func TestOfficerFlow(t *testing.T) {
 	}
 	revokedSerial, revokedChain := issue("tls-client")
 	goodSerial, goodChain := issue("email-protection")
+
+	t.Run("only admins handle credentials", func(t *testing.T) {
+		o := officerClient.with(t)
+		for _, profile := range []string{"admin", "officer", "auditor", "compliance"} {
+			status, _, b := o.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile="+profile, "application/pkcs10", csrPEM)
+			if status != http.StatusForbidden {
+				t.Errorf("an officer asked for a %s credential: %d %s", profile, status, b)
+			}
+		}
+		status, _, b := o.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10", csrPEM)
+		if status != http.StatusCreated {
+			t.Errorf("an officer issuing tls-client: %d %s", status, b)
+		}
+	})
 
 	t.Run("openssl verifies the chain", func(t *testing.T) {
 		for _, chain := range []string{revokedChain, goodChain} {
@@ -360,10 +381,18 @@ func TestOfficerFlow(t *testing.T) {
 			}
 		}
 		admin.json("PATCH", "/v1/subjects/"+subject.ID, map[string]any{"attributes": map[string]string{"common_name": "Grace Hopper"}, "reissue": true}, http.StatusOK, &c)
-		if len(c.Reissued) != 1 || c.Reissued[0].Old != goodSerial {
+		// The subject's valid certificates: goodSerial and the officer's tls-client one.
+		idx := slices.IndexFunc(c.Reissued, func(r struct {
+			Old   string `json:"old_serial"`
+			New   string `json:"new_serial"`
+			Chain string `json:"chain"`
+		}) bool {
+			return r.Old == goodSerial
+		})
+		if len(c.Reissued) != 2 || idx < 0 {
 			t.Fatalf("reissued: %+v", c)
 		}
-		block, _ := pem.Decode([]byte(c.Reissued[0].Chain))
+		block, _ := pem.Decode([]byte(c.Reissued[idx].Chain))
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil || cert.Subject.CommonName != "Grace Hopper" {
 			t.Fatalf("replacement: %v %v", cert, err)
@@ -389,6 +418,7 @@ func TestOfficerFlow(t *testing.T) {
 		if auditorSerial == "" {
 			t.Fatalf("no auditor credential among %+v", list)
 		}
+		officerClient.with(t).json("POST", "/v1/certificates/"+auditorSerial+"/revocation", map[string]string{"reason": "privilegeWithdrawn"}, http.StatusForbidden, &p)
 		admin.json("POST", "/v1/certificates/"+auditorSerial+"/revocation", map[string]string{"reason": "privilegeWithdrawn"}, http.StatusOK, nil)
 		auditor.with(t).json("GET", "/v1/certificates", nil, http.StatusUnauthorized, &p)
 		if p.Code != "unauthenticated" {

@@ -245,6 +245,16 @@ func (i *Issuer) Chain(id string) (chain []*x509.Certificate, ok bool) {
 	return append([]*x509.Certificate{ca.Certificate}, ca.Chain...), true
 }
 
+// ProfileRole returns the role a profile's certificates carry ("" for a profile
+// without one, or an unknown profile). Issuing under a role profile creates a
+// client credential, which callers reserve to administrators.
+func (i *Issuer) ProfileRole(name string) string {
+	if p := i.profiles[name]; p != nil {
+		return p.Role
+	}
+	return ""
+}
+
 // SignCertificate issues a certificate to the public key of req.CSR for the
 // subject req.Attributes describe, under profile req.Profile, from CA req.CAID.
 // The cheap checks (profile, CA, serial, attributes) come first, then the CSR,
