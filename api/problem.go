@@ -102,6 +102,9 @@ type problem struct {
 	Detail string `json:"detail,omitempty"`
 	Code   string `json:"code,omitempty"`
 	Until  string `json:"until,omitempty"`
+	// Reissued lists the replacements a correction with reissue completed
+	// before it failed: they are valid and exist nowhere else.
+	Reissued []Reissue `json:"reissued,omitempty"`
 }
 
 func (p *problem) Error() string             { return p.Detail }

@@ -161,10 +161,7 @@ func (s *server) registerSubjects(hapi huma.API) {
 			}
 			return &struct{ Body Correction }{Body: out}, nil
 		}
-		reissued, err := s.cfg.Commands.CorrectAndReissue(ctx, actor, id, in.Body.Attributes, group)
-		if err != nil {
-			return nil, s.problem(ctx, err)
-		}
+		reissued, cerr := s.cfg.Commands.CorrectAndReissue(ctx, actor, id, in.Body.Attributes, group)
 		for _, r := range reissued {
 			chain, err := s.chainPEM(r.New.CAID, r.New.Certificate)
 			if err != nil {
@@ -174,6 +171,18 @@ func (s *server) registerSubjects(hapi huma.API) {
 		}
 		// The revocations of the old certificates come after the new ones.
 		s.waitForHead(ctx)
+		if cerr != nil {
+			// The replacements that were issued exist nowhere else: they go
+			// out with the problem.
+			err := s.problem(ctx, cerr)
+			var p *problem
+			if errors.As(err, &p) && len(out.Reissued) > 0 {
+				cp := *p
+				cp.Reissued = out.Reissued
+				return nil, &cp
+			}
+			return nil, err
+		}
 		return &struct{ Body Correction }{Body: out}, nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -169,4 +170,61 @@ func TestCorrectAndReissue(t *testing.T) {
 	}
 	_, err = r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "X"}, domain.GroupIdentity)
 	wantErr(t, err, domain.ErrGone, "subject-erased")
+}
+
+// TestConcurrentReissueLeavesOneReplacement runs two corrections with reissue
+// on one subject at once: whatever interleaving, the one valid certificate must
+// end with exactly one valid replacement.
+func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
+	for round := range 5 {
+		r := newRig(t)
+		ctx := context.Background()
+		id, err := r.h.RegisterSubject(ctx, officer, ada)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)}); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 2)
+		for i := range 2 {
+			go func() {
+				_, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": fmt.Sprintf("Ada %d", i)}, domain.GroupIdentity)
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				var de *domain.Error
+				if !errors.As(err, &de) || de.Kind != domain.KindConflict {
+					t.Fatalf("round %d: %v", round, err)
+				}
+			}
+		}
+		issued, revoked := map[domain.Serial]bool{}, map[domain.Serial]bool{}
+		for e, err := range r.store.ReadAll(ctx, 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch e.Type {
+			case domain.TypeCertificateIssued:
+				var p domain.CertificateIssued
+				_ = domain.UnmarshalPublic(&e, &p)
+				issued[p.Serial] = true
+			case domain.TypeCertificateRevoked:
+				var p domain.CertificateRevoked
+				_ = domain.UnmarshalPublic(&e, &p)
+				revoked[p.Serial] = true
+			}
+		}
+		valid := 0
+		for s := range issued {
+			if !revoked[s] {
+				valid++
+			}
+		}
+		if valid != 1 {
+			t.Fatalf("round %d: %d valid certificates after two concurrent reissues of one (issued %d, revoked %d)", round, valid, len(issued), len(revoked))
+		}
+	}
 }

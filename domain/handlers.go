@@ -225,7 +225,8 @@ type Reissued struct {
 // expired) with the corrected data: the same CA, profile and CSR, hence the same
 // public key. Each replacement is issued before its predecessor is revoked with
 // reason superseded, so the subject is never left without a valid certificate.
-// On an error, the returned list holds the reissues that completed.
+// On an error, the correction is recorded and the returned list holds the
+// reissues that completed: the caller must still deliver those certificates.
 func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id SubjectID, attrs map[string]string, group string) ([]Reissued, error) {
 	if err := h.CorrectSubject(ctx, actor, id, attrs, group); err != nil {
 		return nil, err
@@ -260,12 +261,24 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		if err != nil {
 			return out, err
 		}
-		out = append(out, Reissued{Old: serial, New: issued})
-		err = h.RevokeCertificate(ctx, actor, serial, ReasonSuperseded)
-		var de *Error
-		if err != nil && !(errors.As(err, &de) && de.Code == "already-revoked") {
+		// Supersede the old certificate at the version read above. If anything
+		// changed it since (a concurrent reissue or revocation), that one won:
+		// the replacement just issued is withdrawn, so one old certificate never
+		// ends up with two valid replacements.
+		changes, err := c.Revoke(ReasonSuperseded, h.Now())
+		if err == nil {
+			_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
+		}
+		if errors.Is(err, ErrWrongVersion) {
+			if werr := h.RevokeCertificate(ctx, actor, issued.Serial, ReasonSuperseded); werr != nil {
+				return out, werr
+			}
+			continue
+		}
+		if err != nil {
 			return out, err
 		}
+		out = append(out, Reissued{Old: serial, New: issued})
 	}
 	return out, nil
 }
