@@ -48,7 +48,8 @@ type principalKey struct{}
 // authenticate puts the principal of a verified client certificate in the
 // request context. Requests without one carry no principal: the public
 // operations serve them, the others answer 401. A certificate that verified
-// but cannot be used (revoked, no role) is answered 401 at once.
+// but cannot be used (revoked, no role) is answered 401 at once, except on the
+// public paths.
 func authenticate(auth Authenticator) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -57,6 +58,13 @@ func authenticate(auth Authenticator) func(http.Handler) http.Handler {
 				return
 			}
 			p, err := auth.Authenticate(r.Context(), r.TLS.VerifiedChains[0][0])
+			if err != nil && publicPath(r.URL.Path) {
+				// A client that sends a certificate it cannot use (revoked, or
+				// no role: any certificate of this CA a TLS stack offers by
+				// itself) still reaches what everyone may read.
+				next.ServeHTTP(w, r)
+				return
+			}
 			if err != nil {
 				writeProblem(w, &problem{Type: problemType("unauthenticated"), Title: http.StatusText(http.StatusUnauthorized),
 					Status: http.StatusUnauthorized, Code: "unauthenticated", Detail: "the client certificate is not a valid caledger credential: " + err.Error()})

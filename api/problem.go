@@ -138,6 +138,9 @@ func fromError(ctx context.Context, logger *slog.Logger, err error) error {
 		if !ok {
 			status = http.StatusInternalServerError
 		}
+		if de.Code == "too-large" {
+			status = http.StatusRequestEntityTooLarge
+		}
 		if status >= 500 && de.Err != nil {
 			logger.LogAttrs(ctx, slog.LevelError, "request failed", slog.String("code", de.Code), slog.String("cause", de.Err.Error()))
 		}

@@ -516,6 +516,13 @@ func (h *Handlers) loadSubject(ctx context.Context, id SubjectID) (Subject, []Ev
 	return s, attrs, nil
 }
 
+// CertificateState rebuilds certificate serial from the ledger: its public
+// facts and status, never its sealed material. It is the authority when a view
+// has not caught up.
+func (h *Handlers) CertificateState(ctx context.Context, serial Serial) (Certificate, error) {
+	return h.loadCertificate(ctx, serial)
+}
+
 func (h *Handlers) loadCertificate(ctx context.Context, serial Serial) (Certificate, error) {
 	c, _, err := h.loadCertificateEvents(ctx, serial)
 	return c, err

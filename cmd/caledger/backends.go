@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/caledger/caledger/crypto/authority"
@@ -89,6 +90,9 @@ type node struct {
 	cas      *authority.Authority
 	issuer   *issuer.Issuer
 	closers  []func() error
+	// viewsErr is why the views last stopped; nil while they run.
+	viewsMu  sync.Mutex
+	viewsErr error
 }
 
 // openNode opens the backends in dataDir, by an explicit switch on the store
@@ -168,7 +172,7 @@ func (n *node) loadCAs(ctx context.Context, cfg config, env func(string) string)
 			return err
 		}
 	}
-	a, err := authority.Load(ctx, n.handlers, n.views, n.keys, cfg.CAs, cfg.DefaultIssuer, authority.Options{})
+	a, err := authority.Load(ctx, n.handlers, n.views, n.keys, cfg.CAs, cfg.DefaultIssuer, authority.Options{Head: n.store.Head})
 	if err != nil {
 		return err
 	}
@@ -202,8 +206,66 @@ func (n *node) close() error {
 	return errors.Join(errs...)
 }
 
-// Ready reports whether every backend can serve; it backs GET /readyz.
+// maxViewLag is the view lag beyond which the node reports itself not ready:
+// its CRLs, OCSP answers and credential checks would be that far behind.
+const maxViewLag = 5 * time.Second
+
+// Ready reports whether every backend can serve; it backs GET /readyz. The
+// views count: a node whose views stopped or fell behind must not take traffic.
 func (n *node) Ready(ctx context.Context) error {
-	_, err := n.store.Head(ctx)
-	return err
+	if _, err := n.store.Head(ctx); err != nil {
+		return err
+	}
+	n.viewsMu.Lock()
+	verr := n.viewsErr
+	n.viewsMu.Unlock()
+	if verr != nil {
+		return fmt.Errorf("views: %w", verr)
+	}
+	lags, err := n.views.Lag(ctx, n.store)
+	if err != nil {
+		return err
+	}
+	for view, l := range lags {
+		if l.Age > maxViewLag {
+			return fmt.Errorf("view %s is %s behind the ledger", view, l.Age.Round(time.Millisecond))
+		}
+	}
+	return nil
+}
+
+// runViews keeps the views following the ledger until ctx ends. Run stops at
+// an event it cannot apply (say the vault was briefly unavailable); it is
+// restarted with a backoff of 100 ms doubling to 30 s, and until it recovers
+// the node reports itself not ready.
+func (n *node) runViews(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		start := time.Now()
+		err := n.views.Run(ctx, n.store)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("views stopped")
+		}
+		n.setViewsErr(err)
+		n.logger.Error("views stopped; restarting", "err", err, "backoff", backoff)
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+		n.setViewsErr(nil)
+	}
+}
+
+func (n *node) setViewsErr(err error) {
+	n.viewsMu.Lock()
+	n.viewsErr = err
+	n.viewsMu.Unlock()
 }

@@ -59,6 +59,20 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 		}
 		return fmt.Errorf("%s is already initialised", dir)
 	}
+	// Everything that can be checked is checked before anything is generated
+	// or recorded.
+	names, ips := splitHosts(*hosts)
+	for _, name := range splitComma(names) {
+		if !validDNSName(name) {
+			return &usageError{msg: fmt.Sprintf("init: --server-names: %q is neither a DNS name nor an IP address", name)}
+		}
+	}
+	if names == "" && ips == "" {
+		return &usageError{msg: "init: --server-names is empty"}
+	}
+	if *provider != "software" && *provider != "pkcs11" {
+		return &usageError{msg: fmt.Sprintf("init: unknown key provider %q (known: software, pkcs11)", *provider)}
+	}
 	cfg := config{CAs: []string{"root", "issuing"}, DefaultIssuer: "issuing", BaseURL: *baseURL, KeyProvider: *provider}
 	if *provider == "pkcs11" {
 		cfg.PKCS11 = &pkcs11Options{Library: *p11lib, Token: *p11token}
@@ -69,6 +83,9 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 		return err
 	}
 	defer n.close()
+	if _, err := n.handlers.LoadCA(ctx, "root"); err == nil {
+		return fmt.Errorf("%s holds CAs from an init that did not finish (%s is missing); remove the directory and run init again", dir, configFile)
+	}
 	if err := n.openKeys(ctx, cfg, env); err != nil {
 		return err
 	}
@@ -82,7 +99,6 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if err := writePEM(filepath.Join(dir, rootPEM), 0o644, rootCA.Certificate.Raw); err != nil {
 		return err
 	}
-	names, ips := splitHosts(*hosts)
 	attrs := map[string]string{"common_name": "caledger server"}
 	if names != "" {
 		attrs["dns_names"] = names
@@ -179,6 +195,14 @@ type credentialFiles struct {
 // once the issuance is durable.
 func issueCredential(ctx context.Context, n *node, attrs map[string]string, profile, certPath, keyPath, p12Path string) (credentialFiles, error) {
 	out := credentialFiles{cert: certPath, key: keyPath, p12: p12Path}
+	for _, p := range []string{certPath, keyPath, p12Path} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(p); err == nil {
+			return out, fmt.Errorf("%s exists: a credential is never written over another", p)
+		}
+	}
 	id, err := n.handlers.RegisterSubject(ctx, initActor, attrs)
 	if err != nil {
 		return out, err
@@ -268,6 +292,26 @@ func splitComma(list string) []string {
 		}
 	}
 	return out
+}
+
+// validDNSName reports whether s is a host name: dot-separated labels of letters,
+// digits and hyphens, not starting or ending with a hyphen.
+func validDNSName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func isIP(s string) bool {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -24,7 +25,7 @@ func runOfficer(ctx context.Context, args []string, env func(string) string, std
 	role := fs.String("role", "officer", "`role`: officer, auditor, compliance or admin")
 	name := fs.String("name", "", "the officer's `name` (common name; personal data, sealed in the ledger)")
 	email := fs.String("email", "", "the officer's e-mail `address` (optional; sealed)")
-	out := fs.String("out", "", "output `directory` for the credential (default DIR/officers/<serial>)")
+	out := fs.String("out", "", "output `directory` for the credential (default DIR/officers/<serial>); existing files are never overwritten")
 	setUsage(fs, "officer add --role ROLE --name NAME [--data DIR] [--out DIR]", `Register an officer as a subject and issue a client credential for the
 role: a certificate chain and key (PEM) and a PKCS#12 file with a random
 password. The server must be stopped: the ledger allows one process.`)
@@ -59,11 +60,27 @@ password. The server must be stopped: the ledger allows one process.`)
 	}
 	outDir := *out
 	if outDir == "" {
-		outDir = filepath.Join(dir, "officers", time.Now().UTC().Format("20060102T150405"))
+		// Named after the credential's serial once it is known; until then,
+		// a directory of its own.
+		outDir, err = os.MkdirTemp(filepath.Join(dir), ".officer-")
+		if err != nil {
+			return err
+		}
 	}
 	cred, err := issueCredential(ctx, n, attrs, *role, filepath.Join(outDir, *role+".pem"), filepath.Join(outDir, *role+"-key.pem"), filepath.Join(outDir, *role+".p12"))
 	if err != nil {
 		return err
+	}
+	if *out == "" {
+		final := filepath.Join(dir, "officers", string(cred.serial))
+		if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+			return err
+		}
+		if err := os.Rename(outDir, final); err != nil {
+			return err
+		}
+		rel := func(p string) string { return filepath.Join(final, filepath.Base(p)) }
+		cred.cert, cred.key, cred.p12 = rel(cred.cert), rel(cred.key), rel(cred.p12)
 	}
 	fmt.Fprintf(stdout, "issued %s credential, serial %s, subject %s\n  %s (key %s)\n  %s (PKCS#12, password in %s)\n",
 		*role, cred.serial, cred.subject, cred.cert, cred.key, cred.p12, cred.p12+".password")

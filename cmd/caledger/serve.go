@@ -112,13 +112,14 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 
 	// The views follow the ledger until the server stops.
 	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
-	viewsDone := make(chan error, 1)
-	go func() { viewsDone <- n.views.Run(viewsCtx, n.store) }()
+	viewsDone := make(chan struct{})
+	go func() {
+		defer close(viewsDone)
+		n.runViews(viewsCtx)
+	}()
 	defer func() {
 		stopViews()
-		if verr := <-viewsDone; verr != nil && !errors.Is(verr, context.Canceled) {
-			err = errors.Join(err, fmt.Errorf("views: %w", verr))
-		}
+		<-viewsDone
 	}()
 
 	ocsp, err := revocation.NewResponder(n.cas.OCSPIssuers(), n.cas.Lookup, revocation.Options{})

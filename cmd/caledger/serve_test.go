@@ -344,3 +344,68 @@ func TestServeBadCertificate(t *testing.T) {
 		t.Fatalf("run = %v, want a TLS load error", err)
 	}
 }
+
+func TestInitChecksBeforeGenerating(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	err := run(t.Context(), []string{"init", "--data", data, "--server-names", "bad name!,localhost"}, noEnv, io.Discard, io.Discard)
+	var ue *usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "bad name!") {
+		t.Fatalf("init with a bad server name: %v", err)
+	}
+	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a refused init left %s behind (%v)", data, err)
+	}
+	if err := run(t.Context(), []string{"init", "--data", data, "--if-needed"}, noEnv, io.Discard, io.Discard); err != nil {
+		t.Fatalf("init after a refused one: %v", err)
+	}
+}
+
+func TestInitAfterPartialInit(t *testing.T) {
+	data := initData(t)
+	// An init that recorded its CAs but died before writing its configuration.
+	if err := os.Remove(filepath.Join(data, configFile)); err != nil {
+		t.Fatal(err)
+	}
+	err := run(t.Context(), []string{"init", "--data", data, "--if-needed"}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "did not finish") || !strings.Contains(err.Error(), "remove the directory") {
+		t.Fatalf("init over a partial init: %v", err)
+	}
+	keys, _ := os.ReadDir(filepath.Join(data, caKeysDir))
+	if len(keys) != 2 {
+		t.Errorf("%d CA key files after the refused init, want the first init's 2", len(keys))
+	}
+}
+
+func TestOfficerAddNeverOverwrites(t *testing.T) {
+	data := initData(t)
+	var outs []string
+	for range 2 {
+		var out bytes.Buffer
+		if err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "officer", "--name", "Same Role"}, noEnv, &out, io.Discard); err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, out.String())
+	}
+	dirs, _ := os.ReadDir(filepath.Join(data, "officers"))
+	if len(dirs) != 2 {
+		t.Fatalf("two credentials in %d directories:\n%s", len(dirs), outs)
+	}
+	for _, d := range dirs {
+		if !strings.Contains(outs[0]+outs[1], d.Name()) {
+			t.Errorf("directory %s is not named by a printed serial:\n%s", d.Name(), outs)
+		}
+		checkMode(t, filepath.Join(data, "officers", d.Name(), "officer-key.pem"), 0o600)
+	}
+	out := filepath.Join(t.TempDir(), "cred")
+	if err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "A", "--out", out}, noEnv, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := os.ReadFile(filepath.Join(out, "auditor-key.pem"))
+	err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "B", "--out", out}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "never written over") {
+		t.Fatalf("second officer add into the same directory: %v", err)
+	}
+	if again, _ := os.ReadFile(filepath.Join(out, "auditor-key.pem")); !bytes.Equal(key, again) {
+		t.Error("the first credential's key was replaced")
+	}
+}

@@ -24,6 +24,7 @@ import (
 // Ledger is what the authority needs of the command handlers.
 type Ledger interface {
 	LoadCA(ctx context.Context, id string) (domain.CA, error)
+	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
 	PublishCRL(ctx context.Context, actor domain.Actor, id string, sign func(number uint64) (domain.CRLPublished, []byte, error)) ([]byte, domain.CRLPublished, error)
 }
 
@@ -33,6 +34,7 @@ type Revocations interface {
 	RevocationStatus(ctx context.Context, caID string, serial domain.Serial) (projections.RevocationRow, bool, error)
 	Revoked(ctx context.Context, caID string, now time.Time) iter.Seq2[projections.RevocationRow, error]
 	RevocationRevision(ctx context.Context, caID string) (uint64, error)
+	WaitFor(ctx context.Context, position uint64) error
 }
 
 // Keys finds CA signing keys by their ledger reference; one per provider name.
@@ -45,6 +47,12 @@ type Options struct {
 	CRLValidity time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Head returns the ledger's head position. When set, a CRL is built only
+	// once the revocations view has reached the head (within CRLWait), so a
+	// view still catching up after a start never yields a CRL missing entries.
+	Head func(ctx context.Context) (uint64, error)
+	// CRLWait bounds that wait (default 2s); past it, CRL fails as unavailable.
+	CRLWait time.Duration
 }
 
 // CA is one loaded certificate authority.
@@ -85,6 +93,9 @@ func Load(ctx context.Context, ledger Ledger, views Revocations, keys Keys, ids 
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.CRLWait <= 0 {
+		opts.CRLWait = 2 * time.Second
 	}
 	a := &Authority{ledger: ledger, views: views, opts: opts, cas: map[string]*ca{}, deflt: defaultIssuer}
 	for _, id := range ids {
@@ -194,6 +205,11 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if a.opts.Head != nil {
+		if err := a.caughtUp(ctx); err != nil {
+			return nil, err
+		}
+	}
 	rev, err := a.views.RevocationRevision(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("revocations view: %w", err)
@@ -232,6 +248,24 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	return der, nil
 }
 
+// caughtUp waits, at most CRLWait, for the views to reach the ledger's head.
+func (a *Authority) caughtUp(ctx context.Context) error {
+	head, err := a.opts.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("ledger head: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, a.opts.CRLWait)
+	defer cancel()
+	if err := a.views.WaitFor(wctx, head); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &domain.Error{Kind: domain.KindUnavailable, Code: "views-behind",
+			Detail: "the revocations view is catching up with the ledger; try again shortly", Err: err}
+	}
+	return nil
+}
+
 // OCSPIssuers returns the CAs for revocation.NewResponder.
 func (a *Authority) OCSPIssuers() []revocation.Issuer {
 	var out []revocation.Issuer
@@ -242,8 +276,9 @@ func (a *Authority) OCSPIssuers() []revocation.Issuer {
 	return out
 }
 
-// Lookup answers OCSP: unknown for a serial this CA never issued, revoked for
-// one in the revocations view, good otherwise.
+// Lookup answers OCSP: revoked for a certificate either view knows as revoked,
+// unknown for a serial this CA never issued, good otherwise. A view error is an
+// error (the responder answers internalError), never a false "good".
 func (a *Authority) Lookup(ctx context.Context, caID string, serial *big.Int) (revocation.Answer, error) {
 	s := domain.Serial(serial.Text(16))
 	if serial.Sign() <= 0 || !s.Valid() {
@@ -261,9 +296,12 @@ func (a *Authority) Lookup(ctx context.Context, caID string, serial *big.Int) (r
 	case isNotFound(err):
 		return revocation.Answer{Status: revocation.Unknown}, nil
 	case err != nil:
-		return revocation.Answer{}, err // internalError, not a false "unknown"
+		return revocation.Answer{}, err
 	case cert.CAID != caID:
 		return revocation.Answer{Status: revocation.Unknown}, nil
+	case !cert.RevokedAt.IsZero():
+		// The certificates view is ahead of the revocations view.
+		return revocation.Answer{Status: revocation.Revoked, RevokedAt: cert.RevokedAt, Reason: int(cert.Reason)}, nil
 	}
 	return revocation.Answer{Status: revocation.Good}, nil
 }
@@ -279,9 +317,23 @@ func (a *Authority) Authenticate(ctx context.Context, cert *x509.Certificate) (a
 	serial := domain.Serial(cert.SerialNumber.Text(16))
 	row, err := a.views.Certificate(ctx, serial)
 	switch {
-	case err == nil && row.Status != "valid":
-		return api.Principal{}, fmt.Errorf("it is %s", row.Status)
-	case err != nil && !isNotFound(err):
+	case err == nil:
+		if row.Status != projections.StatusValid {
+			return api.Principal{}, fmt.Errorf("it is %s", row.Status)
+		}
+	case isNotFound(err):
+		// The view has not caught up (a first start, a rebuild, a new node):
+		// the ledger decides, so a revoked credential is never let in.
+		c, lerr := a.ledger.CertificateState(ctx, serial)
+		switch {
+		case lerr != nil:
+			return api.Principal{}, fmt.Errorf("its status is unavailable")
+		case c.Revoked:
+			return api.Principal{}, fmt.Errorf("it is revoked")
+		case c.Deleted:
+			return api.Principal{}, fmt.Errorf("it is deleted")
+		}
+	default:
 		return api.Principal{}, fmt.Errorf("its status is unavailable")
 	}
 	return api.Principal{Actor: domain.Actor{ID: "cert:" + string(serial), Role: roles[0]}, Roles: roles}, nil
