@@ -200,6 +200,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	return nil
 }
 
+// scrapeTimeout bounds the store reads of one metrics scrape, so a stuck store
+// cannot hang /metrics.
+const scrapeTimeout = 2 * time.Second
+
 // collectors returns the node's metrics: the ledger head and each view's lag.
 func (n *node) collectors() []prometheus.Collector {
 	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
@@ -209,14 +213,18 @@ func (n *node) collectors() []prometheus.Collector {
 			Name: "caledger_ledger_head_position",
 			Help: "Global position of the last event committed to the ledger.",
 		}, func() float64 {
-			h, err := n.store.Head(context.Background())
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			h, err := n.store.Head(ctx)
 			if err != nil {
 				return -1
 			}
 			return float64(h)
 		}),
 		collectorFunc{descs: []*prometheus.Desc{lag, behind}, collect: func(ch chan<- prometheus.Metric) {
-			lags, err := n.views.Lag(context.Background(), n.store)
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			lags, err := n.views.Lag(ctx, n.store)
 			if err != nil {
 				return
 			}
