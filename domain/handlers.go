@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"slices"
 	"time"
 )
 
@@ -137,7 +138,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 		if err != nil {
 			return err
 		}
-		attrs, err := h.attributes(ctx, events)
+		attrs, err := h.attributes(ctx, &s, events)
 		if err != nil {
 			return err
 		}
@@ -398,7 +399,7 @@ func (h *Handlers) ReadSubject(ctx context.Context, actor Actor, id SubjectID, o
 	if err := h.recordAccess(ctx, actor, id, operation, reason); err != nil {
 		return nil, err
 	}
-	return h.attributes(ctx, events)
+	return h.attributes(ctx, &s, events)
 }
 
 // RecordAccess appends a personal-data.accessed event for subject id, for reads
@@ -457,16 +458,22 @@ func (h *Handlers) SubjectAttributes(ctx context.Context, id SubjectID) (map[str
 	if err := s.CheckReadable(); err != nil {
 		return nil, err
 	}
-	return h.attributes(ctx, events)
+	return h.attributes(ctx, &s, events)
 }
 
 // attributes folds the sealed attributes of a subject's events. Attributes in
 // erased key groups are skipped: they no longer exist.
-func (h *Handlers) attributes(ctx context.Context, events []Event) (map[string]string, error) {
+func (h *Handlers) attributes(ctx context.Context, s *Subject, events []Event) (map[string]string, error) {
 	attrs := map[string]string{}
 	for i := range events {
 		e := &events[i]
 		if e.Type != TypeSubjectRegistered && e.Type != TypeSubjectCorrected {
+			continue
+		}
+		// An erased group is skipped from the subject's own history, not only
+		// because its key fails to open: a node whose vault has not yet heard
+		// of the erasure must not use a cached key for it.
+		if e.Sealed != nil && slices.Contains(s.ErasedGroups, e.Sealed.KeyGroup) {
 			continue
 		}
 		var a SubjectAttributes
