@@ -60,6 +60,9 @@ type Config struct {
 	// (briefly) for the views to reach it, so a client reads its own writes.
 	Head func(ctx context.Context) (uint64, error)
 
+	// Eraser, when set, backs POST /v1/subjects/{id}/erasure (compliance).
+	Eraser Eraser
+
 	// ProfileRole returns the role certificates of a profile carry, "" for
 	// none. Issuing, revoking or deleting a certificate of a role profile (a
 	// client credential) needs the admin role, so that an officer cannot mint
@@ -155,6 +158,9 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 		if cfg.Commands != nil && cfg.Views != nil {
 			s.registerSubjects(hapi)
 			s.registerCertificates(hapi)
+			if cfg.Eraser != nil {
+				s.registerErasure(hapi)
+			}
 		}
 	}
 	if cfg.OCSP != nil {

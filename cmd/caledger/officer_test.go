@@ -435,6 +435,31 @@ func TestOfficerFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("erasure", func(t *testing.T) {
+		a := admin.with(t)
+		officerClient.with(t).json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusForbidden, &p)
+		var receipt struct {
+			Status string `json:"status"`
+			Basis  string `json:"basis"`
+		}
+		a.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+		if receipt.Status != "keys-destroyed" || receipt.Basis != "gdpr-art17" {
+			t.Errorf("receipt: %+v", receipt)
+		}
+		a.json("GET", "/v1/subjects/"+subject.ID, nil, http.StatusGone, &p, "Caledger-Reason", "after erasure")
+		var found []struct{ ID string }
+		a.json("POST", "/v1/subjects/search", map[string]any{"match": map[string]string{"email": personEmail}, "reason": "after erasure"}, http.StatusOK, &found)
+		if len(found) != 0 {
+			t.Errorf("an erased subject is still found: %+v", found)
+		}
+		status, _, b := a.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10", csrPEM)
+		if status != http.StatusGone {
+			t.Errorf("issuance for an erased subject: %d %s", status, b)
+		}
+		// Erasing again completes nothing new and succeeds.
+		a.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	})
+
 	t.Run("docs offline", func(t *testing.T) {
 		status, h, b := anonymous.do("GET", "/docs", "", nil)
 		if status != http.StatusOK || !strings.HasPrefix(h.Get("Content-Type"), "text/html") || bytes.Contains(b, []byte("https://")) {
@@ -461,6 +486,14 @@ func TestOfficerFlow(t *testing.T) {
 	}
 	if !strings.Contains(rebuilt.String(), "rebuilt the views") {
 		t.Errorf("rebuild printed %q", rebuilt.String())
+	}
+	for _, name := range []string{"views.db", "views.db-wal"} {
+		raw, _ := os.ReadFile(filepath.Join(data, "views", name))
+		for _, secret := range []string{personEmail, "Grace Hopper"} {
+			if bytes.Contains(raw, []byte(secret)) {
+				t.Errorf("rebuilt %s holds the erased subject's %q", name, secret)
+			}
+		}
 	}
 	s2 := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
 	admin2 := mtlsClient(t, data, "https://"+s2.addr, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))

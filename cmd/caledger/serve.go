@@ -145,6 +145,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			Metrics:     metrics,
 			Logger:      logger,
 			Commands:    n.handlers,
+			Eraser:      n.handlers,
 			Views:       n.views,
 			CAs:         n.cas,
 			Head:        n.store.Head,
