@@ -17,9 +17,11 @@ import (
 	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/sharedvault"
 	"github.com/caledger/caledger/crypto/signer"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/eventstore/kurrent"
 	"github.com/caledger/caledger/eventstore/sqlite"
 	"github.com/caledger/caledger/projections"
 )
@@ -41,6 +43,10 @@ const (
 // config is DATA/caledger.json, written by init. The ledger holds the CAs
 // themselves (ca.created events); the file only says which to load.
 type config struct {
+	// Store is the ledger backend: "sqlite" (DIR/ledger) or "kurrent" (a
+	// KurrentDB cluster named by the environment variable KURRENTDB_URL, which
+	// holds credentials and is therefore never written here).
+	Store         string   `json:"store,omitempty"`
 	CAs           []string `json:"cas"`
 	DefaultIssuer string   `json:"default_issuer"`
 	// BaseURL is where relying parties reach the CRL and OCSP URLs written in
@@ -79,10 +85,13 @@ func readConfig(dataDir string) (config, error) {
 // node is one caledger process's backends: the ledger, the key vault, the
 // views, and once loadCAs ran, the CAs and the certificate signer.
 type node struct {
-	dataDir  string
-	logger   *slog.Logger
-	store    eventstore.Store
-	vault    *keyvault.Vault
+	dataDir string
+	logger  *slog.Logger
+	store   eventstore.Store
+	vault   domain.Sealer
+	// shared is the vault when it is shared with other nodes (store kurrent):
+	// serve must run it to hear their erasures.
+	shared   *sharedvault.Vault
 	kek      *kek.File
 	views    *projections.Views
 	handlers *domain.Handlers
@@ -96,8 +105,11 @@ type node struct {
 }
 
 // openNode opens the backends in dataDir, by an explicit switch on the store
-// name. close releases them; call it after the HTTP server has stopped.
-func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger) (_ *node, err error) {
+// name: "sqlite" (the embedded default: ledger and key vault in dataDir) or
+// "kurrent" (the ledger on the KurrentDB cluster env("KURRENTDB_URL") names,
+// with the key vault shared through it: crypto/sharedvault). close releases
+// them; call it after the HTTP server has stopped.
+func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string) (_ *node, err error) {
 	n := &node{dataDir: dataDir, logger: logger}
 	defer func() {
 		if err != nil {
@@ -107,36 +119,70 @@ func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logge
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
+	// The local KEK wraps the software CA keys, and the data keys of the
+	// embedded vault.
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dataDir, kekFile))
+	if err != nil {
+		return nil, fmt.Errorf("open the key-encryption key: %w", err)
+	}
+	n.kek = k
 	switch storeName {
-	case "sqlite":
+	case "sqlite", "":
 		s, err := sqlite.Open(ctx, filepath.Join(dataDir, ledgerDir), sqlite.Options{Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("open the ledger: %w", err)
 		}
 		n.store = s
 		n.closers = append(n.closers, s.Close)
+		v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
+		if err != nil {
+			return nil, fmt.Errorf("open the key vault: %w", err)
+		}
+		n.vault = v
+		n.closers = append(n.closers, v.Close)
+	case "kurrent":
+		url := env("KURRENTDB_URL")
+		if url == "" {
+			return nil, errors.New("store kurrent: set KURRENTDB_URL to the cluster's kurrentdb:// connection string")
+		}
+		s, err := kurrent.Open(ctx, url, kurrent.Options{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("open the ledger: %w", err)
+		}
+		n.store = s
+		n.closers = append(n.closers, s.Close)
+		v, err := sharedvault.New(ctx, s, epochKeyring(dataDir), sharedvault.Options{Logger: logger})
+		if err != nil {
+			return nil, fmt.Errorf("open the shared key vault: %w", err)
+		}
+		n.vault, n.shared = v, v
+		n.closers = append(n.closers, v.Close)
 	default:
-		return nil, &usageError{msg: fmt.Sprintf("unknown store %q (known: sqlite)", storeName)}
+		return nil, &usageError{msg: fmt.Sprintf("unknown store %q (known: sqlite, kurrent)", storeName)}
 	}
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dataDir, kekFile))
-	if err != nil {
-		return nil, fmt.Errorf("open the key-encryption key: %w", err)
-	}
-	n.kek = k
-	v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
-	if err != nil {
-		return nil, fmt.Errorf("open the key vault: %w", err)
-	}
-	n.vault = v
-	n.closers = append(n.closers, v.Close)
-	views, err := projections.Open(ctx, filepath.Join(dataDir, viewsFile), projections.Options{Sealer: v, Logger: logger})
+	views, err := projections.Open(ctx, filepath.Join(dataDir, viewsFile), projections.Options{Sealer: n.vault, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("open the views: %w", err)
 	}
 	n.views = views
 	n.closers = append(n.closers, views.Close)
-	n.handlers = &domain.Handlers{Events: n.store, Vault: v, Now: time.Now, Rand: rand.Reader}
+	n.handlers = &domain.Handlers{Events: n.store, Vault: n.vault, Now: time.Now, Rand: rand.Reader}
 	return n, nil
+}
+
+// epochKeyring finds the shared vault's epoch KEKs as files in
+// DIR/keys/epochs/. Every node needs the same files, which is only sound for
+// tests and trials: deleting one copy of a file proves nothing about the
+// others, so a retired epoch is not provably destroyed. Production keeps the
+// epoch KEKs in a network HSM (sharedvault.PKCS11Keyring); docs/distributed.md.
+func epochKeyring(dataDir string) sharedvault.Keyring {
+	return sharedvault.KeyringFunc(func(ctx context.Context, epoch uint32) (sharedvault.KEK, error) {
+		path := filepath.Join(dataDir, "keys", "epochs", fmt.Sprintf("kek-%d.json", epoch))
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		return sharedvault.OpenFileKEK(ctx, path, true)
+	})
 }
 
 // openKeys opens the CA key provider cfg names. env supplies the PKCS#11 PIN.
@@ -232,6 +278,26 @@ func (n *node) Ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// runSharedVault keeps a shared vault following the ledger until ctx ends, so
+// that this node drops the keys other nodes erase at once; until it runs, the
+// vault reads every key from the ledger (correct, slower).
+func (n *node) runSharedVault(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for {
+		err := n.shared.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		n.logger.Error("shared key vault stopped following the ledger; restarting", "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
 }
 
 // runViews keeps the views following the ledger until ctx ends. Run stops at

@@ -42,6 +42,7 @@ func runInit(ctx context.Context, args []string, env func(string) string, stdout
 	p11lib := fs.String("pkcs11-library", "", "PKCS#11 module `path` (key provider pkcs11)")
 	p11token := fs.String("pkcs11-token", "", "PKCS#11 token `label` (key provider pkcs11); the PIN comes from env CALEDGER_PKCS11_PIN")
 	retain := fs.Bool("retain-until-expiry", false, "CA policy: certificates may be deleted only once expired")
+	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger) or kurrent (the KurrentDB cluster KURRENTDB_URL names); env CALEDGER_STORE")
 	hosts := fs.String("server-names", "localhost,127.0.0.1,::1", "comma-separated DNS names and IP addresses of the server's TLS certificate")
 	setUsage(fs, "init [--data DIR] [flags]", `Create a root CA and an issuing CA, recorded in the ledger, a TLS
 certificate for the server and a credential for the first officer (role
@@ -73,12 +74,12 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if *provider != "software" && *provider != "pkcs11" {
 		return &usageError{msg: fmt.Sprintf("init: unknown key provider %q (known: software, pkcs11)", *provider)}
 	}
-	cfg := config{CAs: []string{"root", "issuing"}, DefaultIssuer: "issuing", BaseURL: *baseURL, KeyProvider: *provider}
+	cfg := config{Store: *store, CAs: []string{"root", "issuing"}, DefaultIssuer: "issuing", BaseURL: *baseURL, KeyProvider: *provider}
 	if *provider == "pkcs11" {
 		cfg.PKCS11 = &pkcs11Options{Library: *p11lib, Token: *p11token}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	n, err := openNode(ctx, "sqlite", dir, logger)
+	n, err := openNode(ctx, *store, dir, logger, env)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,7 @@ password. The server must be stopped: the ledger allows one process.`)
 	if err != nil {
 		return err
 	}
-	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
+	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
 	if err != nil {
 		return fmt.Errorf("%w (officer add needs the server stopped)", err)
 	}
@@ -103,7 +103,11 @@ sealed parts no longer open. The server must be stopped.`)
 	if err != nil {
 		return err
 	}
-	n, err := openNode(ctx, "sqlite", dir, slog.New(slog.NewTextHandler(stderr, nil)))
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return err
+	}
+	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
 	if err != nil {
 		return fmt.Errorf("%w (projections rebuild needs the server stopped)", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/pprof"
+	"sync"
 	"time"
 
 	"github.com/caledger/caledger/api"
@@ -32,7 +33,7 @@ func runServe(ctx context.Context, args []string, env func(string) string, stdou
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	addr := fs.String("addr", envOr(env, "CALEDGER_ADDR", "127.0.0.1:8443"), "listen `address` (host:port); env CALEDGER_ADDR")
-	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger); env CALEDGER_STORE")
+	store := fs.String("store", envOr(env, "CALEDGER_STORE", ""), "ledger `backend`: sqlite (embedded, in DIR/ledger) or kurrent (KURRENTDB_URL); default: what init chose; env CALEDGER_STORE")
 	allow := fs.String("allow", envOr(env, "CALEDGER_ALLOW", ""), "comma-separated client `prefixes` (e.g. 10.0.0.0/8,127.0.0.1/32) allowed on protected operations; empty allows all; env CALEDGER_ALLOW")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for sims/issuebench -serve-args)")
 	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite] [--allow PREFIXES]", `Serve the HTTPS API until SIGINT or SIGTERM. DIR must have been set up
@@ -97,7 +98,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		logger.Warn("the server's TLS certificate has expired", "path", filepath.Join(dataDir, tlsCertFile), "not_after", cert.Leaf.NotAfter)
 	}
 
-	n, err := openNode(ctx, storeName, dataDir, logger)
+	if storeName == "" {
+		storeName = cfg.Store
+	}
+	n, err := openNode(ctx, storeName, dataDir, logger, env)
 	if err != nil {
 		return err
 	}
@@ -115,7 +119,14 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	viewsDone := make(chan struct{})
 	go func() {
 		defer close(viewsDone)
+		if n.shared == nil {
+			n.runViews(viewsCtx)
+			return
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() { n.runSharedVault(viewsCtx) })
 		n.runViews(viewsCtx)
+		wg.Wait()
 	}()
 	defer func() {
 		stopViews()
