@@ -60,8 +60,12 @@ type Config struct {
 	// (briefly) for the views to reach it, so a client reads its own writes.
 	Head func(ctx context.Context) (uint64, error)
 
-	// Eraser, when set, backs POST /v1/subjects/{id}/erasure (compliance).
-	Eraser Eraser
+	// Eraser, when set, backs POST and GET /v1/subjects/{id}/erasure
+	// (compliance). ErasureState reports how far an erasure has gone; nil
+	// means the embedded vault, whose erasure is complete once the keys are
+	// destroyed.
+	Eraser       Eraser
+	ErasureState ErasureState
 
 	// ProfileRole returns the role certificates of a profile carry, "" for
 	// none. Issuing, revoking or deleting a certificate of a role profile (a

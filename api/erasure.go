@@ -15,21 +15,32 @@ type ErasureRequest struct {
 	KeyGroups []string `json:"key_groups,omitempty" doc:"Erase only these key groups (identity, national-id); empty erases the whole subject."`
 }
 
-// ErasureReceipt is the outcome of an erasure.
+// ErasureReceipt is the outcome of an erasure, and its state.
 type ErasureReceipt struct {
 	SubjectID domain.SubjectID `json:"subject_id"`
 	KeyGroups []string         `json:"key_groups,omitempty"`
-	Basis     string           `json:"basis"`
-	// Status is "keys-destroyed" once the data keys are gone from this node's
-	// vault; with a shared vault the erasure is complete only when the KEK
-	// epoch that wrapped them is destroyed (docs/distributed.md).
-	Status     string    `json:"status" enum:"keys-destroyed"`
-	RecordedAt time.Time `json:"recorded_at"`
+	Basis     string           `json:"basis,omitempty"`
+	// Status says how far the erasure has gone, honestly:
+	//   - "keys-destroyed": the embedded vault removed the data keys from its
+	//     file (secure_delete, WAL truncated); nothing this node holds can open
+	//     the sealed parts, and the ledger has no key material;
+	//   - "recorded": the shared vault recorded the tombstone and every node
+	//     refuses the keys, but wrapped copies remain in the ledger, its replicas
+	//     and backups until the KEK epochs in pending_epochs are destroyed;
+	//   - "complete": those epochs are destroyed (complete_at).
+	Status        string     `json:"status" enum:"keys-destroyed,recorded,complete"`
+	CompleteAt    *time.Time `json:"complete_at,omitempty"`
+	PendingEpochs []uint32   `json:"pending_epochs,omitempty"`
 }
+
+// ErasureState says how far the erasure of a subject has gone: Status and the
+// fields after it in ErasureReceipt.
+type ErasureState func(ctx context.Context, id domain.SubjectID) (status string, completeAt time.Time, pending []uint32, err error)
 
 // Eraser erases subjects; domain.Handlers implements it.
 type Eraser interface {
 	EraseSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, groups []string, basis string) error
+	ErasedGroups(ctx context.Context, id domain.SubjectID) (all bool, groups []string, err error)
 }
 
 func (s *server) registerErasure(hapi huma.API) {
@@ -39,7 +50,8 @@ func (s *server) registerErasure(hapi huma.API) {
 		Security: []map[string][]string{{mtlsScheme: {}}},
 		Description: "Records the erasure (subject.erased, with its legal basis) and then destroys the subject's data keys, so every sealed " +
 			"part under them becomes unreadable while the ledger stays complete. Erasing again is allowed: it destroys the keys again, which " +
-			"completes an erasure whose key destruction failed (503 shred-pending). Role: compliance.",
+			"completes an erasure whose key destruction failed (503 shred-pending), and answers 409 already-erased. The receipt's status says honestly " +
+			"how far the erasure has gone: with the shared key vault of a cluster it is complete only once the KEK epochs that wrapped the keys are destroyed. Role: compliance.",
 	}, func(ctx context.Context, in *struct {
 		SubjectPath
 		Body ErasureRequest
@@ -53,7 +65,53 @@ func (s *server) registerErasure(hapi huma.API) {
 			return nil, s.problem(ctx, err)
 		}
 		s.waitForHead(ctx)
-		return &struct{ Body ErasureReceipt }{Body: ErasureReceipt{SubjectID: id, KeyGroups: in.Body.KeyGroups,
-			Basis: in.Body.Basis, Status: "keys-destroyed", RecordedAt: time.Now().UTC()}}, nil
+		receipt, err := s.erasureState(ctx, id)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		receipt.Basis = in.Body.Basis
+		return &struct{ Body ErasureReceipt }{Body: receipt}, nil
 	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "get-erasure", Method: http.MethodGet, Path: "/v1/subjects/{id}/erasure",
+		Summary: "How far a subject's erasure has gone", Tags: []string{"compliance"},
+		Security:    []map[string][]string{{mtlsScheme: {}}},
+		Description: "The erasure's status: keys-destroyed (embedded vault), recorded (shared vault, KEK epochs pending) or complete. Role: compliance.",
+	}, func(ctx context.Context, in *SubjectPath) (*struct{ Body ErasureReceipt }, error) {
+		if _, err := require(ctx, RoleCompliance); err != nil {
+			return nil, err
+		}
+		receipt, err := s.erasureState(ctx, domain.SubjectID(in.ID))
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &struct{ Body ErasureReceipt }{Body: receipt}, nil
+	})
+}
+
+func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (ErasureReceipt, error) {
+	r := ErasureReceipt{SubjectID: id, Status: "keys-destroyed"}
+	all, groups, err := s.cfg.Eraser.ErasedGroups(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	if !all && len(groups) == 0 {
+		return r, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
+	}
+	if !all {
+		r.KeyGroups = groups
+	}
+	if s.cfg.ErasureState == nil {
+		return r, nil
+	}
+	status, at, pending, err := s.cfg.ErasureState(ctx, id)
+	if err != nil {
+		return r, err
+	}
+	r.Status, r.PendingEpochs = status, pending
+	if !at.IsZero() {
+		r.CompleteAt = &at
+	}
+	return r, nil
 }

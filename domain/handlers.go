@@ -68,11 +68,13 @@ func (h *Handlers) CorrectSubject(ctx context.Context, actor Actor, id SubjectID
 }
 
 // EraseSubject records the erasure of subject id (all of it, or the given key
-// groups), then destroys the data keys. It is idempotent: erasing what is already
-// erased destroys the keys again and succeeds, which is how an erasure whose key
-// destruction failed ("shred-pending") is completed. An erasure is never given up
+// groups), then destroys the data keys. Erasing what is already erased records
+// nothing, destroys the keys again and answers the conflict "already-erased":
+// that is how an erasure whose key destruction failed ("shred-pending") is
+// completed, and how one of two concurrent erasures learns the other won. An erasure is never given up
 // for losing races to other commands: it retries until ctx ends.
 func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, groups []string, basis string) error {
+	recorded := false
 	err := h.retryPatiently(ctx, func() error {
 		s, _, err := h.loadSubject(ctx, id)
 		if err != nil {
@@ -86,6 +88,7 @@ func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, 
 			return err
 		}
 		_, err = h.commit(ctx, actor, SubjectStream(id), s.Version, changes)
+		recorded = err == nil
 		return err
 	})
 	if err != nil {
@@ -94,6 +97,12 @@ func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, 
 	if err := h.Vault.Shred(ctx, id, groups...); err != nil {
 		return &Error{Kind: KindUnavailable, Code: "shred-pending",
 			Detail: fmt.Sprintf("erasure of subject %s is recorded but its keys are not yet destroyed; repeat the erasure", id), Err: err}
+	}
+	if !recorded {
+		// Another erasure (here or on another node) recorded it first; the
+		// keys are destroyed all the same.
+		return &Error{Kind: KindConflict, Code: "already-erased",
+			Detail: fmt.Sprintf("subject %s was already erased; its data keys are destroyed", id)}
 	}
 	return nil
 }
@@ -213,6 +222,27 @@ func (h *Handlers) reject(ctx context.Context, actor Actor, req IssueRequest, se
 		return err
 	}
 	return cause
+}
+
+// ErasedGroups reports what of subject id was erased: all (every group) or the
+// groups erased on their own. It reads only public facts.
+func (h *Handlers) ErasedGroups(ctx context.Context, id SubjectID) (all bool, groups []string, err error) {
+	var s Subject
+	if !id.Valid() {
+		return false, nil, errorf(KindNotFound, "no-subject", "no such subject")
+	}
+	for e, err := range h.Events.ReadStream(ctx, SubjectStream(id), 1) {
+		if err != nil {
+			return false, nil, unavailable("event store", err)
+		}
+		if err := s.Apply(&e); err != nil {
+			return false, nil, unavailable("subject stream", err)
+		}
+	}
+	if !s.Registered {
+		return false, nil, errorf(KindNotFound, "no-subject", "no such subject")
+	}
+	return s.Erased, s.ErasedGroups, nil
 }
 
 // Reissued pairs a certificate superseded by a correction with its replacement.

@@ -209,11 +209,9 @@ func TestHandlersLifecycle(t *testing.T) {
 	wantErr(t, err, domain.ErrGone, "subject-erased")
 	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrGone, "subject-erased")
-	// Erasure is idempotent: repeating it destroys the keys again, records nothing.
+	// Repeating an erasure destroys the keys again, records nothing and says so.
 	before, _ := r.store.Head(ctx)
-	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
-		t.Fatalf("repeated erasure: %v", err)
-	}
+	wantErr(t, r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest), domain.ErrConflict, "already-erased")
 	if after, _ := r.store.Head(ctx); after != before {
 		t.Fatal("a repeated erasure appended events")
 	}
@@ -502,9 +500,7 @@ func TestErasureCompletesAfterFailedShred(t *testing.T) {
 		t.Fatal("the failed shred destroyed the key anyway; this test no longer tests a pending shred")
 	}
 	vault.fail.Store(false)
-	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
-		t.Fatalf("repeating the erasure: %v", err)
-	}
+	wantErr(t, r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest), domain.ErrConflict, "already-erased")
 	if opens() {
 		t.Fatal("the subject's keys survived the repeated erasure")
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/authority"
 	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/crypto/kek"
@@ -334,4 +335,25 @@ func (n *node) setViewsErr(err error) {
 	n.viewsMu.Lock()
 	n.viewsErr = err
 	n.viewsMu.Unlock()
+}
+
+// erasureState reports erasures from the shared vault, whose erasure completes
+// only when KEK epochs are destroyed; nil for the embedded vault.
+func (n *node) erasureState() api.ErasureState {
+	if n.shared == nil {
+		return nil
+	}
+	return func(ctx context.Context, id domain.SubjectID) (string, time.Time, []uint32, error) {
+		st, err := n.shared.ErasureStatus(ctx, id)
+		if err != nil {
+			return "", time.Time{}, nil, err
+		}
+		switch {
+		case len(st.Groups) == 0:
+			return "", time.Time{}, nil, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
+		case st.Complete():
+			return "complete", st.CompleteAt, nil, nil
+		}
+		return "recorded", time.Time{}, st.PendingEpochs, nil
+	}
 }

@@ -442,9 +442,17 @@ func TestOfficerFlow(t *testing.T) {
 			Status string `json:"status"`
 			Basis  string `json:"basis"`
 		}
+		a.json("GET", "/v1/subjects/"+subject.ID+"/erasure", nil, http.StatusNotFound, &p)
+		if p.Code != "not-erased" {
+			t.Errorf("state of an erasure not yet made: %+v", p)
+		}
 		a.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
 		if receipt.Status != "keys-destroyed" || receipt.Basis != "gdpr-art17" {
 			t.Errorf("receipt: %+v", receipt)
+		}
+		a.json("GET", "/v1/subjects/"+subject.ID+"/erasure", nil, http.StatusOK, &receipt)
+		if receipt.Status != "keys-destroyed" {
+			t.Errorf("erasure state: %+v", receipt)
 		}
 		a.json("GET", "/v1/subjects/"+subject.ID, nil, http.StatusGone, &p, "Caledger-Reason", "after erasure")
 		var found []struct{ ID string }
@@ -456,8 +464,11 @@ func TestOfficerFlow(t *testing.T) {
 		if status != http.StatusGone {
 			t.Errorf("issuance for an erased subject: %d %s", status, b)
 		}
-		// Erasing again completes nothing new and succeeds.
-		a.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+		// Erasing again records nothing, destroys the keys again and says so.
+		a.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusConflict, &p)
+		if p.Code != "already-erased" {
+			t.Errorf("second erasure: %+v", p)
+		}
 	})
 
 	t.Run("docs offline", func(t *testing.T) {

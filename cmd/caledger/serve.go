@@ -151,19 +151,20 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	}
 	srv := &http.Server{
 		Handler: api.New(api.Config{
-			Version:     version(),
-			Ready:       n,
-			Metrics:     metrics,
-			Logger:      logger,
-			Commands:    n.handlers,
-			Eraser:      n.handlers,
-			Views:       n.views,
-			CAs:         n.cas,
-			Head:        n.store.Head,
-			OCSP:        ocsp,
-			Auth:        n.cas,
-			Allow:       allow,
-			ProfileRole: n.issuer.ProfileRole,
+			Version:      version(),
+			Ready:        n,
+			Metrics:      metrics,
+			Logger:       logger,
+			Commands:     n.handlers,
+			Eraser:       n.handlers,
+			ErasureState: n.erasureState(),
+			Views:        n.views,
+			CAs:          n.cas,
+			Head:         n.store.Head,
+			OCSP:         ocsp,
+			Auth:         n.cas,
+			Allow:        allow,
+			ProfileRole:  n.issuer.ProfileRole,
 		}),
 		TLSConfig: &tls.Config{
 			// TLS 1.3 is negotiated whenever the client offers it.

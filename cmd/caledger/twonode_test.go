@@ -173,7 +173,28 @@ func TestTwoNodes(t *testing.T) {
 		if got.Attributes["email"] != "two.node@example.org" {
 			t.Fatalf("B reads %+v", got)
 		}
-		onA.with(t).json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, nil)
+		// Erasures on both nodes at once: one records it, the other gets 409.
+		var wg sync.WaitGroup
+		statuses := make([]int, 2)
+		for i, c := range []*apiClient{onA.with(t), onB.with(t)} {
+			wg.Go(func() {
+				statuses[i], _, _ = c.do("POST", "/v1/subjects/"+subject.ID+"/erasure", "application/json", []byte(`{"basis":"gdpr-art17"}`))
+			})
+		}
+		wg.Wait()
+		if !(statuses[0] == http.StatusOK && statuses[1] == http.StatusConflict || statuses[0] == http.StatusConflict && statuses[1] == http.StatusOK) {
+			t.Fatalf("erasures on A and B answered %v, want one 200 and one 409", statuses)
+		}
+		// The shared vault's erasure is recorded, not complete: wrapped keys
+		// stay in the ledger until their KEK epoch is destroyed.
+		var state struct {
+			Status        string   `json:"status"`
+			PendingEpochs []uint32 `json:"pending_epochs"`
+		}
+		onB.with(t).json("GET", "/v1/subjects/"+subject.ID+"/erasure", nil, http.StatusOK, &state)
+		if state.Status != "recorded" || len(state.PendingEpochs) != 1 || state.PendingEpochs[0] != 1 {
+			t.Errorf("erasure state on B: %+v", state)
+		}
 		var p problemBody
 		onB.with(t).json("GET", "/v1/subjects/"+subject.ID, nil, http.StatusGone, &p, "Caledger-Reason", "after erasure")
 		status, _, body := onB.with(t).do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10", newCSR())
