@@ -212,3 +212,41 @@ func TestTwoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestServeRealCluster is the smoke test of "caledger serve --store kurrent"
+// against a real KurrentDB cluster. It runs only when KURRENTDB_URL names one
+// (a kurrentdb:// connection string of a KurrentDB 26.1+ cluster that accepts
+// 16 MiB appends; see docs/distributed.md): no cluster can run on the machines
+// that run make test, which exercise the same path over kurrenttest in
+// TestTwoNodes.
+func TestServeRealCluster(t *testing.T) {
+	url := os.Getenv("KURRENTDB_URL")
+	if url == "" {
+		t.Skip("KURRENTDB_URL is not set: set it to a KurrentDB cluster's connection string to run this smoke test")
+	}
+	env := map[string]string{"KURRENTDB_URL": url}
+	data := filepath.Join(t.TempDir(), "data")
+	if err := run(t.Context(), []string{"init", "--data", data, "--store", "kurrent"}, func(k string) string { return env[k] }, io.Discard, io.Discard); err != nil {
+		t.Fatalf("init: %v", err)
+	}
+	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, env)
+	c := mtlsClient(t, data, "https://"+s.addr, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+	var subject struct{ ID string }
+	c.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"common_name": "Smoke Test"}}, http.StatusCreated, &subject)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	status, h, body := c.do("POST", "/v1/certificates?subject_id="+subject.ID+"&profile=tls-client", "application/pkcs10",
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
+	if status != http.StatusCreated {
+		t.Fatalf("issue: %d %s", status, body)
+	}
+	serial := strings.TrimPrefix(h.Get("Location"), "/v1/certificates/")
+	c.json("POST", "/v1/certificates/"+serial+"/revocation", map[string]string{"reason": "keyCompromise"}, http.StatusOK, nil)
+	if status, _, _ := c.do("GET", "/v1/cas/issuing/crl", "", nil); status != http.StatusOK {
+		t.Fatalf("crl: %d", status)
+	}
+	c.json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, nil)
+	if err := s.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}
