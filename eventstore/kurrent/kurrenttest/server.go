@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // Options configure a Server. The zero value is the default.
@@ -458,6 +459,16 @@ func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerI
 
 func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+		if info.IsClientStream {
+			// Take what the client sends before refusing it: a status sent
+			// while the client still writes reaches it as a bare EOF from its
+			// Send, and the client then reports no error code at all.
+			for range maxDrained {
+				if ss.RecvMsg(new(emptypb.Empty)) != nil {
+					break
+				}
+			}
+		}
 		return err
 	}
 	if md := s.notLeaderTrailer(ss.Context(), info.FullMethod); md != nil {
@@ -466,6 +477,9 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	}
 	return h(srv, ss)
 }
+
+// maxDrained bounds the messages a refused client stream is read for.
+const maxDrained = 1 << 16
 
 // notLeaderTrailer counts a streams RPC and, on a follower, returns the
 // trailers that redirect one requiring the leader.
