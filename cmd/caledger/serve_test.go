@@ -13,12 +13,16 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/caledger/caledger/crypto/issuer"
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
 // logSink collects a server's log lines and spots the startup line.
@@ -179,6 +183,24 @@ func TestServe(t *testing.T) {
 			t.Errorf("startup line lacks %q; logs:\n%s", want, logs)
 		}
 	}
+
+	t.Run("the admin PKCS#12 opens with its password", func(t *testing.T) {
+		p12 := filepath.Join(data, adminDir, "admin.p12")
+		b, err := os.ReadFile(p12)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw, _ := os.ReadFile(p12 + ".password")
+		key, cert, chain, err := pkcs12.DecodeChain(b, strings.TrimSpace(string(pw)))
+		if err != nil || key == nil || len(chain) != 1 || len(issuer.RolesOf(cert)) != 1 || issuer.RolesOf(cert)[0] != "admin" {
+			t.Fatalf("admin.p12: %v (chain %d)", err, len(chain))
+		}
+		// openssl reads it too (PKCS#12 "Modern": AES-256, PBKDF2).
+		out, err := exec.CommandContext(t.Context(), "openssl", "pkcs12", "-in", p12, "-passin", "file:"+p12+".password", "-noout", "-info").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "AES-256") {
+			t.Fatalf("openssl pkcs12: %v\n%s", err, out)
+		}
+	})
 
 	t.Run("healthz over IP SAN", func(t *testing.T) {
 		res, body := get(t, client(t, certPath, nil), base+"/healthz")
