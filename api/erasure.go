@@ -27,8 +27,10 @@ type ErasureReceipt struct {
 	//   - "recorded": the shared vault recorded the tombstone and every node
 	//     refuses the keys, but wrapped copies remain in the ledger, its replicas
 	//     and backups until the KEK epochs in pending_epochs are destroyed;
-	//   - "complete": those epochs are destroyed (complete_at).
-	Status        string     `json:"status" enum:"keys-destroyed,recorded,complete"`
+	//   - "complete": those epochs are destroyed (complete_at);
+	//   - "shred-pending": the erasure is recorded but its keys were not yet
+	//     destroyed (the destruction failed): repeat the erasure.
+	Status        string     `json:"status" enum:"keys-destroyed,recorded,complete,shred-pending"`
 	CompleteAt    *time.Time `json:"complete_at,omitempty"`
 	PendingEpochs []uint32   `json:"pending_epochs,omitempty"`
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -110,7 +111,13 @@ type node struct {
 // "kurrent" (the ledger on the KurrentDB cluster env("KURRENTDB_URL") names,
 // with the key vault shared through it: crypto/sharedvault). close releases
 // them; call it after the HTTP server has stopped.
-func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string) (_ *node, err error) {
+func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string) (*node, error) {
+	return openNodeFor(ctx, storeName, dataDir, logger, env, false)
+}
+
+// openNodeFor is openNode; creating is set by init, which may make the shared
+// vault's first KEK.
+func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string, creating bool) (_ *node, err error) {
 	n := &node{dataDir: dataDir, logger: logger}
 	defer func() {
 		if err != nil {
@@ -152,7 +159,9 @@ func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logge
 		}
 		n.store = s
 		n.closers = append(n.closers, s.Close)
-		v, err := sharedvault.New(ctx, s, epochKeyring(dataDir), sharedvault.Options{Logger: logger})
+		// Only init makes the first epoch's KEK; a node missing a KEK file
+		// fails instead of making a new one.
+		v, err := sharedvault.New(ctx, s, epochKeyring(dataDir, creating), sharedvault.Options{Logger: logger})
 		if err != nil {
 			return nil, fmt.Errorf("open the shared key vault: %w", err)
 		}
@@ -176,13 +185,15 @@ func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logge
 // tests and trials: deleting one copy of a file proves nothing about the
 // others, so a retired epoch is not provably destroyed. Production keeps the
 // epoch KEKs in a network HSM (sharedvault.PKCS11Keyring); docs/distributed.md.
-func epochKeyring(dataDir string) sharedvault.Keyring {
+func epochKeyring(dataDir string, create bool) sharedvault.Keyring {
 	return sharedvault.KeyringFunc(func(ctx context.Context, epoch uint32) (sharedvault.KEK, error) {
 		path := filepath.Join(dataDir, "keys", "epochs", fmt.Sprintf("kek-%d.json", epoch))
-		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, err
+		if create {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, err
+			}
 		}
-		return sharedvault.OpenFileKEK(ctx, path, true)
+		return sharedvault.OpenFileKEK(ctx, path, create)
 	})
 }
 
@@ -287,11 +298,15 @@ func (n *node) Ready(ctx context.Context) error {
 func (n *node) runSharedVault(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for {
+		start := time.Now()
 		err := n.shared.Run(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		n.logger.Error("shared key vault stopped following the ledger; restarting", "err", err, "backoff", backoff)
+		if time.Since(start) > time.Minute {
+			backoff = 100 * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -344,13 +359,32 @@ func (n *node) erasureState() api.ErasureState {
 		return nil
 	}
 	return func(ctx context.Context, id domain.SubjectID) (string, time.Time, []uint32, error) {
+		all, groups, err := n.handlers.ErasedGroups(ctx, id)
+		if err != nil {
+			return "", time.Time{}, nil, err
+		}
 		st, err := n.shared.ErasureStatus(ctx, id)
 		if err != nil {
 			return "", time.Time{}, nil, err
 		}
+		// Every erasure the ledger records must have its tombstone in the
+		// vault; one whose key destruction failed has none yet, and an older
+		// tombstone of another group says nothing about it.
+		tomb := func(g string) bool { return slices.Contains(st.Groups, g) || slices.Contains(st.Groups, "*") }
+		pending := !all && len(groups) == 0
+		if all && !tomb("*") {
+			pending = true
+		}
+		for _, g := range groups {
+			if !tomb(g) {
+				pending = true
+			}
+		}
 		switch {
-		case len(st.Groups) == 0:
+		case !all && len(groups) == 0:
 			return "", time.Time{}, nil, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
+		case pending:
+			return "shred-pending", time.Time{}, nil, nil
 		case st.Complete():
 			return "complete", st.CompleteAt, nil, nil
 		}

@@ -79,7 +79,7 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 		cfg.PKCS11 = &pkcs11Options{Library: *p11lib, Token: *p11token}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	n, err := openNode(ctx, *store, dir, logger, env)
+	n, err := openNodeFor(ctx, *store, dir, logger, env, true)
 	if err != nil {
 		return err
 	}

@@ -43,9 +43,16 @@ func parseConnectionString(s string, allowInsecure bool, log *slog.Logger) (*kur
 	if _, query, ok := strings.Cut(rest, "?"); ok {
 		values, err := url.ParseQuery(query)
 		if err != nil {
-			return nil, fmt.Errorf("kurrent: malformed connection string settings: %v", unquoted(err))
+			// The parser's message quotes the bad escape, which may come from
+			// a password: not repeated.
+			return nil, errMalformed
 		}
 		for k, v := range values {
+			if strings.ContainsAny(k, "@:/") {
+				// A "?" inside the user name or password split it here: what
+				// follows it is not a setting but a piece of the password.
+				return nil, errMalformed
+			}
 			if !settings[strings.ToLower(k)] {
 				return nil, fmt.Errorf("kurrent: unknown connection string setting %q", k)
 			}
@@ -59,7 +66,21 @@ func parseConnectionString(s string, allowInsecure bool, log *slog.Logger) (*kur
 	}
 	cfg, err := kurrentdb.ParseConnectionString(s)
 	if err != nil {
-		return nil, fmt.Errorf("kurrent: malformed connection string (scheme %q): %v", scheme, unquoted(err))
+		if scheme != "kurrentdb" && scheme != "kurrentdb+discover" && scheme != "esdb" && scheme != "esdb+discover" {
+			return nil, fmt.Errorf("kurrent: malformed connection string: unknown scheme %q (want kurrentdb or kurrentdb+discover)", scheme)
+		}
+		// The client's messages quote pieces of the string ("invalid port
+		// ':se'"). Without the user name and password they are safe to show;
+		// if the string parses without them, the fault is in them, and
+		// nothing of them is repeated.
+		redacted := withoutUserinfo(scheme, rest)
+		if redacted == s {
+			return nil, fmt.Errorf("kurrent: malformed connection string: %v", unquoted(err))
+		}
+		if _, rerr := kurrentdb.ParseConnectionString(redacted); rerr != nil {
+			return nil, fmt.Errorf("kurrent: malformed connection string: %v", unquoted(rerr))
+		}
+		return nil, errMalformed
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("kurrent: connection string: %v", err)
@@ -81,7 +102,16 @@ func parseConnectionString(s string, allowInsecure bool, log *slog.Logger) (*kur
 	return cfg, nil
 }
 
-// unquoted strips the URL a *url.Error repeats, which may hold a password.
+// withoutUserinfo is the connection string scheme://rest without what comes
+// before its last "@": the user name and password.
+func withoutUserinfo(scheme, rest string) string {
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	return scheme + "://" + rest
+}
+
+// unquoted strips the URL a *url.Error repeats.
 func unquoted(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
@@ -89,6 +119,10 @@ func unquoted(err error) error {
 	}
 	return err
 }
+
+// errMalformed is the error of a connection string the parsers refuse. It says
+// nothing more on purpose: their own messages quote pieces of the string.
+var errMalformed = errors.New(`kurrent: malformed connection string: want "kurrentdb://[user:password@]host[:port][,host...][?setting=value...]", with reserved characters (?/#@:%) in the user name and password percent-encoded`)
 
 // clientLogger routes the client's own logs to log at debug level: the client
 // logs every cancelled call as an error, and nothing it logs is actionable

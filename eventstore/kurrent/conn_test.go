@@ -64,9 +64,15 @@ func TestMalformedConnectionString(t *testing.T) {
 	for _, tc := range []struct{ conn, want string }{
 		{"", "empty"},
 		{"localhost:2113", "malformed connection string"},
-		{"http://localhost:2113", "invalid scheme"},
+		{"http://localhost:2113", "unknown scheme"},
 		{"kurrentdb://", "host"},
 		{"kurrentdb://admin:s3cret@localhost:notaport", "port"},
+		// Unencoded reserved characters in a password split it; no piece of it
+		// may appear in the error.
+		{"kurrentdb://admin:pa?s3cret@localhost:2113", "percent-encoded"},
+		{"kurrentdb://admin:pa/s3cret@localhost:2113", "percent-encoded"},
+		{"kurrentdb://admin:pa#s3cret@localhost:2113", "percent-encoded"},
+		{"kurrentdb://admin:pa%s3cret@localhost:2113", "percent-encoded"},
 		{"kurrentdb://admin:s3cret@local host:2113", "malformed"},
 		{"kurrentdb://admin:s3cret@localhost:2113/ledger", "path"},
 		{"kurrentdb://localhost:2113?tlsCaFlie=/etc/ca.pem", `unknown connection string setting "tlsCaFlie"`},
