@@ -3,6 +3,7 @@ package sharedvault
 import (
 	"container/list"
 	"sync"
+	"time"
 
 	"github.com/tink-crypto/tink-go/v2/tink"
 
@@ -22,8 +23,9 @@ type dataKey struct {
 }
 
 type cacheEntry struct {
-	key cacheKey
-	val dataKey
+	key   cacheKey
+	val   dataKey
+	added time.Time
 }
 
 // cache is a bounded LRU of unwrapped data keys that is only on while Run follows
@@ -37,14 +39,16 @@ type cacheEntry struct {
 type cache struct {
 	mu  sync.Mutex
 	max int
+	ttl time.Duration
+	now func() time.Time
 	on  bool
 	gen uint64
 	ll  *list.List // front: most recently used; values are *cacheEntry
 	m   map[cacheKey]*list.Element
 }
 
-func newCache(max int) *cache {
-	return &cache{max: max, ll: list.New(), m: make(map[cacheKey]*list.Element)}
+func newCache(max int, ttl time.Duration, now func() time.Time) *cache {
+	return &cache{max: max, ttl: ttl, now: now, ll: list.New(), m: make(map[cacheKey]*list.Element)}
 }
 
 func (c *cache) get(k cacheKey) (dataKey, bool) {
@@ -54,8 +58,15 @@ func (c *cache) get(k cacheKey) (dataKey, bool) {
 	if !ok {
 		return dataKey{}, false
 	}
+	ce := e.Value.(*cacheEntry)
+	if c.now().Sub(ce.added) > c.ttl {
+		// Too old to trust without reading its stream again.
+		c.ll.Remove(e)
+		delete(c.m, k)
+		return dataKey{}, false
+	}
 	c.ll.MoveToFront(e)
-	return e.Value.(*cacheEntry).val, true
+	return ce.val, true
 }
 
 // generation returns the generation a loader must pass to add.
@@ -73,11 +84,12 @@ func (c *cache) add(k cacheKey, v dataKey, gen uint64) {
 		return
 	}
 	if e, ok := c.m[k]; ok {
-		e.Value.(*cacheEntry).val = v
+		ce := e.Value.(*cacheEntry)
+		ce.val, ce.added = v, c.now()
 		c.ll.MoveToFront(e)
 		return
 	}
-	c.m[k] = c.ll.PushFront(&cacheEntry{key: k, val: v})
+	c.m[k] = c.ll.PushFront(&cacheEntry{key: k, val: v, added: c.now()})
 	for c.ll.Len() > c.max {
 		e := c.ll.Back()
 		c.ll.Remove(e)
