@@ -60,6 +60,9 @@ type Config struct {
 	// (briefly) for the views to reach it, so a client reads its own writes.
 	Head func(ctx context.Context) (uint64, error)
 
+	// Reporter, when set, backs GET /v1/subjects/{id}/report (compliance).
+	Reporter Reporter
+
 	// Eraser, when set, backs POST and GET /v1/subjects/{id}/erasure
 	// (compliance). ErasureState reports how far an erasure has gone; nil
 	// means the embedded vault, whose erasure is complete once the keys are
@@ -164,6 +167,9 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 			s.registerCertificates(hapi)
 			if cfg.Eraser != nil {
 				s.registerErasure(hapi)
+			}
+			if cfg.Reporter != nil {
+				s.registerReport(hapi)
 			}
 		}
 	}

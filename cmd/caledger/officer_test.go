@@ -435,6 +435,32 @@ func TestOfficerFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("access report", func(t *testing.T) {
+		officerClient.with(t).json("GET", "/v1/subjects/"+subject.ID+"/report", nil, http.StatusForbidden, &p, "Caledger-Reason", "DSAR 7")
+		var report struct {
+			Attributes   map[string]string
+			Certificates []struct{ Serial string }
+			Accesses     []struct {
+				Actor     string
+				Operation string
+			}
+		}
+		admin.with(t).json("GET", "/v1/subjects/"+subject.ID+"/report", nil, http.StatusOK, &report, "Caledger-Reason", "DSAR 7")
+		if report.Attributes["email"] != personEmail || len(report.Certificates) < 3 {
+			t.Errorf("report: %+v", report)
+		}
+		ops := map[string]bool{}
+		for _, a := range report.Accesses {
+			ops[a.Operation] = true
+			if !strings.HasPrefix(a.Actor, "cert:") {
+				t.Errorf("access by %q", a.Actor)
+			}
+		}
+		if !ops["read"] || !ops["search"] || !ops["report"] {
+			t.Errorf("the report's access log lacks reads, searches or itself: %+v", report.Accesses)
+		}
+	})
+
 	t.Run("erasure", func(t *testing.T) {
 		a := admin.with(t)
 		officerClient.with(t).json("POST", "/v1/subjects/"+subject.ID+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusForbidden, &p)

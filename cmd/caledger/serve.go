@@ -157,6 +157,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			Logger:       logger,
 			Commands:     n.handlers,
 			Eraser:       n.handlers,
+			Reporter:     n.views,
 			ErasureState: n.erasureState(),
 			Views:        n.views,
 			CAs:          n.cas,
