@@ -56,12 +56,8 @@ func FuzzIssueRequest(f *testing.F) {
 		if p.Status != http.StatusBadRequest && p.Status != http.StatusUnsupportedMediaType {
 			t.Fatalf("status %d", p.Status)
 		}
-		if len(body) >= 8 && containsBytes(p.Detail, body) {
+		if len(body) >= 8 && strings.Contains(p.Detail, string(body)) {
 			t.Fatalf("the problem echoes the body: %q", p.Detail)
 		}
 	})
-}
-
-func containsBytes(s string, b []byte) bool {
-	return len(b) > 0 && len(s) >= len(b) && strings.Contains(s, string(b))
 }

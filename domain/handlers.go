@@ -227,20 +227,9 @@ func (h *Handlers) reject(ctx context.Context, actor Actor, req IssueRequest, se
 // ErasedGroups reports what of subject id was erased: all (every group) or the
 // groups erased on their own. It reads only public facts.
 func (h *Handlers) ErasedGroups(ctx context.Context, id SubjectID) (all bool, groups []string, err error) {
-	var s Subject
-	if !id.Valid() {
-		return false, nil, errorf(KindNotFound, "no-subject", "no such subject")
-	}
-	for e, err := range h.Events.ReadStream(ctx, SubjectStream(id), 1) {
-		if err != nil {
-			return false, nil, unavailable("event store", err)
-		}
-		if err := s.Apply(&e); err != nil {
-			return false, nil, unavailable("subject stream", err)
-		}
-	}
-	if !s.Registered {
-		return false, nil, errorf(KindNotFound, "no-subject", "no such subject")
+	s, _, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return false, nil, err
 	}
 	return s.Erased, s.ErasedGroups, nil
 }

@@ -296,53 +296,46 @@ func (n *node) Ready(ctx context.Context) error {
 // that this node drops the keys other nodes erase at once; until it runs, the
 // vault reads every key from the ledger (correct, slower).
 func (n *node) runSharedVault(ctx context.Context) {
-	backoff := 100 * time.Millisecond
-	for {
-		start := time.Now()
-		err := n.shared.Run(ctx)
-		if ctx.Err() != nil {
-			return
-		}
-		n.logger.Error("shared key vault stopped following the ledger; restarting", "err", err, "backoff", backoff)
-		if time.Since(start) > time.Minute {
-			backoff = 100 * time.Millisecond
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 30*time.Second)
-	}
+	n.supervise(ctx, "shared key vault stopped following the ledger; restarting", n.shared.Run, nil)
 }
 
 // runViews keeps the views following the ledger until ctx ends. Run stops at
 // an event it cannot apply (say the vault was briefly unavailable); it is
-// restarted with a backoff of 100 ms doubling to 30 s, and until it recovers
-// the node reports itself not ready.
+// restarted, and until it recovers the node reports itself not ready.
 func (n *node) runViews(ctx context.Context) {
+	n.supervise(ctx, "views stopped; restarting", func(ctx context.Context) error { return n.views.Run(ctx, n.store) }, n.setViewsErr)
+}
+
+// supervise runs run until ctx ends, restarting it whenever it returns, with a
+// backoff of 100 ms doubling to 30 s (back to 100 ms after a run of a minute
+// or more). down, when set, learns why run stopped, and nil once it restarts.
+func (n *node) supervise(ctx context.Context, msg string, run func(context.Context) error, down func(error)) {
 	backoff := 100 * time.Millisecond
 	for {
 		start := time.Now()
-		err := n.views.Run(ctx, n.store)
+		err := run(ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err == nil {
-			err = errors.New("views stopped")
+			err = errors.New("stopped")
 		}
-		n.setViewsErr(err)
-		n.logger.Error("views stopped; restarting", "err", err, "backoff", backoff)
+		if down != nil {
+			down(err)
+		}
 		if time.Since(start) > time.Minute {
 			backoff = 100 * time.Millisecond
 		}
+		n.logger.Error(msg, "err", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 30*time.Second)
-		n.setViewsErr(nil)
+		if down != nil {
+			down(nil)
+		}
 	}
 }
 
@@ -370,19 +363,15 @@ func (n *node) erasureState() api.ErasureState {
 		// Every erasure the ledger records must have its tombstone in the
 		// vault; one whose key destruction failed has none yet, and an older
 		// tombstone of another group says nothing about it.
-		tomb := func(g string) bool { return slices.Contains(st.Groups, g) || slices.Contains(st.Groups, "*") }
-		pending := !all && len(groups) == 0
-		if all && !tomb("*") {
-			pending = true
+		if !all && len(groups) == 0 {
+			return "", time.Time{}, nil, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
 		}
+		tomb := func(g string) bool { return slices.Contains(st.Groups, g) || slices.Contains(st.Groups, "*") }
+		pending := all && !tomb("*")
 		for _, g := range groups {
-			if !tomb(g) {
-				pending = true
-			}
+			pending = pending || !tomb(g)
 		}
 		switch {
-		case !all && len(groups) == 0:
-			return "", time.Time{}, nil, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
 		case pending:
 			return "shred-pending", time.Time{}, nil, nil
 		case st.Complete():
