@@ -31,6 +31,21 @@ func kib(b *testing.B) []byte {
 	return p
 }
 
+// BenchmarkAppendAlone appends 1 KiB events from one goroutine, to one stream.
+func BenchmarkAppendAlone(b *testing.B) {
+	s := benchStore(b)
+	payload := kib(b)
+	var version uint64
+	for b.Loop() {
+		a, err := s.Append(context.Background(), "bench", domain.Exact(version), storetest.NewEvent(b, "bench", payload))
+		if err != nil {
+			b.Fatal(err)
+		}
+		version = a.Version
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
 // BenchmarkAppendParallel appends 1 KiB events from 64 goroutines, one stream each.
 func BenchmarkAppendParallel(b *testing.B) {
 	s := benchStore(b)

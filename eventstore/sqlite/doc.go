@@ -14,8 +14,10 @@
 // versions, patches positions and versions into the encoded bytes, packs them into
 // chunks of up to 64 KiB (chunk.go) and writes them in one transaction (WAL,
 // synchronous=FULL: one fsync). Every caller in the group is acknowledged after
-// that fsync. A lone caller is committed at once; nothing waits for a group to
-// fill. Under load, checkpoint.go keeps SQLite's WAL checkpoints short.
+// that fsync. A lone caller is committed at once, in its own goroutine when the
+// queue is empty and no commit is under way; nothing waits for a group to fill.
+// One mutex makes every commit exclusive, whichever goroutine runs it. Under load,
+// checkpoint.go keeps SQLite's WAL checkpoints short.
 //
 // # Why the stream index is a separate file
 //

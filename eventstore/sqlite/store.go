@@ -50,6 +50,12 @@ type Store struct {
 	pageStmt *sql.Stmt // on rdb: chunks from a position on
 	getStmt  *sql.Stmt // on rdb: the chunk holding a position
 
+	// commitMu makes commits one at a time, whether the writer goroutine runs
+	// them or a lone caller does (writer.go); it guards w and stopped.
+	commitMu sync.Mutex
+	w        *writer
+	stopped  bool // set by Close: no commit may start
+
 	reqs        chan *request
 	head        atomic.Uint64
 	failed      atomic.Pointer[error]
@@ -113,11 +119,10 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 	if err := s.recoverIndex(ctx); err != nil {
 		return nil, err
 	}
-	w, err := s.newWriter(ctx)
-	if err != nil {
+	if s.w, err = s.newWriter(ctx); err != nil {
 		return nil, err
 	}
-	go s.writeLoop(w)
+	go s.writeLoop()
 	go s.flushLoop()
 	go s.precopyLoop(s.cdb)
 	return s, nil
@@ -262,6 +267,9 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
 		<-s.writerDone
+		s.commitMu.Lock() // waits for a caller's commit under way
+		s.stopped = true
+		s.commitMu.Unlock()
 		<-s.flushDone
 		<-s.precopyDone
 		s.closeErr = s.closeFiles()

@@ -61,6 +61,9 @@ func (s *Store) Append(ctx context.Context, stream string, expected domain.Expec
 	if r.hint, err = s.idx.hint(ctx, stream); err != nil {
 		return domain.Appended{}, err
 	}
+	if res, ok := s.commitDirect(r); ok {
+		return res.appended, res.err
+	}
 	select {
 	case s.reqs <- r:
 	case <-ctx.Done():
@@ -123,9 +126,26 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 
 func (r *request) reply(a domain.Appended, err error) { r.done <- result{a, err} }
 
-// writeLoop is the single writer: it commits queued requests in groups until the
+// commitDirect commits r in the caller's goroutine when nothing is queued and no
+// commit is under way, which spares a lone appender two goroutine hand-offs (about
+// 0.05 × the raw fsync rate; docs/eventstore.md). It reports false, having done
+// nothing, when r must go through the writer's queue instead.
+func (s *Store) commitDirect(r *request) (result, bool) {
+	if len(s.reqs) > 0 || !s.commitMu.TryLock() {
+		return result{}, false
+	}
+	if s.stopped {
+		s.commitMu.Unlock()
+		return result{err: eventstore.ErrClosed}, true
+	}
+	s.commitGroup(s.gather(r))
+	s.commitMu.Unlock()
+	return <-r.done, true
+}
+
+// writeLoop is the queue's writer: it commits queued requests in groups until the
 // store closes.
-func (s *Store) writeLoop(w *writer) {
+func (s *Store) writeLoop() {
 	defer close(s.writerDone)
 	for {
 		select {
@@ -133,18 +153,25 @@ func (s *Store) writeLoop(w *writer) {
 			s.rejectQueued()
 			return
 		case r := <-s.reqs:
-			group := s.gather(r)
-			if p := s.failed.Load(); p != nil {
-				for _, r := range group {
-					if r.state.CompareAndSwap(queued, taken) {
-						r.reply(domain.Appended{}, fmt.Errorf("%w: %v", eventstore.ErrFailed, *p))
-					}
-				}
-				continue
-			}
-			w.commit(group)
+			s.commitMu.Lock()
+			s.commitGroup(s.gather(r))
+			s.commitMu.Unlock()
 		}
 	}
+}
+
+// commitGroup commits a gathered group, or refuses it if the store has failed. The
+// caller holds commitMu.
+func (s *Store) commitGroup(group []*request) {
+	if p := s.failed.Load(); p != nil {
+		for _, r := range group {
+			if r.state.CompareAndSwap(queued, taken) {
+				r.reply(domain.Appended{}, fmt.Errorf("%w: %v", eventstore.ErrFailed, *p))
+			}
+		}
+		return
+	}
+	s.w.commit(group)
 }
 
 // gather takes r and whatever else is queued, up to the group limits.
@@ -192,7 +219,8 @@ func (s *Store) fail(err error) {
 	s.log.Error("event store failed; appends are refused until it is reopened", "err", err)
 }
 
-// writer holds the writer goroutine's prepared statement and scratch buffer.
+// writer holds the committer's prepared statement and scratch buffer; it is used
+// only under Store.commitMu.
 type writer struct {
 	s      *Store
 	insert *sql.Stmt
