@@ -55,6 +55,8 @@ type Store struct {
 	commitMu sync.Mutex
 	w        *writer
 	stopped  bool // set by Close: no commit may start
+	// appending counts Appends in progress; a lone one may commit directly.
+	appending atomic.Int64
 
 	reqs        chan *request
 	head        atomic.Uint64

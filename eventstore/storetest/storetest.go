@@ -45,6 +45,7 @@ func Run(t *testing.T, h Harness) {
 		{"CancellationRace", testCancellationRace},
 		{"Reopen", testReopen},
 		{"ClosedStore", testClosedStore},
+		{"CloseWhileAppending", testCloseWhileAppending},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, h(t)) })
@@ -769,5 +770,68 @@ func testClosedStore(t *testing.T, open Opener) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// testCloseWhileAppending closes the store under one appender, then under
+// several: every Append returns a position or ErrClosed, and after reopening
+// every acknowledged event is where its acknowledgement said.
+func testCloseWhileAppending(t *testing.T, open Opener) {
+	// Many short rounds with a lone appender, whose Append may be anywhere in
+	// its commit when Close comes, then one with several.
+	for round, appenders := range []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 8} {
+		s := open(t)
+		type ack struct {
+			id       domain.EventID
+			position uint64
+		}
+		var mu sync.Mutex
+		var acks []ack
+		var wg sync.WaitGroup
+		started := make(chan struct{}, appenders)
+		for w := range appenders {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					e := NewEvent(t, "t", nil)
+					a, err := s.Append(context.Background(), fmt.Sprintf("close-%d-%d", round, w), domain.Any, e)
+					if errors.Is(err, eventstore.ErrClosed) {
+						return
+					}
+					if err != nil {
+						t.Errorf("Append while closing: %v", err)
+						return
+					}
+					mu.Lock()
+					acks = append(acks, ack{e.ID, a.LastPosition})
+					mu.Unlock()
+					if i == 2 {
+						started <- struct{}{}
+					}
+				}
+			})
+		}
+		for range appenders {
+			<-started
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		s = open(t)
+		got := map[uint64]domain.EventID{}
+		for e, err := range s.ReadAll(context.Background(), 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[e.Position] = e.ID
+		}
+		for _, a := range acks {
+			if got[a.position] != a.id {
+				t.Fatalf("round %d, %d appenders: acknowledged event at %d is missing after Close", round, appenders, a.position)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
