@@ -16,7 +16,7 @@ TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl
 .PHONY: run build test bench fuzz deps-run deps-test check-domain vet help
 
 help:
-	@echo "make run     build and serve on https://$(ADDR) with data in $(DATA)"
+	@echo "make run     build and serve on https://$(ADDR) (publication on http://127.0.0.1:8080) with data in $(DATA)"
 	@echo "make test    every test (installs softhsm2, openssl, gcc if missing)"
 	@echo "make bench   benchmarks and the figures of BENCHMARKS.md"
 	@echo "make fuzz    run each fuzz target for FUZZTIME (default 30s)"

@@ -37,7 +37,7 @@ func runInit(ctx context.Context, args []string, env func(string) string, stdout
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	ifNeeded := fs.Bool("if-needed", false, "do nothing if DIR is already initialised")
 	org := fs.String("organization", "caledger", "`name` of the organisation in the CA certificates")
-	baseURL := fs.String("base-url", "https://localhost:8443", "`URL` relying parties reach this server at; written into certificates for CRL and OCSP")
+	baseURL := fs.String("base-url", "http://localhost:8080", "`URL` of serve's plain-HTTP publication listener (--public-addr), where relying parties fetch CRLs, OCSP and CA certificates; written into every certificate")
 	provider := fs.String("key-provider", "software", "where CA keys are made: software (DIR/keys/ca, wrapped by the KEK) or pkcs11")
 	p11lib := fs.String("pkcs11-library", "", "PKCS#11 module `path` (key provider pkcs11)")
 	p11token := fs.String("pkcs11-token", "", "PKCS#11 token `label` (key provider pkcs11); the PIN comes from env CALEDGER_PKCS11_PIN")

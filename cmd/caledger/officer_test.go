@@ -343,6 +343,47 @@ func TestOfficerFlow(t *testing.T) {
 		}
 	})
 
+	t.Run("published over plain HTTP", func(t *testing.T) {
+		// What a relying party does: take the URLs from the certificate, fetch
+		// the CRL and ask the OCSP responder over plain HTTP. The certificate
+		// names init's default base URL; the test's listener has its own port.
+		leaf := firstCert(t, revokedChain)
+		const base = "http://localhost:8080"
+		if !slices.Equal(leaf.OCSPServer, []string{base + "/ocsp"}) ||
+			!slices.Equal(leaf.CRLDistributionPoints, []string{base + "/v1/cas/issuing/crl"}) ||
+			!slices.Equal(leaf.IssuingCertificateURL, []string{base + "/v1/cas/issuing/certificate"}) {
+			t.Fatalf("URLs in the certificate: OCSP %v, CRL %v, CA issuers %v", leaf.OCSPServer, leaf.CRLDistributionPoints, leaf.IssuingCertificateURL)
+		}
+		public := "http://" + s.public
+		res, err := http.Get(public + "/v1/cas/issuing/crl")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		_, _, viaTLS := anonymous.with(t).do("GET", "/v1/cas/issuing/crl", "", nil)
+		if res.StatusCode != http.StatusOK || !bytes.Equal(crl, viaTLS) {
+			t.Errorf("CRL over plain HTTP: %d, same as over TLS: %v", res.StatusCode, bytes.Equal(crl, viaTLS))
+		}
+		issuing := filepath.Join(work, "issuing-http.pem")
+		res, err = http.Get(public + "/v1/cas/issuing/certificate")
+		if err != nil {
+			t.Fatal(err)
+		}
+		caPEM, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err := os.WriteFile(issuing, caPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ chain, want string }{{revokedChain, "revoked"}, {goodChain, "good"}} {
+			got := openssl(t, "ocsp", "-issuer", issuing, "-cert", tc.chain, "-url", public+"/ocsp",
+				"-CAfile", filepath.Join(data, rootPEM), "-verify_other", issuing)
+			if !strings.Contains(got, ": "+tc.want) || !strings.Contains(got, "Response verify OK") {
+				t.Errorf("openssl ocsp -url %s/ocsp for %s:\n%s", public, tc.want, got)
+			}
+		}
+	})
+
 	t.Run("deletion", func(t *testing.T) {
 		admin.json("DELETE", "/v1/certificates/"+goodSerial, nil, http.StatusConflict, &p)
 		if p.Code != "not-revoked" {
@@ -558,4 +599,22 @@ func TestRetainUntilExpiry(t *testing.T) {
 	if p.Code != "retained-until-expiry" || err != nil || until.Before(time.Now()) {
 		t.Fatalf("delete under retain_until_expiry: %+v", p)
 	}
+}
+
+// firstCert parses the first certificate of the PEM file at path.
+func firstCert(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil {
+		t.Fatalf("%s holds no PEM", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -34,10 +34,15 @@ func runServe(ctx context.Context, args []string, env func(string) string, stdou
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	addr := fs.String("addr", envOr(env, "CALEDGER_ADDR", "127.0.0.1:8443"), "listen `address` (host:port); env CALEDGER_ADDR")
 	store := fs.String("store", envOr(env, "CALEDGER_STORE", ""), "ledger `backend`: sqlite (embedded, in DIR/ledger) or kurrent (KURRENTDB_URL); default: what init chose; env CALEDGER_STORE")
+	publicAddr := fs.String("public-addr", envOr(env, "CALEDGER_PUBLIC_ADDR", "127.0.0.1:8080"), "plain-HTTP `address` (host:port) publishing CA certificates, CRLs and OCSP, where the certificates' URLs point; empty: none; env CALEDGER_PUBLIC_ADDR")
 	allow := fs.String("allow", envOr(env, "CALEDGER_ALLOW", ""), "comma-separated client `prefixes` (e.g. 10.0.0.0/8,127.0.0.1/32) allowed on protected operations; empty allows all; env CALEDGER_ALLOW")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for sims/issuebench -serve-args)")
-	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--store sqlite] [--allow PREFIXES]", `Serve the HTTPS API until SIGINT or SIGTERM. DIR must have been set up
+	setUsage(fs, "serve [--data DIR] [--addr ADDR] [--public-addr ADDR] [--store sqlite] [--allow PREFIXES]", `Serve the HTTPS API until SIGINT or SIGTERM. DIR must have been set up
 with 'caledger init'.
+
+The CA certificates, CRLs and OCSP are also published over plain HTTP on
+--public-addr, as relying parties expect (the base URL given to init should
+point there).
 
 Clients trust DIR/ca/root.pem and authenticate with a client certificate
 (mutual TLS) such as DIR/admin/admin.pem:
@@ -66,7 +71,7 @@ Clients trust DIR/ca/root.pem and authenticate with a client certificate
 		}
 		defer pprof.StopCPUProfile()
 	}
-	return serve(ctx, logger, env, *store, *dataDir, *addr, prefixes)
+	return serve(ctx, logger, env, *store, *dataDir, listenAddrs{api: *addr, public: *publicAddr}, prefixes)
 }
 
 // envOr returns env(key), or def when it is empty.
@@ -81,7 +86,13 @@ func envOr(env func(string) string, key, def string) string {
 // gracefully. It logs one line once listening: msg=listening with the bound
 // address (addr), the data directory (data) and the certificate clients must
 // trust (cacert).
-func serve(ctx context.Context, logger *slog.Logger, env func(string) string, storeName, dataDir, addr string, allow []netip.Prefix) (err error) {
+// listenAddrs are where serve listens: the HTTPS API, and the plain-HTTP
+// publication listener (none when empty).
+type listenAddrs struct {
+	api, public string
+}
+
+func serve(ctx context.Context, logger *slog.Logger, env func(string) string, storeName, dataDir string, addrs listenAddrs, allow []netip.Prefix) (err error) {
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
 		return err
@@ -149,24 +160,25 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	for _, c := range n.cas.Intermediates() {
 		clientCAs.AddCert(c)
 	}
+	apiConfig := api.Config{
+		Version:      version(),
+		Ready:        n,
+		Metrics:      metrics,
+		Logger:       logger,
+		Commands:     n.handlers,
+		Eraser:       n.handlers,
+		Reporter:     n.views,
+		ErasureState: n.erasureState(),
+		Views:        n.views,
+		CAs:          n.cas,
+		Head:         n.store.Head,
+		OCSP:         ocsp,
+		Auth:         n.cas,
+		Allow:        allow,
+		ProfileRole:  n.issuer.ProfileRole,
+	}
 	srv := &http.Server{
-		Handler: api.New(api.Config{
-			Version:      version(),
-			Ready:        n,
-			Metrics:      metrics,
-			Logger:       logger,
-			Commands:     n.handlers,
-			Eraser:       n.handlers,
-			Reporter:     n.views,
-			ErasureState: n.erasureState(),
-			Views:        n.views,
-			CAs:          n.cas,
-			Head:         n.store.Head,
-			OCSP:         ocsp,
-			Auth:         n.cas,
-			Allow:        allow,
-			ProfileRole:  n.issuer.ProfileRole,
-		}),
+		Handler: api.New(apiConfig),
 		TLSConfig: &tls.Config{
 			// TLS 1.3 is negotiated whenever the client offers it.
 			MinVersion:   tls.VersionTLS12,
@@ -186,16 +198,43 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	}
 
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	ln, err := lc.Listen(ctx, "tcp", addrs.api)
 	if err != nil {
 		return err
 	}
+	defer ln.Close() // a no-op once the server has closed it
+	servers := []*http.Server{srv}
+	serveFuncs := []func() error{func() error { return srv.ServeTLS(ln, "", "") }}
+	if addrs.public != "" {
+		pln, err := lc.Listen(ctx, "tcp", addrs.public)
+		if err != nil {
+			return fmt.Errorf("publication listener: %w", err)
+		}
+		defer pln.Close()
+		pub := &http.Server{
+			Handler:           api.Publication(apiConfig),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    16 << 10,
+			ErrorLog:          serverErrorLog(logger),
+		}
+		servers = append(servers, pub)
+		serveFuncs = append(serveFuncs, func() error { return pub.Serve(pln) })
+		logger.Info("publishing", "addr", pln.Addr().String())
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir, "cacert", filepath.Join(dataDir, rootPEM))
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ServeTLS(ln, "", "") }()
+	errc := make(chan error, len(servers))
+	for _, f := range serveFuncs {
+		go func() { errc <- f() }()
+	}
 	select {
 	case err := <-errc:
+		for _, s := range servers {
+			_ = s.Close()
+		}
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -203,12 +242,20 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	logger.Info("shutting down")
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		_ = srv.Close()
-		return fmt.Errorf("shutdown: %w", err)
+	var errs []error
+	for _, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil {
+			_ = s.Close()
+			errs = append(errs, fmt.Errorf("shutdown: %w", err))
+		}
 	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", err)
+	for range servers {
+		if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("serve: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	logger.Info("stopped")
 	return nil

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -25,18 +26,25 @@ import (
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
-// logSink collects a server's log lines and spots the startup line.
+// logSink collects a server's log lines and spots the startup lines.
 type logSink struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	addrc chan string // receives the bound address once
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	addrc  chan string // receives the API's bound address once
+	public string      // the publication listener's address, logged before the API's
 }
 
-var listeningLine = regexp.MustCompile(`msg=listening addr=(\S+)`)
+var (
+	listeningLine  = regexp.MustCompile(`msg=listening addr=(\S+)`)
+	publishingLine = regexp.MustCompile(`msg=publishing addr=(\S+)`)
+)
 
 func (s *logSink) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if m := publishingLine.FindSubmatch(p); m != nil {
+		s.public = string(m[1])
+	}
 	if m := listeningLine.FindSubmatch(p); m != nil {
 		select {
 		case s.addrc <- string(m[1]):
@@ -55,15 +63,20 @@ func (s *logSink) String() string {
 // server is a running "caledger serve".
 type server struct {
 	addr   string
+	public string // the plain-HTTP publication listener
 	logs   *logSink
 	cancel context.CancelFunc
 	done   chan error
 }
 
 // startServe calls run with args and env and waits until it listens. The
-// bound address is read from the startup log line.
+// bound addresses are read from the startup log lines. Unless args choose one,
+// the publication listener gets a free port.
 func startServe(t testing.TB, args []string, env map[string]string) *server {
 	t.Helper()
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--public-addr") }) {
+		args = append(slices.Clone(args), "--public-addr", "127.0.0.1:0")
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	s := &server{logs: &logSink{addrc: make(chan string, 1)}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
@@ -75,6 +88,9 @@ func startServe(t testing.TB, args []string, env map[string]string) *server {
 	})
 	select {
 	case s.addr = <-s.logs.addrc:
+		s.logs.mu.Lock()
+		s.public = s.logs.public
+		s.logs.mu.Unlock()
 	case err := <-s.done:
 		s.done <- err // for the cleanup
 		t.Fatalf("run returned before listening: %v\nlogs:\n%s", err, s.logs)
@@ -243,6 +259,37 @@ func TestServe(t *testing.T) {
 		for _, want := range []string{"caledger_ledger_head_position ", `caledger_view_lag_seconds{view="certificates"}`} {
 			if !bytes.Contains(body, []byte(want)) {
 				t.Errorf("metrics lack %s:\n%s", want, body)
+			}
+		}
+	})
+	t.Run("the publication listener serves only what relying parties fetch", func(t *testing.T) {
+		public := "http://" + s.public
+		plain := &http.Client{Timeout: 10 * time.Second}
+		for path, want := range map[string]string{
+			"/healthz":                      "",
+			"/v1/cas/issuing/certificate":   "application/x-pem-file",
+			"/v1/cas/root/certificate":      "application/x-pem-file",
+			"/v1/cas/issuing/crl":           "application/pkix-crl",
+			"/v1/cas/nonexistent/crl":       "404",
+			"/v1/cas":                       "404",
+			"/v1/certificates":              "404",
+			"/v1/subjects/x":                "404",
+			"/metrics":                      "404",
+			"/readyz":                       "404",
+			"/docs":                         "404",
+			"/openapi.json":                 "404",
+			"/v1/cas/issuing/crl/../../cas": "404",
+		} {
+			res, body := get(t, plain, public+path)
+			switch {
+			case want == "404":
+				if res.StatusCode != http.StatusNotFound || res.Header.Get("Content-Type") != "application/problem+json" {
+					t.Errorf("GET %s: %d %s, want a 404 problem", path, res.StatusCode, res.Header.Get("Content-Type"))
+				}
+			case res.StatusCode != http.StatusOK:
+				t.Errorf("GET %s: %d %s", path, res.StatusCode, body)
+			case want != "" && !strings.HasPrefix(res.Header.Get("Content-Type"), want):
+				t.Errorf("GET %s: Content-Type %s, want %s", path, res.Header.Get("Content-Type"), want)
 			}
 		}
 	})

@@ -93,7 +93,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	srv := exec.CommandContext(ctx, *bin, append([]string{"serve", "--data", data, "--addr", addr}, strings.Fields(*serveArgs)...)...)
+	srv := exec.CommandContext(ctx, *bin, append([]string{"serve", "--data", data, "--addr", addr, "--public-addr", ""}, strings.Fields(*serveArgs)...)...)
 	srv.Stderr = io.Discard
 	srv.Env = env
 	if err := srv.Start(); err != nil {

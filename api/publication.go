@@ -1,0 +1,44 @@
+package api
+
+import (
+	"net/http"
+	"strings"
+)
+
+// Publication returns the handler for the plain-HTTP publication listener: the
+// CA certificates, the CRLs and OCSP, which relying parties fetch from the URLs
+// written into every certificate, and /healthz. Everything else, the API and its
+// documentation included, answers 404 there.
+//
+// Why plain HTTP: RFC 5280 (4.2.1.13, 4.2.2.1) and RFC 6960 (appendix A) name
+// http as the scheme for these URLs, and relying parties (OpenSSL, Windows,
+// Java) fetch them over it. Fetching a certificate's revocation status over TLS
+// whose server certificate comes from the same CA would be circular. What is
+// served is signed (CRLs, OCSP responses, certificates), so TLS adds nothing to
+// its integrity, and none of it is personal.
+func Publication(cfg Config) http.Handler {
+	api := New(cfg)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !publishedPath(r.URL.Path) {
+			notFound(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// publishedPath reports whether path is served on the publication listener:
+// /healthz, /ocsp, /ocsp/{request}, /v1/cas/{id}/certificate and
+// /v1/cas/{id}/crl.
+func publishedPath(path string) bool {
+	switch {
+	case path == "/healthz", path == "/ocsp", strings.HasPrefix(path, "/ocsp/"):
+		return true
+	}
+	rest, ok := strings.CutPrefix(path, "/v1/cas/")
+	if !ok {
+		return false
+	}
+	id, what, ok := strings.Cut(rest, "/")
+	return ok && id != "" && (what == "certificate" || what == "crl")
+}
