@@ -35,6 +35,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -139,7 +140,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	scraper, err := newClient(data, 1)
+	if err != nil {
+		return err
+	}
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagc := make(chan []time.Duration, 1)
+	go func() { lagc <- sampleViewLag(lagCtx, scraper, base) }()
 	rate, lat, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
+	stopLag()
+	lags := <-lagc
 	rawAfter, err := baseline(ctx, 2*time.Second)
 	if err != nil {
 		return err
@@ -149,10 +159,49 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "| measurement | result | baseline (same run) | ratio |\n|---|---|---|---|\n")
 	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
 		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
+	slices.Sort(lags)
+	fmt.Fprintf(out, "| view lag during issuance: caledger_view_lag_seconds from /metrics every 100 ms, the largest of the views | p50 %s, p99 %s, max %s over %d samples | | |\n",
+		pct(lags, 50), pct(lags, 99), pct(lags, 100), len(lags))
 	if errs > 0 {
 		return fmt.Errorf("%d issuances failed", errs)
 	}
 	return nil
+}
+
+// sampleViewLag scrapes /metrics every 100 ms until ctx ends and returns, per
+// scrape, the largest caledger_view_lag_seconds of the views.
+func sampleViewLag(ctx context.Context, c *http.Client, base string) []time.Duration {
+	var out []time.Duration
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return out
+		case <-tick.C:
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+		res, err := c.Do(req)
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		worst, found := 0.0, false
+		for line := range strings.Lines(string(body)) {
+			rest, ok := strings.CutPrefix(line, "caledger_view_lag_seconds{")
+			if !ok {
+				continue
+			}
+			_, v, _ := strings.Cut(rest, "} ")
+			if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+				worst, found = max(worst, f), true
+			}
+		}
+		if found {
+			out = append(out, time.Duration(worst*float64(time.Second)))
+		}
+	}
 }
 
 func newClient(data string, conns int) (*http.Client, error) {
