@@ -101,3 +101,53 @@ func (e *CorruptError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrCorrupt) true.
 func (e *CorruptError) Is(target error) bool { return target == ErrCorrupt }
+
+// EncodedEvent is one event of an append, checked and canonically encoded with its
+// position and version still zero (domain.SetPlacement fills them in).
+type EncodedEvent struct {
+	Bytes   []byte
+	ID      domain.EventID
+	Type    string
+	Version uint64 // the version the caller set in the event (0: none)
+}
+
+// EncodeAppend applies the checks every Store makes to an Append before anything
+// is written, and encodes the events. It fails with ErrInvalid for no events, an
+// invalid expected version, an event naming another stream or carrying a
+// position, or an event that does not encode; with ErrTooLarge for an event or an
+// append over the size limits. The caller's events are not modified.
+func EncodeAppend(stream string, expected domain.Expected, events []domain.Event) ([]EncodedEvent, int, error) {
+	if len(events) == 0 {
+		return nil, 0, fmt.Errorf("%w: append of no events", ErrInvalid)
+	}
+	if !expected.Valid() {
+		return nil, 0, fmt.Errorf("%w: expected version %d", ErrInvalid, int64(expected))
+	}
+	out := make([]EncodedEvent, len(events))
+	size := 0
+	for i := range events {
+		e := events[i] // a copy: the caller's events are not modified
+		if e.Stream != "" && e.Stream != stream {
+			return nil, 0, fmt.Errorf("%w: event %d names stream %q, appended to %q", ErrInvalid, i, e.Stream, stream)
+		}
+		if e.Position != 0 {
+			return nil, 0, fmt.Errorf("%w: event %d has a position; the store assigns it", ErrInvalid, i)
+		}
+		e.Stream = stream
+		version := e.Version
+		e.Version = 0
+		b, err := domain.Encode(&e)
+		if err != nil {
+			if errors.Is(err, domain.ErrTooLarge) {
+				return nil, 0, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, 0, fmt.Errorf("%w: event %d: %v", ErrInvalid, i, err)
+		}
+		size += len(b)
+		if size > MaxAppendBytes {
+			return nil, 0, fmt.Errorf("%w: the append is larger than %d bytes", ErrTooLarge, MaxAppendBytes)
+		}
+		out[i] = EncodedEvent{Bytes: b, ID: e.ID, Type: e.Type, Version: version}
+	}
+	return out, size, nil
+}

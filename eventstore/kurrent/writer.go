@@ -105,39 +105,17 @@ func (s *Store) Append(ctx context.Context, stream string, expected domain.Expec
 }
 
 func newRequest(ctx context.Context, stream string, expected domain.Expected, events []domain.Event) (*request, error) {
-	if len(events) == 0 {
-		return nil, fmt.Errorf("%w: append of no events", eventstore.ErrInvalid)
+	enc, size, err := eventstore.EncodeAppend(stream, expected, events)
+	if err != nil {
+		return nil, err
 	}
-	if !expected.Valid() {
-		return nil, fmt.Errorf("%w: expected version %d", eventstore.ErrInvalid, int64(expected))
-	}
-	n := len(events)
+	n := len(enc)
 	r := &request{ctx: ctx, stream: stream, expected: expected, encoded: make([][]byte, n), ids: make([]domain.EventID, n),
-		types: make([]string, n), versions: make([]uint64, n), versioned: -1, vpin: -1, mismatch: -1, done: make(chan result, 1)}
-	for i := range events {
-		e := events[i] // a copy: the caller's events are not modified
-		if e.Stream != "" && e.Stream != stream {
-			return nil, fmt.Errorf("%w: event %d names stream %q, appended to %q", eventstore.ErrInvalid, i, e.Stream, stream)
-		}
-		if e.Position != 0 {
-			return nil, fmt.Errorf("%w: event %d has a position; the store assigns it", eventstore.ErrInvalid, i)
-		}
-		e.Stream = stream
-		r.versions[i], e.Version = e.Version, 0
-		b, err := domain.Encode(&e)
-		if err != nil {
-			if errors.Is(err, domain.ErrTooLarge) {
-				return nil, fmt.Errorf("event %d: %w", i, err)
-			}
-			return nil, fmt.Errorf("%w: event %d: %v", eventstore.ErrInvalid, i, err)
-		}
-		r.size += len(b)
-		if r.size > eventstore.MaxAppendBytes {
-			return nil, fmt.Errorf("%w: the append is larger than %d bytes", eventstore.ErrTooLarge, eventstore.MaxAppendBytes)
-		}
-		r.encoded[i], r.ids[i], r.types[i] = b, e.ID, e.Type
+		types: make([]string, n), versions: make([]uint64, n), size: size, versioned: -1, vpin: -1, mismatch: -1, done: make(chan result, 1)}
+	for i, e := range enc {
+		r.encoded[i], r.ids[i], r.types[i], r.versions[i] = e.Bytes, e.ID, e.Type, e.Version
 		// Event i made for version v needs the stream at v-1-i before the append.
-		if v := r.versions[i]; v != 0 {
+		if v := e.Version; v != 0 {
 			c := int64(v) - 1 - int64(i)
 			switch {
 			case c < 0 || r.vpin >= 0 && c != r.vpin:

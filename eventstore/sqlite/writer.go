@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -18,6 +17,7 @@ type request struct {
 	expected domain.Expected
 	encoded  [][]byte // canonical encodings with position and version still zero
 	versions []uint64 // versions the caller asked for (0: any)
+	size     int      // bytes of encoded
 	hint     headHint
 
 	// state moves from queued to taken (by the writer) or abandoned (by a caller
@@ -91,37 +91,14 @@ func (s *Store) Append(ctx context.Context, stream string, expected domain.Expec
 }
 
 func newRequest(ctx context.Context, stream string, expected domain.Expected, events []domain.Event) (*request, error) {
-	if len(events) == 0 {
-		return nil, fmt.Errorf("%w: append of no events", eventstore.ErrInvalid)
+	enc, size, err := eventstore.EncodeAppend(stream, expected, events)
+	if err != nil {
+		return nil, err
 	}
-	if !expected.Valid() {
-		return nil, fmt.Errorf("%w: expected version %d", eventstore.ErrInvalid, int64(expected))
-	}
-	r := &request{ctx: ctx, stream: stream, expected: expected,
-		encoded: make([][]byte, len(events)), versions: make([]uint64, len(events)), done: make(chan result, 1)}
-	size := 0
-	for i := range events {
-		e := events[i] // a copy: the caller's events are not modified
-		if e.Stream != "" && e.Stream != stream {
-			return nil, fmt.Errorf("%w: event %d names stream %q, appended to %q", eventstore.ErrInvalid, i, e.Stream, stream)
-		}
-		if e.Position != 0 {
-			return nil, fmt.Errorf("%w: event %d has a position; the store assigns it", eventstore.ErrInvalid, i)
-		}
-		e.Stream = stream
-		r.versions[i], e.Version = e.Version, 0
-		b, err := domain.Encode(&e)
-		if err != nil {
-			if errors.Is(err, domain.ErrTooLarge) {
-				return nil, fmt.Errorf("event %d: %w", i, err)
-			}
-			return nil, fmt.Errorf("%w: event %d: %v", eventstore.ErrInvalid, i, err)
-		}
-		size += len(b)
-		if size > eventstore.MaxAppendBytes {
-			return nil, fmt.Errorf("%w: the append is larger than %d bytes", eventstore.ErrTooLarge, eventstore.MaxAppendBytes)
-		}
-		r.encoded[i] = b
+	r := &request{ctx: ctx, stream: stream, expected: expected, size: size,
+		encoded: make([][]byte, len(enc)), versions: make([]uint64, len(enc)), done: make(chan result, 1)}
+	for i, e := range enc {
+		r.encoded[i], r.versions[i] = e.Bytes, e.Version
 	}
 	return r, nil
 }
@@ -181,26 +158,18 @@ func (s *Store) commitGroup(group []*request) {
 // gather takes r and whatever else is queued, up to the group limits.
 func (s *Store) gather(r *request) []*request {
 	group := []*request{r}
-	events, size := len(r.encoded), r.size()
+	events, size := len(r.encoded), r.size
 	for events < maxGroupEvents && size < maxGroupBytes {
 		select {
 		case r := <-s.reqs:
 			group = append(group, r)
 			events += len(r.encoded)
-			size += r.size()
+			size += r.size
 		default:
 			return group
 		}
 	}
 	return group
-}
-
-func (r *request) size() int {
-	n := 0
-	for _, b := range r.encoded {
-		n += len(b)
-	}
-	return n
 }
 
 func (s *Store) rejectQueued() {
