@@ -289,7 +289,7 @@ func FuzzUnwrap(f *testing.F) {
 		if group != "g" {
 			t.Fatalf("a row for group g unwrapped as group %q", group)
 		}
-		if pt, err := dk.aead.Decrypt(sealed.Ciphertext, nil); err != nil || string(pt) != "probe" || dk.id != sealed.KeyID {
+		if pt, ok := dk.Open(&sealed, nil); !ok || string(pt) != "probe" || dk.ID() != sealed.KeyID {
 			t.Fatalf("unwrapped a key other than the genuine one from %d bytes", len(wrapped))
 		}
 	})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
@@ -15,10 +14,9 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
-	"github.com/tink-crypto/tink-go/v2/aead"
-	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -69,7 +67,7 @@ type Vault struct {
 	kekID string
 	wal   string
 	now   func() time.Time
-	cache *cache
+	cache *datakey.Cache
 
 	// mu is held shared by Seal and Open for their whole run, and exclusively by
 	// Shred and Close. Shred needs it exclusive for two reasons: the WAL checkpoint
@@ -110,7 +108,7 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 		kekID: kek.ID(),
 		wal:   abs + "-wal",
 		now:   o.now,
-		cache: newCache(o.cacheSize),
+		cache: datakey.NewCache(o.cacheSize, 0, nil),
 	}
 	if err := v.init(ctx); err != nil {
 		db.Close()
@@ -269,11 +267,11 @@ func (v *Vault) Seal(ctx context.Context, subject domain.SubjectID, group string
 	if err != nil {
 		return domain.Sealed{}, err
 	}
-	ct, err := k.aead.Encrypt(plaintext, ad)
+	sealed, err := k.Seal(subject, group, plaintext, ad)
 	if err != nil {
 		return domain.Sealed{}, fmt.Errorf("keyvault: subject %s group %s: encrypt: %w", subject, group, err)
 	}
-	return domain.Sealed{SubjectID: subject, KeyGroup: group, KeyID: k.id, Ciphertext: ct}, nil
+	return sealed, nil
 }
 
 // Open decrypts s with ad. It fails with an error matching ErrShredded if the key was
@@ -290,10 +288,7 @@ func (v *Vault) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// Tink's output prefix (0x01, then the key id) must agree with KeyID, so that an
-	// edited KeyID is caught as tampering rather than ignored.
-	ct := s.Ciphertext
-	if len(ct) < 5 || ct[0] != 1 || binary.BigEndian.Uint32(ct[1:5]) != s.KeyID {
+	if !datakey.PrefixMatches(s) {
 		return nil, fmt.Errorf("keyvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
 	}
 	v.mu.RLock()
@@ -305,9 +300,8 @@ func (v *Vault) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	pt, err := k.aead.Decrypt(ct, ad)
-	if err != nil {
-		// Tink's error is dropped: it says nothing the caller can act on.
+	pt, ok := k.Open(s, ad)
+	if !ok {
 		return nil, fmt.Errorf("keyvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
 	}
 	return pt, nil
@@ -339,7 +333,7 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	}
 	// Evicted whatever happens below: a half-done Shred must not leave a key usable
 	// from memory that the file may no longer have.
-	defer v.cache.evict(subject, groups)
+	defer v.cache.Evict(subject, groups)
 
 	if err := v.deleteKeys(ctx, subject, groups); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
@@ -418,48 +412,50 @@ func (v *Vault) Close() error {
 		return nil
 	}
 	v.closed = true
-	v.cache.clear()
+	v.cache.SetEnabled(false)
 	return v.db.Close()
 }
 
 // dataKey returns the key of (subject, group), from the cache or the file, creating
 // it if create is set. The caller holds mu shared.
-func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group string, create bool) (dataKey, error) {
-	ck := cacheKey{subject, group}
-	if k, ok := v.cache.get(ck); ok {
+func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group string, create bool) (datakey.Key, error) {
+	ck := datakey.CacheKey{Subject: subject, Group: group}
+	if k, ok := v.cache.Get(ck); ok {
 		return k, nil
 	}
+	// Shred holds mu exclusively, so no eviction can come between this and Add.
+	gen := v.cache.Generation()
 	k, err := v.loadKey(ctx, subject, group)
 	if errors.Is(err, sql.ErrNoRows) {
 		if !create {
-			return dataKey{}, v.missing(ctx, subject, group)
+			return datakey.Key{}, v.missing(ctx, subject, group)
 		}
 		k, err = v.createKey(ctx, subject, group)
 	}
 	if err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
-	v.cache.add(ck, k)
+	v.cache.Add(ck, k, gen)
 	return k, nil
 }
 
 // loadKey reads and unwraps the key of (subject, group); sql.ErrNoRows if it has none.
-func (v *Vault) loadKey(ctx context.Context, subject domain.SubjectID, group string) (dataKey, error) {
+func (v *Vault) loadKey(ctx context.Context, subject domain.SubjectID, group string) (datakey.Key, error) {
 	var kekID string
 	var wrapped []byte
 	err := v.db.QueryRowContext(ctx, selectKeySQL, subject, group).Scan(&kekID, &wrapped)
 	if errors.Is(err, sql.ErrNoRows) {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
 	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: read key: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: read key: %w", subject, group, err)
 	}
 	if kekID != v.kekID {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: %w: %q", subject, group, ErrWrongKEK, kekID)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: %w: %q", subject, group, ErrWrongKEK, kekID)
 	}
 	k, err := v.unwrap(ctx, string(subject), group, wrapped)
 	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, err)
 	}
 	return k, nil
 }
@@ -476,61 +472,39 @@ func (v *Vault) missing(ctx context.Context, subject domain.SubjectID, group str
 	return fmt.Errorf("keyvault: subject %s group %s: %w", subject, group, ErrNoKey)
 }
 
-func (v *Vault) createKey(ctx context.Context, subject domain.SubjectID, group string) (dataKey, error) {
-	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+func (v *Vault) createKey(ctx context.Context, subject domain.SubjectID, group string) (datakey.Key, error) {
+	h, key, err := datakey.New()
 	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: new key: %w", err)
+		return datakey.Key{}, fmt.Errorf("keyvault: %w", err)
 	}
 	var buf bytes.Buffer
 	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kekAEAD{v.kek}, wrapAD(string(subject), group)); err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: wrap key: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: wrap key: %w", subject, group, err)
 	}
 	res, err := v.db.ExecContext(ctx, insertKeySQL,
 		subject, group, v.kekID, buf.Bytes(), v.now().UnixNano(), subject, group)
 	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
 	} else if n == 1 {
-		return fromHandle(h)
+		return key, nil
 	}
 	// Another caller stored a key first, or the pair is shredded.
 	k, err := v.loadKey(ctx, subject, group)
 	if errors.Is(err, sql.ErrNoRows) {
-		return dataKey{}, v.missing(ctx, subject, group)
+		return datakey.Key{}, v.missing(ctx, subject, group)
 	}
 	return k, err
 }
 
-func (v *Vault) unwrap(ctx context.Context, subject, group string, wrapped []byte) (dataKey, error) {
+func (v *Vault) unwrap(ctx context.Context, subject, group string, wrapped []byte) (datakey.Key, error) {
 	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{v.kek}, wrapAD(subject, group))
 	if err != nil {
-		return dataKey{}, fmt.Errorf("unwrap key: %w", err)
+		return datakey.Key{}, fmt.Errorf("unwrap key: %w", err)
 	}
-	return fromHandle(h)
-}
-
-// fromHandle accepts only what createKey makes: one AES-256-GCM key with Tink's
-// output prefix, which Open relies on to check KeyID.
-func fromHandle(h *keyset.Handle) (dataKey, error) {
-	e, err := h.Primary()
-	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: data keyset: %w", err)
-	}
-	k, ok := e.Key().(*aesgcm.Key)
-	if !ok || h.Len() != 1 {
-		return dataKey{}, errors.New("keyvault: data keyset is not a single AES-GCM key")
-	}
-	p, ok := k.Parameters().(*aesgcm.Parameters)
-	if !ok || p.KeySizeInBytes() != 32 || p.Variant() != aesgcm.VariantTink {
-		return dataKey{}, errors.New("keyvault: data key is not AES-256-GCM with a Tink prefix")
-	}
-	a, err := aead.New(h)
-	if err != nil {
-		return dataKey{}, fmt.Errorf("keyvault: data key primitive: %w", err)
-	}
-	return dataKey{aead: a, id: e.KeyID()}, nil
+	return datakey.FromHandle(h)
 }
 
 // checkNames applies the domain's rules for names in sealed parts (printable ASCII,
@@ -544,7 +518,7 @@ func checkNames(subject domain.SubjectID, group string) error {
 }
 
 func checkSubject(subject domain.SubjectID) error {
-	if !printable(string(subject)) {
+	if !datakey.Printable(string(subject), domain.MaxNameLen) {
 		return errors.New("keyvault: subject id is empty, too long or not printable ASCII")
 	}
 	return nil
@@ -552,20 +526,8 @@ func checkSubject(subject domain.SubjectID) error {
 
 // checkGroup also rejects "*", which tombstones use for "every group".
 func checkGroup(group string) error {
-	if !printable(group) || group == "*" {
+	if !datakey.ValidGroup(group) {
 		return errors.New("keyvault: key group is empty, \"*\", too long or not printable ASCII")
 	}
 	return nil
-}
-
-func printable(s string) bool {
-	if s == "" || len(s) > domain.MaxNameLen || s[0] == '$' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -372,25 +373,12 @@ func (s *epochs) apply(e *domain.Event) error {
 	return nil
 }
 
-// validGroup applies the domain's rules for names (printable ASCII, no spaces, at
-// most domain.MaxNameLen bytes, not starting with '$') and reserves "*".
-func validGroup(g string) bool { return printable(g, domain.MaxNameLen) && g != "*" }
+// validGroup applies the domain's rules for names (datakey.ValidGroup).
+func validGroup(g string) bool { return datakey.ValidGroup(g) }
 
 // validSubject also leaves room for the stream prefix within domain.MaxNameLen.
 func validSubject(s domain.SubjectID) bool {
-	return printable(string(s), domain.MaxNameLen-len(keyStreamPrefix))
-}
-
-func printable(s string, maxLen int) bool {
-	if s == "" || len(s) > maxLen || s[0] == '$' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
+	return datakey.Printable(string(s), domain.MaxNameLen-len(keyStreamPrefix))
 }
 
 // subjectOf returns the subject of a key stream name.

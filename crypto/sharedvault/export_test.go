@@ -6,12 +6,13 @@ import (
 
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
 )
 
 // Cached reports whether this node holds the unwrapped key of (subject, group).
 func (v *Vault) Cached(subject domain.SubjectID, group string) bool {
-	return v.cache.has(cacheKey{subject, group})
+	return v.cache.Contains(datakey.CacheKey{Subject: subject, Group: group})
 }
 
 // Following reports whether Run is running and caching.

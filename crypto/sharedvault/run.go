@@ -26,7 +26,7 @@ func (v *Vault) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(v.life, cancel)()
-	defer v.cache.enable(false)
+	defer v.cache.SetEnabled(false)
 	defer v.seen.Store(0)
 
 	// The head is taken before caching starts: a key cached from here on was read
@@ -39,7 +39,7 @@ func (v *Vault) Run(ctx context.Context) error {
 		return v.runErr(ctx, err)
 	}
 	v.seen.Store(head)
-	v.cache.enable(true)
+	v.cache.SetEnabled(true)
 	for e, err := range v.store.Follow(ctx, head+1) {
 		if err != nil {
 			return v.runErr(ctx, fmt.Errorf("sharedvault: run: %w", err))
@@ -92,13 +92,13 @@ func (v *Vault) observe(ctx context.Context, e *domain.Event) {
 		return
 	case TypeKeysShredded:
 		if p, err := decodeShred(e); err == nil {
-			v.cache.evict(subject, p.Groups)
+			v.cache.Evict(subject, p.Groups)
 			return
 		}
 	}
 	// Something this node cannot read might be a tombstone: drop the subject's keys,
 	// so that the next use reads the stream (and fails closed if it is corrupt).
-	v.cache.evict(subject, nil)
+	v.cache.Evict(subject, nil)
 	v.log.Warn("sharedvault: evicted a subject's keys for a vault event this node cannot read",
 		"stream", e.Stream, "type", e.Type, "schema", e.Schema, "position", e.Position)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,10 +15,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tink-crypto/tink-go/v2/aead"
-	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -101,7 +99,7 @@ type Vault struct {
 	rand    io.Reader
 	actor   domain.Actor
 	log     *slog.Logger
-	cache   *cache
+	cache   *datakey.Cache
 
 	mu   sync.Mutex // guards ep and keks
 	ep   epochs
@@ -144,7 +142,10 @@ func New(ctx context.Context, store Store, keyring Keyring, opts Options) (*Vaul
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	v := &Vault{store: store, keyring: keyring, now: opts.Now, rand: opts.Rand, actor: opts.Actor,
-		log: opts.Logger, cache: newCache(opts.CacheSize, opts.CacheTTL, opts.Now), keks: map[uint32]KEK{}}
+		log: opts.Logger, cache: datakey.NewCache(opts.CacheSize, opts.CacheTTL, opts.Now), keks: map[uint32]KEK{}}
+	// The cache is off until Run follows the store: only a node that hears of
+	// tombstones may keep keys.
+	v.cache.SetEnabled(false)
 	v.life, v.stop = context.WithCancel(context.Background())
 	if err := v.refreshEpochs(ctx); err != nil {
 		return nil, err
@@ -182,7 +183,7 @@ func (v *Vault) startFirstEpoch(ctx context.Context) error {
 func (v *Vault) Close() error {
 	v.closed.Store(true)
 	v.stop()
-	v.cache.enable(false)
+	v.cache.SetEnabled(false)
 	return nil
 }
 
@@ -203,11 +204,11 @@ func (v *Vault) Seal(ctx context.Context, subject domain.SubjectID, group string
 	if err != nil {
 		return domain.Sealed{}, err
 	}
-	ct, err := k.aead.Encrypt(plaintext, ad)
+	sealed, err := k.Seal(subject, group, plaintext, ad)
 	if err != nil {
 		return domain.Sealed{}, fmt.Errorf("sharedvault: subject %s group %s: encrypt: %w", subject, group, err)
 	}
-	return domain.Sealed{SubjectID: subject, KeyGroup: group, KeyID: k.id, Ciphertext: ct}, nil
+	return sealed, nil
 }
 
 // Open decrypts s with ad. It fails with an error matching ErrShredded if the key's
@@ -221,10 +222,7 @@ func (v *Vault) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, 
 	if err := checkNames(s.SubjectID, s.KeyGroup); err != nil {
 		return nil, err
 	}
-	// Tink's output prefix (0x01, then the key id) must agree with KeyID, so that an
-	// edited KeyID is caught as tampering rather than ignored.
-	ct := s.Ciphertext
-	if len(ct) < 5 || ct[0] != 1 || binary.BigEndian.Uint32(ct[1:5]) != s.KeyID {
+	if !datakey.PrefixMatches(s) {
 		return nil, fmt.Errorf("sharedvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
 	}
 	if err := v.usable(ctx); err != nil {
@@ -234,9 +232,8 @@ func (v *Vault) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, 
 	if err != nil {
 		return nil, err
 	}
-	pt, err := k.aead.Decrypt(ct, ad)
-	if err != nil {
-		// Tink's error is dropped: it says nothing the caller can act on.
+	pt, ok := k.Open(s, ad)
+	if !ok {
 		return nil, fmt.Errorf("sharedvault: subject %s group %s: %w", s.SubjectID, s.KeyGroup, ErrInvalidCiphertext)
 	}
 	return pt, nil
@@ -265,7 +262,7 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	}
 	// Evicted whatever happens below, and after the append, so that a load that read
 	// the stream before the tombstone cannot cache the key (cache.gen).
-	defer v.cache.evict(subject, groups)
+	defer v.cache.Evict(subject, groups)
 
 	// A corrupt stream does not stop an erasure: the tombstone goes after whatever
 	// is there (and Open keeps failing closed on it).
@@ -311,17 +308,17 @@ func (v *Vault) usable(ctx context.Context) error {
 
 // dataKey returns the key of (subject, group), from the cache or the store,
 // creating it if create is set.
-func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group string, create bool) (dataKey, error) {
-	ck := cacheKey{subject, group}
-	if k, ok := v.cache.get(ck); ok {
+func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group string, create bool) (datakey.Key, error) {
+	ck := datakey.CacheKey{Subject: subject, Group: group}
+	if k, ok := v.cache.Get(ck); ok {
 		return k, nil
 	}
-	gen := v.cache.generation()
+	gen := v.cache.Generation()
 	k, err := v.load(ctx, subject, group, create)
 	if err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
-	v.cache.add(ck, k, gen)
+	v.cache.Add(ck, k, gen)
 	return k, nil
 }
 
@@ -332,31 +329,31 @@ func (v *Vault) dataKey(ctx context.Context, subject domain.SubjectID, group str
 // current epoch from memory. That is what lets RetireEpoch trust its sweep: a key
 // used by anyone was either in the store before the epoch started retiring (and
 // the sweep sees it) or moved off it by its user.
-func (v *Vault) load(ctx context.Context, subject domain.SubjectID, group string, create bool) (dataKey, error) {
+func (v *Vault) load(ctx context.Context, subject domain.SubjectID, group string, create bool) (datakey.Key, error) {
 	for range maxAttempts {
 		st, err := v.readKeys(ctx, subject)
 		if err != nil {
-			return dataKey{}, err
+			return datakey.Key{}, err
 		}
 		if st.shredded(group) {
-			return dataKey{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, ErrShredded)
+			return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, ErrShredded)
 		}
 		if g := st.groups[group]; g != nil {
 			h, err := v.unwrap(ctx, subject, group, g)
 			if err == nil {
 				if err := v.settle(ctx, subject, map[string]*keyset.Handle{group: h}, g.epoch); err != nil {
-					return dataKey{}, err
+					return datakey.Key{}, err
 				}
-				return fromHandle(h)
+				return datakey.FromHandle(h)
 			}
 			// A key whose only wrap is under a retired epoch was created after the
 			// epoch started retiring by a node that stopped before moving it: it
 			// was never used (see settle), so Seal replaces it.
 			if !create || !errors.Is(err, ErrEpochRetired) {
-				return dataKey{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, err)
+				return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, err)
 			}
 		} else if !create {
-			return dataKey{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, ErrNoKey)
+			return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, ErrNoKey)
 		}
 		k, err := v.create(ctx, subject, group, st.version)
 		if errors.Is(err, domain.ErrWrongVersion) {
@@ -364,34 +361,30 @@ func (v *Vault) load(ctx context.Context, subject domain.SubjectID, group string
 		}
 		return k, err
 	}
-	return dataKey{}, fmt.Errorf("sharedvault: subject %s group %s: the key stream kept changing; try again", subject, group)
+	return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: the key stream kept changing; try again", subject, group)
 }
 
 // create makes a key, wraps it under the current epoch and appends it at exactly
 // version: if anything reached the stream meanwhile (another node's key for the
 // group, a tombstone) the append fails with ErrWrongVersion and load re-reads.
-func (v *Vault) create(ctx context.Context, subject domain.SubjectID, group string, version uint64) (dataKey, error) {
-	h, err := keyset.NewHandle(aead.AES256GCMKeyTemplate())
+func (v *Vault) create(ctx context.Context, subject domain.SubjectID, group string, version uint64) (datakey.Key, error) {
+	h, k, err := datakey.New()
 	if err != nil {
-		return dataKey{}, fmt.Errorf("sharedvault: new key: %w", err)
-	}
-	k, err := fromHandle(h)
-	if err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, fmt.Errorf("sharedvault: %w", err)
 	}
 	ep, wrapped, err := v.wrapCurrent(ctx, h, subject, group)
 	if err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
-	ev, err := v.event(TypeKeyCreated, keyPayload{Group: group, Epoch: ep, KeyID: k.id, Wrapped: wrapped})
+	ev, err := v.event(TypeKeyCreated, keyPayload{Group: group, Epoch: ep, KeyID: k.ID(), Wrapped: wrapped})
 	if err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
 	if _, err := v.store.Append(ctx, KeyStream(subject), domain.Exact(version), ev); err != nil {
-		return dataKey{}, fmt.Errorf("sharedvault: subject %s group %s: store key: %w", subject, group, err)
+		return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: store key: %w", subject, group, err)
 	}
 	if err := v.settle(ctx, subject, map[string]*keyset.Handle{group: h}, ep); err != nil {
-		return dataKey{}, err
+		return datakey.Key{}, err
 	}
 	return k, nil
 }
@@ -504,7 +497,7 @@ func (v *Vault) unwrap(ctx context.Context, subject domain.SubjectID, group stri
 		}
 		return nil, fmt.Errorf("unwrap key (epoch %d): %w", g.epoch, err)
 	}
-	if _, err := fromHandle(h); err != nil {
+	if _, err := datakey.FromHandle(h); err != nil {
 		return nil, err
 	}
 	if primaryID(h) != g.keyID {
@@ -527,28 +520,6 @@ func primaryID(h *keyset.Handle) uint32 {
 		return 0
 	}
 	return e.KeyID()
-}
-
-// fromHandle accepts only what create makes: one AES-256-GCM key with Tink's output
-// prefix, which Open relies on to check KeyID.
-func fromHandle(h *keyset.Handle) (dataKey, error) {
-	e, err := h.Primary()
-	if err != nil {
-		return dataKey{}, fmt.Errorf("sharedvault: data keyset: %w", err)
-	}
-	k, ok := e.Key().(*aesgcm.Key)
-	if !ok || h.Len() != 1 {
-		return dataKey{}, errors.New("sharedvault: data keyset is not a single AES-GCM key")
-	}
-	p, ok := k.Parameters().(*aesgcm.Parameters)
-	if !ok || p.KeySizeInBytes() != 32 || p.Variant() != aesgcm.VariantTink {
-		return dataKey{}, errors.New("sharedvault: data key is not AES-256-GCM with a Tink prefix")
-	}
-	a, err := aead.New(h)
-	if err != nil {
-		return dataKey{}, fmt.Errorf("sharedvault: data key primitive: %w", err)
-	}
-	return dataKey{aead: a, id: e.KeyID()}, nil
 }
 
 // readKeys reads and folds subject's key stream.
