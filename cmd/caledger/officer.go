@@ -38,17 +38,9 @@ password. The server must be stopped: the ledger allows one process.`)
 	if *name == "" {
 		return &usageError{msg: "officer add: --name is required"}
 	}
-	dir, err := filepath.Abs(*dataDir)
+	n, dir, cfg, err := openOffline(ctx, "officer add", *dataDir, env, stderr)
 	if err != nil {
 		return err
-	}
-	cfg, err := readConfig(dir)
-	if err != nil {
-		return err
-	}
-	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
-	if err != nil {
-		return fmt.Errorf("%w (officer add needs the server stopped)", err)
 	}
 	defer n.close()
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
@@ -99,17 +91,9 @@ sealed parts no longer open. The server must be stopped.`)
 	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(*dataDir)
+	n, _, _, err := openOffline(ctx, "projections rebuild", *dataDir, env, stderr)
 	if err != nil {
 		return err
-	}
-	cfg, err := readConfig(dir)
-	if err != nil {
-		return err
-	}
-	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
-	if err != nil {
-		return fmt.Errorf("%w (projections rebuild needs the server stopped)", err)
 	}
 	defer n.close()
 	start := time.Now()
@@ -156,4 +140,23 @@ func (p *progressBar) done() {
 	p.last = time.Time{}
 	p.update(p.total, p.total)
 	fmt.Fprintln(p.w)
+}
+
+// openOffline opens the node of the data directory dataDir for the offline
+// command named cmd, which needs the server stopped (the ledger admits one
+// process). It returns the node, the directory's absolute path and its config.
+func openOffline(ctx context.Context, cmd, dataDir string, env func(string) string, stderr io.Writer) (*node, string, config, error) {
+	dir, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil, "", config{}, err
+	}
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return nil, "", config{}, err
+	}
+	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+	if err != nil {
+		return nil, "", config{}, fmt.Errorf("%w (%s needs the server stopped)", err, cmd)
+	}
+	return n, dir, cfg, nil
 }
