@@ -5,10 +5,11 @@ import (
 	"strings"
 )
 
-// Publication returns the handler for the plain-HTTP publication listener: the
-// CA certificates, the CRLs and OCSP, which relying parties fetch from the URLs
-// written into every certificate, and /healthz. Everything else, the API and its
-// documentation included, answers 404 there.
+// Publication wraps api, the handler New returns, for the plain-HTTP
+// publication listener: it passes on the requests for the CA certificates, the
+// CRLs and OCSP, which relying parties fetch from the URLs written into every
+// certificate, and /healthz. Everything else, the API and its documentation
+// included, answers 404 there.
 //
 // Why plain HTTP: RFC 5280 (4.2.1.13, 4.2.2.1) and RFC 6960 (appendix A) name
 // http as the scheme for these URLs, and relying parties (OpenSSL, Windows,
@@ -16,8 +17,7 @@ import (
 // whose server certificate comes from the same CA would be circular. What is
 // served is signed (CRLs, OCSP responses, certificates), so TLS adds nothing to
 // its integrity, and none of it is personal.
-func Publication(cfg Config) http.Handler {
-	api := New(cfg)
+func Publication(api http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !publishedPath(r.URL.Path) {
 			notFound(w, r)

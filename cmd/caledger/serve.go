@@ -160,7 +160,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	for _, c := range n.cas.Intermediates() {
 		clientCAs.AddCert(c)
 	}
-	apiConfig := api.Config{
+	handler := api.New(api.Config{
 		Version:      version(),
 		Ready:        n,
 		Metrics:      metrics,
@@ -176,9 +176,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		Auth:         n.cas,
 		Allow:        allow,
 		ProfileRole:  n.issuer.ProfileRole,
-	}
+	})
 	srv := &http.Server{
-		Handler: api.New(apiConfig),
+		Handler: handler,
 		TLSConfig: &tls.Config{
 			// TLS 1.3 is negotiated whenever the client offers it.
 			MinVersion:   tls.VersionTLS12,
@@ -212,7 +212,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		}
 		defer pln.Close()
 		pub := &http.Server{
-			Handler:           api.Publication(apiConfig),
+			Handler:           api.Publication(handler),
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      60 * time.Second,
