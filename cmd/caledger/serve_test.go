@@ -187,6 +187,8 @@ func TestServe(t *testing.T) {
 	checkMode(t, certPath, 0o644)
 	checkMode(t, filepath.Join(data, tlsKeyFile), 0o600)
 	checkMode(t, filepath.Join(data, ledgerDir, "ledger.db"), 0o600)
+	checkMode(t, filepath.Join(data, ledgerDir, "ledger-0.log"), 0o600)
+	checkMode(t, filepath.Join(data, ledgerDir, "ledger-1.log"), 0o600)
 	checkMode(t, filepath.Join(data, kekFile), 0o600)
 	checkMode(t, filepath.Join(data, vaultFile), 0o600)
 	checkMode(t, filepath.Join(data, adminDir, "admin-key.pem"), 0o600)

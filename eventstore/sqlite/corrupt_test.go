@@ -203,17 +203,47 @@ func TestIndexRebuiltWhenLost(t *testing.T) {
 }
 
 // TestIndexAheadOfLedger covers a ledger file replaced by an older copy (a restore
-// done wrong): the index must not point past the ledger's head.
+// done wrong), without the commit log that came with it: the index must not point
+// past the ledger's head.
 func TestIndexAheadOfLedger(t *testing.T) {
 	dir := t.TempDir()
 	fill(t, dir, 10)
 	poke(t, filepath.Join(dir, "ledger.db"), `DELETE FROM events WHERE first > 6`)
+	removeLogs(t, dir)
 	s := open(t, dir)
 	defer s.Close()
 	checkStreams(t, s, map[string]int{"a": 3, "b": 3})
 	a, err := s.Append(context.Background(), "a", domain.Exact(3), storetest.NewEvent(t, "t", nil))
 	if err != nil || a.LastPosition != 7 || a.Version != 4 {
 		t.Fatalf("append after trim: %+v, %v", a, err)
+	}
+}
+
+// TestLedgerBehindItsLog: ledger.db lacks its last chunks, but the commit log still
+// holds them (as after a crash before the drainer wrote them): Open replays them.
+func TestLedgerBehindItsLog(t *testing.T) {
+	dir := t.TempDir()
+	fill(t, dir, 10)
+	poke(t, filepath.Join(dir, "ledger.db"), `DELETE FROM events WHERE first > 6`)
+	s := open(t, dir)
+	checkStreams(t, s, map[string]int{"a": 5, "b": 5})
+	if _, err := s.Append(context.Background(), "a", domain.Exact(5), storetest.NewEvent(t, "t", nil)); err != nil {
+		t.Fatalf("append after replay: %v", err)
+	}
+	s.Close()
+	// The replayed chunks are in ledger.db itself now.
+	removeLogs(t, dir)
+	s = open(t, dir)
+	defer s.Close()
+	checkStreams(t, s, map[string]int{"a": 6, "b": 5})
+}
+
+func removeLogs(t *testing.T, dir string) {
+	t.Helper()
+	for _, name := range []string{"ledger-0.log", "ledger-1.log"} {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -52,8 +52,11 @@ func TestMain(m *testing.M) {
 }
 
 func crashChild(dir, run string) {
-	// Flush the stream index often, so kills also land in the middle of flushes.
-	s, err := sqlite.Open(context.Background(), dir, sqlite.Options{IndexFlushInterval: 20 * time.Millisecond, IndexFlushEntries: 500})
+	// Flush the stream index often, and keep the commit log files small, so kills
+	// also land in the middle of index flushes and of turns from one log file to
+	// the other (which wait for the drainer).
+	s, err := sqlite.Open(context.Background(), dir, sqlite.Options{IndexFlushInterval: 20 * time.Millisecond, IndexFlushEntries: 500,
+		LogFileBytes: 256 << 10})
 	if err != nil {
 		fmt.Println("open-error", err)
 		os.Exit(3)

@@ -86,10 +86,24 @@ const chunksPerQuery = 16
 
 // readChunks appends to page the events from position from on, found in up to
 // chunksPerQuery chunks, without letting page exceed limit. It returns how many
-// it appended.
+// it appended. The tail is asked first: a position older than its first chunk is
+// in ledger.db (tail.go).
 func (s *Store) readChunks(ctx context.Context, from uint64, limit int, page *[]domain.Event) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
+	}
+	next := from
+	if cs := s.tail.from(from, chunksPerQuery); cs != nil {
+		for _, c := range cs {
+			if len(*page) >= limit {
+				break
+			}
+			// Tail chunks are never modified: the events may alias them.
+			if err := appendChunkEvents(c, &next, limit, page); err != nil {
+				return int(next - from), err
+			}
+		}
+		return int(next - from), nil
 	}
 	rows, err := s.pageStmt.QueryContext(ctx, int64(from), chunksPerQuery)
 	if err != nil {
@@ -100,7 +114,6 @@ func (s *Store) readChunks(ctx context.Context, from uint64, limit int, page *[]
 	// (RawBytes is only valid until the next row). When the buffer fills up a new
 	// one starts; the old one lives on through its events.
 	var arena []byte
-	next := from
 	for len(*page) < limit && rows.Next() {
 		var first, last int64
 		var raw sql.RawBytes
@@ -110,40 +123,52 @@ func (s *Store) readChunks(ctx context.Context, from uint64, limit int, page *[]
 		if uint64(last) < next {
 			continue // the chunk before from's, when from is past the head
 		}
-		if uint64(first) > next {
-			return int(next - from), &eventstore.CorruptError{Position: next, Err: errors.New("event is missing")}
-		}
 		if cap(arena)-len(arena) < len(raw) {
 			arena = make([]byte, 0, max(len(raw), 256<<10))
 		}
 		start := len(arena)
 		arena = append(arena, raw...)
-		data := arena[start:len(arena):len(arena)]
-		var decodeErr error
-		err := chunkEvents(uint64(first), uint64(last), data, func(position uint64, b []byte) bool {
-			if position < next {
-				return true
-			}
-			e, err := decodeAt(position, b)
-			if err != nil {
-				decodeErr = err
-				return false
-			}
-			*page = append(*page, e)
-			next++
-			return len(*page) < limit
-		})
-		if decodeErr != nil {
-			return int(next - from), decodeErr
-		}
-		if err != nil {
-			return int(next - from), &eventstore.CorruptError{Position: next, Err: err}
+		c := chunk{first: uint64(first), last: uint64(last), data: arena[start:len(arena):len(arena)]}
+		if err := appendChunkEvents(c, &next, limit, page); err != nil {
+			return int(next - from), err
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return int(next - from), fmt.Errorf("event store: read: %w", err)
 	}
 	return int(next - from), nil
+}
+
+// appendChunkEvents decodes the events of c from position *next on into page,
+// until page holds limit events, advancing *next past each.
+func appendChunkEvents(c chunk, next *uint64, limit int, page *[]domain.Event) error {
+	if c.last < *next {
+		return nil
+	}
+	if c.first > *next {
+		return &eventstore.CorruptError{Position: *next, Err: errors.New("event is missing")}
+	}
+	var decodeErr error
+	err := chunkEvents(c.first, c.last, c.data, func(position uint64, b []byte) bool {
+		if position < *next {
+			return true
+		}
+		e, err := decodeAt(position, b)
+		if err != nil {
+			decodeErr = err
+			return false
+		}
+		*page = append(*page, e)
+		*next++
+		return len(*page) < limit
+	})
+	if decodeErr != nil {
+		return decodeErr
+	}
+	if err != nil {
+		return &eventstore.CorruptError{Position: *next, Err: err}
+	}
+	return nil
 }
 
 // readErr turns errors caused by a concurrent Close into ErrClosed.
@@ -303,9 +328,14 @@ func (s *Store) eventAt(ctx context.Context, c *chunk, stream string, version, p
 	return e, nil
 }
 
-// fetchChunk reads the chunk that would hold position into c (c.data nil: none).
+// fetchChunk reads the chunk that would hold position into c (c.data nil: none),
+// from the tail or else from ledger.db.
 func (s *Store) fetchChunk(ctx context.Context, c *chunk, position uint64) error {
 	*c = chunk{}
+	if t, ok := s.tail.get(position); ok {
+		*c = t
+		return nil
+	}
 	var first, last int64
 	var data []byte // a copy of the row's blob, kept for the next events
 	err := s.getStmt.QueryRowContext(ctx, int64(position)).Scan(&first, &last, &data)

@@ -2,13 +2,16 @@ package sqlite
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +32,10 @@ type Options struct {
 	// IndexFlushEntries makes a flush start early once this many entries wait
 	// (default 65536). It bounds memory and the work of a reopen.
 	IndexFlushEntries int
+	// LogFileBytes is the size of each of the two commit log files (default 32
+	// MiB, least 64 KiB). An append needing more than one file holds is refused
+	// with ErrTooLarge; the default holds eventstore.MaxAppendBytes.
+	LogFileBytes int64
 	// Logger receives background errors (index flushes). Default: discarded.
 	Logger *slog.Logger
 }
@@ -41,11 +48,14 @@ type Store struct {
 	log  *slog.Logger
 	lock *os.File
 
-	wdb   *sql.DB // the writer's connection to ledger.db
+	wdb   *sql.DB // the drainer's connection to ledger.db (and Open's)
 	wconn *sql.Conn
 	rdb   *sql.DB // readers of ledger.db
-	cdb   *sql.DB // pre-copy checkpoints (checkpoint.go)
 	idx   *index
+	clog  *commitLog
+	tail  tail
+
+	insertStmt *sql.Stmt // on wconn: one chunk
 
 	pageStmt *sql.Stmt // on rdb: chunks from a position on
 	getStmt  *sql.Stmt // on rdb: the chunk holding a position
@@ -58,18 +68,22 @@ type Store struct {
 	// appending counts Appends in progress; a lone one may commit directly.
 	appending atomic.Int64
 
-	reqs        chan *request
-	head        atomic.Uint64
-	failed      atomic.Pointer[error]
-	notifyMu    sync.Mutex
-	notify      chan struct{} // closed and replaced after every commit
-	closed      chan struct{}
-	closeOnce   sync.Once
-	closeErr    error
-	precopy     chan struct{} // the writer asks for a pre-copy checkpoint
-	writerDone  chan struct{}
-	flushDone   chan struct{}
-	precopyDone chan struct{}
+	reqs       chan *request
+	head       atomic.Uint64 // the last acknowledged position
+	durable    atomic.Uint64 // the last position ledger.db holds durably
+	failed     atomic.Pointer[error]
+	notifyMu   sync.Mutex
+	notify     chan struct{} // closed and replaced after every commit
+	durableMu  sync.Mutex
+	durableCh  chan struct{} // closed and replaced after every drain
+	closed     chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
+	drainNow   chan struct{} // wakes the drainer early
+	drainStop  chan struct{} // closed once no commit can start
+	writerDone chan struct{}
+	flushDone  chan struct{}
+	drainDone  chan struct{}
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -80,6 +94,7 @@ const (
 	lockFile   = "ledger.lock"
 	formatKey  = "format"
 	format     = "1"
+	logIDKey   = "log_id"
 )
 
 // Open opens (creating if needed) the store in dir. Only one process may have a
@@ -93,6 +108,10 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 	if opts.IndexFlushEntries <= 0 {
 		opts.IndexFlushEntries = 1 << 16
 	}
+	if opts.LogFileBytes <= 0 {
+		opts.LogFileBytes = defaultLogBytes
+	}
+	opts.LogFileBytes = max(opts.LogFileBytes, minLogBytes)
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -101,9 +120,9 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("event store: %w", err)
 	}
 	s := &Store{dir: dir, opts: opts, log: log, reqs: make(chan *request, 4096),
-		notify: make(chan struct{}), closed: make(chan struct{}),
-		precopy: make(chan struct{}, 1), writerDone: make(chan struct{}), flushDone: make(chan struct{}),
-		precopyDone: make(chan struct{})}
+		notify: make(chan struct{}), durableCh: make(chan struct{}), closed: make(chan struct{}),
+		drainNow: make(chan struct{}, 1), drainStop: make(chan struct{}), writerDone: make(chan struct{}),
+		flushDone: make(chan struct{}), drainDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			s.closeFiles()
@@ -113,6 +132,9 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, err
 	}
 	if err := s.openLedger(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.recoverLog(ctx); err != nil {
 		return nil, err
 	}
 	if s.idx, err = openIndex(ctx, filepath.Join(dir, indexFile)); err != nil {
@@ -126,7 +148,7 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 	}
 	go s.writeLoop()
 	go s.flushLoop()
-	go s.precopyLoop(s.cdb)
+	go s.drainLoop()
 	return s, nil
 }
 
@@ -158,14 +180,20 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
 		return fmt.Errorf("event store: open ledger: %w", err)
 	}
+	logID, err := randomLogID()
+	if err != nil {
+		return err
+	}
 	for _, q := range []string{
-		// SQLite checkpoints inside the commit that takes the WAL past 1000 pages;
-		// under load checkpoint.go pre-copies most of the work.
+		// SQLite checkpoints inside the drain transaction that takes the WAL past
+		// 1000 pages: off the appenders' path (drain.go).
 		`PRAGMA wal_autocheckpoint = 1000`,
 		`CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL)`,
 		// One row per chunk of consecutive events (chunk.go).
 		`CREATE TABLE IF NOT EXISTS events(first INTEGER PRIMARY KEY, last INTEGER NOT NULL, data BLOB NOT NULL)`,
 		`INSERT OR IGNORE INTO meta(key, value) VALUES('` + formatKey + `', '` + format + `')`,
+		// Ledgers made before the commit log get their log id here too.
+		`INSERT OR IGNORE INTO meta(key, value) VALUES('` + logIDKey + `', '` + strconv.FormatUint(logID, 10) + `')`,
 	} {
 		if _, err := s.wconn.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("event store: prepare ledger: %w", err)
@@ -184,6 +212,19 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if f != format {
 		return fmt.Errorf("event store: ledger format %q is not supported by this version (want %q)", f, format)
 	}
+	var id string
+	if err := s.wconn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, logIDKey).Scan(&id); err != nil {
+		return fmt.Errorf("event store: read log id: %w", err)
+	}
+	if logID, err = strconv.ParseUint(id, 10, 64); err != nil {
+		return fmt.Errorf("event store: log id %q: %w", id, err)
+	}
+	if s.clog, err = openCommitLog(s.dir, s.opts.LogFileBytes, logID); err != nil {
+		return err
+	}
+	if s.insertStmt, err = s.wconn.PrepareContext(ctx, `INSERT OR REPLACE INTO events(first, last, data) VALUES(?, ?, ?)`); err != nil {
+		return fmt.Errorf("event store: %w", err)
+	}
 	// The last chunk by primary key: one row read, where max(last) would scan them all.
 	var head int64
 	err = s.wconn.QueryRowContext(ctx, `SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&head)
@@ -195,11 +236,6 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("event store: open ledger: %w", err)
 	}
-	s.cdb, err = sql.Open("sqlite3", dsn(path, map[string]string{"_synchronous": "FULL", "_busy_timeout": "5000"}))
-	if err != nil {
-		return fmt.Errorf("event store: open ledger: %w", err)
-	}
-	s.cdb.SetMaxOpenConns(1)
 	s.rdb.SetMaxOpenConns(8)
 	s.rdb.SetMaxIdleConns(8)
 	// Chunks from the one that holds position ?1 on, and the chunk that holds ?1.
@@ -210,6 +246,37 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if s.getStmt, err = s.rdb.PrepareContext(ctx, `SELECT first, last, data FROM events WHERE first <= ? ORDER BY first DESC LIMIT 1`); err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
+	return nil
+}
+
+// recoverLog writes to ledger.db, durably, the chunks the commit log holds past
+// its head: commits acknowledged (or under way) when the process stopped that the
+// drainer had not written yet. After it, ledger.db holds every acknowledged event
+// and both log files may be reused.
+func (s *Store) recoverLog(ctx context.Context) error {
+	head := s.head.Load()
+	cs, err := s.clog.unapplied(head)
+	if gap := (*gapError)(nil); errors.As(err, &gap) {
+		return &eventstore.CorruptError{Position: gap.next, Err: err}
+	}
+	if err != nil {
+		return err
+	}
+	for len(cs) > 0 {
+		n, size := 0, 0
+		for n < len(cs) && (n == 0 || size+len(cs[n].data) <= drainTxBytes) {
+			size += len(cs[n].data)
+			n++
+		}
+		if err := s.insertChunks(ctx, cs[:n]); err != nil {
+			return fmt.Errorf("event store: replay the commit log: %w", err)
+		}
+		s.log.Info("replayed commit log records into the ledger", "from", cs[0].first, "through", cs[n-1].last)
+		head = cs[n-1].last
+		cs = cs[n:]
+	}
+	s.head.Store(head)
+	s.durable.Store(head)
 	return nil
 }
 
@@ -272,8 +339,10 @@ func (s *Store) Close() error {
 		s.commitMu.Lock() // waits for a caller's commit under way
 		s.stopped = true
 		s.commitMu.Unlock()
+		// The drainer runs until here: a commit may wait for it to free a log file.
+		close(s.drainStop)
+		<-s.drainDone
 		<-s.flushDone
-		<-s.precopyDone
 		s.closeErr = s.closeFiles()
 	})
 	return s.closeErr
@@ -281,7 +350,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeFiles() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{s.pageStmt, s.getStmt} {
+	for _, st := range []*sql.Stmt{s.pageStmt, s.getStmt, s.insertStmt} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -289,10 +358,13 @@ func (s *Store) closeFiles() error {
 	if s.wconn != nil {
 		errs = append(errs, s.wconn.Close())
 	}
-	for _, db := range []*sql.DB{s.wdb, s.rdb, s.cdb} {
+	for _, db := range []*sql.DB{s.wdb, s.rdb} {
 		if db != nil {
 			errs = append(errs, db.Close())
 		}
+	}
+	if s.clog != nil {
+		errs = append(errs, s.clog.close())
 	}
 	if s.idx != nil {
 		errs = append(errs, s.idx.close())
@@ -315,6 +387,15 @@ func (s *Store) waitChan() <-chan struct{} {
 	s.notifyMu.Lock()
 	defer s.notifyMu.Unlock()
 	return s.notify
+}
+
+func randomLogID() (uint64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, fmt.Errorf("event store: %w", err)
+	}
+	// Positive as an SQLite integer and never zero.
+	return binary.BigEndian.Uint64(b[:])>>1 | 1, nil
 }
 
 func lockDir(path string) (*os.File, error) {

@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"sync/atomic"
 
@@ -18,6 +17,7 @@ type request struct {
 	encoded  [][]byte // canonical encodings with position and version still zero
 	versions []uint64 // versions the caller asked for (0: any)
 	size     int      // bytes of encoded
+	logBytes int64    // of encoded, packed alone into commit log records
 	hint     headHint
 
 	// state moves from queued to taken (by the writer) or abandoned (by a caller
@@ -57,6 +57,10 @@ func (s *Store) Append(ctx context.Context, stream string, expected domain.Expec
 	r, err := newRequest(ctx, stream, expected, events)
 	if err != nil {
 		return domain.Appended{}, err
+	}
+	if r.logBytes > s.clog.size {
+		return domain.Appended{}, fmt.Errorf("%w: the append needs %d bytes of commit log, and a log file holds %d",
+			eventstore.ErrTooLarge, r.logBytes, s.clog.size)
 	}
 	// Look the stream's version up here, in parallel with other callers, rather
 	// than in the writer; the writer checks the hint is still current.
@@ -100,6 +104,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 	for i, e := range enc {
 		r.encoded[i], r.versions[i] = e.Bytes, e.Version
 	}
+	r.logBytes = packedBytes(r.encoded)
 	return r, nil
 }
 
@@ -192,40 +197,30 @@ func (s *Store) fail(err error) {
 	s.log.Error("event store failed; appends are refused until it is reopened", "err", err)
 }
 
-// writer holds the committer's prepared statement and scratch buffer; it is used
-// only under Store.commitMu.
+// writer holds what a commit needs; it is used only under Store.commitMu.
 type writer struct {
-	s      *Store
-	insert *sql.Stmt
-	chunk  []byte
-	// sinceCopy counts bytes committed since the last pre-copy request.
-	sinceCopy int
+	s *Store
 }
 
-func (s *Store) newWriter(ctx context.Context) (*writer, error) {
-	insert, err := s.wconn.PrepareContext(ctx, `INSERT INTO events(first, last, data) VALUES(?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("event store: %w", err)
-	}
-	return &writer{s: s, insert: insert}, nil
-}
+func (s *Store) newWriter(context.Context) (*writer, error) { return &writer{s: s}, nil }
 
 type row struct {
 	position uint64
 	data     []byte
 }
 
-// commit decides which requests of the group can be written, writes them in one
-// transaction and acknowledges them after it is durable.
+type acceptedRequest struct {
+	r *request
+	a domain.Appended
+}
+
+// commit decides which requests of the group can be written, writes them to the
+// commit log and acknowledges them once they are durable there.
 func (w *writer) commit(group []*request) {
 	s := w.s
 	ctx := context.Background()  // a commit, once started, is not cancelled by one caller
 	heads := map[string]uint64{} // stream versions after the requests accepted so far
 	position := s.head.Load()
-	type acceptedRequest struct {
-		r *request
-		a domain.Appended
-	}
 	var accepted []acceptedRequest
 	var rows []row
 	var entries []entry
@@ -267,31 +262,52 @@ func (w *writer) commit(group []*request) {
 		heads[r.stream] = a.Version
 		accepted = append(accepted, acceptedRequest{r, a})
 	}
-	if len(accepted) == 0 {
-		return
-	}
-	if err := w.write(ctx, rows); err != nil {
-		for _, ar := range accepted {
-			ar.r.reply(domain.Appended{}, err)
+	// A group normally is one write to the log. One that would not fit a log file
+	// is written in pieces of whole requests, each durable before the next starts,
+	// so that no request is ever half in the log.
+	for len(accepted) > 0 {
+		n, events, size := 0, 0, int64(0)
+		for n < len(accepted) && (n == 0 || size+accepted[n].r.logBytes <= s.clog.size) {
+			size += accepted[n].r.logBytes
+			events += len(accepted[n].r.encoded)
+			n++
 		}
-		return
+		if err := w.commitPiece(accepted[:n], rows[:events], entries[:events]); err != nil {
+			for _, ar := range accepted {
+				ar.r.reply(domain.Appended{}, err)
+			}
+			return
+		}
+		accepted, rows, entries = accepted[n:], rows[events:], entries[events:]
 	}
-	s.head.Store(position)
+}
+
+// commitPiece writes the rows of whole requests to the commit log and, once they
+// are durable, makes them visible and acknowledges the requests. An error leaves
+// the outcome unknown, so the store fails.
+func (w *writer) commitPiece(accepted []acceptedRequest, rows []row, entries []entry) error {
+	s := w.s
+	chunks := packChunks(rows)
+	if err := s.clog.append(chunks, s.awaitDurable); err != nil {
+		s.fail(err)
+		return fmt.Errorf("%w: %v", eventstore.ErrFailed, err)
+	}
+	// The tail first, then the head: a reader that sees the new head finds the
+	// events (tail.go).
+	s.tail.add(chunks)
+	s.head.Store(chunks[len(chunks)-1].last)
 	s.idx.add(entries)
 	s.signal()
-	for _, r := range rows {
-		w.sinceCopy += len(r.data)
-	}
-	if len(accepted) >= precopyMinGroups && w.sinceCopy >= precopyBytes {
-		w.sinceCopy = 0
+	if s.tail.size() >= drainBytes {
 		select {
-		case s.precopy <- struct{}{}:
-		default: // one is pending already
+		case s.drainNow <- struct{}{}:
+		default: // a wake-up is pending already
 		}
 	}
 	for _, ar := range accepted {
 		ar.r.reply(ar.a, nil)
 	}
+	return nil
 }
 
 // versionMismatch returns the index of the first event whose requested version is
@@ -305,59 +321,42 @@ func (r *request) versionMismatch(current uint64) int {
 	return -1
 }
 
-// write inserts rows in one transaction. An error before COMMIT, after a successful
-// ROLLBACK, leaves nothing written and is returned as is. An error from COMMIT or
-// ROLLBACK leaves the outcome unknown: the store fails (ErrFailed), and reopening
-// it recovers the truth from the files.
-func (w *writer) write(ctx context.Context, rows []row) error {
-	conn := w.s.wconn
-	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		return fmt.Errorf("event store: begin: %w", err)
-	}
-	if err := w.insertRows(ctx, rows); err != nil {
-		if _, rbErr := conn.ExecContext(ctx, "ROLLBACK"); rbErr != nil {
-			err = fmt.Errorf("rollback after %v: %w", err, rbErr)
-			w.s.fail(err)
-			return fmt.Errorf("%w: %v", eventstore.ErrFailed, err)
+// packChunks packs rows (in position order) into chunks, each with its own buffer:
+// the tail keeps them after the commit.
+func packChunks(rows []row) []chunk {
+	var out []chunk
+	var c chunk
+	for _, r := range rows {
+		if len(c.data) > 0 && len(c.data)+4+len(r.data) > maxChunkBytes {
+			out = append(out, c)
+			c = chunk{}
 		}
-		return fmt.Errorf("event store: write: %w", err)
+		if len(c.data) == 0 {
+			c.first = r.position
+		}
+		c.last = r.position
+		c.data = appendFramed(c.data, r.data)
 	}
-	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
-		w.s.fail(fmt.Errorf("commit: %w", err))
-		return fmt.Errorf("%w: commit: %v", eventstore.ErrFailed, err)
+	if len(c.data) > 0 {
+		out = append(out, c)
 	}
-	return nil
+	return out
 }
 
-// insertRows packs rows (in position order) into chunks and inserts them.
-func (w *writer) insertRows(ctx context.Context, rows []row) error {
-	var first, last uint64
-	flush := func() error {
-		if len(w.chunk) == 0 {
-			return nil
+// packedBytes is how many bytes of log records packChunks makes of events. Packed
+// together with others they can only take fewer (they may share a chunk header).
+func packedBytes(events [][]byte) int64 {
+	var total int64
+	c := 0
+	for _, e := range events {
+		if c > 0 && c+4+len(e) > maxChunkBytes {
+			total += logHeaderBytes + int64(c)
+			c = 0
 		}
-		// The driver copies the blob while binding, so the buffer can be reused.
-		_, err := w.insert.ExecContext(ctx, int64(first), int64(last), w.chunk)
-		w.chunk = w.chunk[:0]
-		return err
+		c += 4 + len(e)
 	}
-	for _, r := range rows {
-		if len(w.chunk) > 0 && len(w.chunk)+4+len(r.data) > maxChunkBytes {
-			if err := flush(); err != nil {
-				return err
-			}
-		}
-		if len(w.chunk) == 0 {
-			first = r.position
-		}
-		last = r.position
-		w.chunk = appendFramed(w.chunk, r.data)
+	if c > 0 {
+		total += logHeaderBytes + int64(c)
 	}
-	if err := flush(); err != nil {
-		return err
-	}
-	if cap(w.chunk) > 4*maxChunkBytes {
-		w.chunk = nil // do not keep a buffer grown by one huge event
-	}
-	return nil
+	return total
 }
