@@ -110,8 +110,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	fmt.Fprintf(out, "| measurement | rate | latency p50 / p99 / max | ratio to baseline |\n|---|---|---|---|\n")
 	fmt.Fprintf(out, "| baseline: raw 4 KiB write + fsync, 1 writer (before / middle / after) | %.0f / %.0f / %.0f per s | | |\n", rawBefore, rawMid, rawAfter)
-	fmt.Fprintf(out, "| append, 1 appender, 1 KiB events, one stream (%d alternating rounds) | %.0f events/s | %s | %.2f × raw fsync (median of rounds; min %.2f, max %.2f) |\n",
-		len(lone.ratios), lone.rate, lone.latency(), lone.median(), lone.ratios[0], lone.ratios[len(lone.ratios)-1])
+	fmt.Fprintf(out, "| append, 1 appender, 1 KiB events, one stream (%d alternating rounds) | %.0f events/s | %s | %.2f × raw fsync, %.2f × raw fdatasync (medians of rounds; min %.2f / %.2f, max %.2f / %.2f) |\n",
+		len(lone.ratios), lone.rate, lone.latency(), median1(lone.ratios), median1(lone.dataRatios),
+		lone.ratios[0], lone.dataRatios[0], lone.ratios[len(lone.ratios)-1], lone.dataRatios[len(lone.dataRatios)-1])
 	fmt.Fprintf(out, "| append, %d appenders, 1 KiB events, one stream each | %.0f events/s | %s | %.1f × raw fsync |\n", *appenders, many.rate, many.latency(), many.rate/raw)
 	fmt.Fprintf(out, "| append, %d appenders, 1 KiB events, a new stream per append | %.0f events/s | %s | %.1f × raw fsync |\n", *appenders, manyNew.rate, manyNew.latency(), manyNew.rate/raw)
 	fmt.Fprintf(out, "| ReadAll of %d events (decoded) | %.0f events/s | | |\n", n, read)
@@ -133,8 +134,13 @@ func refuseTmpfs(dir string) error {
 }
 
 // rawFsync measures the disk's rate of durable 4 KiB writes, each followed by
-// fsync (what SQLite calls), over a preallocated file.
-func rawFsync(dir string, d time.Duration) (float64, error) {
+// fsync, over a preallocated file.
+func rawFsync(dir string, d time.Duration) (float64, error) { return rawSync(dir, d, false) }
+
+// rawFdatasync is rawFsync with fdatasync, which the store's commit log calls.
+func rawFdatasync(dir string, d time.Duration) (float64, error) { return rawSync(dir, d, true) }
+
+func rawSync(dir string, d time.Duration, data bool) (float64, error) {
 	f, err := os.CreateTemp(dir, "rawfsync-")
 	if err != nil {
 		return 0, err
@@ -156,7 +162,12 @@ func rawFsync(dir string, d time.Duration) (float64, error) {
 		if _, err := f.WriteAt(buf, int64(n%blocks)*4096); err != nil {
 			return 0, err
 		}
-		if err := f.Sync(); err != nil {
+		if data {
+			err = syscall.Fdatasync(int(f.Fd()))
+		} else {
+			err = f.Sync()
+		}
+		if err != nil {
 			return 0, err
 		}
 		n++
@@ -169,17 +180,25 @@ func rawFsync(dir string, d time.Duration) (float64, error) {
 // only fair against a baseline taken seconds before and after.
 type loneResult struct {
 	loadResult
-	ratios []float64 // sorted; one per round
+	ratios     []float64 // to raw fsync, sorted; one per round
+	dataRatios []float64 // to raw fdatasync, sorted; one per round
 }
 
-func (r loneResult) median() float64 { return r.ratios[len(r.ratios)/2] }
+func median1(sorted []float64) float64 { return sorted[len(sorted)/2] }
 
 func loneAppender(ctx context.Context, dir string, s *sqlite.Store, rounds int, payload []byte) (loneResult, error) {
-	const appendFor, rawFor = time.Second, 500 * time.Millisecond
+	const appendFor, rawFor = time.Second, 250 * time.Millisecond
 	var res loneResult
 	var elapsed time.Duration
+	baselines := func() (fsync, fdatasync float64, err error) {
+		if fsync, err = rawFsync(dir, rawFor); err != nil {
+			return
+		}
+		fdatasync, err = rawFdatasync(dir, rawFor)
+		return
+	}
 	for range max(rounds, 1) {
-		before, err := rawFsync(dir, rawFor)
+		before, beforeData, err := baselines()
 		if err != nil {
 			return res, err
 		}
@@ -189,14 +208,16 @@ func loneAppender(ctx context.Context, dir string, s *sqlite.Store, rounds int, 
 			return res, err
 		}
 		elapsed += time.Since(start)
-		after, err := rawFsync(dir, rawFor)
+		after, afterData, err := baselines()
 		if err != nil {
 			return res, err
 		}
 		res.ratios = append(res.ratios, l.rate/((before+after)/2))
+		res.dataRatios = append(res.dataRatios, l.rate/((beforeData+afterData)/2))
 		res.latencies = append(res.latencies, l.latencies...)
 	}
 	slices.Sort(res.ratios)
+	slices.Sort(res.dataRatios)
 	res.rate = float64(len(res.latencies)) / elapsed.Seconds()
 	return res, nil
 }
