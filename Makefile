@@ -37,6 +37,7 @@ test: deps-test check-domain vet
 bench: deps-test
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 	$(GO) run ./sims/ledgerbench -duration 5s
+	$(GO) run ./sims/logbench -rounds 8
 	$(GO) run ./sims/issuebench -duration 10s
 	$(GO) run ./sims/issuebench -duration 10s -hsm
 
