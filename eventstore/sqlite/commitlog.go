@@ -2,12 +2,14 @@ package sqlite
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 )
 
@@ -26,21 +28,25 @@ import (
 // head. Both files are filled with zeros when created: overwriting blocks that
 // exist changes no metadata, so fdatasync flushes the data alone.
 //
-// A record is a chunk (chunk.go) behind a 36-byte header, all big-endian:
+// A record is a chunk (chunk.go) behind a 52-byte header, all big-endian:
 //
 //	0  magic "CLG1"
 //	4  CRC-32C of bytes 8 to the end of the record
 //	8  the ledger's log id (meta table), so a log file copied from another ledger is ignored
-//	16 first position
-//	24 last position
-//	32 length of the chunk
-//	36 the chunk
+//	16 first position of the chunk
+//	24 last position of the chunk
+//	32 first position of the commit the chunk belongs to
+//	40 last position of that commit
+//	48 length of the chunk
+//	52 the chunk
 //
+// A commit larger than one chunk is several records, written by one pwrite; the
+// commit's range in each of them lets Open tell a whole commit from a torn one.
 // A record that fails these checks is the one a crash tore, the zeros or leftovers
 // of an earlier turn, or damage; scanRecords skips it.
 const (
 	logMagic        = 0x434c4731 // "CLG1"
-	logHeaderBytes  = 36
+	logHeaderBytes  = 52
 	defaultLogBytes = 32 << 20
 	minLogBytes     = 64 << 10
 )
@@ -162,8 +168,9 @@ func (l *commitLog) append(chunks []chunk, await func(position uint64) error) er
 		l.active, l.off, l.last[other] = other, 0, 0
 	}
 	l.buf = l.buf[:0]
+	commit := [2]uint64{chunks[0].first, chunks[len(chunks)-1].last}
 	for _, c := range chunks {
-		l.buf = appendRecord(l.buf, l.id, c)
+		l.buf = appendRecord(l.buf, l.id, logRecord{c, commit})
 	}
 	f := l.files[l.active]
 	if _, err := f.WriteAt(l.buf, l.off); err != nil {
@@ -180,15 +187,23 @@ func (l *commitLog) append(chunks []chunk, await func(position uint64) error) er
 	return nil
 }
 
-func appendRecord(b []byte, id uint64, c chunk) []byte {
+// logRecord is a chunk as the log holds it, with the range of its commit.
+type logRecord struct {
+	chunk
+	commit [2]uint64 // first and last position
+}
+
+func appendRecord(b []byte, id uint64, r logRecord) []byte {
 	start := len(b)
 	b = binary.BigEndian.AppendUint32(b, logMagic)
 	b = binary.BigEndian.AppendUint32(b, 0) // CRC, below
 	b = binary.BigEndian.AppendUint64(b, id)
-	b = binary.BigEndian.AppendUint64(b, c.first)
-	b = binary.BigEndian.AppendUint64(b, c.last)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(c.data)))
-	b = append(b, c.data...)
+	b = binary.BigEndian.AppendUint64(b, r.first)
+	b = binary.BigEndian.AppendUint64(b, r.last)
+	b = binary.BigEndian.AppendUint64(b, r.commit[0])
+	b = binary.BigEndian.AppendUint64(b, r.commit[1])
+	b = binary.BigEndian.AppendUint32(b, uint32(len(r.data)))
+	b = append(b, r.data...)
 	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], castagnoli))
 	return b
 }
@@ -196,16 +211,16 @@ func appendRecord(b []byte, id uint64, c chunk) []byte {
 // scanRecords calls fn with every record of ledger id found in a log file's
 // bytes. A record that fails its checks (the one a crash tore, the zeros or
 // leftovers of an earlier turn, or damage) is skipped by searching for the next
-// magic number, so that records behind damage are still found: unapplied then sees
-// the gap instead of silently ending the log there. The chunks passed to fn alias
-// buf.
-func scanRecords(buf []byte, id uint64, fn func(chunk)) {
+// magic number, so that records behind damage are still found: replayable then
+// sees the gap instead of silently ending the log there. The records passed to
+// fn alias buf.
+func scanRecords(buf []byte, id uint64, fn func(logRecord)) {
 	magic := binary.BigEndian.AppendUint32(nil, logMagic)
 	for off := 0; off+logHeaderBytes <= len(buf); {
-		c, n, recordID, ok := parseRecord(buf[off:])
+		r, n, recordID, ok := parseRecord(buf[off:])
 		if ok {
 			if recordID == id {
-				fn(c)
+				fn(r)
 			}
 			off += n
 			continue
@@ -220,55 +235,86 @@ func scanRecords(buf []byte, id uint64, fn func(chunk)) {
 
 // parseRecord checks and decodes the record at the start of b, returning it, its
 // size and its ledger id.
-func parseRecord(b []byte) (c chunk, size int, id uint64, ok bool) {
+func parseRecord(b []byte) (r logRecord, size int, id uint64, ok bool) {
 	if len(b) < logHeaderBytes || binary.BigEndian.Uint32(b) != logMagic {
-		return c, 0, 0, false
+		return r, 0, 0, false
 	}
-	n := int64(binary.BigEndian.Uint32(b[32:]))
+	n := int64(binary.BigEndian.Uint32(b[48:]))
 	if n > int64(len(b)-logHeaderBytes) {
-		return c, 0, 0, false
+		return r, 0, 0, false
 	}
 	size = logHeaderBytes + int(n)
 	if crc32.Checksum(b[8:size], castagnoli) != binary.BigEndian.Uint32(b[4:]) {
-		return c, 0, 0, false
+		return r, 0, 0, false
 	}
-	c = chunk{first: binary.BigEndian.Uint64(b[16:]), last: binary.BigEndian.Uint64(b[24:]), data: b[logHeaderBytes:size:size]}
-	if c.first == 0 || c.last < c.first {
-		return chunk{}, 0, 0, false
+	r = logRecord{
+		chunk:  chunk{first: binary.BigEndian.Uint64(b[16:]), last: binary.BigEndian.Uint64(b[24:]), data: b[logHeaderBytes:size:size]},
+		commit: [2]uint64{binary.BigEndian.Uint64(b[32:]), binary.BigEndian.Uint64(b[40:])},
 	}
-	return c, size, binary.BigEndian.Uint64(b[8:]), true
+	if r.commit[0] == 0 || r.commit[0] > r.first || r.first > r.last || r.last > r.commit[1] {
+		return logRecord{}, 0, 0, false
+	}
+	return r, size, binary.BigEndian.Uint64(b[8:]), true
 }
 
-// unapplied returns the chunks in the log files past position head, in position
-// order. They must follow head without a gap: a gap means a record that was
-// acknowledged is damaged, and the events after it cannot be placed.
+// unapplied returns the chunks in the log files past position head that Open
+// must write to ledger.db, in position order (replayable decides which). Each
+// file is read to its end, which may lie past the configured size if the ledger
+// was last opened with larger files.
 func (l *commitLog) unapplied(head uint64) ([]chunk, error) {
-	var found []chunk
-	buf := make([]byte, l.size)
+	var found []logRecord
 	for i, f := range l.files {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("event store: read commit log %s: %w", logFileNames[i], err)
+		}
+		buf := make([]byte, st.Size())
 		if _, err := f.ReadAt(buf, 0); err != nil {
 			return nil, fmt.Errorf("event store: read commit log %s: %w", logFileNames[i], err)
 		}
-		scanRecords(buf, l.id, func(c chunk) {
-			if c.last > head {
-				c.data = bytes.Clone(c.data)
-				found = append(found, c)
+		scanRecords(buf, l.id, func(r logRecord) {
+			if r.last > head {
+				r.data = bytes.Clone(r.data)
+				found = append(found, r)
 			}
 		})
 	}
-	sortChunks(found)
-	next := head + 1
-	for i, c := range found {
-		if c.first != next {
-			return found[:i], &gapError{next: next, found: c.first}
-		}
-		next = c.last + 1
-	}
-	return found, nil
+	return replayable(head, found)
 }
 
-type gapError struct{ next, found uint64 }
+// replayable picks, from the records past head, those of the whole commits that
+// follow head without a gap. Commits are written one after another, each synced
+// before the next starts, so only the last one can be torn: its records, if any
+// remain, are dropped (it was never acknowledged). Anything else after a missing
+// position (a later commit, or the rest of a commit that began at or before
+// head) means damage to records that were synced, and replayable returns a
+// gapError naming the first missing position rather than start without it.
+func replayable(head uint64, found []logRecord) ([]chunk, error) {
+	slices.SortFunc(found, func(a, b logRecord) int { return cmp.Compare(a.first, b.first) })
+	next, complete, afterComplete := head+1, 0, head+1
+	for i, r := range found {
+		if r.first != next {
+			break
+		}
+		next = r.last + 1
+		if r.last == r.commit[1] {
+			complete, afterComplete = i+1, next
+		}
+	}
+	for _, r := range found[complete:] {
+		if r.commit[0] != afterComplete {
+			return nil, &gapError{missing: next}
+		}
+	}
+	chunks := make([]chunk, complete)
+	for i, r := range found[:complete] {
+		chunks[i] = r.chunk
+	}
+	return chunks, nil
+}
+
+type gapError struct{ missing uint64 }
 
 func (e *gapError) Error() string {
-	return fmt.Sprintf("the commit log continues at position %d, not %d: a record is damaged", e.found, e.next)
+	return fmt.Sprintf("the commit log is damaged: position %d is missing, and records written after it are not", e.missing)
 }

@@ -51,12 +51,14 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// crashOptions flush the stream index often, and keep the commit log files small,
+// so that kills also land in the middle of index flushes and of turns from one log
+// file to the other (which wait for the drainer). The parent recovers with the
+// same options.
+var crashOptions = sqlite.Options{IndexFlushInterval: 20 * time.Millisecond, IndexFlushEntries: 500, LogFileBytes: 256 << 10}
+
 func crashChild(dir, run string) {
-	// Flush the stream index often, and keep the commit log files small, so kills
-	// also land in the middle of index flushes and of turns from one log file to
-	// the other (which wait for the drainer).
-	s, err := sqlite.Open(context.Background(), dir, sqlite.Options{IndexFlushInterval: 20 * time.Millisecond, IndexFlushEntries: 500,
-		LogFileBytes: 256 << 10})
+	s, err := sqlite.Open(context.Background(), dir, crashOptions)
 	if err != nil {
 		fmt.Println("open-error", err)
 		os.Exit(3)
@@ -69,6 +71,12 @@ func crashChild(dir, run string) {
 		go func() {
 			defer wg.Done()
 			pad := strings.Repeat("x", 900)
+			if g == 1 {
+				// 30 KiB events: this goroutine's appends of two and three events
+				// span chunks, so their commits are several log records, which a
+				// kill could tear apart.
+				pad = strings.Repeat("y", 30<<10)
+			}
 			for n := 0; ; n++ {
 				count := 1 + n%3
 				id := fmt.Sprintf("%s-%d-%d", run, g, n)
@@ -167,7 +175,10 @@ func runAndKill(t *testing.T, dir string, run int, after time.Duration) []ack {
 
 func verifyAfterCrash(t *testing.T, dir string, acks []ack) {
 	t.Helper()
-	s := open(t, dir)
+	s, err := sqlite.Open(context.Background(), dir, crashOptions)
+	if err != nil {
+		t.Fatalf("open after crash: %v", err)
+	}
 	defer s.Close()
 	ctx := context.Background()
 	byPosition := map[uint64]string{}

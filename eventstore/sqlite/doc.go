@@ -23,8 +23,9 @@
 // The committed chunks wait in memory (tail.go), where readers find them, until
 // the drainer (drain.go) writes them to ledger.db: every 20 ms, many commits per
 // transaction (WAL, synchronous=FULL). A log file is reused only once ledger.db
-// durably holds everything it held, and Open replays into ledger.db whatever the
-// log holds past ledger.db's head. So together the log and ledger.db are the
+// durably holds everything it held, and Open replays into ledger.db the whole
+// commits the log holds past ledger.db's head (a torn last commit, never
+// acknowledged, is dropped whole). So together the log and ledger.db are the
 // durable truth; after Open (and after Close) ledger.db alone is.
 //
 // # Why the stream index is a separate file

@@ -33,9 +33,10 @@ func (s *Store) drainLoop() {
 		case <-tick.C:
 		case <-s.drainNow:
 		}
+		var err error
 		for {
-			n, err := s.drain(ctx)
-			if err != nil {
+			var n int
+			if n, err = s.drain(ctx); err != nil {
 				if s.failed.Load() == nil {
 					s.fail(fmt.Errorf("drain into %s: %w", ledgerFile, err))
 				}
@@ -47,6 +48,11 @@ func (s *Store) drainLoop() {
 			}
 		}
 		if stop {
+			if err != nil {
+				// Close reports it; the commit log still holds what was not drained,
+				// and the next Open replays it.
+				s.drainErr = fmt.Errorf("event store: final drain into %s: %w", ledgerFile, err)
+			}
 			return
 		}
 	}
@@ -87,6 +93,10 @@ func (s *Store) insertChunks(ctx context.Context, cs []chunk) error {
 		}
 	}
 	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		// SQLite may keep the transaction open after a failed COMMIT (SQLITE_BUSY);
+		// end it so that a later drain can begin. After an I/O error SQLite has
+		// rolled back already and this ROLLBACK fails harmlessly.
+		_, _ = conn.ExecContext(ctx, "ROLLBACK")
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil

@@ -84,6 +84,7 @@ type Store struct {
 	writerDone chan struct{}
 	flushDone  chan struct{}
 	drainDone  chan struct{}
+	drainErr   error // the final drain's, set before drainDone closes
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -257,7 +258,7 @@ func (s *Store) recoverLog(ctx context.Context) error {
 	head := s.head.Load()
 	cs, err := s.clog.unapplied(head)
 	if gap := (*gapError)(nil); errors.As(err, &gap) {
-		return &eventstore.CorruptError{Position: gap.next, Err: err}
+		return &eventstore.CorruptError{Position: gap.missing, Err: err}
 	}
 	if err != nil {
 		return err
@@ -343,7 +344,7 @@ func (s *Store) Close() error {
 		close(s.drainStop)
 		<-s.drainDone
 		<-s.flushDone
-		s.closeErr = s.closeFiles()
+		s.closeErr = errors.Join(s.drainErr, s.closeFiles())
 	})
 	return s.closeErr
 }

@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"slices"
 	"sort"
 	"sync"
@@ -92,8 +91,4 @@ func (t *tail) find(position uint64) int {
 		return -1
 	}
 	return i
-}
-
-func sortChunks(cs []chunk) {
-	slices.SortFunc(cs, func(a, b chunk) int { return cmp.Compare(a.first, b.first) })
 }
