@@ -64,7 +64,6 @@ type commitLog struct {
 	active int       // the file being written
 	off    int64     // where the next record goes in it
 	last   [2]uint64 // the last position each file holds from its current turn; 0: none
-	buf    []byte
 	// sync makes a write durable: fdatasync. Tests count its calls.
 	sync func(*os.File) error
 }
@@ -136,25 +135,12 @@ func (l *commitLog) close() error {
 	return errors.Join(errs...)
 }
 
-// recordBytes is the size of chunks written as log records.
-func recordBytes(chunks []chunk) int64 {
-	var n int64
-	for _, c := range chunks {
-		n += logHeaderBytes + int64(len(c.data))
-	}
-	return n
-}
-
-// fits reports whether chunks can go into the log at all: a commit must fit in one
-// file.
-func (l *commitLog) fits(chunks []chunk) bool { return recordBytes(chunks) <= l.size }
-
-// append writes chunks (consecutive, in position order) as records and makes them
-// durable. When the active file has no room left it moves to the other one, after
-// await has confirmed that ledger.db durably holds everything that file held. Any
-// error leaves the outcome unknown.
-func (l *commitLog) append(chunks []chunk, await func(position uint64) error) error {
-	n := recordBytes(chunks)
+// append writes the records of one commit (encodeCommit), whose last position is
+// last, and makes them durable. When the active file has no room left it moves to
+// the other one, after await has confirmed that ledger.db durably holds everything
+// that file held. Any error leaves the outcome unknown.
+func (l *commitLog) append(records []byte, last uint64, await func(position uint64) error) error {
+	n := int64(len(records))
 	if n > l.size {
 		return fmt.Errorf("a commit of %d bytes does not fit a log file of %d", n, l.size)
 	}
@@ -167,24 +153,53 @@ func (l *commitLog) append(chunks []chunk, await func(position uint64) error) er
 		}
 		l.active, l.off, l.last[other] = other, 0, 0
 	}
-	l.buf = l.buf[:0]
-	commit := [2]uint64{chunks[0].first, chunks[len(chunks)-1].last}
-	for _, c := range chunks {
-		l.buf = appendRecord(l.buf, l.id, logRecord{c, commit})
-	}
 	f := l.files[l.active]
-	if _, err := f.WriteAt(l.buf, l.off); err != nil {
+	if _, err := f.WriteAt(records, l.off); err != nil {
 		return fmt.Errorf("commit log: write: %w", err)
 	}
 	if err := l.sync(f); err != nil {
 		return fmt.Errorf("commit log: sync: %w", err)
 	}
 	l.off += n
-	l.last[l.active] = chunks[len(chunks)-1].last
-	if cap(l.buf) > 4<<20 {
-		l.buf = nil // do not keep a buffer grown by one huge commit
-	}
+	l.last[l.active] = last
 	return nil
+}
+
+// encodeCommit packs rows (consecutive, in position order) into chunks of up to
+// maxChunkBytes and lays them out as the log records of one commit, in a new
+// buffer of exactly the right size. The chunks' data alias the buffer, which is
+// never reused: the tail keeps them after the commit.
+func encodeCommit(id uint64, rows []row) ([]byte, []chunk) {
+	total, c := 0, 0
+	for _, r := range rows {
+		if c > 0 && c+4+len(r.data) > maxChunkBytes {
+			total += logHeaderBytes + c
+			c = 0
+		}
+		c += 4 + len(r.data)
+	}
+	total += logHeaderBytes + c
+	commit := [2]uint64{rows[0].position, rows[len(rows)-1].position}
+	buf := make([]byte, 0, total)
+	var chunks []chunk
+	start, first, open := 0, uint64(0), false
+	finish := func(last uint64) {
+		putHeader(buf[start:], id, first, last, commit)
+		chunks = append(chunks, chunk{first: first, last: last, data: buf[start+logHeaderBytes : len(buf) : len(buf)]})
+	}
+	for i, r := range rows {
+		if open && len(buf)-start-logHeaderBytes+4+len(r.data) > maxChunkBytes {
+			finish(rows[i-1].position)
+			open = false
+		}
+		if !open {
+			start, first, open = len(buf), r.position, true
+			buf = buf[:len(buf)+logHeaderBytes]
+		}
+		buf = appendFramed(buf, r.data)
+	}
+	finish(rows[len(rows)-1].position)
+	return buf, chunks
 }
 
 // logRecord is a chunk as the log holds it, with the range of its commit.
@@ -193,19 +208,26 @@ type logRecord struct {
 	commit [2]uint64 // first and last position
 }
 
+// appendRecord appends r to b as one record.
 func appendRecord(b []byte, id uint64, r logRecord) []byte {
 	start := len(b)
-	b = binary.BigEndian.AppendUint32(b, logMagic)
-	b = binary.BigEndian.AppendUint32(b, 0) // CRC, below
-	b = binary.BigEndian.AppendUint64(b, id)
-	b = binary.BigEndian.AppendUint64(b, r.first)
-	b = binary.BigEndian.AppendUint64(b, r.last)
-	b = binary.BigEndian.AppendUint64(b, r.commit[0])
-	b = binary.BigEndian.AppendUint64(b, r.commit[1])
-	b = binary.BigEndian.AppendUint32(b, uint32(len(r.data)))
+	b = append(b, make([]byte, logHeaderBytes)...)
 	b = append(b, r.data...)
-	binary.BigEndian.PutUint32(b[start+4:], crc32.Checksum(b[start+8:], castagnoli))
+	putHeader(b[start:], id, r.first, r.last, r.commit)
 	return b
+}
+
+// putHeader fills in the header of the record that is all of b, its chunk already
+// in place after the header.
+func putHeader(b []byte, id, first, last uint64, commit [2]uint64) {
+	binary.BigEndian.PutUint32(b, logMagic)
+	binary.BigEndian.PutUint64(b[8:], id)
+	binary.BigEndian.PutUint64(b[16:], first)
+	binary.BigEndian.PutUint64(b[24:], last)
+	binary.BigEndian.PutUint64(b[32:], commit[0])
+	binary.BigEndian.PutUint64(b[40:], commit[1])
+	binary.BigEndian.PutUint32(b[48:], uint32(len(b)-logHeaderBytes))
+	binary.BigEndian.PutUint32(b[4:], crc32.Checksum(b[8:], castagnoli))
 }
 
 // scanRecords calls fn with every record of ledger id found in a log file's

@@ -388,3 +388,48 @@ func TestAppendLargerThanLogFile(t *testing.T) {
 		t.Fatalf("head %d after a refused append", h)
 	}
 }
+
+// TestEncodeCommit: the records of one commit are what appendRecord writes for
+// each of its chunks, the chunks split where chunk.go says, and a request's
+// packedBytes is the size encodeCommit makes of it.
+func TestEncodeCommit(t *testing.T) {
+	const id = 3
+	for _, sizes := range [][]int{{10}, {1000, 1000, 1000}, {40 << 10, 40 << 10, 40 << 10}, {70 << 10}, {100, 70 << 10, 100}} {
+		var rows []row
+		var events [][]byte
+		for i, n := range sizes {
+			b := bytes.Repeat([]byte{byte('a' + i)}, n)
+			rows = append(rows, row{position: uint64(10 + i), data: b})
+			events = append(events, b)
+		}
+		buf, chunks := encodeCommit(id, rows)
+		if int64(len(buf)) != packedBytes(events) {
+			t.Fatalf("%v: %d bytes of records, packedBytes says %d", sizes, len(buf), packedBytes(events))
+		}
+		var want []byte
+		next := uint64(10)
+		for _, c := range chunks {
+			if c.first != next {
+				t.Fatalf("%v: chunk starts at %d, want %d", sizes, c.first, next)
+			}
+			if len(c.data) > maxChunkBytes && c.first != c.last {
+				t.Fatalf("%v: chunk %d-%d of %d bytes", sizes, c.first, c.last, len(c.data))
+			}
+			n := 0
+			if err := chunkEvents(c.first, c.last, c.data, func(p uint64, e []byte) bool {
+				if !bytes.Equal(e, events[p-10]) {
+					t.Fatalf("%v: event %d differs", sizes, p)
+				}
+				n++
+				return true
+			}); err != nil {
+				t.Fatal(err)
+			}
+			next = c.last + 1
+			want = appendRecord(want, id, logRecord{c, [2]uint64{10, uint64(9 + len(sizes))}})
+		}
+		if next != uint64(10+len(sizes)) || !bytes.Equal(buf, want) {
+			t.Fatalf("%v: records differ from appendRecord's of the chunks", sizes)
+		}
+	}
+}

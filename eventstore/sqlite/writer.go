@@ -287,8 +287,8 @@ func (w *writer) commit(group []*request) {
 // the outcome unknown, so the store fails.
 func (w *writer) commitPiece(accepted []acceptedRequest, rows []row, entries []entry) error {
 	s := w.s
-	chunks := packChunks(rows)
-	if err := s.clog.append(chunks, s.awaitDurable); err != nil {
+	records, chunks := encodeCommit(s.clog.id, rows)
+	if err := s.clog.append(records, chunks[len(chunks)-1].last, s.awaitDurable); err != nil {
 		s.fail(err)
 		return fmt.Errorf("%w: %v", eventstore.ErrFailed, err)
 	}
@@ -321,30 +321,9 @@ func (r *request) versionMismatch(current uint64) int {
 	return -1
 }
 
-// packChunks packs rows (in position order) into chunks, each with its own buffer:
-// the tail keeps them after the commit.
-func packChunks(rows []row) []chunk {
-	var out []chunk
-	var c chunk
-	for _, r := range rows {
-		if len(c.data) > 0 && len(c.data)+4+len(r.data) > maxChunkBytes {
-			out = append(out, c)
-			c = chunk{}
-		}
-		if len(c.data) == 0 {
-			c.first = r.position
-		}
-		c.last = r.position
-		c.data = appendFramed(c.data, r.data)
-	}
-	if len(c.data) > 0 {
-		out = append(out, c)
-	}
-	return out
-}
-
-// packedBytes is how many bytes of log records packChunks makes of events. Packed
-// together with others they can only take fewer (they may share a chunk header).
+// packedBytes is how many bytes of log records encodeCommit makes of events alone.
+// Packed together with others they can only take fewer (they may share a chunk
+// header).
 func packedBytes(events [][]byte) int64 {
 	var total int64
 	c := 0
