@@ -17,6 +17,11 @@ import (
 // single event is read by fetching its chunk (at most 64 KiB from the page cache).
 const maxChunkBytes = 64 << 10
 
+// chunkFull reports whether a chunk holding size bytes so far must be closed
+// before an event of n bytes: a chunk ends before it would pass maxChunkBytes,
+// except that an event always goes into an empty one.
+func chunkFull(size, n int) bool { return size > 0 && size+4+n > maxChunkBytes }
+
 // appendFramed appends one event to a chunk under construction.
 func appendFramed(chunk, event []byte) []byte {
 	chunk = binary.BigEndian.AppendUint32(chunk, uint32(len(event)))

@@ -170,17 +170,9 @@ func (l *commitLog) append(records []byte, last uint64, await func(position uint
 // buffer of exactly the right size. The chunks' data alias the buffer, which is
 // never reused: the tail keeps them after the commit.
 func encodeCommit(id uint64, rows []row) ([]byte, []chunk) {
-	total, c := 0, 0
-	for _, r := range rows {
-		if c > 0 && c+4+len(r.data) > maxChunkBytes {
-			total += logHeaderBytes + c
-			c = 0
-		}
-		c += 4 + len(r.data)
-	}
-	total += logHeaderBytes + c
+	total := recordsBytes(len(rows), func(i int) int { return len(rows[i].data) })
 	commit := [2]uint64{rows[0].position, rows[len(rows)-1].position}
-	buf := make([]byte, 0, total)
+	buf := make([]byte, 0, int(total))
 	var chunks []chunk
 	start, first, open := 0, uint64(0), false
 	finish := func(last uint64) {
@@ -188,7 +180,7 @@ func encodeCommit(id uint64, rows []row) ([]byte, []chunk) {
 		chunks = append(chunks, chunk{first: first, last: last, data: buf[start+logHeaderBytes : len(buf) : len(buf)]})
 	}
 	for i, r := range rows {
-		if open && len(buf)-start-logHeaderBytes+4+len(r.data) > maxChunkBytes {
+		if open && chunkFull(len(buf)-start-logHeaderBytes, len(r.data)) {
 			finish(rows[i-1].position)
 			open = false
 		}
@@ -200,6 +192,24 @@ func encodeCommit(id uint64, rows []row) ([]byte, []chunk) {
 	}
 	finish(rows[len(rows)-1].position)
 	return buf, chunks
+}
+
+// recordsBytes is the size of the records encodeCommit makes of n events, the
+// i-th of size(i) bytes.
+func recordsBytes(n int, size func(i int) int) int64 {
+	var total int64
+	c := 0
+	for i := range n {
+		if chunkFull(c, size(i)) {
+			total += logHeaderBytes + int64(c)
+			c = 0
+		}
+		c += 4 + size(i)
+	}
+	if c > 0 {
+		total += logHeaderBytes + int64(c)
+	}
+	return total
 }
 
 // logRecord is a chunk as the log holds it, with the range of its commit.
@@ -285,12 +295,16 @@ func parseRecord(b []byte) (r logRecord, size int, id uint64, ok bool) {
 // was last opened with larger files.
 func (l *commitLog) unapplied(head uint64) ([]chunk, error) {
 	var found []logRecord
+	var buf []byte // one buffer for both files
 	for i, f := range l.files {
 		st, err := f.Stat()
 		if err != nil {
 			return nil, fmt.Errorf("event store: read commit log %s: %w", logFileNames[i], err)
 		}
-		buf := make([]byte, st.Size())
+		if int64(cap(buf)) < st.Size() {
+			buf = make([]byte, st.Size())
+		}
+		buf = buf[:st.Size()]
 		if _, err := f.ReadAt(buf, 0); err != nil {
 			return nil, fmt.Errorf("event store: read commit log %s: %w", logFileNames[i], err)
 		}

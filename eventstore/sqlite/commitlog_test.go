@@ -82,8 +82,6 @@ func TestScanRecords(t *testing.T) {
 	}
 }
 
-func (r logRecord) pos() uint64 { return r.first }
-
 func TestReplayable(t *testing.T) {
 	// A commit of positions first..last written as one record per position.
 	commit := func(first, last uint64) []logRecord {

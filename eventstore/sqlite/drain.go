@@ -40,7 +40,7 @@ func (s *Store) drainLoop() {
 				if s.failed.Load() == nil {
 					s.fail(fmt.Errorf("drain into %s: %w", ledgerFile, err))
 				}
-				s.wakeDurable()
+				s.drained.wake()
 				break
 			}
 			if n == 0 || (!stop && s.tail.size() < drainBytes) {
@@ -71,7 +71,7 @@ func (s *Store) drain(ctx context.Context) (int, error) {
 	last := cs[len(cs)-1].last
 	s.durable.Store(last)
 	s.tail.drop(last)
-	s.wakeDurable()
+	s.drained.wake()
 	return len(cs), nil
 }
 
@@ -106,7 +106,7 @@ func (s *Store) insertChunks(ctx context.Context, cs []chunk) error {
 // position, waking the drainer if needed.
 func (s *Store) awaitDurable(position uint64) error {
 	for {
-		wake := s.durableChan()
+		wake := s.drained.wait()
 		if s.durable.Load() >= position {
 			return nil
 		}
@@ -123,17 +123,4 @@ func (s *Store) awaitDurable(position uint64) error {
 			return eventstore.ErrClosed
 		}
 	}
-}
-
-func (s *Store) wakeDurable() {
-	s.durableMu.Lock()
-	close(s.durableCh)
-	s.durableCh = make(chan struct{})
-	s.durableMu.Unlock()
-}
-
-func (s *Store) durableChan() <-chan struct{} {
-	s.durableMu.Lock()
-	defer s.durableMu.Unlock()
-	return s.durableCh
 }

@@ -197,7 +197,7 @@ func (s *Store) Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event,
 			}
 			// Take the wake-up channel before reading, so a commit that lands after
 			// the read still wakes us.
-			wake := s.waitChan()
+			wake := s.committed.wait()
 			page, err := s.readPage(ctx, next, pageSize)
 			for _, e := range page {
 				if !yield(e, nil) {

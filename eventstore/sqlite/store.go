@@ -72,10 +72,8 @@ type Store struct {
 	head       atomic.Uint64 // the last acknowledged position
 	durable    atomic.Uint64 // the last position ledger.db holds durably
 	failed     atomic.Pointer[error]
-	notifyMu   sync.Mutex
-	notify     chan struct{} // closed and replaced after every commit
-	durableMu  sync.Mutex
-	durableCh  chan struct{} // closed and replaced after every drain
+	committed  broadcast // after every commit
+	drained    broadcast // after every drain, and when the store fails
 	closed     chan struct{}
 	closeOnce  sync.Once
 	closeErr   error
@@ -121,7 +119,7 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("event store: %w", err)
 	}
 	s := &Store{dir: dir, opts: opts, log: log, reqs: make(chan *request, 4096),
-		notify: make(chan struct{}), durableCh: make(chan struct{}), closed: make(chan struct{}),
+		closed:   make(chan struct{}),
 		drainNow: make(chan struct{}, 1), drainStop: make(chan struct{}), writerDone: make(chan struct{}),
 		flushDone: make(chan struct{}), drainDone: make(chan struct{})}
 	defer func() {
@@ -263,18 +261,20 @@ func (s *Store) recoverLog(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for len(cs) > 0 {
-		n, size := 0, 0
-		for n < len(cs) && (n == 0 || size+len(cs[n].data) <= drainTxBytes) {
-			size += len(cs[n].data)
-			n++
+	if len(cs) > 0 {
+		// Through the drainer's own path: into the tail, then into ledger.db.
+		s.tail.add(cs)
+		for {
+			n, err := s.drain(ctx)
+			if err != nil {
+				return fmt.Errorf("event store: replay the commit log: %w", err)
+			}
+			if n == 0 {
+				break
+			}
 		}
-		if err := s.insertChunks(ctx, cs[:n]); err != nil {
-			return fmt.Errorf("event store: replay the commit log: %w", err)
-		}
-		s.log.Info("replayed commit log records into the ledger", "from", cs[0].first, "through", cs[n-1].last)
-		head = cs[n-1].last
-		cs = cs[n:]
+		head = cs[len(cs)-1].last
+		s.log.Info("replayed commit log records into the ledger", "from", cs[0].first, "through", head)
 	}
 	s.head.Store(head)
 	s.durable.Store(head)
@@ -376,18 +376,29 @@ func (s *Store) closeFiles() error {
 	return errors.Join(errs...)
 }
 
-// signal wakes every follower waiting for new events.
-func (s *Store) signal() {
-	s.notifyMu.Lock()
-	close(s.notify)
-	s.notify = make(chan struct{})
-	s.notifyMu.Unlock()
+// broadcast wakes every goroutine waiting on it at once: a waiter takes the
+// channel before checking its condition, and wake closes it and starts a new one.
+type broadcast struct {
+	mu sync.Mutex
+	ch chan struct{}
 }
 
-func (s *Store) waitChan() <-chan struct{} {
-	s.notifyMu.Lock()
-	defer s.notifyMu.Unlock()
-	return s.notify
+func (b *broadcast) wait() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch == nil {
+		b.ch = make(chan struct{})
+	}
+	return b.ch
+}
+
+func (b *broadcast) wake() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ch != nil {
+		close(b.ch)
+		b.ch = nil
+	}
 }
 
 func randomLogID() (uint64, error) {

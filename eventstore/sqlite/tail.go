@@ -19,13 +19,16 @@ type tail struct {
 	bytes  int
 }
 
-func (t *tail) add(cs []chunk) {
+// add appends a commit's chunks and returns how many bytes now wait for the
+// drainer.
+func (t *tail) add(cs []chunk) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.chunks = append(t.chunks, cs...)
 	for _, c := range cs {
 		t.bytes += len(c.data)
 	}
+	return t.bytes
 }
 
 // size returns how many bytes of chunks wait for the drainer.

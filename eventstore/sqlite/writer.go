@@ -294,11 +294,11 @@ func (w *writer) commitPiece(accepted []acceptedRequest, rows []row, entries []e
 	}
 	// The tail first, then the head: a reader that sees the new head finds the
 	// events (tail.go).
-	s.tail.add(chunks)
+	waiting := s.tail.add(chunks)
 	s.head.Store(chunks[len(chunks)-1].last)
 	s.idx.add(entries)
-	s.signal()
-	if s.tail.size() >= drainBytes {
+	s.committed.wake()
+	if waiting >= drainBytes {
 		select {
 		case s.drainNow <- struct{}{}:
 		default: // a wake-up is pending already
@@ -325,17 +325,5 @@ func (r *request) versionMismatch(current uint64) int {
 // Packed together with others they can only take fewer (they may share a chunk
 // header).
 func packedBytes(events [][]byte) int64 {
-	var total int64
-	c := 0
-	for _, e := range events {
-		if c > 0 && c+4+len(e) > maxChunkBytes {
-			total += logHeaderBytes + int64(c)
-			c = 0
-		}
-		c += 4 + len(e)
-	}
-	if c > 0 {
-		total += logHeaderBytes + int64(c)
-	}
-	return total
+	return recordsBytes(len(events), func(i int) int { return len(events[i]) })
 }
