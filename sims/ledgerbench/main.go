@@ -10,7 +10,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -20,11 +19,11 @@ import (
 	"runtime/pprof"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/caledger/caledger/sims/rawdisk"
 )
 
 func main() {
@@ -53,7 +52,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	if err := refuseTmpfs(*dir); err != nil {
+	if err := rawdisk.RefuseTmpfs(*dir); err != nil {
 		return err
 	}
 	if *cpuprofile != "" {
@@ -70,7 +69,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fmt.Fprintf(out, "ledgerbench: %s, %d CPUs, GOMAXPROCS %d, dir %s, %v per phase\n\n",
 		runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0), *dir, *duration)
 
-	rawBefore, err := rawFsync(*dir, *duration/2)
+	rawBefore, err := rawdisk.SyncRate(*dir, *duration/2)
 	if err != nil {
 		return err
 	}
@@ -86,7 +85,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rawMid, err := rawFsync(*dir, *duration/2)
+	rawMid, err := rawdisk.SyncRate(*dir, *duration/2)
 	if err != nil {
 		return err
 	}
@@ -98,7 +97,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	rawAfter, err := rawFsync(*dir, *duration/2)
+	rawAfter, err := rawdisk.SyncRate(*dir, *duration/2)
 	if err != nil {
 		return err
 	}
@@ -134,61 +133,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	return nil
 }
 
-// refuseTmpfs stops a measurement on a RAM file system, where fsync costs nothing.
-func refuseTmpfs(dir string) error {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(dir, &st); err != nil {
-		return err
-	}
-	const tmpfsMagic = 0x01021994
-	if st.Type == tmpfsMagic {
-		return errors.New(dir + " is on tmpfs; fsync figures would be meaningless")
-	}
-	return nil
-}
-
-// rawFsync measures the disk's rate of durable 4 KiB writes, each followed by
-// fsync, over a preallocated file.
-func rawFsync(dir string, d time.Duration) (float64, error) { return rawSync(dir, d, false) }
-
-// rawFdatasync is rawFsync with fdatasync, which the store's commit log calls.
-func rawFdatasync(dir string, d time.Duration) (float64, error) { return rawSync(dir, d, true) }
-
-func rawSync(dir string, d time.Duration, data bool) (float64, error) {
-	f, err := os.CreateTemp(dir, "rawfsync-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	const blocks = 256
-	if _, err := f.Write(make([]byte, blocks*4096)); err != nil {
-		return 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	buf := make([]byte, 4096)
-	rand.Read(buf)
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := f.WriteAt(buf, int64(n%blocks)*4096); err != nil {
-			return 0, err
-		}
-		if data {
-			err = syscall.Fdatasync(int(f.Fd()))
-		} else {
-			err = f.Sync()
-		}
-		if err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
 // loneResult is the lone appender measured in rounds, each between two raw fsync
 // measurements: this disk's fsync rate drifts by 2x within a minute, so a ratio is
 // only fair against a baseline taken seconds before and after.
@@ -205,10 +149,10 @@ func loneAppender(ctx context.Context, dir string, s *sqlite.Store, rounds int, 
 	var res loneResult
 	var elapsed time.Duration
 	baselines := func() (fsync, fdatasync float64, err error) {
-		if fsync, err = rawFsync(dir, rawFor); err != nil {
+		if fsync, err = rawdisk.SyncRate(dir, rawFor); err != nil {
 			return
 		}
-		fdatasync, err = rawFdatasync(dir, rawFor)
+		fdatasync, err = rawdisk.DatasyncRate(dir, rawFor)
 		return
 	}
 	for range max(rounds, 1) {

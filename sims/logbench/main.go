@@ -22,6 +22,8 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
+
+	"github.com/caledger/caledger/sims/rawdisk"
 )
 
 const (
@@ -48,12 +50,8 @@ func run() error {
 		defer os.RemoveAll(d)
 		*dir = d
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(*dir, &st); err != nil {
+	if err := rawdisk.RefuseTmpfs(*dir); err != nil {
 		return err
-	}
-	if st.Type == 0x01021994 { // TMPFS_MAGIC
-		return errors.New(*dir + " is on tmpfs; sync figures would be meaningless")
 	}
 	record := make([]byte, recordBytes)
 	rand.Read(record)
@@ -87,7 +85,7 @@ func run() error {
 		run  func() (float64, error)
 	}
 	variants := []variant{
-		{"raw 4 KiB write + fdatasync", func() (float64, error) { return rawLoop(*dir, time.Second, true) }},
+		{"raw 4 KiB write + fdatasync", func() (float64, error) { return rawdisk.DatasyncRate(*dir, time.Second) }},
 		{"log file, fdatasync", func() (float64, error) { return log.loop(time.Second, record, nil, 0) }},
 		{"log file + SQLite (NORMAL) fed every 5 ms", func() (float64, error) { return log.loop(time.Second, record, bg5, 5*time.Millisecond) }},
 		{"log file + SQLite fed every 50 ms, autocheckpoint 10000", func() (float64, error) {
@@ -97,7 +95,7 @@ func run() error {
 	}
 	ratios := make([][]float64, len(variants))
 	for range max(*rounds, 1) {
-		before, err := rawLoop(*dir, 500*time.Millisecond, false)
+		before, err := rawdisk.SyncRate(*dir, 500*time.Millisecond)
 		if err != nil {
 			return err
 		}
@@ -107,7 +105,7 @@ func run() error {
 				return fmt.Errorf("%s: %w", v.name, err)
 			}
 		}
-		after, err := rawLoop(*dir, 500*time.Millisecond, false)
+		after, err := rawdisk.SyncRate(*dir, 500*time.Millisecond)
 		if err != nil {
 			return err
 		}
@@ -122,43 +120,6 @@ func run() error {
 		fmt.Printf("| %s | %.2f | %.2f | %.2f |\n", v.name, r[len(r)/2], r[0], r[len(r)-1])
 	}
 	return nil
-}
-
-// rawLoop is sims/ledgerbench's baseline: 4 KiB writes over a preallocated file,
-// each followed by fsync (or fdatasync).
-func rawLoop(dir string, d time.Duration, data bool) (float64, error) {
-	f, err := os.CreateTemp(dir, "raw-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.Remove(f.Name())
-	defer f.Close()
-	const blocks = 256
-	if _, err := f.Write(make([]byte, blocks*4096)); err != nil {
-		return 0, err
-	}
-	if err := f.Sync(); err != nil {
-		return 0, err
-	}
-	buf := make([]byte, 4096)
-	rand.Read(buf)
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := f.WriteAt(buf, int64(n%blocks)*4096); err != nil {
-			return 0, err
-		}
-		if data {
-			err = syscall.Fdatasync(int(f.Fd()))
-		} else {
-			err = f.Sync()
-		}
-		if err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // logFile is a zero-filled file written with sequential records that wrap around.
