@@ -171,28 +171,50 @@ type RevocationRow struct {
 	NotAfter  time.Time
 }
 
-const selectRevocationSQL = `SELECT revoked_at, reason, not_after FROM revocations WHERE ca_id = ? AND serial = ?`
+// statusSQL reads both views' rows for one serial in one query, so an OCSP
+// answer costs one round trip to SQLite and sees one snapshot of both. The
+// derived table always yields one row; the joins are primary-key lookups.
+const statusSQL = `SELECT r.revoked_at, r.reason, c.ca_id, c.revoked_at, c.reason
+	FROM (SELECT ? AS ca_id, ? AS serial) AS q
+	LEFT JOIN revocations AS r ON r.ca_id = q.ca_id AND r.serial = q.serial
+	LEFT JOIN certificates AS c ON c.serial = q.serial`
 
-// RevocationStatus reports whether certificate serial of CA caID is revoked, and
-// how; for OCSP. A certificate that is not revoked gives false whether or not it
-// exists: the caller tells "good" from "unknown" with Certificate. Revocations are
-// kept after deletion and expiry.
-func (v *Views) RevocationStatus(ctx context.Context, caID string, serial domain.Serial) (RevocationRow, bool, error) {
+// CertificateStatus is what the views know of one certificate of one CA: what
+// OCSP answers.
+type CertificateStatus struct {
+	// Issued is true when the certificates view holds the certificate as
+	// issued by this CA (whatever its status: valid, revoked or deleted).
+	Issued bool
+	// Revoked is true when either view holds a revocation of it by this CA.
+	// The revocations view keeps a revocation after deletion and expiry, and
+	// decides when it has one; otherwise the certificates view may be ahead of
+	// it.
+	Revoked   bool
+	RevokedAt time.Time
+	Reason    domain.RevocationReason
+}
+
+// CertificateStatus reports whether certificate serial of CA caID was issued
+// and whether it is revoked, from both views in one query. Neither flag set
+// means the views know no such certificate of this CA.
+func (v *Views) CertificateStatus(ctx context.Context, caID string, serial domain.Serial) (CertificateStatus, error) {
 	if v.closed() {
-		return RevocationRow{}, false, ErrClosed
+		return CertificateStatus{}, ErrClosed
 	}
-	r := RevocationRow{CAID: caID, Serial: serial}
-	var revokedAt, notAfter int64
-	var reason int
-	err := v.revStmt.QueryRowContext(ctx, caID, serial).Scan(&revokedAt, &reason, &notAfter)
-	if errors.Is(err, sql.ErrNoRows) {
-		return RevocationRow{}, false, nil
-	}
+	var revRevokedAt, revReason, certRevokedAt, certReason sql.NullInt64
+	var certCA sql.NullString
+	err := v.statusStmt.QueryRowContext(ctx, caID, serial).Scan(&revRevokedAt, &revReason, &certCA, &certRevokedAt, &certReason)
 	if err != nil {
-		return RevocationRow{}, false, v.queryErr(err)
+		return CertificateStatus{}, v.queryErr(err)
 	}
-	r.RevokedAt, r.Reason, r.NotAfter = fromMicros(revokedAt), domain.RevocationReason(reason), fromMicros(notAfter)
-	return r, true, nil
+	st := CertificateStatus{Issued: certCA.Valid && certCA.String == caID}
+	switch {
+	case revRevokedAt.Valid:
+		st.Revoked, st.RevokedAt, st.Reason = true, fromMicros(revRevokedAt.Int64), domain.RevocationReason(revReason.Int64)
+	case st.Issued && certRevokedAt.Valid:
+		st.Revoked, st.RevokedAt, st.Reason = true, fromMicros(certRevokedAt.Int64), domain.RevocationReason(certReason.Int64)
+	}
+	return st, nil
 }
 
 // revokedPage is how many revocations one query of Revoked reads.

@@ -80,8 +80,8 @@ type Views struct {
 	wdb *sql.DB // one connection: every write and every WAL checkpoint
 	rdb *sql.DB // queries
 
-	revStmt  *sql.Stmt // RevocationStatus
-	certStmt *sql.Stmt // Certificate
+	statusStmt *sql.Stmt // CertificateStatus
+	certStmt   *sql.Stmt // Certificate
 
 	// active is held by Run and Rebuild for their whole run; the fields below it
 	// are used only by its holder.
@@ -162,7 +162,7 @@ func Open(ctx context.Context, path string, opts Options) (_ *Views, err error) 
 	if err := checkSettings(ctx, v.rdb); err != nil {
 		return nil, err
 	}
-	if v.revStmt, err = v.rdb.PrepareContext(ctx, selectRevocationSQL); err != nil {
+	if v.statusStmt, err = v.rdb.PrepareContext(ctx, statusSQL); err != nil {
 		return nil, fmt.Errorf("projections: %w", err)
 	}
 	if v.certStmt, err = v.rdb.PrepareContext(ctx, selectCertificateSQL); err != nil {
@@ -189,7 +189,7 @@ func (v *Views) Close() error {
 
 func (v *Views) closeFiles() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{v.revStmt, v.certStmt} {
+	for _, s := range []*sql.Stmt{v.statusStmt, v.certStmt} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}

@@ -133,8 +133,8 @@ func checkWorld(t *testing.T, v *Views, w world, now time.Time) {
 	if c, err := v.Certificate(ctx, w.bobCert.Serial); err != nil || c.Status != StatusValid {
 		t.Errorf("bob's certificate: %+v, %v", c, err)
 	}
-	if _, revoked, err := v.RevocationStatus(ctx, "issuing", w.bobCert.Serial); err != nil || revoked {
-		t.Errorf("bob's certificate revoked: %v, %v", revoked, err)
+	if st, err := v.CertificateStatus(ctx, "issuing", w.bobCert.Serial); err != nil || st.Revoked || !st.Issued {
+		t.Errorf("bob's certificate: %+v, %v; want issued, not revoked", st, err)
 	}
 	var serials []domain.Serial
 	for r, err := range v.Revoked(ctx, "issuing", now) {
@@ -534,27 +534,39 @@ func TestRevocations(t *testing.T) {
 	}
 	for _, c := range []struct {
 		serial  domain.Serial
+		issued  bool
 		revoked bool
 		reason  domain.RevocationReason
 	}{
-		{old.Serial, true, domain.ReasonSuperseded},
-		{revokedDeleted.Serial, true, domain.ReasonKeyCompromise},
-		{revoked.Serial, true, domain.ReasonAffiliationChanged},
-		{valid.Serial, false, 0},
-		{"abc", false, 0},
+		{old.Serial, true, true, domain.ReasonSuperseded},
+		{revokedDeleted.Serial, true, true, domain.ReasonKeyCompromise},
+		{revoked.Serial, true, true, domain.ReasonAffiliationChanged},
+		{valid.Serial, true, false, 0},
+		{"abc", false, false, 0},
 	} {
-		row, ok, err := v.RevocationStatus(ctx, "issuing", c.serial)
-		if err != nil || ok != c.revoked || row.Reason != c.reason {
-			t.Errorf("RevocationStatus(%s) = %+v, %v, %v; want revoked %v reason %d", c.serial, row, ok, err, c.revoked, c.reason)
+		st, err := v.CertificateStatus(ctx, "issuing", c.serial)
+		if err != nil || st.Issued != c.issued || st.Revoked != c.revoked || st.Reason != c.reason || st.RevokedAt.IsZero() == c.revoked {
+			t.Errorf("CertificateStatus(%s) = %+v, %v; want issued %v revoked %v reason %d", c.serial, st, err, c.issued, c.revoked, c.reason)
 		}
 	}
 	cert, err := v.Certificate(ctx, revoked.Serial)
 	must(t, err)
-	if row, _, _ := v.RevocationStatus(ctx, "issuing", revoked.Serial); !row.NotAfter.Equal(cert.NotAfter) || cert.NotAfter.IsZero() {
-		t.Errorf("revocation row's notAfter %v differs from the certificate's %v", row.NotAfter, cert.NotAfter)
+	for row, err := range v.Revoked(ctx, "issuing", start) {
+		must(t, err)
+		if row.Serial == revoked.Serial && (!row.NotAfter.Equal(cert.NotAfter) || cert.NotAfter.IsZero()) {
+			t.Errorf("revocation row's notAfter %v differs from the certificate's %v", row.NotAfter, cert.NotAfter)
+		}
 	}
-	if _, ok, _ := v.RevocationStatus(ctx, "other-ca", revoked.Serial); ok {
-		t.Error("a revocation is reported under another CA")
+	if st, err := v.CertificateStatus(ctx, "other-ca", revoked.Serial); err != nil || st.Revoked || st.Issued {
+		t.Errorf("under another CA: %+v, %v; want neither issued nor revoked", st, err)
+	}
+	// A revocations view behind the certificates view (its own checkpoint is
+	// older) must not turn a revoked certificate good.
+	if _, err := v.wdb.ExecContext(ctx, `DELETE FROM revocations WHERE serial = ?`, revoked.Serial); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := v.CertificateStatus(ctx, "issuing", revoked.Serial); err != nil || !st.Revoked || st.Reason != domain.ReasonAffiliationChanged {
+		t.Errorf("with the revocations view behind: %+v, %v; want revoked (affiliationChanged) from the certificates view", st, err)
 	}
 	if got, err := v.RevocationRevision(ctx, "issuing"); err != nil || got != rev {
 		t.Errorf("revision of issuing: %d, %v; want %d (deletions do not move it)", got, err, rev)

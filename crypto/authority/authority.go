@@ -31,7 +31,7 @@ type Ledger interface {
 // Revocations is what the authority reads of the views.
 type Revocations interface {
 	Certificate(ctx context.Context, serial domain.Serial) (projections.CertificateRow, error)
-	RevocationStatus(ctx context.Context, caID string, serial domain.Serial) (projections.RevocationRow, bool, error)
+	CertificateStatus(ctx context.Context, caID string, serial domain.Serial) (projections.CertificateStatus, error)
 	Revoked(ctx context.Context, caID string, now time.Time) iter.Seq2[projections.RevocationRow, error]
 	RevocationRevision(ctx context.Context, caID string) (uint64, error)
 	WaitFor(ctx context.Context, position uint64) error
@@ -284,24 +284,14 @@ func (a *Authority) Lookup(ctx context.Context, caID string, serial *big.Int) (r
 	if serial.Sign() <= 0 || !s.Valid() {
 		return revocation.Answer{Status: revocation.Unknown}, nil
 	}
-	row, revoked, err := a.views.RevocationStatus(ctx, caID, s)
-	if err != nil {
-		return revocation.Answer{}, err
-	}
-	if revoked {
-		return revocation.Answer{Status: revocation.Revoked, RevokedAt: row.RevokedAt, Reason: int(row.Reason)}, nil
-	}
-	cert, err := a.views.Certificate(ctx, s)
+	st, err := a.views.CertificateStatus(ctx, caID, s)
 	switch {
-	case isNotFound(err):
-		return revocation.Answer{Status: revocation.Unknown}, nil
 	case err != nil:
 		return revocation.Answer{}, err
-	case cert.CAID != caID:
+	case st.Revoked:
+		return revocation.Answer{Status: revocation.Revoked, RevokedAt: st.RevokedAt, Reason: int(st.Reason)}, nil
+	case !st.Issued:
 		return revocation.Answer{Status: revocation.Unknown}, nil
-	case !cert.RevokedAt.IsZero():
-		// The certificates view is ahead of the revocations view.
-		return revocation.Answer{Status: revocation.Revoked, RevokedAt: cert.RevokedAt, Reason: int(cert.Reason)}, nil
 	}
 	return revocation.Answer{Status: revocation.Good}, nil
 }
