@@ -228,9 +228,13 @@ func (x *index) fileHead(ctx context.Context, stream string) (uint64, error) {
 }
 
 // memPositions returns the in-memory positions of stream for versions >= from.
-func (x *index) memPositions(stream string, from uint64) (first uint64, positions []uint64) {
+// covered reports that memory holds every version >= from there is: the stream
+// is in memory from a version <= from on. Memory holds a stream's newest
+// versions, consecutively, so the file then has nothing to add.
+func (x *index) memPositions(stream string, from uint64) (first uint64, positions []uint64, covered bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	found := false
 	for _, t := range []*memtable{x.flushing, x.active} {
 		if t == nil {
 			continue
@@ -239,19 +243,20 @@ func (x *index) memPositions(stream string, from uint64) (first uint64, position
 		if m == nil {
 			continue
 		}
-		if positions == nil {
-			first = m.first
+		if !found {
+			first, found = m.first, true
 		}
 		positions = append(positions, m.positions...)
 	}
-	if positions == nil || first+uint64(len(positions)) <= from {
-		return 0, nil
+	covered = found && first <= from
+	if !found || first+uint64(len(positions)) <= from {
+		return 0, nil, covered
 	}
 	if from > first {
 		positions = positions[from-first:]
 		first = from
 	}
-	return first, positions
+	return first, positions, covered
 }
 
 // filePositions returns up to limit (version, position) pairs of stream from the

@@ -239,8 +239,11 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64) iter
 func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter.Seq2[domain.Event, error] {
 	return func(yield func(domain.Event, error) bool) {
 		// Memory first, then the file: an entry that a flush moves in between is
-		// then seen twice (and skipped the second time), never missed.
-		memFirst, memPositions := s.idx.memPositions(stream, from)
+		// then seen twice (and skipped the second time), never missed. When
+		// memory covers every version from `from` on (a stream appended to
+		// since the last flush, read from past its last flushed version) the
+		// file is not asked.
+		memFirst, memPositions, covered := s.idx.memPositions(stream, from)
 		next := from
 		var c chunk // events appended together share one: fetch it once
 		emit := func(version, position uint64) bool {
@@ -252,7 +255,7 @@ func (s *Store) readStream(ctx context.Context, stream string, from uint64) iter
 			next++
 			return yield(e, nil)
 		}
-		for {
+		for !covered {
 			pairs, err := s.idx.filePositions(ctx, stream, next, pageSize)
 			if err != nil {
 				yield(domain.Event{}, err)
