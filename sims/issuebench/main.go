@@ -6,10 +6,17 @@
 // baseline is the raw x509.CreateCertificate rate (P-256, GOMAXPROCS
 // goroutines) measured in the same run, before and after.
 //
-// The load generator runs on the same cores as the server (TLS and JSON on both
-// sides), so the ratio understates what the server alone would reach.
+// An OCSP phase follows (ocsp.go): a quarter of the certificates issued are
+// revoked, then the same number of clients POST OCSP requests to the plain-HTTP
+// publication listener, with and without nonces; the baseline is the raw ECDSA
+// P-256 signing rate.
 //
-//	go run ./sims/issuebench [-clients 64] [-duration 10s] [-bin bin/caledger]
+// The load generator runs on the same cores as the server (TLS and JSON on both
+// sides), so the ratio understates what the server alone would reach. Each row
+// therefore also gives the server's own CPU time per request, read from
+// /proc/<pid>/stat around the timed phase.
+//
+//	go run ./sims/issuebench [-clients 64] [-duration 10s] [-ocsp-duration 5s] [-bin bin/caledger]
 package main
 
 import (
@@ -55,6 +62,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	duration := fs.Duration("duration", 10*time.Second, "length of the timed issuance phase")
 	bin := fs.String("bin", "", "caledger binary (default: go build into a temporary directory)")
 	serveArgs := fs.String("serve-args", "", "extra arguments for caledger serve, e.g. \"--cpuprofile /tmp/serve.prof\"")
+	ocspDuration := fs.Duration("ocsp-duration", 5*time.Second, "length of each timed OCSP run after the issuance phase (0: none)")
 	hsm := fs.Bool("hsm", false, "put the CA keys on a fresh SoftHSM2 token; the baseline is then the raw SoftHSM2 P-256 signing rate")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -94,7 +102,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	srv := exec.CommandContext(ctx, *bin, append([]string{"serve", "--data", data, "--addr", addr, "--public-addr", ""}, strings.Fields(*serveArgs)...)...)
+	if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return err
+	}
+	public := ln.Addr().String()
+	ln.Close()
+	srv := exec.CommandContext(ctx, *bin, append([]string{"serve", "--data", data, "--addr", addr, "--public-addr", public}, strings.Fields(*serveArgs)...)...)
 	srv.Stderr = io.Discard
 	srv.Env = env
 	if err := srv.Start(); err != nil {
@@ -147,9 +160,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagc := make(chan []time.Duration, 1)
 	go func() { lagc <- sampleViewLag(lagCtx, scraper, base) }()
-	rate, lat, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
+	cpu0, err0 := processCPU(srv.Process.Pid)
+	rate, lat, chains, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
+	cpu1, err1 := processCPU(srv.Process.Pid)
 	stopLag()
 	lags := <-lagc
+	if err := errors.Join(err0, err1); err != nil {
+		return err
+	}
 	rawAfter, err := baseline(ctx, 2*time.Second)
 	if err != nil {
 		return err
@@ -157,15 +175,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	raw := (rawBefore + rawAfter) / 2
 
 	fmt.Fprintf(out, "| measurement | result | baseline (same run) | ratio |\n|---|---|---|---|\n")
-	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
-		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
+	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, serverCPU(cpu1-cpu0, len(lat)), what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
 	slices.Sort(lags)
 	fmt.Fprintf(out, "| view lag during issuance: caledger_view_lag_seconds from /metrics every 100 ms, the largest of the views | p50 %s, p99 %s, max %s over %d samples | | |\n",
 		pct(lags, 50), pct(lags, 99), pct(lags, 100), len(lags))
 	if errs > 0 {
 		return fmt.Errorf("%d issuances failed", errs)
 	}
-	return nil
+	if *ocspDuration <= 0 {
+		return nil
+	}
+	return ocspPhase(ctx, out, srv.Process.Pid, c, base, public, chains, *clients, *ocspDuration)
 }
 
 // sampleViewLag scrapes /metrics every 100 ms until ctx ends and returns, per
@@ -255,7 +276,10 @@ func register(ctx context.Context, c *http.Client, base string, i int) (string, 
 	return out.ID, nil
 }
 
-func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs [][]byte, clients int, d time.Duration) (rate float64, lat []time.Duration, errs int64) {
+// issue runs the timed issuance phase. It returns the first keptChains PEM
+// chains issued, for the OCSP phase.
+func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs [][]byte, clients int, d time.Duration) (rate float64, lat []time.Duration, chains [][]byte, errs int64) {
+	const keptChains = 1024
 	var n, failed atomic.Int64
 	var mu sync.Mutex
 	stop := time.Now().Add(d)
@@ -264,6 +288,7 @@ func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs 
 	for w := range clients {
 		wg.Go(func() {
 			var mine []time.Duration
+			var kept [][]byte
 			for i := w; time.Now().Before(stop); i += clients {
 				t0 := time.Now()
 				url := base + "/v1/certificates?subject_id=" + ids[i%len(ids)] + "&profile=tls-client"
@@ -275,23 +300,39 @@ func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs 
 					failed.Add(1)
 					continue
 				}
-				_, _ = io.Copy(io.Discard, res.Body)
+				chain, err := io.ReadAll(res.Body)
 				res.Body.Close()
-				if res.StatusCode != http.StatusCreated {
+				if err != nil || res.StatusCode != http.StatusCreated {
 					failed.Add(1)
 					continue
 				}
 				n.Add(1)
 				mine = append(mine, time.Since(t0))
+				if len(kept) < keptChains/clients {
+					kept = append(kept, chain)
+				}
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
+			chains = append(chains, kept...)
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	slices.Sort(lat)
-	return float64(n.Load()) / time.Since(start).Seconds(), lat, failed.Load()
+	return float64(n.Load()) / time.Since(start).Seconds(), lat, chains, failed.Load()
+}
+
+// serverCPU describes the server's CPU time spent per request over n requests,
+// and the rate it would reach alone on GOMAXPROCS cores: the load generator
+// shares the cores, so this is what the server itself costs.
+func serverCPU(cpu time.Duration, n int) string {
+	if n == 0 {
+		return "server CPU unknown"
+	}
+	per := cpu / time.Duration(n)
+	return fmt.Sprintf("server CPU %s per request (%.0f/s if it had the %d cores to itself)",
+		per.Round(time.Microsecond), float64(runtime.GOMAXPROCS(0))/per.Seconds(), runtime.GOMAXPROCS(0))
 }
 
 func pct(lat []time.Duration, p int) time.Duration {
