@@ -31,8 +31,9 @@
 //
 // SignCertificate encodes the TBSCertificate once, by running
 // x509.CreateCertificate with a signer that captures the bytes instead of
-// signing them. It signs those bytes with a throwaway key of the CA key's type
-// (made once in New), parses that lint certificate with zcrypto and runs the
+// signing them. It gives those bytes a fixed signature of the CA key's type
+// (made once in New by a throwaway key), parses that lint certificate with
+// zcrypto and runs the
 // profile's zlint registry (built once in New). Only if no lint returns Error or
 // Fatal does the CA key sign the same bytes, so the certificate issued is exactly
 // the one linted; the CA signature is then verified before the certificate is

@@ -71,7 +71,7 @@ type Issuer struct {
 type caState struct {
 	CA
 	sig                 signature
-	lintKey             crypto.Signer // throwaway key of the CA key's type
+	lintSig             []byte // a throwaway key's signature, of the CA key's type
 	crlDP, ocsp, issuer []string
 }
 
@@ -85,7 +85,7 @@ type profileState struct {
 }
 
 // New checks cas, profiles and opts and prepares an Issuer: it builds each
-// profile's lint registry and generates one throwaway lint key per CA key type.
+// profile's lint registry and makes one lint signature per CA key type.
 func New(cas []CA, profiles []Profile, opts Options) (*Issuer, error) {
 	if len(cas) == 0 {
 		return nil, errors.New("issuer: no CA given")
@@ -109,9 +109,9 @@ func New(cas []CA, profiles []Profile, opts Options) (*Issuer, error) {
 	if iss.backdate == 0 {
 		iss.backdate = defaultBackdate
 	}
-	lintKeys := map[string]crypto.Signer{}
+	lintSigs := map[string][]byte{}
 	for _, ca := range cas {
-		st, err := newCAState(ca, base, lintKeys)
+		st, err := newCAState(ca, base, lintSigs)
 		if err != nil {
 			return nil, err
 		}
@@ -156,18 +156,18 @@ func checkBaseURL(s string) (string, error) {
 	return strings.TrimRight(s, "/"), nil
 }
 
-func newCAState(ca CA, base string, lintKeys map[string]crypto.Signer) (*caState, error) {
+func newCAState(ca CA, base string, lintSigs map[string][]byte) (*caState, error) {
 	sig, kt, err := checkCA(ca)
 	if err != nil {
 		return nil, err
 	}
 	st := &caState{CA: ca, sig: sig}
 	st.Chain = slices.Clone(ca.Chain)
-	if st.lintKey = lintKeys[kt]; st.lintKey == nil {
-		if st.lintKey, err = newThrowawayKey(kt); err != nil {
-			return nil, fmt.Errorf("issuer: CA %q: lint key: %w", ca.ID, err)
+	if st.lintSig = lintSigs[kt]; st.lintSig == nil {
+		if st.lintSig, err = newLintSignature(kt, sig); err != nil {
+			return nil, fmt.Errorf("issuer: CA %q: lint signature: %w", ca.ID, err)
 		}
-		lintKeys[kt] = st.lintKey
+		lintSigs[kt] = st.lintSig
 	}
 	st.crlDP, st.ocsp, st.issuer = caURLs(base, ca.ID)
 	return st, nil
@@ -216,8 +216,22 @@ func caURLs(base, id string) (crlDP, ocsp, issuer []string) {
 	return []string{base + "/v1/cas/" + id + "/crl"}, []string{base + "/ocsp"}, []string{base + "/v1/cas/" + id + "/certificate"}
 }
 
-// newThrowawayKey makes a key of type kt that signs only lint certificates and
-// is never stored: a lint certificate leaked anywhere verifies under no CA.
+// newLintSignature makes the signature every lint certificate of a CA with key
+// type kt carries: a real signature, made as the CA key signs, by a throwaway
+// key of that type that is then dropped, over a fixed message. zlint never
+// verifies a signature, but lints read its shape: e_mp_ecdsa_signature_encoding_correct
+// infers the issuer's curve from its length. So lint certificates look signed
+// by a key like the CA's, cost no signature each, and verify under no key at
+// all should one ever leak.
+func newLintSignature(kt string, sig signature) ([]byte, error) {
+	key, err := newThrowawayKey(kt)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.SignMessage(key, rand.Reader, []byte("caledger lint certificate"), sig.opts)
+}
+
+// newThrowawayKey makes a key of type kt for newLintSignature.
 func newThrowawayKey(kt string) (crypto.Signer, error) {
 	switch kt {
 	case KeyP256:
@@ -378,15 +392,10 @@ func (i *Issuer) template(req domain.SignRequest) (*caState, *profileState, *x50
 	return ca, prof, tmpl, csr.PublicKey, nil
 }
 
-// lintCertificate signs tbs with the CA's throwaway key and parses the result for
-// zlint. The signature is real because lints read it: the Mozilla ECDSA encoding
-// lint, for one, infers the issuer's curve from the signature's length.
+// lintCertificate assembles tbs with the CA's lint signature and parses the
+// result for zlint.
 func (ca *caState) lintCertificate(tbs []byte) (*zx509.Certificate, error) {
-	sig, err := crypto.SignMessage(ca.lintKey, rand.Reader, tbs, ca.sig.opts)
-	if err != nil {
-		return nil, fmt.Errorf("issuer: sign lint certificate: %w", err)
-	}
-	der, err := assemble(tbs, sig)
+	der, err := assemble(tbs, ca.lintSig)
 	if err != nil {
 		return nil, err
 	}

@@ -345,7 +345,7 @@ func TestValidity(t *testing.T) {
 	})
 }
 
-// TestCAKeyTypes issues from CAs of every key type: the throwaway lint key and
+// TestCAKeyTypes issues from CAs of every key type: the lint signature and
 // the signature options follow the CA key.
 func TestCAKeyTypes(t *testing.T) {
 	p := newPKI(t, nil)
