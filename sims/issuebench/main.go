@@ -163,9 +163,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	cpu0, err0 := processCPU(srv.Process.Pid)
 	rate, lat, chains, errs := issue(ctx, c, base, ids, csrs, *clients, *duration)
 	cpu1, err1 := processCPU(srv.Process.Pid)
+	rss, err2 := peakRSS(srv.Process.Pid)
 	stopLag()
 	lags := <-lagc
-	if err := errors.Join(err0, err1); err != nil {
+	if err := errors.Join(err0, err1, err2); err != nil {
 		return err
 	}
 	rawAfter, err := baseline(ctx, 2*time.Second)
@@ -175,8 +176,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	raw := (rawBefore + rawAfter) / 2
 
 	fmt.Fprintf(out, "| measurement | result | baseline (same run) | ratio |\n|---|---|---|---|\n")
-	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
-		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, serverCPU(cpu1-cpu0, len(lat)), what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
+	fmt.Fprintf(out, "| REST issuance, %d mTLS clients, P-256 CSRs, tls-client profile, %s | %.0f certificates/s, p50 %s, p99 %s, %d errors; %s; server peak RSS %.0f MiB | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+		*clients, keys, rate, pct(lat, 50), pct(lat, 99), errs, serverCPU(cpu1-cpu0, len(lat)), rss, what, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, rate/raw)
 	slices.Sort(lags)
 	fmt.Fprintf(out, "| view lag during issuance: caledger_view_lag_seconds from /metrics every 100 ms, the largest of the views | p50 %s, p99 %s, max %s over %d samples | | |\n",
 		pct(lags, 50), pct(lags, 99), pct(lags, 100), len(lags))
