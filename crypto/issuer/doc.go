@@ -33,11 +33,11 @@
 // x509.CreateCertificate with a signer that captures the bytes instead of
 // signing them. It gives those bytes a fixed signature of the CA key's type
 // (made once in New by a throwaway key), parses that lint certificate with
-// zcrypto and runs the
-// profile's zlint registry (built once in New). Only if no lint returns Error or
-// Fatal does the CA key sign the same bytes, so the certificate issued is exactly
-// the one linted; the CA signature is then verified before the certificate is
-// returned. A refusal carries a *domain.LintFailure naming the lints.
+// zcrypto and runs the profile's zlint registry (built once in New). Only if
+// no lint returns Error or Fatal does the CA key sign the same bytes, so the
+// certificate issued is exactly the one linted (but for the signature); the CA
+// signature is then verified before the certificate is returned. A refusal
+// carries a *domain.LintFailure naming the lints.
 //
 // The lint set is zlint's RFC, community and Mozilla error lints; the CA/Browser
 // Forum, ETSI and root-program lints target publicly trusted certificates and
