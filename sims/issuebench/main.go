@@ -352,6 +352,19 @@ func rawCreateRate(_ context.Context, d time.Duration) (float64, error) {
 	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
 	ca, _ := x509.ParseCertificate(caDER)
 	leafKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	return rateOf(d, func() bool {
+		serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+		tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "Bench Person", Country: []string{"DE"}},
+			NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		_, err := x509.CreateCertificate(rand.Reader, tmpl, ca, leafKey.Public(), caKey)
+		return err == nil
+	}), nil
+}
+
+// rateOf runs f on GOMAXPROCS goroutines for d and returns how many calls per
+// second succeeded.
+func rateOf(d time.Duration, f func() bool) float64 {
 	var n atomic.Int64
 	stop := time.Now().Add(d)
 	start := time.Now()
@@ -359,16 +372,12 @@ func rawCreateRate(_ context.Context, d time.Duration) (float64, error) {
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for time.Now().Before(stop) {
-				serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-				tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: "Bench Person", Country: []string{"DE"}},
-					NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-					ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-				if _, err := x509.CreateCertificate(rand.Reader, tmpl, ca, leafKey.Public(), caKey); err == nil {
+				if f() {
 					n.Add(1)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return float64(n.Load()) / time.Since(start).Seconds()
 }

@@ -213,21 +213,10 @@ func rawSignRate(_ context.Context, d time.Duration) (float64, error) {
 		return 0, err
 	}
 	digest := sha256.Sum256([]byte("OCSP response data"))
-	var n atomic.Int64
-	stop := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				if _, err := ecdsa.SignASN1(rand.Reader, key, digest[:]); err == nil {
-					n.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return rateOf(d, func() bool {
+		_, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+		return err == nil
+	}), nil
 }
 
 // ocspPhase revokes a quarter of leaves and times both OCSP runs, writing

@@ -9,9 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caledger/caledger/crypto/signer"
@@ -61,19 +58,8 @@ func (t *softToken) signRate(ctx context.Context, d time.Duration) (float64, err
 		return 0, err
 	}
 	digest := sha256.Sum256([]byte("issuebench"))
-	var n atomic.Int64
-	stop := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(func() {
-			for time.Now().Before(stop) {
-				if _, err := key.Sign(rand.Reader, digest[:], crypto.SHA256); err == nil {
-					n.Add(1)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds(), nil
+	return rateOf(d, func() bool {
+		_, err := key.Sign(rand.Reader, digest[:], crypto.SHA256)
+		return err == nil
+	}), nil
 }
