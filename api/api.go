@@ -99,6 +99,9 @@ type Commands interface {
 	IssueCertificate(ctx context.Context, actor domain.Actor, req domain.IssueRequest) (domain.Issued, error)
 	RevokeCertificate(ctx context.Context, actor domain.Actor, serial domain.Serial, reason domain.RevocationReason) error
 	DeleteCertificate(ctx context.Context, actor domain.Actor, serial domain.Serial, retainUntilExpiry bool) error
+	// CertificateState reads a certificate's public facts from the ledger,
+	// for when the views have not caught up.
+	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
 }
 
 // Views are the read models the queries use; projections.Views implements it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"mime"
 	"net/http"
 	"reflect"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections"
 	"github.com/danielgtaylor/huma/v2"
 )
 
@@ -326,12 +328,23 @@ func (s *server) credentialGuard(ctx context.Context, actor domain.Actor, profil
 	return require(ctx, RoleAdmin)
 }
 
-// credentialGuardSerial is credentialGuard for the certificate serial. An
-// unknown serial passes: the command then answers 404.
+// credentialGuardSerial is credentialGuard for the certificate serial. Its
+// profile comes from the views, or from the ledger when the views do not have
+// the certificate yet, so a lagging view never lets an officer withdraw a
+// credential. A serial the ledger does not know passes: the command then
+// answers 404. Any other failure to learn the profile refuses the request.
 func (s *server) credentialGuardSerial(ctx context.Context, actor domain.Actor, serial domain.Serial) (domain.Actor, error) {
 	row, err := s.cfg.Views.Certificate(ctx, serial)
-	if err != nil {
-		return actor, nil
+	profile := row.Profile
+	if errors.Is(err, projections.ErrNotFound) {
+		c, lerr := s.cfg.Commands.CertificateState(ctx, serial)
+		if errors.Is(lerr, domain.ErrNotFound) {
+			return actor, nil
+		}
+		profile, err = c.Profile, lerr
 	}
-	return s.credentialGuard(ctx, actor, row.Profile)
+	if err != nil {
+		return actor, s.problem(ctx, err)
+	}
+	return s.credentialGuard(ctx, actor, profile)
 }
