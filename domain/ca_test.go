@@ -183,23 +183,34 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)}); err != nil {
+		original, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+		if err != nil {
 			t.Fatal(err)
 		}
-		errs := make(chan error, 2)
+		type result struct {
+			reissued []domain.Reissued
+			err      error
+		}
+		results := make(chan result, 2)
 		for i := range 2 {
 			go func() {
-				_, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": fmt.Sprintf("Ada %d", i)}, domain.GroupIdentity)
-				errs <- err
+				re, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": fmt.Sprintf("Ada %d", i)}, domain.GroupIdentity)
+				results <- result{re, err}
 			}()
 		}
+		replaced := 0
 		for range 2 {
-			if err := <-errs; err != nil {
+			res := <-results
+			if res.err != nil {
 				var de *domain.Error
-				if !errors.As(err, &de) || de.Kind != domain.KindConflict {
-					t.Fatalf("round %d: %v", round, err)
+				if !errors.As(res.err, &de) || de.Kind != domain.KindConflict {
+					t.Fatalf("round %d: %v", round, res.err)
 				}
 			}
+			replaced += len(res.reissued)
+		}
+		if replaced == 0 {
+			t.Fatalf("round %d: neither correction reissued anything", round)
 		}
 		issued, revoked := map[domain.Serial]bool{}, map[domain.Serial]bool{}
 		for e, err := range r.store.ReadAll(ctx, 1) {
@@ -209,11 +220,15 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 			switch e.Type {
 			case domain.TypeCertificateIssued:
 				var p domain.CertificateIssued
-				_ = domain.UnmarshalPublic(&e, &p)
+				if err := domain.UnmarshalPublic(&e, &p); err != nil {
+					t.Fatal(err)
+				}
 				issued[p.Serial] = true
 			case domain.TypeCertificateRevoked:
 				var p domain.CertificateRevoked
-				_ = domain.UnmarshalPublic(&e, &p)
+				if err := domain.UnmarshalPublic(&e, &p); err != nil {
+					t.Fatal(err)
+				}
 				revoked[p.Serial] = true
 			}
 		}
@@ -223,8 +238,9 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 				valid++
 			}
 		}
-		if valid != 1 {
-			t.Fatalf("round %d: %d valid certificates after two concurrent reissues of one (issued %d, revoked %d)", round, valid, len(issued), len(revoked))
+		if valid != 1 || !revoked[original.Serial] || len(issued) < 2 {
+			t.Fatalf("round %d: %d valid certificates after two concurrent reissues of one (issued %d, revoked %d, original revoked: %v)",
+				round, valid, len(issued), len(revoked), revoked[original.Serial])
 		}
 	}
 }
