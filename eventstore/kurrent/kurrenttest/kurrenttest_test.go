@@ -382,6 +382,9 @@ func TestFaultsAndRestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	if err == nil || s.Appends() < 2 {
+		t.Fatalf("the DropBeforeCommit fault was not consumed by an append that reached the server within 10 s (last error %v, %d appends)", err, s.Appends())
+	}
 	s.Stop()
 	if err := s.Restart(); err != nil {
 		t.Fatal(err)
