@@ -108,13 +108,13 @@ sealed parts no longer open. The server must be stopped.`)
 
 // progressBar draws "[#####     ]  52%  520000/1000000 events" on one line.
 type progressBar struct {
-	w            io.Writer
-	doneN, total uint64
-	last         time.Time
+	w     io.Writer
+	total uint64
+	last  time.Time
 }
 
 func (p *progressBar) update(done, total uint64) {
-	p.doneN, p.total = done, total
+	p.total = total
 	if time.Since(p.last) < 100*time.Millisecond && done < total {
 		return
 	}

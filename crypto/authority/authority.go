@@ -82,7 +82,6 @@ type cachedCRL struct {
 	revision   uint64
 	der        []byte
 	thisUpdate time.Time
-	nextUpdate time.Time
 }
 
 // Load loads the CAs ids from the ledger, with their keys. defaultIssuer names
@@ -203,13 +202,15 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	if !ok {
 		return nil, &domain.Error{Kind: domain.KindNotFound, Code: "no-ca", Detail: "no such CA"}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	// The wait needs no lock: requests wait side by side, and only the build
+	// below is serialised.
 	if a.opts.Head != nil {
 		if err := a.caughtUp(ctx); err != nil {
 			return nil, err
 		}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	rev, err := a.views.RevocationRevision(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("revocations view: %w", err)
@@ -244,7 +245,7 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.crl = &cachedCRL{revision: rev, der: der, thisUpdate: thisUpdate, nextUpdate: nextUpdate}
+	c.crl = &cachedCRL{revision: rev, der: der, thisUpdate: thisUpdate}
 	return der, nil
 }
 

@@ -24,9 +24,6 @@ const (
 // KeyStream names the stream of subject's wrapped data keys and tombstones.
 func KeyStream(subject domain.SubjectID) string { return keyStreamPrefix + string(subject) }
 
-// EpochStream names the stream that records KEK epochs.
-func EpochStream() string { return epochStream }
-
 // Event types. They are not domain catalogue events and live only in the streams
 // above. Payloads are JSON in the event's public part; a wrapped keyset is not
 // personal data, and is useless without its epoch's KEK.
@@ -287,8 +284,8 @@ func (p phase) String() string {
 }
 
 type epochInfo struct {
-	kekID                                 string
-	started, retiring, retired, destroyed time.Time
+	kekID                        string
+	retiring, retired, destroyed time.Time
 }
 
 // epochs is the epoch stream, folded.
@@ -350,7 +347,7 @@ func (s *epochs) apply(e *domain.Event) error {
 				return corrupt(e, "epoch %d reuses the KEK of an earlier epoch", p.Epoch)
 			}
 		}
-		s.list = append(s.list, epochInfo{kekID: p.KEK, started: e.Time})
+		s.list = append(s.list, epochInfo{kekID: p.KEK})
 		s.version = e.Version
 		return nil
 	}

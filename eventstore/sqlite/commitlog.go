@@ -218,15 +218,6 @@ type logRecord struct {
 	commit [2]uint64 // first and last position
 }
 
-// appendRecord appends r to b as one record.
-func appendRecord(b []byte, id uint64, r logRecord) []byte {
-	start := len(b)
-	b = append(b, make([]byte, logHeaderBytes)...)
-	b = append(b, r.data...)
-	putHeader(b[start:], id, r.first, r.last, r.commit)
-	return b
-}
-
 // putHeader fills in the header of the record that is all of b, its chunk already
 // in place after the header.
 func putHeader(b []byte, id, first, last uint64, commit [2]uint64) {

@@ -413,12 +413,10 @@ func TestEncodeCommit(t *testing.T) {
 			if len(c.data) > maxChunkBytes && c.first != c.last {
 				t.Fatalf("%v: chunk %d-%d of %d bytes", sizes, c.first, c.last, len(c.data))
 			}
-			n := 0
 			if err := chunkEvents(c.first, c.last, c.data, func(p uint64, e []byte) bool {
 				if !bytes.Equal(e, events[p-10]) {
 					t.Fatalf("%v: event %d differs", sizes, p)
 				}
-				n++
 				return true
 			}); err != nil {
 				t.Fatal(err)
@@ -430,4 +428,13 @@ func TestEncodeCommit(t *testing.T) {
 			t.Fatalf("%v: records differ from appendRecord's of the chunks", sizes)
 		}
 	}
+}
+
+// appendRecord appends r to b as one record, as encodeCommit would.
+func appendRecord(b []byte, id uint64, r logRecord) []byte {
+	start := len(b)
+	b = append(b, make([]byte, logHeaderBytes)...)
+	b = append(b, r.data...)
+	putHeader(b[start:], id, r.first, r.last, r.commit)
+	return b
 }
