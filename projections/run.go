@@ -27,16 +27,11 @@ import (
 // so a live event is visible (and WaitFor returns) right after it is applied.
 // Only one Run or Rebuild may run at a time (ErrBusy).
 func (v *Views) Run(ctx context.Context, src Source) error {
-	if !v.active.TryLock() {
-		return ErrBusy
+	ctx, release, err := v.claim(ctx)
+	if err != nil {
+		return err
 	}
-	defer v.active.Unlock()
-	if v.closed() {
-		return ErrClosed
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer context.AfterFunc(v.stop, cancel)()
-	defer cancel()
+	defer release()
 	if err := v.verify(ctx, src); err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -45,6 +40,26 @@ func (v *Views) Run(ctx context.Context, src Source) error {
 	}
 	from, _ := v.minApplied()
 	return v.consume(ctx, src, from+1, 0, nil)
+}
+
+// claim makes the caller the one Run or Rebuild (ErrBusy if another runs,
+// ErrClosed after Close) and returns a context that also ends with Close, and
+// the function that undoes both.
+func (v *Views) claim(ctx context.Context) (context.Context, func(), error) {
+	if !v.active.TryLock() {
+		return nil, nil, ErrBusy
+	}
+	if v.closed() {
+		v.active.Unlock()
+		return nil, nil, ErrClosed
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(v.stop, cancel)
+	return ctx, func() {
+		cancel()
+		stop()
+		v.active.Unlock()
+	}, nil
 }
 
 // verify resets the projections whose checkpoint does not name the same event in
@@ -114,16 +129,11 @@ func eventAt(ctx context.Context, src Source, p uint64) (domain.Event, error) {
 // filling up. If ctx ends first, Rebuild returns ctx's error; the checkpoints
 // then hold what was done, and Run continues from there.
 func (v *Views) Rebuild(ctx context.Context, src Source, progress func(done, total uint64)) error {
-	if !v.active.TryLock() {
-		return ErrBusy
+	ctx, release, err := v.claim(ctx)
+	if err != nil {
+		return err
 	}
-	defer v.active.Unlock()
-	if v.closed() {
-		return ErrClosed
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer context.AfterFunc(v.stop, cancel)()
-	defer cancel()
+	defer release()
 	total, err := src.Head(ctx)
 	if err != nil {
 		return fmt.Errorf("projections: ledger head: %w", err)
