@@ -281,7 +281,30 @@ func register(ctx context.Context, c *http.Client, base string, i int) (string, 
 // chains issued, for the OCSP phase.
 func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs [][]byte, clients int, d time.Duration) (rate float64, lat []time.Duration, chains [][]byte, errs int64) {
 	const keptChains = 1024
-	var n, failed atomic.Int64
+	var mu sync.Mutex
+	newReq := func(i int) *http.Request {
+		url := base + "/v1/certificates?subject_id=" + ids[i%len(ids)] + "&profile=tls-client"
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(csrs[i%len(csrs)]))
+		req.Header.Set("Content-Type", "application/pkcs10")
+		req.Header.Set("Accept", "application/pem-certificate-chain")
+		return req
+	}
+	rate, lat, errs = closedLoop(c, clients, d, http.StatusCreated, newReq, func(_ int, chain []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(chains) < keptChains {
+			chains = append(chains, chain)
+		}
+	})
+	return rate, lat, chains, errs
+}
+
+// closedLoop has clients workers send requests back to back for d: worker w
+// sends newReq(w), newReq(w+clients), ... A request succeeds when it answers
+// status; got (called concurrently) then sees its index and body. It returns
+// the successes per second, their latencies sorted, and the failures.
+func closedLoop(c *http.Client, clients int, d time.Duration, status int, newReq func(i int) *http.Request, got func(i int, body []byte)) (rate float64, lat []time.Duration, failed int64) {
+	var n, bad atomic.Int64
 	var mu sync.Mutex
 	stop := time.Now().Add(d)
 	start := time.Now()
@@ -289,39 +312,31 @@ func issue(ctx context.Context, c *http.Client, base string, ids []string, csrs 
 	for w := range clients {
 		wg.Go(func() {
 			var mine []time.Duration
-			var kept [][]byte
 			for i := w; time.Now().Before(stop); i += clients {
 				t0 := time.Now()
-				url := base + "/v1/certificates?subject_id=" + ids[i%len(ids)] + "&profile=tls-client"
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(csrs[i%len(csrs)]))
-				req.Header.Set("Content-Type", "application/pkcs10")
-				req.Header.Set("Accept", "application/pem-certificate-chain")
-				res, err := c.Do(req)
+				res, err := c.Do(newReq(i))
 				if err != nil {
-					failed.Add(1)
+					bad.Add(1)
 					continue
 				}
-				chain, err := io.ReadAll(res.Body)
+				body, err := io.ReadAll(res.Body)
 				res.Body.Close()
-				if err != nil || res.StatusCode != http.StatusCreated {
-					failed.Add(1)
+				if err != nil || res.StatusCode != status {
+					bad.Add(1)
 					continue
 				}
 				n.Add(1)
 				mine = append(mine, time.Since(t0))
-				if len(kept) < keptChains/clients {
-					kept = append(kept, chain)
-				}
+				got(i, body)
 			}
 			mu.Lock()
 			lat = append(lat, mine...)
-			chains = append(chains, kept...)
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
 	slices.Sort(lat)
-	return float64(n.Load()) / time.Since(start).Seconds(), lat, chains, failed.Load()
+	return float64(n.Load()) / time.Since(start).Seconds(), lat, bad.Load()
 }
 
 // serverCPU describes the server's CPU time spent per request over n requests,

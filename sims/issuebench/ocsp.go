@@ -18,8 +18,6 @@ import (
 	"io"
 	"net/http"
 	"runtime"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -127,62 +125,37 @@ func ocspRequest(leaf, issuer *x509.Certificate, nonce []byte) ([]byte, error) {
 		Exts: []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 2}, Value: v}}}})
 }
 
-// ocspRun POSTs requests[i%len] from clients keep-alive connections for d.
+// ocspRun POSTs requests[i%len] from clients keep-alive connections for d,
+// and checks every 16th answer of each client.
 func ocspRun(ctx context.Context, url string, targets []ocspTarget, issuer *x509.Certificate, requests [][]byte, clients int, d time.Duration) ocspResult {
 	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	defer tr.CloseIdleConnections()
-	var n, failed, bad, good, revoked atomic.Int64
-	var mu sync.Mutex
-	var lat []time.Duration
-	stop := time.Now().Add(d)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range clients {
-		wg.Go(func() {
-			var mine []time.Duration
-			for i := w; time.Now().Before(stop); i += clients {
-				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(requests[i%len(requests)]))
-				req.Header.Set("Content-Type", "application/ocsp-request")
-				res, err := c.Do(req)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				der, err := io.ReadAll(res.Body)
-				res.Body.Close()
-				if err != nil || res.StatusCode != http.StatusOK {
-					failed.Add(1)
-					continue
-				}
-				n.Add(1)
-				mine = append(mine, time.Since(t0))
-				if (i/clients)%16 != 0 { // every 16th of this client's
-					continue
-				}
-				t := targets[i%len(requests)%len(targets)]
-				resp, err := ocsp.ParseResponseForCert(der, t.leaf, issuer)
-				switch {
-				case err != nil:
-					bad.Add(1)
-				case resp.Status == ocsp.Revoked && t.revoked:
-					revoked.Add(1)
-				case resp.Status == ocsp.Good && !t.revoked:
-					good.Add(1)
-				default:
-					bad.Add(1)
-				}
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		})
+	var bad, good, revoked atomic.Int64
+	newReq := func(i int) *http.Request {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(requests[i%len(requests)]))
+		req.Header.Set("Content-Type", "application/ocsp-request")
+		return req
 	}
-	wg.Wait()
-	slices.Sort(lat)
-	return ocspResult{rate: float64(n.Load()) / time.Since(start).Seconds(), lat: lat,
-		errs: failed.Load(), bad: bad.Load(), goodSeen: good.Load(), revokedSeen: revoked.Load()}
+	check := func(i int, der []byte) {
+		if (i/clients)%16 != 0 { // every 16th of this client's
+			return
+		}
+		t := targets[i%len(requests)%len(targets)]
+		resp, err := ocsp.ParseResponseForCert(der, t.leaf, issuer)
+		switch {
+		case err != nil:
+			bad.Add(1)
+		case resp.Status == ocsp.Revoked && t.revoked:
+			revoked.Add(1)
+		case resp.Status == ocsp.Good && !t.revoked:
+			good.Add(1)
+		default:
+			bad.Add(1)
+		}
+	}
+	rate, lat, failed := closedLoop(c, clients, d, http.StatusOK, newReq, check)
+	return ocspResult{rate: rate, lat: lat, errs: failed, bad: bad.Load(), goodSeen: good.Load(), revokedSeen: revoked.Load()}
 }
 
 // ocspRequests builds count requests cycling over targets; with nonces each
