@@ -63,10 +63,9 @@ type Config struct {
 	// Reporter, when set, backs GET /v1/subjects/{id}/report (compliance).
 	Reporter Reporter
 
-	// Eraser, when set, backs POST and GET /v1/subjects/{id}/erasure
-	// (compliance). ErasureState reports how far an erasure has gone; nil
-	// means the embedded vault, whose erasure is complete once the keys are
-	// destroyed.
+	// Eraser and ErasureState, when both set, back POST and GET
+	// /v1/subjects/{id}/erasure (compliance). ErasureState asks the key
+	// vault how far an erasure has gone.
 	Eraser       Eraser
 	ErasureState ErasureState
 
@@ -168,7 +167,7 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 		if cfg.Commands != nil && cfg.Views != nil {
 			s.registerSubjects(hapi)
 			s.registerCertificates(hapi)
-			if cfg.Eraser != nil {
+			if cfg.Eraser != nil && cfg.ErasureState != nil {
 				s.registerErasure(hapi)
 			}
 			if cfg.Reporter != nil {

@@ -28,16 +28,19 @@ type ErasureReceipt struct {
 	//     refuses the keys, but wrapped copies remain in the ledger, its replicas
 	//     and backups until the KEK epochs in pending_epochs are destroyed;
 	//   - "complete": those epochs are destroyed (complete_at);
-	//   - "shred-pending": the erasure is recorded but its keys were not yet
-	//     destroyed (the destruction failed): repeat the erasure.
+	//   - "shred-pending": the erasure is recorded but the vault has not yet
+	//     destroyed its keys (the destruction failed, or the embedded vault
+	//     still owes the WAL checkpoint that removes their bytes): repeat the
+	//     erasure.
 	Status        string     `json:"status" enum:"keys-destroyed,recorded,complete,shred-pending"`
 	CompleteAt    *time.Time `json:"complete_at,omitempty"`
 	PendingEpochs []uint32   `json:"pending_epochs,omitempty"`
 }
 
-// ErasureState says how far the erasure of a subject has gone: Status and the
-// fields after it in ErasureReceipt.
-type ErasureState func(ctx context.Context, id domain.SubjectID) (status string, completeAt time.Time, pending []uint32, err error)
+// ErasureState says how far the erasure of a subject has gone (Status and the
+// fields after it in ErasureReceipt), given what the ledger records as erased:
+// the whole subject (all), and the key groups erased one by one.
+type ErasureState func(ctx context.Context, id domain.SubjectID, all bool, groups []string) (status string, completeAt time.Time, pending []uint32, err error)
 
 // Eraser erases subjects; domain.Handlers implements it.
 type Eraser interface {
@@ -93,7 +96,7 @@ func (s *server) registerErasure(hapi huma.API) {
 }
 
 func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (ErasureReceipt, error) {
-	r := ErasureReceipt{SubjectID: id, Status: "keys-destroyed"}
+	r := ErasureReceipt{SubjectID: id}
 	all, groups, err := s.cfg.Eraser.ErasedGroups(ctx, id)
 	if err != nil {
 		return r, err
@@ -104,10 +107,7 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (Erasure
 	if !all {
 		r.KeyGroups = groups
 	}
-	if s.cfg.ErasureState == nil {
-		return r, nil
-	}
-	status, at, pending, err := s.cfg.ErasureState(ctx, id)
+	status, at, pending, err := s.cfg.ErasureState(ctx, id, all, groups)
 	if err != nil {
 		return r, err
 	}

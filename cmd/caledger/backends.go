@@ -91,6 +91,8 @@ type node struct {
 	logger  *slog.Logger
 	store   eventstore.Store
 	vault   domain.Sealer
+	// embedded is the vault when it is a file in dataDir (store sqlite).
+	embedded *keyvault.Vault
 	// shared is the vault when it is shared with other nodes (store kurrent):
 	// serve must run it to hear their erasures.
 	shared   *sharedvault.Vault
@@ -146,7 +148,7 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 		if err != nil {
 			return nil, fmt.Errorf("open the key vault: %w", err)
 		}
-		n.vault = v
+		n.vault, n.embedded = v, v
 		n.closers = append(n.closers, v.Close)
 	case "kurrent":
 		url := env("KURRENTDB_URL")
@@ -345,38 +347,47 @@ func (n *node) setViewsErr(err error) {
 	n.viewsMu.Unlock()
 }
 
-// erasureState reports erasures from the shared vault, whose erasure completes
-// only when KEK epochs are destroyed; nil for the embedded vault.
+// erasureState asks the vault how far the erasures the ledger records have
+// gone. Every erasure must have its tombstone in the vault, and an older
+// tombstone of another group says nothing about it; one without (its key
+// destruction failed) is "shred-pending", as is any erasure while the embedded
+// vault owes the WAL checkpoint that removes deleted keys' bytes. The shared
+// vault's erasure completes only when the KEK epochs that wrapped the keys are
+// destroyed.
 func (n *node) erasureState() api.ErasureState {
-	if n.shared == nil {
-		return nil
-	}
-	return func(ctx context.Context, id domain.SubjectID) (string, time.Time, []uint32, error) {
-		all, groups, err := n.handlers.ErasedGroups(ctx, id)
-		if err != nil {
-			return "", time.Time{}, nil, err
+	return func(ctx context.Context, id domain.SubjectID, all bool, groups []string) (string, time.Time, []uint32, error) {
+		var tombs []string
+		var shared sharedvault.Status
+		owed := false
+		switch {
+		case n.shared != nil:
+			st, err := n.shared.ErasureStatus(ctx, id)
+			if err != nil {
+				return "", time.Time{}, nil, err
+			}
+			shared, tombs = st, st.Groups
+		case n.embedded != nil:
+			st, err := n.embedded.ErasureStatus(ctx, id)
+			if err != nil {
+				return "", time.Time{}, nil, err
+			}
+			tombs, owed = st.Groups, st.CheckpointPending
+		default:
+			return "", time.Time{}, nil, errors.New("erasure state: no key vault is open")
 		}
-		st, err := n.shared.ErasureStatus(ctx, id)
-		if err != nil {
-			return "", time.Time{}, nil, err
-		}
-		// Every erasure the ledger records must have its tombstone in the
-		// vault; one whose key destruction failed has none yet, and an older
-		// tombstone of another group says nothing about it.
-		if !all && len(groups) == 0 {
-			return "", time.Time{}, nil, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
-		}
-		tomb := func(g string) bool { return slices.Contains(st.Groups, g) || slices.Contains(st.Groups, "*") }
-		pending := all && !tomb("*")
+		tomb := func(g string) bool { return slices.Contains(tombs, g) || slices.Contains(tombs, "*") }
+		pending := owed || all && !tomb("*")
 		for _, g := range groups {
 			pending = pending || !tomb(g)
 		}
 		switch {
 		case pending:
 			return "shred-pending", time.Time{}, nil, nil
-		case st.Complete():
-			return "complete", st.CompleteAt, nil, nil
+		case n.shared == nil:
+			return "keys-destroyed", time.Time{}, nil, nil
+		case shared.Complete():
+			return "complete", shared.CompleteAt, nil, nil
 		}
-		return "recorded", time.Time{}, st.PendingEpochs, nil
+		return "recorded", time.Time{}, shared.PendingEpochs, nil
 	}
 }

@@ -44,7 +44,8 @@ WHERE NOT EXISTS (SELECT 1 FROM shreds WHERE subject = ? AND key_group IN (?, '*
 
 	shreddedSQL = `SELECT EXISTS (SELECT 1 FROM shreds WHERE subject = ? AND key_group IN (?, '*'))`
 
-	insertShredSQL = `INSERT OR IGNORE INTO shreds (subject, key_group, shredded_ns) VALUES (?, ?, ?)`
-	deleteGroupSQL = `DELETE FROM data_keys WHERE subject = ? AND key_group = ?`
-	deleteAllSQL   = `DELETE FROM data_keys WHERE subject = ?`
+	selectShredsSQL = `SELECT key_group FROM shreds WHERE subject = ? ORDER BY shredded_ns, key_group`
+	insertShredSQL  = `INSERT OR IGNORE INTO shreds (subject, key_group, shredded_ns) VALUES (?, ?, ?)`
+	deleteGroupSQL  = `DELETE FROM data_keys WHERE subject = ? AND key_group = ?`
+	deleteAllSQL    = `DELETE FROM data_keys WHERE subject = ?`
 )

@@ -2,9 +2,13 @@ package keyvault_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/domain"
@@ -150,4 +154,84 @@ func TestShredConcurrent(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// TestErasureStatus checks what the vault reports of an erasure, including a
+// Shred whose WAL checkpoint could not complete because another connection held
+// a read snapshot: the status says the bytes may remain until a Shred succeeds.
+func TestErasureStatus(t *testing.T) {
+	ctx := context.Background()
+	k := newKEK(t)
+	dir := t.TempDir()
+	v := openVault(t, dir, k)
+	s, other := newSubject(t), newSubject(t)
+	seal(t, v, s, "nid", []byte("national id"), nil)
+	seal(t, v, s, "profile", []byte("profile"), nil)
+	seal(t, v, other, "profile", []byte("other"), nil)
+
+	status := func(id domain.SubjectID) keyvault.ErasureStatus {
+		t.Helper()
+		st, err := v.ErasureStatus(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(st.Groups)
+		return st
+	}
+	if st := status(s); len(st.Groups) != 0 || st.CheckpointPending {
+		t.Fatalf("before any shred: %+v", st)
+	}
+	if err := v.Shred(ctx, s, "nid"); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(s); !slices.Equal(st.Groups, []string{"nid"}) || st.CheckpointPending {
+		t.Fatalf("after shredding nid: %+v", st)
+	}
+
+	// A reader on another connection pins the WAL: the checkpoint cannot
+	// truncate it. Shred waits out the busy timeout (5 s) once, and the
+	// deadline stops it retrying.
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "vault.db")+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM data_keys").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err = v.Shred(short, s)
+	cancel()
+	if err == nil {
+		t.Fatal("Shred succeeded while a reader pinned the WAL")
+	}
+	st := status(s)
+	if !slices.Equal(st.Groups, []string{"*", "nid"}) || !st.CheckpointPending {
+		t.Fatalf("after a Shred whose checkpoint failed: %+v", st)
+	}
+	if st := status(other); len(st.Groups) != 0 || !st.CheckpointPending {
+		t.Fatalf("another subject while the checkpoint is owed: %+v", st)
+	}
+	tx.Rollback()
+
+	// Reopening while the checkpoint is owed checkpoints.
+	v.Close()
+	v = openVault(t, dir, k)
+	if st := status(s); st.CheckpointPending {
+		t.Fatalf("after reopening: %+v", st)
+	}
+	if err := v.Shred(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if st := status(s); !slices.Equal(st.Groups, []string{"*", "nid"}) || st.CheckpointPending {
+		t.Fatalf("after a Shred that succeeded: %+v", st)
+	}
+	if _, err := v.ErasureStatus(ctx, "not a subject id"); err == nil {
+		t.Fatal("ErasureStatus accepted an invalid subject id")
+	}
 }

@@ -75,6 +75,10 @@ type Vault struct {
 	// Seal or Open must not re-fill the cache with a key Shred just evicted.
 	mu     sync.RWMutex
 	closed bool
+	// checkpointOwed is set, under mu held exclusively, while deleted keys may
+	// still have bytes in the -wal file: since Open, or since a Shred deleted
+	// keys, no WAL checkpoint has completed. ErasureStatus reports it.
+	checkpointOwed bool
 }
 
 var _ domain.Sealer = (*Vault)(nil)
@@ -114,6 +118,10 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 		db.Close()
 		return nil, err
 	}
+	// A process that died between a Shred's deletion and its checkpoint left
+	// the keys' old pages in the -wal file; this removes them. A failure is not
+	// fatal: ErasureStatus reports the owed checkpoint until a Shred completes.
+	v.checkpointOwed = v.checkpoint(ctx) != nil
 	return v, nil
 }
 
@@ -338,10 +346,54 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	if err := v.deleteKeys(ctx, subject, groups); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
+	v.checkpointOwed = true
 	if err := v.checkpoint(ctx); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
+	v.checkpointOwed = false
 	return nil
+}
+
+// ErasureStatus is what a vault file says of a subject's erasure.
+type ErasureStatus struct {
+	// Groups are the subject's shredded key groups; "*" is every group.
+	Groups []string
+	// CheckpointPending is set while the bytes of deleted keys, of this subject
+	// or another, may still be in the -wal file: a Shred (or Open) could not
+	// checkpoint the WAL. A later Shred that returns nil clears it.
+	CheckpointPending bool
+}
+
+// ErasureStatus reports the shredded key groups of subject, and whether the
+// bytes of deleted keys may still be on disk. The keys of a group with a
+// tombstone are deleted in the same transaction that records it.
+func (v *Vault) ErasureStatus(ctx context.Context, subject domain.SubjectID) (ErasureStatus, error) {
+	var st ErasureStatus
+	if err := checkSubject(subject); err != nil {
+		return st, err
+	}
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	if v.closed {
+		return st, ErrClosed
+	}
+	st.CheckpointPending = v.checkpointOwed
+	rows, err := v.db.QueryContext(ctx, selectShredsSQL, subject)
+	if err != nil {
+		return st, fmt.Errorf("keyvault: subject %s: %w", subject, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return st, fmt.Errorf("keyvault: subject %s: %w", subject, err)
+		}
+		st.Groups = append(st.Groups, g)
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("keyvault: subject %s: %w", subject, err)
+	}
+	return st, nil
 }
 
 func (v *Vault) deleteKeys(ctx context.Context, subject domain.SubjectID, groups []string) error {
