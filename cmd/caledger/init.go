@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,13 +64,27 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	// Everything that can be checked is checked before anything is generated
 	// or recorded.
 	names, ips := splitHosts(*hosts)
+	if names == "" && ips == "" {
+		return &usageError{msg: "init: --server-names is empty"}
+	}
+	// The server certificate is issued under the built-in tls-server profile;
+	// its own checks judge the names, one at a time to say which is wrong.
+	profiles := issuer.DefaultProfiles()
+	serverProfile := profiles[slices.IndexFunc(profiles, func(p issuer.Profile) bool { return p.Name == "tls-server" })]
 	for _, name := range splitComma(names) {
-		if !validDNSName(name) {
+		if issuer.CheckSubject(serverProfile, map[string]string{"common_name": serverCommonName, "dns_names": name}) != nil {
 			return &usageError{msg: fmt.Sprintf("init: --server-names: %q is neither a DNS name nor an IP address", name)}
 		}
 	}
-	if names == "" && ips == "" {
-		return &usageError{msg: "init: --server-names is empty"}
+	serverAttrs := map[string]string{"common_name": serverCommonName}
+	if names != "" {
+		serverAttrs["dns_names"] = names
+	}
+	if ips != "" {
+		serverAttrs["ip_addresses"] = ips
+	}
+	if err := issuer.CheckSubject(serverProfile, serverAttrs); err != nil {
+		return &usageError{msg: fmt.Sprintf("init: --server-names: %v", err)}
 	}
 	if *provider != "software" && *provider != "pkcs11" {
 		return &usageError{msg: fmt.Sprintf("init: unknown key provider %q (known: software, pkcs11)", *provider)}
@@ -100,14 +115,7 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if err := writePEM(filepath.Join(dir, rootPEM), 0o644, rootCA.Certificate.Raw); err != nil {
 		return err
 	}
-	attrs := map[string]string{"common_name": "caledger server"}
-	if names != "" {
-		attrs["dns_names"] = names
-	}
-	if ips != "" {
-		attrs["ip_addresses"] = ips
-	}
-	if _, err := issueCredential(ctx, n, attrs, "tls-server", filepath.Join(dir, tlsCertFile), filepath.Join(dir, tlsKeyFile), ""); err != nil {
+	if _, err := issueCredential(ctx, n, serverAttrs, "tls-server", filepath.Join(dir, tlsCertFile), filepath.Join(dir, tlsKeyFile), ""); err != nil {
 		return fmt.Errorf("server TLS certificate: %w", err)
 	}
 	cred, err := issueCredential(ctx, n, map[string]string{"common_name": "caledger admin"}, "admin",
@@ -267,6 +275,9 @@ func writePEM(path string, perm fs.FileMode, ders ...[]byte) error {
 	return writeFileAtomic(path, b, perm)
 }
 
+// serverCommonName is the common name of the server's TLS certificate.
+const serverCommonName = "caledger server"
+
 // splitHosts splits a comma-separated list into DNS names and IP addresses.
 func splitHosts(list string) (names, ips string) {
 	add := func(s *string, v string) {
@@ -293,26 +304,6 @@ func splitComma(list string) []string {
 		}
 	}
 	return out
-}
-
-// validDNSName reports whether s is a host name: dot-separated labels of letters,
-// digits and hyphens, not starting or ending with a hyphen.
-func validDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(strings.TrimSuffix(s, "."), ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func isIP(s string) bool {

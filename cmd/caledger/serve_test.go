@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -418,13 +419,28 @@ func TestServeBadCertificate(t *testing.T) {
 
 func TestInitChecksBeforeGenerating(t *testing.T) {
 	data := filepath.Join(t.TempDir(), "data")
-	err := run(t.Context(), []string{"init", "--data", data, "--server-names", "bad name!,localhost"}, noEnv, io.Discard, io.Discard)
-	var ue *usageError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "bad name!") {
-		t.Fatalf("init with a bad server name: %v", err)
+	var manyNames string
+	for i := range 60 {
+		manyNames += fmt.Sprintf("h%d.example,10.0.0.%d,", i, i)
 	}
-	if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("a refused init left %s behind (%v)", data, err)
+	// Each is refused by the issuer's own checks (a trailing dot, a U-label,
+	// too many names), so init must refuse it before it generates anything.
+	for _, c := range []struct{ names, want string }{
+		{"bad name!,localhost", `"bad name!"`},
+		{"localhost.", `"localhost."`},
+		{"bücher.example", `"bücher.example"`},
+		{"*.example", `"*.example"`},
+		{manyNames, "more than 100 alternative names"},
+		{" , ", "empty"},
+	} {
+		err := run(t.Context(), []string{"init", "--data", data, "--server-names", c.names}, noEnv, io.Discard, io.Discard)
+		var ue *usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("init with server names %.40q: %v", c.names, err)
+		}
+		if _, err := os.Stat(data); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("a refused init left %s behind (%v)", data, err)
+		}
 	}
 	if err := run(t.Context(), []string{"init", "--data", data, "--if-needed"}, noEnv, io.Discard, io.Discard); err != nil {
 		t.Fatalf("init after a refused one: %v", err)

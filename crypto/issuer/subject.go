@@ -46,6 +46,15 @@ type names struct {
 	emails  []string
 }
 
+// CheckSubject makes the check SignCertificate makes of a subject's attributes
+// for profile p, without a CSR or a CA: that p's required attributes are there
+// and that every attribute it admits is well formed. Errors name attributes,
+// never values.
+func CheckSubject(p Profile, attrs map[string]string) error {
+	_, err := buildNames(&p, attrs)
+	return err
+}
+
 // buildNames checks the attributes p needs and admits, and turns them into a
 // subject DN and subject alternative names. Errors name attributes, never values.
 func buildNames(p *Profile, attrs map[string]string) (names, error) {
