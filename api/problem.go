@@ -121,6 +121,7 @@ var kindStatus = map[domain.Kind]int{
 	domain.KindConflict:    http.StatusConflict,
 	domain.KindGone:        http.StatusGone,
 	domain.KindUnavailable: http.StatusServiceUnavailable,
+	domain.KindTooLarge:    http.StatusRequestEntityTooLarge,
 }
 
 // fromError turns an error of a command or query into the problem sent to the
@@ -137,9 +138,6 @@ func fromError(ctx context.Context, logger *slog.Logger, err error) error {
 		status, ok := kindStatus[de.Kind]
 		if !ok {
 			status = http.StatusInternalServerError
-		}
-		if de.Code == "too-large" {
-			status = http.StatusRequestEntityTooLarge
 		}
 		if status >= 500 && de.Err != nil {
 			logger.LogAttrs(ctx, slog.LevelError, "request failed", slog.String("code", de.Code), slog.String("cause", de.Err.Error()))

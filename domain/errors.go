@@ -21,6 +21,8 @@ const (
 	KindGone
 	// KindUnavailable: a dependency (store, vault, signer) failed; retrying may work.
 	KindUnavailable
+	// KindTooLarge: the command's content is valid but too large to record.
+	KindTooLarge
 )
 
 func (k Kind) String() string {
@@ -35,6 +37,8 @@ func (k Kind) String() string {
 		return "gone"
 	case KindUnavailable:
 		return "unavailable"
+	case KindTooLarge:
+		return "too large"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }

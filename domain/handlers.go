@@ -632,7 +632,7 @@ func (h *Handlers) append(ctx context.Context, stream string, v uint64, events [
 	case errors.Is(err, ErrWrongVersion):
 		return appended, err
 	case errors.Is(err, ErrTooLarge):
-		return appended, &Error{Kind: KindInvalid, Code: "too-large", Detail: "the request is too large to record", Err: err}
+		return appended, &Error{Kind: KindTooLarge, Code: "too-large", Detail: "the request is too large to record", Err: err}
 	}
 	return appended, unavailable("event store", err)
 }
