@@ -149,20 +149,6 @@ func TestNewChecks(t *testing.T) {
 	}
 }
 
-func TestChain(t *testing.T) {
-	p := newPKI(t, nil)
-	chain, ok := p.iss.Chain("issuing")
-	if !ok || len(chain) != 2 || chain[0] != p.inter || chain[1] != p.root {
-		t.Errorf("Chain(issuing) = %v, %v", chain, ok)
-	}
-	if chain, ok := p.iss.Chain("root"); !ok || len(chain) != 1 || chain[0] != p.root {
-		t.Errorf("Chain(root) = %v, %v", chain, ok)
-	}
-	if _, ok := p.iss.Chain("other"); ok {
-		t.Error("Chain(other) found a CA")
-	}
-}
-
 func TestRolesOf(t *testing.T) {
 	ext := func(v []byte) *x509.Certificate {
 		return &x509.Certificate{Extensions: []pkix.Extension{{Id: issuer.OIDRoles, Value: v}}}

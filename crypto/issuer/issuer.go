@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -36,8 +35,9 @@ type CA struct {
 	Certificate *x509.Certificate
 	// Key signs with the private key of Certificate. It may be an HSM key.
 	Key crypto.Signer
-	// Chain is the issuer's chain up to the root (Certificate's issuer first), for
-	// PEM output. It may be empty for a root.
+	// Chain is the issuer's chain up to the root (Certificate's issuer first);
+	// New checks that Certificate is signed by Chain[0]. It may be empty for a
+	// root.
 	Chain []*x509.Certificate
 }
 
@@ -162,7 +162,6 @@ func newCAState(ca CA, base string, lintSigs map[string][]byte) (*caState, error
 		return nil, err
 	}
 	st := &caState{CA: ca, sig: sig}
-	st.Chain = slices.Clone(ca.Chain)
 	if st.lintSig = lintSigs[kt]; st.lintSig == nil {
 		if st.lintSig, err = newLintSignature(kt, sig); err != nil {
 			return nil, fmt.Errorf("issuer: CA %q: lint signature: %w", ca.ID, err)
@@ -245,18 +244,6 @@ func newThrowawayKey(kt string) (crypto.Signer, error) {
 		return rsa.GenerateKey(rand.Reader, 2048)
 	}
 	return nil, fmt.Errorf("no throwaway key for %s", kt)
-}
-
-// Chain returns the certificates to send with a certificate CA id issued, for
-// PEM output: the CA's certificate, then its Chain. ok is false for an unknown
-// CA. The slice is a fresh copy; the certificates are shared and must not be
-// modified.
-func (i *Issuer) Chain(id string) (chain []*x509.Certificate, ok bool) {
-	ca := i.cas[id]
-	if ca == nil {
-		return nil, false
-	}
-	return append([]*x509.Certificate{ca.Certificate}, ca.Chain...), true
 }
 
 // ProfileRole returns the role a profile's certificates carry ("" for a profile
