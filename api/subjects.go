@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/danielgtaylor/huma/v2"
@@ -13,6 +14,9 @@ import (
 // It is a header, not a query parameter: query strings end up in proxy logs,
 // and people write names into reasons.
 const reasonHeader = "Caledger-Reason"
+
+// searchAppends bounds the access records one search appends at a time.
+const searchAppends = 16
 
 // SubjectCreate is the body of POST /v1/subjects.
 type SubjectCreate struct {
@@ -122,11 +126,23 @@ func (s *server) registerSubjects(hapi huma.API) {
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
+		// Every access is recorded before anything is returned; a subject
+		// erased meanwhile is left out. The appends run side by side, so the
+		// ledger commits them in a few group commits rather than one by one.
+		recorded := make([]error, len(rows))
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, searchAppends)
+		for i, row := range rows {
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				recorded[i] = s.cfg.Commands.RecordAccess(ctx, actor, row.ID, "search", in.Body.Reason)
+			})
+		}
+		wg.Wait()
 		out := make([]Subject, 0, len(rows))
-		for _, row := range rows {
-			// Recorded before anything is returned; a subject erased meanwhile
-			// is left out.
-			if err := s.cfg.Commands.RecordAccess(ctx, actor, row.ID, "search", in.Body.Reason); err != nil {
+		for i, row := range rows {
+			if err := recorded[i]; err != nil {
 				if isGoneOrMissing(err) {
 					continue
 				}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // BenchmarkIssue is REST issuance in process, for profiling:
@@ -23,34 +24,9 @@ import (
 //
 // sims/issuebench measures the same path against the built binary.
 func BenchmarkIssue(b *testing.B) {
-	data := filepath.Join(b.TempDir(), "data")
-	if err := run(b.Context(), []string{"init", "--data", data}, noEnv, io.Discard, io.Discard); err != nil {
-		b.Fatal(err)
-	}
-	s := startServe(b, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
-	c := client(b, filepath.Join(data, rootPEM), func(c *tls.Config) {
-		cert, err := tls.LoadX509KeyPair(filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	})
-	base := "https://" + s.addr
+	c, base := benchServer(b)
 	// One subject per client: issuances for one subject serialise on its stream.
-	ids := make([]string, 64)
-	for i := range ids {
-		res, err := c.Post(base+"/v1/subjects", "application/json", strings.NewReader(`{"attributes":{"common_name":"Bench Person","country":"DE"}}`))
-		if err != nil {
-			b.Fatal(err)
-		}
-		var subject struct{ ID string }
-		err = json.NewDecoder(res.Body).Decode(&subject)
-		res.Body.Close()
-		if err != nil {
-			b.Fatal(err)
-		}
-		ids[i] = subject.ID
-	}
+	ids := registerBenchSubjects(b, c, base, 64)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
@@ -75,4 +51,77 @@ func BenchmarkIssue(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSearch100 is a subject search that returns 100 subjects, each of
+// whose access is recorded durably before the answer:
+//
+//	go test -run '^$' -bench Search100 ./cmd/caledger
+func BenchmarkSearch100(b *testing.B) {
+	c, base := benchServer(b)
+	registerBenchSubjects(b, c, base, 100)
+	body := `{"match":{"organization":"Bench Org"},"limit":100,"reason":"benchmark"}`
+	search := func() int {
+		res, err := c.Post(base+"/v1/subjects/search", "application/json", strings.NewReader(body))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var found []struct{ ID string }
+		err = json.NewDecoder(res.Body).Decode(&found)
+		res.Body.Close()
+		if err != nil || res.StatusCode != http.StatusOK {
+			b.Fatalf("search: status %d, %v", res.StatusCode, err)
+		}
+		return len(found)
+	}
+	// The subjects view may still be applying the last registrations.
+	for deadline := time.Now().Add(5 * time.Second); search() != 100; {
+		if time.Now().After(deadline) {
+			b.Fatal("the search did not find the 100 subjects within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for b.Loop() {
+		if n := search(); n != 100 {
+			b.Fatalf("search found %d subjects, want 100", n)
+		}
+	}
+}
+
+// benchServer serves a new data directory and returns an admin client and the
+// server's base URL.
+func benchServer(b *testing.B) (*http.Client, string) {
+	data := filepath.Join(b.TempDir(), "data")
+	if err := run(b.Context(), []string{"init", "--data", data}, noEnv, io.Discard, io.Discard); err != nil {
+		b.Fatal(err)
+	}
+	s := startServe(b, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	c := client(b, filepath.Join(data, rootPEM), func(c *tls.Config) {
+		cert, err := tls.LoadX509KeyPair(filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	})
+	return c, "https://" + s.addr
+}
+
+// registerBenchSubjects registers n subjects of one organisation.
+func registerBenchSubjects(b *testing.B, c *http.Client, base string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		res, err := c.Post(base+"/v1/subjects", "application/json",
+			strings.NewReader(`{"attributes":{"common_name":"Bench Person","organization":"Bench Org","country":"DE"}}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var subject struct{ ID string }
+		err = json.NewDecoder(res.Body).Decode(&subject)
+		res.Body.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = subject.ID
+	}
+	return ids
 }

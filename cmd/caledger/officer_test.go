@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -578,6 +579,44 @@ func TestOfficerFlow(t *testing.T) {
 	admin2.json("GET", "/v1/certificates/"+revokedSerial, nil, http.StatusOK, &info)
 	if info.Status != "deleted" {
 		t.Errorf("after rebuild: %+v", info)
+	}
+}
+
+// TestSearchRecordsEveryAccess checks that a search returning many subjects
+// (whose access records are appended side by side) records an access for each.
+func TestSearchRecordsEveryAccess(t *testing.T) {
+	data := initData(t)
+	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	admin := mtlsClient(t, data, "https://"+s.addr, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
+	want := map[string]bool{}
+	for i := range 40 {
+		var subject struct{ ID string }
+		admin.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{
+			"common_name": fmt.Sprintf("Searched Person %d", i), "organization": "Search Org"}}, http.StatusCreated, &subject)
+		want[subject.ID] = true
+	}
+	var found []struct{ ID string }
+	admin.json("POST", "/v1/subjects/search", map[string]any{"match": map[string]string{"organization": "Search Org"}, "limit": 100, "reason": "bulk check"}, http.StatusOK, &found)
+	if len(found) != len(want) {
+		t.Fatalf("the search found %d subjects, want %d", len(found), len(want))
+	}
+	for _, f := range found {
+		if !want[f.ID] {
+			t.Fatalf("the search found %s, which was not registered here", f.ID)
+		}
+		delete(want, f.ID)
+		// The reasons stay sealed; the report shows the operations.
+		var report struct{ Accesses []struct{ Operation string } }
+		admin.json("GET", "/v1/subjects/"+f.ID+"/report", nil, http.StatusOK, &report, "Caledger-Reason", "audit of the search")
+		searches := 0
+		for _, a := range report.Accesses {
+			if a.Operation == "search" {
+				searches++
+			}
+		}
+		if searches != 1 {
+			t.Errorf("subject %s: %d search accesses recorded, want 1: %+v", f.ID, searches, report.Accesses)
+		}
 	}
 }
 
