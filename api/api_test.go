@@ -183,6 +183,31 @@ func TestMetrics(t *testing.T) {
 		srv := newTestServer(t, Config{})
 		checkProblem(t, do(t, srv, http.MethodGet, "/metrics"), http.StatusNotFound)
 	})
+
+	t.Run("requests by route", func(t *testing.T) {
+		reg := prometheus.NewRegistry()
+		// A second handler on the same registry shares its metrics.
+		first := newTestServer(t, Config{Metrics: reg})
+		srv := newTestServer(t, Config{Metrics: reg})
+		do(t, first, http.MethodGet, "/healthz?name=Alice")
+		do(t, srv, http.MethodGet, "/healthz")
+		do(t, srv, http.MethodGet, "/v1/subjects/alice@example.com")
+		do(t, srv, "BREW", "/healthz")
+		body := do(t, srv, http.MethodGet, "/metrics").body
+		for _, want := range []string{
+			`caledger_http_requests_total{code="200",method="GET",route="/healthz"} 2`,
+			`caledger_http_requests_total{code="404",method="GET",route="unmatched"} 1`,
+			`caledger_http_requests_total{code="405",method="other",route="unmatched"} 1`,
+			`caledger_http_request_duration_seconds_count{method="GET",route="/healthz"} 2`,
+		} {
+			if !bytes.Contains(body, []byte(want)) {
+				t.Errorf("metrics lack %s:\n%s", want, body)
+			}
+		}
+		if bytes.Contains(bytes.ToLower(body), []byte("alice")) {
+			t.Errorf("metrics hold a path or query:\n%s", body)
+		}
+	})
 }
 
 func TestOpenAPI(t *testing.T) {

@@ -1,14 +1,17 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // statusWriter records the status of a response.
@@ -66,9 +69,9 @@ func routePattern(r *http.Request) string {
 }
 
 // logRequests logs one line per request: method, route pattern, status and
-// duration. The raw path, the query and the client address are left out:
-// they may carry personal data.
-func logRequests(logger *slog.Logger) func(http.Handler) http.Handler {
+// duration, and counts and times it in m (when not nil). The raw path, the
+// query and the client address are left out: they may carry personal data.
+func logRequests(logger *slog.Logger, m *requestMetrics) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			start := time.Now()
@@ -79,20 +82,76 @@ func logRequests(logger *slog.Logger) func(http.Handler) http.Handler {
 				if !sw.wroteHeader {
 					status = http.StatusOK // what net/http sends for an empty response
 				}
+				elapsed := time.Since(start)
+				route := routePattern(r)
+				m.observe(r.Method, route, status, elapsed)
 				level := slog.LevelInfo
 				if status >= 500 {
 					level = slog.LevelError
 				}
 				logger.LogAttrs(r.Context(), level, "request",
 					slog.String("method", r.Method),
-					slog.String("route", routePattern(r)),
+					slog.String("route", route),
 					slog.Int("status", status),
-					slog.Duration("duration", time.Since(start)),
+					slog.Duration("duration", elapsed),
 				)
 			}()
 			next.ServeHTTP(sw, r)
 		})
 	}
+}
+
+// requestMetrics counts and times requests by method, route pattern and
+// status. Every label has few values: the pattern, never the path.
+type requestMetrics struct {
+	total    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+// newRequestMetrics registers the request metrics in reg, or reuses those an
+// earlier handler on the same registry registered.
+func newRequestMetrics(reg *prometheus.Registry) (*requestMetrics, error) {
+	total := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "caledger_http_requests_total",
+		Help: "HTTP requests served, by method, route pattern (unmatched: no route) and status code.",
+	}, []string{"method", "route", "code"})
+	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "caledger_http_request_duration_seconds",
+		Help:    "Time from a request's arrival at the router to its response's end, by method and route pattern.",
+		Buckets: []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5},
+	}, []string{"method", "route"})
+	var err error
+	if total, err = registerOrReuse(reg, total); err != nil {
+		return nil, err
+	}
+	if duration, err = registerOrReuse(reg, duration); err != nil {
+		return nil, err
+	}
+	return &requestMetrics{total: total, duration: duration}, nil
+}
+
+func registerOrReuse[C prometheus.Collector](reg *prometheus.Registry, c C) (C, error) {
+	err := reg.Register(c)
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+func (m *requestMetrics) observe(method, route string, status int, elapsed time.Duration) {
+	if m == nil {
+		return
+	}
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+	default:
+		method = "other" // a client chooses the method: keep the label's values few
+	}
+	m.total.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.duration.WithLabelValues(method, route).Observe(elapsed.Seconds())
 }
 
 // recoverPanics turns a panic into a 500 problem and logs its cause. The
