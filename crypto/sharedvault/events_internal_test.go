@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -169,11 +170,35 @@ func FuzzKeyStream(f *testing.F) {
 	f.Fuzz(func(t *testing.T, t1 string, p1 []byte, t2 string, p2 []byte) {
 		var s subjectKeys
 		var ep epochs
+		keysOK := true
 		for _, ev := range []*domain.Event{keyEvent(t, 1, t1, string(p1)), keyEvent(t, 2, t2, string(p2))} {
-			_ = ep.apply(ev)
-			if err := s.apply(ev); err != nil {
-				return
+			// The same events fed to the epoch fold: a refused event leaves it
+			// as it was, an accepted one moves it to the event's version.
+			version, list := ep.version, slices.Clone(ep.list)
+			if err := ep.apply(ev); err != nil {
+				if ep.version != version || !slices.Equal(ep.list, list) {
+					t.Fatalf("a refused epoch event (%v) changed the fold", err)
+				}
+			} else if ep.version != ev.Version {
+				t.Fatalf("an accepted epoch event left the fold at version %d, not %d", ep.version, ev.Version)
 			}
+			if keysOK {
+				keysOK = s.apply(ev) == nil
+			}
+		}
+		for n := uint32(1); n <= ep.current(); n++ {
+			i, _ := ep.info(n)
+			if !i.destroyed.IsZero() && i.retired.IsZero() || !i.retired.IsZero() && i.retiring.IsZero() {
+				t.Fatalf("epoch %d skipped a phase: %+v", n, i)
+			}
+			for m := uint32(1); m < n; m++ {
+				if j, _ := ep.info(m); j.kekID == i.kekID {
+					t.Fatalf("epochs %d and %d share a KEK", m, n)
+				}
+			}
+		}
+		if !keysOK {
+			return
 		}
 		for name, g := range s.groups {
 			if s.shredded(name) && g.wrapped != nil {
