@@ -82,7 +82,7 @@ func (s *server) registerErasure(hapi huma.API) {
 		OperationID: "get-erasure", Method: http.MethodGet, Path: "/v1/subjects/{id}/erasure",
 		Summary: "How far a subject's erasure has gone", Tags: []string{"compliance"},
 		Security:    []map[string][]string{{mtlsScheme: {}}},
-		Description: "The erasure's status: keys-destroyed (embedded vault), recorded (shared vault, KEK epochs pending) or complete. Role: compliance.",
+		Description: "The erasure's status, as the key vault reports it: keys-destroyed (embedded vault), recorded (shared vault, KEK epochs pending), complete, or shred-pending (the keys are not yet destroyed: repeat the erasure). Role: compliance.",
 	}, func(ctx context.Context, in *SubjectPath) (*struct{ Body ErasureReceipt }, error) {
 		if _, err := require(ctx, RoleCompliance); err != nil {
 			return nil, err

@@ -22,6 +22,9 @@ func TestFromErrorKinds(t *testing.T) {
 		domain.KindUnavailable: http.StatusServiceUnavailable,
 		domain.KindTooLarge:    http.StatusRequestEntityTooLarge,
 	}
+	if len(kindStatus) != len(want) {
+		t.Errorf("kindStatus maps %d kinds, this test knows %d", len(kindStatus), len(want))
+	}
 	// A kind added to the domain (and to Kind.String) without a status in
 	// kindStatus fails here with 500.
 	for k := domain.Kind(1); !strings.HasPrefix(k.String(), "kind("); k++ {

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,10 +71,14 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	// The server certificate is issued under the built-in tls-server profile;
 	// its own checks judge the names, one at a time to say which is wrong.
 	profiles := issuer.DefaultProfiles()
-	serverProfile := profiles[slices.IndexFunc(profiles, func(p issuer.Profile) bool { return p.Name == "tls-server" })]
+	i := slices.IndexFunc(profiles, func(p issuer.Profile) bool { return p.Name == "tls-server" })
+	if i < 0 {
+		return errors.New("init: the built-in profiles lack tls-server")
+	}
+	serverProfile := profiles[i]
 	for _, name := range splitComma(names) {
-		if issuer.CheckSubject(serverProfile, map[string]string{"common_name": serverCommonName, "dns_names": name}) != nil {
-			return &usageError{msg: fmt.Sprintf("init: --server-names: %q is neither a DNS name nor an IP address", name)}
+		if err := issuer.CheckSubject(serverProfile, map[string]string{"common_name": serverCommonName, "dns_names": name}); err != nil {
+			return &usageError{msg: fmt.Sprintf("init: --server-names: %q is not an IP address, and the tls-server profile refuses it as a DNS name (%v)", name, err)}
 		}
 	}
 	serverAttrs := map[string]string{"common_name": serverCommonName}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,9 +77,11 @@ type Vault struct {
 	// Seal or Open must not re-fill the cache with a key Shred just evicted.
 	mu     sync.RWMutex
 	closed bool
-	// checkpointOwed is set, under mu held exclusively, while deleted keys may
-	// still have bytes in the -wal file: since Open, or since a Shred deleted
-	// keys, no WAL checkpoint has completed. ErasureStatus reports it.
+	// checkpointOwed is set while deleted keys may still have bytes in the -wal
+	// file: the checkpoint after a Shred's deletion, or Open's, did not
+	// complete. Open sets it before the Vault is shared; later it is written
+	// only with mu held exclusively. ErasureStatus reports it, and retries the
+	// checkpoint; a Shred that returns nil clears it.
 	checkpointOwed bool
 }
 
@@ -136,7 +140,7 @@ func dsn(path string) string {
 	q.Set("_journal_mode", "WAL")
 	q.Set("_synchronous", "FULL")
 	q.Set("_secure_delete", "on")
-	q.Set("_busy_timeout", "5000")
+	q.Set("_busy_timeout", strconv.Itoa(busyTimeoutMS))
 	q.Set("_txlock", "immediate")
 	return "file:" + p + "?" + q.Encode()
 }
@@ -365,12 +369,23 @@ type ErasureStatus struct {
 }
 
 // ErasureStatus reports the shredded key groups of subject, and whether the
-// bytes of deleted keys may still be on disk. The keys of a group with a
-// tombstone are deleted in the same transaction that records it.
+// bytes of deleted keys may still be on disk; if they may, it first retries the
+// WAL checkpoint that removes them. The keys of a group with a tombstone are
+// deleted in the same transaction that records it.
 func (v *Vault) ErasureStatus(ctx context.Context, subject domain.SubjectID) (ErasureStatus, error) {
 	var st ErasureStatus
 	if err := checkSubject(subject); err != nil {
 		return st, err
+	}
+	v.mu.RLock()
+	owed := v.checkpointOwed
+	v.mu.RUnlock()
+	if owed {
+		v.mu.Lock()
+		if !v.closed && v.checkpointOwed && v.checkpoint(ctx) == nil {
+			v.checkpointOwed = false
+		}
+		v.mu.Unlock()
 	}
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -422,12 +437,33 @@ func (v *Vault) deleteKeys(ctx context.Context, subject domain.SubjectID, groups
 	return tx.Commit()
 }
 
+// busyTimeoutMS is how long a connection waits for a lock held elsewhere.
+const busyTimeoutMS = 5000
+
+// checkpointBusyMS is how long one checkpoint attempt waits for readers.
+const checkpointBusyMS = 100
+
 // checkpoint copies the WAL into the database file and truncates the WAL to zero
 // bytes. The caller holds mu exclusively, so no connection of this Vault has a read
-// snapshot that would pin old frames; the retries cover a transient lock.
+// snapshot that would pin old frames; the retries cover a transient lock. A reader
+// outside this Vault (a sqlite3 shell, a backup tool) makes it fail after about
+// half a second, rather than after five busy timeouts.
 func (v *Vault) checkpoint(ctx context.Context) error {
+	conn, err := v.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", checkpointBusyMS)); err != nil {
+		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	// The connection goes back to the pool with the usual timeout, or not at all.
+	defer func() {
+		if _, err := conn.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf("PRAGMA busy_timeout = %d", busyTimeoutMS)); err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+	}()
 	var busy, logFrames, done int
-	var err error
 	for attempt := 0; attempt < 5; attempt++ {
 		if attempt > 0 {
 			select {
@@ -436,7 +472,7 @@ func (v *Vault) checkpoint(ctx context.Context) error {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		err = v.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done)
+		err = conn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &logFrames, &done)
 		if err != nil || busy != 0 || logFrames != done {
 			continue
 		}
