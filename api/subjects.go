@@ -3,7 +3,10 @@ package api
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"sync"
 
 	"github.com/caledger/caledger/domain"
@@ -17,6 +20,51 @@ const reasonHeader = "Caledger-Reason"
 
 // searchAppends bounds the access records one search appends at a time.
 const searchAppends = 16
+
+// recordSearchAccesses records the access of a search to each of rows, and
+// returns each record's outcome. Every access is recorded before anything is
+// returned, and a subject erased meanwhile is left out of the answer. The
+// appends run side by side, so the ledger commits them in a few group commits
+// rather than one by one. After the first failure (other than gone or
+// missing) no more appends start, and the search answers with that failure;
+// the records already made stay, so the log may show accesses of a search
+// that returned nothing, never the reverse.
+func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, rows []SubjectRow, reason string) []error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	recorded := make([]error, len(rows))
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, searchAppends)
+	for i, row := range rows {
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			recorded[i] = context.Cause(ctx)
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			// Outside the handler's goroutine recoverPanics cannot catch a panic,
+			// which would end the whole server.
+			defer func() {
+				if v := recover(); v != nil {
+					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", fmt.Sprintf("%T in RecordAccess", v)), slog.String("stack", string(debug.Stack())))
+					recorded[i] = fmt.Errorf("record access: panic %T", v)
+					cancel(recorded[i])
+				}
+			}()
+			err := s.cfg.Commands.RecordAccess(ctx, actor, row.ID, "search", reason)
+			recorded[i] = err
+			if err != nil && !isGoneOrMissing(err) {
+				cancel(err)
+			}
+		})
+	}
+	wg.Wait()
+	return recorded
+}
 
 // SubjectCreate is the body of POST /v1/subjects.
 type SubjectCreate struct {
@@ -82,6 +130,8 @@ func (s *server) registerSubjects(hapi huma.API) {
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
+		// Like every mutating operation: a search right after finds it.
+		s.waitForHead(ctx)
 		return &struct{ Body SubjectRef }{Body: SubjectRef{ID: id}}, nil
 	})
 
@@ -126,20 +176,7 @@ func (s *server) registerSubjects(hapi huma.API) {
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
-		// Every access is recorded before anything is returned; a subject
-		// erased meanwhile is left out. The appends run side by side, so the
-		// ledger commits them in a few group commits rather than one by one.
-		recorded := make([]error, len(rows))
-		var wg sync.WaitGroup
-		slots := make(chan struct{}, searchAppends)
-		for i, row := range rows {
-			slots <- struct{}{}
-			wg.Go(func() {
-				defer func() { <-slots }()
-				recorded[i] = s.cfg.Commands.RecordAccess(ctx, actor, row.ID, "search", in.Body.Reason)
-			})
-		}
-		wg.Wait()
+		recorded := s.recordSearchAccesses(ctx, actor, rows, in.Body.Reason)
 		out := make([]Subject, 0, len(rows))
 		for i, row := range rows {
 			if err := recorded[i]; err != nil {

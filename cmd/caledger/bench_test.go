@@ -56,7 +56,7 @@ func BenchmarkIssue(b *testing.B) {
 // BenchmarkSearch100 is a subject search that returns 100 subjects, each of
 // whose access is recorded durably before the answer:
 //
-//	go test -run '^$' -bench Search100 ./cmd/caledger
+//	go test -run '^$' -bench Search100 -benchtime 30x ./cmd/caledger
 func BenchmarkSearch100(b *testing.B) {
 	c, base := benchServer(b)
 	registerBenchSubjects(b, c, base, 100)
