@@ -124,7 +124,8 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 	}
 	// A process that died between a Shred's deletion and its checkpoint left
 	// the keys' old pages in the -wal file; this removes them. A failure is not
-	// fatal: ErasureStatus reports the owed checkpoint until a Shred completes.
+	// fatal: ErasureStatus reports the owed checkpoint, and retries it, until
+	// one completes.
 	v.checkpointOwed = v.checkpoint(ctx) != nil
 	return v, nil
 }
@@ -364,7 +365,8 @@ type ErasureStatus struct {
 	Groups []string
 	// CheckpointPending is set while the bytes of deleted keys, of this subject
 	// or another, may still be in the -wal file: a Shred (or Open) could not
-	// checkpoint the WAL. A later Shred that returns nil clears it.
+	// checkpoint the WAL, nor could ErasureStatus's own retry. A later
+	// checkpoint that completes (a Shred's, or a retry's) clears it.
 	CheckpointPending bool
 }
 
