@@ -2,6 +2,7 @@ package datakey
 
 import (
 	"container/list"
+	"slices"
 	"sync"
 	"time"
 
@@ -108,13 +109,7 @@ func (c *Cache) Evict(subject domain.SubjectID, groups []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	all := len(groups) == 0
-	for _, g := range groups {
-		if g == "*" {
-			all = true
-		}
-	}
-	if !all {
+	if len(groups) > 0 && !slices.Contains(groups, "*") {
 		for _, g := range groups {
 			k := CacheKey{subject, g}
 			if e, ok := c.m[k]; ok {

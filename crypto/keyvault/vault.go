@@ -126,7 +126,7 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 	// the keys' old pages in the -wal file; this removes them. A failure is not
 	// fatal: ErasureStatus reports the owed checkpoint, and retries it, until
 	// one completes.
-	v.checkpointOwed = v.checkpoint(ctx) != nil
+	v.checkpointOwed = v.checkpoint(ctx, 1) != nil
 	return v, nil
 }
 
@@ -352,7 +352,7 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
 	v.checkpointOwed = true
-	if err := v.checkpoint(ctx); err != nil {
+	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
 	v.checkpointOwed = false
@@ -384,7 +384,7 @@ func (v *Vault) ErasureStatus(ctx context.Context, subject domain.SubjectID) (Er
 	v.mu.RUnlock()
 	if owed {
 		v.mu.Lock()
-		if !v.closed && v.checkpointOwed && v.checkpoint(ctx) == nil {
+		if !v.closed && v.checkpointOwed && v.checkpoint(ctx, 1) == nil {
 			v.checkpointOwed = false
 		}
 		v.mu.Unlock()
@@ -445,12 +445,17 @@ const busyTimeoutMS = 5000
 // checkpointBusyMS is how long one checkpoint attempt waits for readers.
 const checkpointBusyMS = 100
 
+// shredCheckpointAttempts is how often Shred tries the checkpoint. Open and
+// ErasureStatus try once: they hold up start-up, or every Seal and Open.
+const shredCheckpointAttempts = 5
+
 // checkpoint copies the WAL into the database file and truncates the WAL to zero
-// bytes. The caller holds mu exclusively, so no connection of this Vault has a read
-// snapshot that would pin old frames; the retries cover a transient lock. A reader
-// outside this Vault (a sqlite3 shell, a backup tool) makes it fail after about
-// half a second, rather than after five busy timeouts.
-func (v *Vault) checkpoint(ctx context.Context) error {
+// bytes, making up to attempts attempts. The caller holds mu exclusively, so no
+// connection of this Vault has a read snapshot that would pin old frames; the
+// retries cover a transient lock. A reader outside this Vault (a sqlite3 shell, a
+// backup tool) makes each attempt fail after checkpointBusyMS, rather than after
+// the connection's busy timeout.
+func (v *Vault) checkpoint(ctx context.Context, attempts int) error {
 	conn, err := v.db.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
@@ -466,7 +471,7 @@ func (v *Vault) checkpoint(ctx context.Context) error {
 		}
 	}()
 	var busy, logFrames, done int
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := range attempts {
 		if attempt > 0 {
 			select {
 			case <-ctx.Done():

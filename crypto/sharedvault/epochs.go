@@ -339,7 +339,7 @@ func (v *Vault) sweepSubject(ctx context.Context, subject domain.SubjectID) (int
 				// under a retired epoch was never used (see Vault.load).
 				continue
 			}
-			h, err := v.unwrap(ctx, subject, group, g)
+			h, _, err := v.unwrap(ctx, subject, group, g)
 			if errors.Is(err, ErrEpochRetired) {
 				continue
 			}

@@ -97,7 +97,7 @@ func decodeKey(e *domain.Event) (keyPayload, error) {
 	if err := decodeStrict(e, &p); err != nil {
 		return p, err
 	}
-	if !validGroup(p.Group) || p.Epoch == 0 || len(p.Wrapped) == 0 || len(p.Wrapped) > maxWrapped {
+	if !datakey.ValidGroup(p.Group) || p.Epoch == 0 || len(p.Wrapped) == 0 || len(p.Wrapped) > maxWrapped {
 		return p, corrupt(e, "%s payload has a bad group, epoch or wrapped key", e.Type)
 	}
 	return p, nil
@@ -112,7 +112,7 @@ func decodeShred(e *domain.Event) (shredPayload, error) {
 		return p, corrupt(e, "tombstone names no group")
 	}
 	for _, g := range p.Groups {
-		if !(validGroup(g) || g == "*" && len(p.Groups) == 1) {
+		if !(datakey.ValidGroup(g) || g == "*" && len(p.Groups) == 1) {
 			return p, corrupt(e, "tombstone has a bad group")
 		}
 	}
@@ -369,9 +369,6 @@ func (s *epochs) apply(e *domain.Event) error {
 	s.version = e.Version
 	return nil
 }
-
-// validGroup applies the domain's rules for names (datakey.ValidGroup).
-func validGroup(g string) bool { return datakey.ValidGroup(g) }
 
 // validSubject also leaves room for the stream prefix within domain.MaxNameLen.
 func validSubject(s domain.SubjectID) bool {

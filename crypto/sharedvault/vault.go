@@ -59,7 +59,8 @@ type Store interface {
 const DefaultCacheSize = 10_000
 
 // DefaultCacheTTL is how long a cached key is trusted by default. An uncached
-// Open costs one stream read (about 40 µs on the embedded store).
+// Open reads the subject's key stream (about 40 µs on the embedded store) and
+// unwraps the key under its epoch's KEK (with a PKCS#11 KEK, an HSM call).
 const DefaultCacheTTL = 10 * time.Second
 
 // maxAttempts bounds the retries of an append that lost an optimistic-concurrency
@@ -253,7 +254,7 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 		return errBadSubject
 	}
 	for _, g := range groups {
-		if !validGroup(g) {
+		if !datakey.ValidGroup(g) {
 			return errBadGroup
 		}
 	}
@@ -339,12 +340,12 @@ func (v *Vault) load(ctx context.Context, subject domain.SubjectID, group string
 			return datakey.Key{}, fmt.Errorf("sharedvault: subject %s group %s: %w", subject, group, ErrShredded)
 		}
 		if g := st.groups[group]; g != nil {
-			h, err := v.unwrap(ctx, subject, group, g)
+			h, k, err := v.unwrap(ctx, subject, group, g)
 			if err == nil {
 				if err := v.settle(ctx, subject, map[string]*keyset.Handle{group: h}, g.epoch); err != nil {
 					return datakey.Key{}, err
 				}
-				return datakey.FromHandle(h)
+				return k, nil
 			}
 			// A key whose only wrap is under a retired epoch was created after the
 			// epoch started retiring by a node that stopped before moving it: it
@@ -483,27 +484,28 @@ func (v *Vault) appendWraps(ctx context.Context, subject domain.SubjectID, versi
 
 // unwrap unwraps g's latest wrap. It fails with ErrEpochRetired if that epoch is
 // retired or destroyed.
-func (v *Vault) unwrap(ctx context.Context, subject domain.SubjectID, group string, g *groupKey) (*keyset.Handle, error) {
+func (v *Vault) unwrap(ctx context.Context, subject domain.SubjectID, group string, g *groupKey) (*keyset.Handle, datakey.Key, error) {
 	kek, err := v.kekFor(ctx, g.epoch)
 	if err != nil {
-		return nil, err
+		return nil, datakey.Key{}, err
 	}
 	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(g.wrapped)), kekAEAD{kek}, wrapAD(subject, group, g.epoch))
 	if err != nil {
 		// The epoch may have been retired and its KEK destroyed since this node
 		// last looked.
 		if rerr := v.refreshEpochs(ctx); rerr == nil && v.phase(g.epoch) >= phaseRetired {
-			return nil, fmt.Errorf("epoch %d: %w", g.epoch, ErrEpochRetired)
+			return nil, datakey.Key{}, fmt.Errorf("epoch %d: %w", g.epoch, ErrEpochRetired)
 		}
-		return nil, fmt.Errorf("unwrap key (epoch %d): %w", g.epoch, err)
+		return nil, datakey.Key{}, fmt.Errorf("unwrap key (epoch %d): %w", g.epoch, err)
 	}
-	if _, err := datakey.FromHandle(h); err != nil {
-		return nil, err
+	k, err := datakey.FromHandle(h)
+	if err != nil {
+		return nil, datakey.Key{}, err
 	}
-	if primaryID(h) != g.keyID {
-		return nil, fmt.Errorf("%w: the wrapped key's id is not the recorded one", ErrCorrupt)
+	if k.ID() != g.keyID {
+		return nil, datakey.Key{}, fmt.Errorf("%w: the wrapped key's id is not the recorded one", ErrCorrupt)
 	}
-	return h, nil
+	return h, k, nil
 }
 
 func wrapKey(ctx context.Context, h *keyset.Handle, kek KEK, subject domain.SubjectID, group string, epoch uint32) ([]byte, error) {
@@ -560,7 +562,7 @@ func checkNames(subject domain.SubjectID, group string) error {
 	if !validSubject(subject) {
 		return errBadSubject
 	}
-	if !validGroup(group) {
+	if !datakey.ValidGroup(group) {
 		return errBadGroup
 	}
 	return nil
