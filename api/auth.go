@@ -132,11 +132,14 @@ func allowed(nets []netip.Prefix, remote string) bool {
 }
 
 // publicPath reports whether path is served to anyone (DESIGN.md, the "public"
-// rows of the API map).
+// rows of the API map): everything the publication listener serves, and more.
 func publicPath(path string) bool {
-	switch path {
-	case "/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/openapi.yaml", "/openapi-3.0.json", "/openapi-3.0.yaml", "/v1/cas", "/ocsp":
+	if publishedPath(path) {
 		return true
 	}
-	return strings.HasPrefix(path, "/v1/cas/") || strings.HasPrefix(path, "/ocsp/")
+	switch path {
+	case "/readyz", "/metrics", "/docs", "/openapi.json", "/openapi.yaml", "/openapi-3.0.json", "/openapi-3.0.yaml", "/v1/cas":
+		return true
+	}
+	return strings.HasPrefix(path, "/v1/cas/")
 }
