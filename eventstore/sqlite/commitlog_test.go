@@ -332,6 +332,20 @@ func TestTornCommitIsDropped(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkReplayed(t, dir, Options{}, 1)
+
+			// The torn commit's surviving records are still in the file with
+			// valid checksums. A new commit reuses their positions; a second
+			// crash before the drain must replay only the new one.
+			s, err = Open(ctx, dir, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Append(ctx, "a", domain.Exact(1), storetest.NewEvent(t, "t", nil)); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			sqlExec(t, dir, `DELETE FROM events WHERE first > 1`)
+			checkReplayed(t, dir, Options{}, 2)
 		})
 	}
 }

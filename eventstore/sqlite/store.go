@@ -251,7 +251,7 @@ func (s *Store) openLedger(ctx context.Context) error {
 // recoverLog writes to ledger.db, durably, the chunks the commit log holds past
 // its head: commits acknowledged (or under way) when the process stopped that the
 // drainer had not written yet. After it, ledger.db holds every acknowledged event
-// and both log files may be reused.
+// and both log files may be reused, under a new log id.
 func (s *Store) recoverLog(ctx context.Context) error {
 	head := s.head.Load()
 	cs, err := s.clog.unapplied(head)
@@ -276,6 +276,19 @@ func (s *Store) recoverLog(ctx context.Context) error {
 		head = cs[len(cs)-1].last
 		s.log.Info("replayed commit log records into the ledger", "from", cs[0].first, "through", head)
 	}
+	// What the files hold past the head was never acknowledged: the records of
+	// a torn commit, checksums intact. New commits reuse their positions, and a
+	// second crash before the drain would replay them with (or instead of) the
+	// new ones. A new log id voids every record written so far; it is durable
+	// (synchronous=FULL) before any commit is written under it.
+	id, err := randomLogID()
+	if err != nil {
+		return err
+	}
+	if _, err := s.wconn.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = ?`, strconv.FormatUint(id, 10), logIDKey); err != nil {
+		return fmt.Errorf("event store: new log id: %w", err)
+	}
+	s.clog.id = id
 	s.head.Store(head)
 	s.durable.Store(head)
 	return nil
