@@ -146,8 +146,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	baseline, keys := rawCreateRate, "software P-256 CA key"
 	what := "raw x509.CreateCertificate P-256"
+	// OCSP responses are signed with the CA key: its raw signing rate.
+	signBaseline, signWhat := rawSignRate, "raw ECDSA P-256 signatures"
 	if token != nil {
 		baseline, keys, what = token.signRate, "SoftHSM2 P-256 CA key", "raw SoftHSM2 P-256 signatures"
+		signBaseline, signWhat = token.signRate, what
 	}
 	rawBefore, err := baseline(ctx, 2*time.Second)
 	if err != nil {
@@ -187,7 +190,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *ocspDuration <= 0 {
 		return nil
 	}
-	return ocspPhase(ctx, out, srv.Process.Pid, c, base, public, chains, *clients, *ocspDuration)
+	return ocspPhase(ctx, out, srv.Process.Pid, c, base, public, chains, *clients, *ocspDuration, signBaseline, signWhat)
 }
 
 // sampleViewLag scrapes /metrics every 100 ms until ctx ends and returns, per

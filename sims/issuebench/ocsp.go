@@ -192,9 +192,10 @@ func rawSignRate(_ context.Context, d time.Duration) (float64, error) {
 	}), nil
 }
 
-// ocspPhase revokes a quarter of leaves and times both OCSP runs, writing
-// their rows to out.
-func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base, public string, chains [][]byte, clients int, d time.Duration) error {
+// ocspPhase revokes a quarter of leaves and times both OCSP runs beside the
+// baseline (the CA key's raw signing rate), writing their rows to out.
+func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base, public string, chains [][]byte, clients int, d time.Duration,
+	baseline func(context.Context, time.Duration) (float64, error), baselineWhat string) error {
 	leaves, issuer, err := parseIssued(chains)
 	if err != nil {
 		return err
@@ -212,7 +213,7 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 		if err != nil {
 			return err
 		}
-		rawBefore, _ := rawSignRate(ctx, 2*time.Second)
+		rawBefore, _ := baseline(ctx, 2*time.Second)
 		cpu0, err := processCPU(pid)
 		if err != nil {
 			return err
@@ -222,15 +223,15 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 		if err != nil {
 			return err
 		}
-		rawAfter, _ := rawSignRate(ctx, 2*time.Second)
+		rawAfter, _ := baseline(ctx, 2*time.Second)
 		raw := (rawBefore + rawAfter) / 2
 		what := "a fresh nonce in every request (every response signed)"
 		if !nonces {
 			what = "no nonce (responses may come from the cache)"
 		}
-		rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients, %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong; %s | raw ECDSA P-256 signatures, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+		rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients, %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
 			clients, len(targets), what, r.rate, pct(r.lat, 50), pct(r.lat, 99), r.errs, r.bad, r.bad+r.goodSeen+r.revokedSeen, serverCPU(cpu1-cpu0, len(r.lat)),
-			runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, r.rate/raw))
+			baselineWhat, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, r.rate/raw))
 		failures += r.errs + r.bad
 		if r.goodSeen == 0 || r.revokedSeen == 0 {
 			failures++

@@ -111,9 +111,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := s.Close(); err != nil {
 		return err
 	}
-	if s, err = sqlite.Open(ctx, filepath.Join(*dir, "ledger"), sqlite.Options{}); err != nil {
-		return err
+	reopened, err := sqlite.Open(ctx, filepath.Join(*dir, "ledger"), sqlite.Options{})
+	if err != nil {
+		return err // the deferred Close closes the first store again, which is allowed
 	}
+	s = reopened
 	read, _, err := readAll(ctx, s)
 	if err != nil {
 		return err
