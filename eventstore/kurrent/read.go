@@ -103,19 +103,24 @@ func (s *Store) readPage(ctx context.Context, stream string, revision uint64) (p
 	return page, more, corrupt
 }
 
-// ReadAll implements eventstore.Store. It reads the head, then $all from the
-// commit before position from (see startFor) up to the head.
+// ReadAll implements eventstore.Store. It reads the last commit record (the
+// head), then $all from the commit before position from (see startFor) up to
+// the head.
 func (s *Store) ReadAll(ctx context.Context, from uint64) iter.Seq2[domain.Event, error] {
 	return func(yield func(domain.Event, error) bool) {
-		head, err := s.Head(ctx)
+		if err := s.usable(ctx); err != nil {
+			yield(domain.Event{}, err)
+			return
+		}
+		head, found, err := s.headCommit(ctx)
 		if err != nil {
 			yield(domain.Event{}, err)
 			return
 		}
-		if max(from, 1) > head {
+		if !found || max(from, 1) > head.last {
 			return
 		}
-		s.scan(ctx, max(from, 1), head, yield)
+		s.scan(ctx, max(from, 1), &head, yield)
 	}
 }
 
@@ -128,15 +133,19 @@ func (s *Store) Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event,
 			yield(domain.Event{}, err)
 			return
 		}
-		s.scan(ctx, max(from, 1), 0, yield)
+		s.scan(ctx, max(from, 1), nil, yield)
 	}
 }
 
-// scan yields the events from position next on, in order, and stops after
-// position stop (0: never). Every event's position comes from its own bytes;
-// scan checks they run on without a gap, so a lost or foreign event is an
-// error, never a silent skip.
-func (s *Store) scan(ctx context.Context, next, stop uint64, yield func(domain.Event, error) bool) {
+// scan yields the events from position next on, in order, and stops after the
+// last position of head (nil: never; a follow). Every event's position comes
+// from its own bytes; scan checks they run on without a gap, so a lost or
+// foreign event is an error, never a silent skip.
+func (s *Store) scan(ctx context.Context, next uint64, head *commit, yield func(domain.Event, error) bool) {
+	var stop uint64
+	if head != nil {
+		stop = head.last
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer context.AfterFunc(s.ctx, cancel)()
@@ -149,7 +158,7 @@ func (s *Store) scan(ctx context.Context, next, stop uint64, yield func(domain.E
 	var resume kurrentdb.AllPosition
 	err := s.retry(ctx, budget, func(ctx context.Context) error {
 		var err error
-		resume, err = s.startFor(ctx, next)
+		resume, err = s.startFor(ctx, next, head)
 		return err
 	})
 	if err != nil {
@@ -320,15 +329,20 @@ func (s *Store) subscribe(ctx context.Context, deadline time.Time, from kurrentd
 // the last commit record whose events all come before next. Commit records
 // have contiguous revisions and growing positions, so a binary search over the
 // commit stream finds it in log₂(commits) reads; every event of later commits
-// comes after it in $all.
-func (s *Store) startFor(ctx context.Context, next uint64) (kurrentdb.AllPosition, error) {
+// comes after it in $all. last is the last commit record when the caller has
+// just read it (ReadAll), nil to read it here.
+func (s *Store) startFor(ctx context.Context, next uint64, last *commit) (kurrentdb.AllPosition, error) {
 	if next <= 1 {
 		return kurrentdb.Start{}, nil
 	}
-	lastC, found, err := s.lastCommit(ctx)
-	if err != nil || !found {
-		return kurrentdb.Start{}, err
+	if last == nil {
+		c, found, err := s.lastCommit(ctx)
+		if err != nil || !found {
+			return kurrentdb.Start{}, err
+		}
+		last = &c
 	}
+	lastC := *last
 	if lastC.last < next {
 		return lastC.position, nil
 	}

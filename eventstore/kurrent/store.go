@@ -140,15 +140,21 @@ func (s *Store) Head(ctx context.Context) (uint64, error) {
 	if err := s.usable(ctx); err != nil {
 		return 0, err
 	}
-	var head uint64
+	c, _, err := s.headCommit(ctx)
+	return c.last, err
+}
+
+// headCommit reads the last commit record, retrying within RetryTimeout; the
+// zero commit (found false) for an empty ledger.
+func (s *Store) headCommit(ctx context.Context) (commit, bool, error) {
+	var c commit
+	var found bool
 	err := s.retry(ctx, s.opts.RetryTimeout, func(ctx context.Context) error {
-		c, found, err := s.lastCommit(ctx)
-		if found {
-			head = c.last
-		}
+		var err error
+		c, found, err = s.lastCommit(ctx)
 		return err
 	})
-	return head, s.iterErr(ctx, err)
+	return c, found, s.iterErr(ctx, err)
 }
 
 // Close implements eventstore.Store.
