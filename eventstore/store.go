@@ -111,6 +111,18 @@ type EncodedEvent struct {
 	Version uint64 // the version the caller set in the event (0: none)
 }
 
+// VersionMismatch returns the index of the first event whose version (the one
+// its caller set; 0: none) is not the one it gets when appended to a stream at
+// version current, or -1. Every Store reports that event in its error.
+func VersionMismatch(versions []uint64, current uint64) int {
+	for i, v := range versions {
+		if v != 0 && v != current+uint64(i)+1 {
+			return i
+		}
+	}
+	return -1
+}
+
 // EncodeAppend applies the checks every Store makes to an Append before anything
 // is written, and encodes the events. It fails with ErrInvalid for no events, an
 // invalid expected version, an event naming another stream or carrying a

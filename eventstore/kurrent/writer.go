@@ -38,11 +38,10 @@ type request struct {
 	// current is the version the stream must be at: fixed by the expected
 	// version or the events' versions when pinned, otherwise a guess that a
 	// conflict corrects.
-	current   uint64
-	pinned    bool
-	versioned int   // index of the first event with a version, or -1
-	vpin      int64 // the stream version the events' versions imply, or -1
-	mismatch  int   // index of an event whose version contradicts the others, or -1
+	current  uint64
+	pinned   bool
+	vpin     int64 // the stream version the events' versions imply, or -1
+	mismatch int   // index of an event whose version contradicts the others, or -1
 
 	first uint64 // position of the first event in the commit being tried
 	state atomic.Int32
@@ -111,7 +110,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 	}
 	n := len(enc)
 	r := &request{ctx: ctx, stream: stream, expected: expected, encoded: make([][]byte, n), ids: make([]domain.EventID, n),
-		types: make([]string, n), versions: make([]uint64, n), size: size, versioned: -1, vpin: -1, mismatch: -1, done: make(chan result, 1)}
+		types: make([]string, n), versions: make([]uint64, n), size: size, vpin: -1, mismatch: -1, done: make(chan result, 1)}
 	for i, e := range enc {
 		r.encoded[i], r.ids[i], r.types[i], r.versions[i] = e.Bytes, e.ID, e.Type, e.Version
 		// Event i made for version v needs the stream at v-1-i before the append.
@@ -123,7 +122,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 					r.mismatch = i
 				}
 			case r.vpin < 0:
-				r.vpin, r.versioned = c, i
+				r.vpin = c
 			}
 		}
 	}
@@ -175,11 +174,7 @@ func (r *request) wrongVersion(actual uint64) error {
 	err := &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: actual}
 	// As in the embedded store: the expected version is checked first, then
 	// the versions the events were made for.
-	i := r.versioned
-	if r.mismatch >= 0 {
-		i = r.mismatch
-	}
-	if i >= 0 && r.expected.Allows(actual) {
+	if i := eventstore.VersionMismatch(r.versions, actual); i >= 0 && r.expected.Allows(actual) {
 		return fmt.Errorf("event %d was made for version %d: %w", i, r.versions[i], err)
 	}
 	return err

@@ -244,7 +244,7 @@ func (w *writer) commit(group []*request) {
 			r.reply(domain.Appended{}, &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current})
 			continue
 		}
-		if i := r.versionMismatch(current); i >= 0 {
+		if i := eventstore.VersionMismatch(r.versions, current); i >= 0 {
 			r.reply(domain.Appended{}, fmt.Errorf("event %d was made for version %d: %w",
 				i, r.versions[i], &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current}))
 			continue
@@ -308,17 +308,6 @@ func (w *writer) commitPiece(accepted []acceptedRequest, rows []row, entries []e
 		ar.r.reply(ar.a, nil)
 	}
 	return nil
-}
-
-// versionMismatch returns the index of the first event whose requested version is
-// not the one it would get after current, or -1.
-func (r *request) versionMismatch(current uint64) int {
-	for i, v := range r.versions {
-		if v != 0 && v != current+uint64(i)+1 {
-			return i
-		}
-	}
-	return -1
 }
 
 // packedBytes is how many bytes of log records encodeCommit makes of events alone.

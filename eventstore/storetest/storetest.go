@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -268,6 +269,13 @@ func testEventVersionMismatch(t *testing.T, open Opener) {
 	mustAppend(t, s, "a", domain.Exact(1), e2, e3)
 	if h := head(t, s); h != 3 {
 		t.Fatalf("Head = %d, want 3", h)
+	}
+	// Every store names the first event whose version does not fit the stream.
+	f1, f2 := NewEvent(t, "t", nil), NewEvent(t, "t", nil)
+	f1.Version, f2.Version = 5, 9
+	_, err := s.Append(context.Background(), "b", domain.Any, f1, f2)
+	if !errors.Is(err, eventstore.ErrWrongVersion) || !strings.Contains(err.Error(), "event 0 was made for version 5") {
+		t.Fatalf("events made for versions 5 and 9 on a new stream: err = %v", err)
 	}
 }
 
