@@ -799,6 +799,14 @@ func testCloseWhileAppending(t *testing.T, open Opener) {
 		started := make(chan struct{}, appenders)
 		for w := range appenders {
 			wg.Go(func() {
+				// An appender that stops early still counts as started, so a
+				// failure is reported rather than the test hanging.
+				signalled := false
+				defer func() {
+					if !signalled {
+						started <- struct{}{}
+					}
+				}()
 				for i := 0; ; i++ {
 					e := NewEvent(t, "t", nil)
 					a, err := s.Append(context.Background(), fmt.Sprintf("close-%d-%d", round, w), domain.Any, e)
@@ -814,6 +822,7 @@ func testCloseWhileAppending(t *testing.T, open Opener) {
 					mu.Unlock()
 					if i == 2 {
 						started <- struct{}{}
+						signalled = true
 					}
 				}
 			})
