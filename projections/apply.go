@@ -24,15 +24,18 @@ func applyCertificates(b *batch, e *eventInfo) error {
 	var err error
 	switch p := e.payload.(type) {
 	case *domain.CertificateIssued:
+		b.statusChanged(p.Serial)
 		_, err = b.exec(`INSERT INTO certificates (serial, ca_id, subject_id, profile, status, not_before, not_after,
 				spki_sha256, issued_position, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (serial) DO NOTHING`,
 			p.Serial, p.CAID, p.SubjectID, p.Profile, StatusValid, micros(p.NotBefore), micros(p.NotAfter),
 			p.SPKISHA256, e.Position, micros(e.Time))
 	case *domain.CertificateRevoked:
+		b.statusChanged(p.Serial)
 		_, err = b.exec(`UPDATE certificates SET status = ?, revoked_at = ?, reason = ? WHERE serial = ? AND status = ?`,
 			StatusRevoked, micros(p.RevokedAt), int(p.Reason), p.Serial, StatusValid)
 	case *domain.CertificateDeleted:
+		b.statusChanged(p.Serial)
 		_, err = b.exec(`UPDATE certificates SET status = ? WHERE serial = ?`, StatusDeleted, p.Serial)
 	}
 	return err
@@ -45,6 +48,7 @@ func applyRevocations(b *batch, e *eventInfo) error {
 		_, err = b.exec(`INSERT INTO revocation_validity (serial, not_after) VALUES (?, ?) ON CONFLICT (serial) DO NOTHING`,
 			p.Serial, micros(p.NotAfter))
 	case *domain.CertificateRevoked:
+		b.statusChanged(p.Serial)
 		// A certificate whose issuance this projection never saw stays on the CRL
 		// for good rather than dropping off it.
 		if _, err = b.exec(`INSERT INTO revocations (ca_id, serial, revoked_at, reason, not_after, position)

@@ -196,10 +196,20 @@ type CertificateStatus struct {
 
 // CertificateStatus reports whether certificate serial of CA caID was issued
 // and whether it is revoked, from both views in one query. Neither flag set
-// means the views know no such certificate of this CA.
+// means the views know no such certificate of this CA. Answers are kept in
+// memory until a commit changes the serial (see statusCache), so an answer is
+// never older than the last commit WaitFor has returned for.
 func (v *Views) CertificateStatus(ctx context.Context, caID string, serial domain.Serial) (CertificateStatus, error) {
 	if v.closed() {
 		return CertificateStatus{}, ErrClosed
+	}
+	var gen uint64
+	if v.status != nil {
+		st, g, ok := v.status.get(caID, serial)
+		if ok {
+			return st, nil
+		}
+		gen = g
 	}
 	var revRevokedAt, revReason, certRevokedAt, certReason sql.NullInt64
 	var certCA sql.NullString
@@ -213,6 +223,12 @@ func (v *Views) CertificateStatus(ctx context.Context, caID string, serial domai
 		st.Revoked, st.RevokedAt, st.Reason = true, fromMicros(revRevokedAt.Int64), domain.RevocationReason(revReason.Int64)
 	case st.Issued && certRevokedAt.Valid:
 		st.Revoked, st.RevokedAt, st.Reason = true, fromMicros(certRevokedAt.Int64), domain.RevocationReason(certReason.Int64)
+	}
+	if v.onStatusRead != nil {
+		v.onStatusRead()
+	}
+	if v.status != nil {
+		v.status.put(caID, serial, st, gen)
 	}
 	return st, nil
 }

@@ -250,6 +250,17 @@ type batch struct {
 	// erased is set when the batch deleted personal data: the WAL is then
 	// checkpointed and truncated after the commit.
 	erased bool
+	// changed are the serials whose CertificateStatus the batch may change:
+	// their cached answers are dropped after the commit.
+	changed []domain.Serial
+}
+
+// statusChanged notes that the batch changes what CertificateStatus says of
+// serial.
+func (b *batch) statusChanged(serial domain.Serial) {
+	if b.v.status != nil {
+		b.changed = append(b.changed, serial)
+	}
 }
 
 func (v *Views) begin(ctx context.Context) (*batch, error) {
@@ -384,6 +395,11 @@ func (v *Views) commit(ctx context.Context, b *batch) error {
 	}
 	if err := b.tx.Commit(); err != nil {
 		return fmt.Errorf("projections: commit: %w", err)
+	}
+	// Before publish, so that no answer from before the commit is served once
+	// WaitFor has returned for it.
+	if v.status != nil {
+		v.status.drop(b.changed)
 	}
 	v.ids = b.ids
 	if b.erased {

@@ -229,6 +229,9 @@ func (v *Views) reset(ctx context.Context, which []int) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("projections: %w", err)
 	}
+	if v.status != nil {
+		v.status.clear()
+	}
 	v.mu.Lock()
 	cps := v.applied
 	v.mu.Unlock()

@@ -44,6 +44,9 @@ type Options struct {
 	// BatchSize is the most events applied in one transaction (default 1000).
 	// Run commits earlier whenever it has caught up with the ledger.
 	BatchSize int
+	// StatusCacheEntries bounds the CertificateStatus answers kept in memory
+	// (default DefaultStatusCacheEntries); a negative value turns the cache off.
+	StatusCacheEntries int
 }
 
 // Errors. Match them with errors.Is.
@@ -80,8 +83,9 @@ type Views struct {
 	wdb *sql.DB // one connection: every write and every WAL checkpoint
 	rdb *sql.DB // queries
 
-	statusStmt *sql.Stmt // CertificateStatus
-	certStmt   *sql.Stmt // Certificate
+	statusStmt *sql.Stmt    // CertificateStatus
+	status     *statusCache // CertificateStatus answers; nil when off
+	certStmt   *sql.Stmt    // Certificate
 
 	// active is held by Run and Rebuild for their whole run; the fields below it
 	// are used only by its holder.
@@ -104,6 +108,9 @@ type Views struct {
 
 	// onApply, when set (by tests), is called for every event a projection applies.
 	onApply func(projection string, position uint64)
+	// onStatusRead, when set (by tests), is called by CertificateStatus between
+	// its SQLite read and its store in the cache.
+	onStatusRead func()
 }
 
 // Open opens (creating if needed) the views file at path, with mode 0600 and its
@@ -115,7 +122,7 @@ func Open(ctx context.Context, path string, opts Options) (_ *Views, err error) 
 		return nil, errors.New("projections: Options.Sealer is required")
 	}
 	v := &Views{seal: opts.Sealer, log: opts.Logger, now: opts.Now, size: opts.BatchSize,
-		notify: make(chan struct{}), skipped: map[string]bool{}}
+		notify: make(chan struct{}), skipped: map[string]bool{}, status: newStatusCache(opts.StatusCacheEntries)}
 	if v.log == nil {
 		v.log = slog.New(slog.DiscardHandler)
 	}
