@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
 	"sync/atomic"
@@ -28,8 +30,9 @@ import (
 // issued: a quarter of them are revoked through the API, then N keep-alive
 // plain-HTTP clients POST OCSP requests to the publication listener, first
 // with a fresh nonce in every request (so every response is freshly signed),
-// then without one (so the responder may answer from its cache). Every 16th
-// response is parsed and its status checked against what the phase revoked.
+// then without one (so the responder may answer from its cache), each time
+// with net/http's client and then with leanClient. Every 16th response is
+// parsed and its status checked against what the phase revoked.
 
 // ocspTarget is an issued certificate and what OCSP must say about it.
 type ocspTarget struct {
@@ -126,17 +129,24 @@ func ocspRequest(leaf, issuer *x509.Certificate, nonce []byte) ([]byte, error) {
 }
 
 // ocspRun POSTs requests[i%len] from clients keep-alive connections for d,
-// and checks every 16th answer of each client.
-func ocspRun(ctx context.Context, url string, targets []ocspTarget, issuer *x509.Certificate, requests [][]byte, clients int, d time.Duration) ocspResult {
-	tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
-	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
-	defer tr.CloseIdleConnections()
-	var bad, good, revoked atomic.Int64
-	newReq := func(i int) *http.Request {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(requests[i%len(requests)]))
-		req.Header.Set("Content-Type", "application/ocsp-request")
-		return req
+// with net/http's client or (lean) with leanClient, and checks every 16th
+// answer of each client.
+func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x509.Certificate, requests [][]byte, clients int, d time.Duration, lean bool) ocspResult {
+	var do func(w, i int) (int, []byte, error)
+	if lean {
+		l := newLeanClient(public, "/ocsp", requests, clients)
+		defer l.close()
+		do = l.do
+	} else {
+		tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
+		defer tr.CloseIdleConnections()
+		do = clientDo(&http.Client{Transport: tr, Timeout: 30 * time.Second}, func(i int) *http.Request {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+public+"/ocsp", bytes.NewReader(requests[i%len(requests)]))
+			req.Header.Set("Content-Type", "application/ocsp-request")
+			return req
+		})
 	}
+	var bad, good, revoked atomic.Int64
 	check := func(i int, der []byte) {
 		if (i/clients)%16 != 0 { // every 16th of this client's
 			return
@@ -154,8 +164,78 @@ func ocspRun(ctx context.Context, url string, targets []ocspTarget, issuer *x509
 			bad.Add(1)
 		}
 	}
-	rate, lat, failed := closedLoop(c, clients, d, http.StatusOK, newReq, check)
+	rate, lat, failed := closedLoop(clients, d, http.StatusOK, do, check)
 	return ocspResult{rate: rate, lat: lat, errs: failed, bad: bad.Load(), goodSeen: good.Load(), revokedSeen: revoked.Load()}
+}
+
+// leanClient is the OCSP runs' second load generator, the way load tools such
+// as wrk work: one plain TCP connection per worker, each request written from
+// bytes prepared before the run in one write, each response read with
+// http.ReadResponse. It leaves out what net/http's client adds to every request
+// (building a Request, the connection pool, the reader and writer goroutines
+// of each connection and the channels between them), so more of the two shared
+// cores go to the server. The server sees the same HTTP/1.1 requests.
+type leanClient struct {
+	addr  string
+	msgs  [][]byte    // request i is msgs[i%len(msgs)]
+	conns []*leanConn // worker w uses conns[w] only
+}
+
+type leanConn struct {
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func newLeanClient(addr, path string, bodies [][]byte, workers int) *leanClient {
+	l := &leanClient{addr: addr, msgs: make([][]byte, len(bodies)), conns: make([]*leanConn, workers)}
+	for i, b := range bodies {
+		msg := fmt.Appendf(nil, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/ocsp-request\r\nContent-Length: %d\r\n\r\n", path, addr, len(b))
+		l.msgs[i] = append(msg, b...)
+	}
+	return l
+}
+
+// do sends request i on worker w's connection (dialled on first use, and
+// again after a failure or a "Connection: close") and returns the status and
+// body of the answer.
+func (l *leanClient) do(w, i int) (int, []byte, error) {
+	lc := l.conns[w]
+	if lc == nil {
+		c, err := net.DialTimeout("tcp", l.addr, 10*time.Second)
+		if err != nil {
+			return 0, nil, err
+		}
+		lc = &leanConn{c: c, br: bufio.NewReader(c)}
+		l.conns[w] = lc
+	}
+	drop := func() {
+		lc.c.Close()
+		l.conns[w] = nil
+	}
+	_ = lc.c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := lc.c.Write(l.msgs[i%len(l.msgs)]); err != nil {
+		drop()
+		return 0, nil, err
+	}
+	res, err := http.ReadResponse(lc.br, nil)
+	if err != nil {
+		drop()
+		return 0, nil, err
+	}
+	body, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil || res.Close {
+		drop()
+	}
+	return res.StatusCode, body, err
+}
+
+func (l *leanClient) close() {
+	for _, lc := range l.conns {
+		if lc != nil {
+			lc.c.Close()
+		}
+	}
 }
 
 // ocspRequests builds count requests cycling over targets; with nonces each
@@ -205,7 +285,6 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 		return err
 	}
 	time.Sleep(time.Second) // the revocations reach OCSP within a second
-	url := "http://" + public + "/ocsp"
 	var rows []string
 	var failures int64
 	for _, nonces := range []bool{true, false} {
@@ -213,29 +292,35 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 		if err != nil {
 			return err
 		}
-		rawBefore, _ := baseline(ctx, 2*time.Second)
-		cpu0, err := processCPU(pid)
-		if err != nil {
-			return err
-		}
-		r := ocspRun(ctx, url, targets, issuer, requests, clients, d)
-		cpu1, err := processCPU(pid)
-		if err != nil {
-			return err
-		}
-		rawAfter, _ := baseline(ctx, 2*time.Second)
-		raw := (rawBefore + rawAfter) / 2
-		what := "a fresh nonce in every request (every response signed)"
-		if !nonces {
-			what = "no nonce (responses may come from the cache)"
-		}
-		rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients, %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
-			clients, len(targets), what, r.rate, pct(r.lat, 50), pct(r.lat, 99), r.errs, r.bad, r.bad+r.goodSeen+r.revokedSeen, serverCPU(cpu1-cpu0, len(r.lat)),
-			baselineWhat, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, r.rate/raw))
-		failures += r.errs + r.bad
-		if r.goodSeen == 0 || r.revokedSeen == 0 {
-			failures++
-			rows = append(rows, fmt.Sprintf("| (the run checked %d good and %d revoked answers: both must be seen) | | | |\n", r.goodSeen, r.revokedSeen))
+		for _, lean := range []bool{false, true} {
+			rawBefore, _ := baseline(ctx, 2*time.Second)
+			cpu0, err := processCPU(pid)
+			if err != nil {
+				return err
+			}
+			r := ocspRun(ctx, public, targets, issuer, requests, clients, d, lean)
+			cpu1, err := processCPU(pid)
+			if err != nil {
+				return err
+			}
+			rawAfter, _ := baseline(ctx, 2*time.Second)
+			raw := (rawBefore + rawAfter) / 2
+			what := "a fresh nonce in every request (every response signed)"
+			if !nonces {
+				what = "no nonce (responses may come from the cache)"
+			}
+			gen := "net/http client"
+			if lean {
+				gen = "lean client (prepared requests, http.ReadResponse)"
+			}
+			rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients (%s), %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+				clients, gen, len(targets), what, r.rate, pct(r.lat, 50), pct(r.lat, 99), r.errs, r.bad, r.bad+r.goodSeen+r.revokedSeen, serverCPU(cpu1-cpu0, len(r.lat)),
+				baselineWhat, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, r.rate/raw))
+			failures += r.errs + r.bad
+			if r.goodSeen == 0 || r.revokedSeen == 0 {
+				failures++
+				rows = append(rows, fmt.Sprintf("| (the run checked %d good and %d revoked answers: both must be seen) | | | |\n", r.goodSeen, r.revokedSeen))
+			}
 		}
 	}
 	for _, row := range rows {
