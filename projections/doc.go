@@ -40,7 +40,7 @@
 // # Lag
 //
 // Run applies up to Options.BatchSize events per transaction while catching up,
-// and commits as soon as it reaches the ledger's head, so in steady state an
+// and commits as soon as no next event is ready, so in steady state an
 // event is visible a few milliseconds after its append. WaitFor gives callers
 // read-your-writes; Lag reports per projection how many events are not applied
 // and how old the oldest of them is, for the caledger_view_lag_seconds gauge.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,5 +298,116 @@ func TestOpen(t *testing.T) {
 	must(t, os.Chmod(path, 0o644))
 	if _, err := Open(ctx, path, Options{Sealer: r.sealer}); err == nil {
 		t.Error("Open of a file others can read succeeded")
+	}
+}
+
+// headCounter is a Source that counts its Head calls.
+type headCounter struct {
+	Source
+	heads atomic.Int64
+}
+
+func (c *headCounter) Head(ctx context.Context) (uint64, error) {
+	c.heads.Add(1)
+	return c.Source.Head(ctx)
+}
+
+// TestRunFollowsWithoutAskingHead: once caught up, Run commits each live event
+// without asking the ledger for its head (a round trip on KurrentDB), and the
+// event is visible to WaitFor right after.
+func TestRunFollowsWithoutAskingHead(t *testing.T) {
+	r := newRig(t)
+	v := r.open(t, r.viewsPath())
+	registerMany(t, r, fillers(20)) // some history to catch up with
+	src := &headCounter{Source: r.store}
+	stop := run(t, v, src)
+	r.sync(t, v)
+	before := src.heads.Load()
+	for i := range 30 {
+		r.register(t, map[string]string{"common_name": fmt.Sprintf("Live %d", i)})
+		r.sync(t, v) // fails the test after 10 s if the event stays uncommitted
+	}
+	if n := src.heads.Load() - before; n != 0 {
+		t.Errorf("Run asked the ledger's head %d times for 30 live events, want 0", n)
+	}
+	if before > 1 {
+		t.Errorf("Run asked the ledger's head %d times to start and catch up, want at most 1 (its checkpoint check)", before)
+	}
+	must(t, stop())
+}
+
+// TestReadAhead: the reader hands over every event in order, holds at most
+// readAheadMax untaken, passes on the error that ends Follow, and returns
+// when its context ends while it waits for room.
+func TestReadAhead(t *testing.T) {
+	const n = 3*readAheadMax + 7
+	src := make(sliceSource, n)
+	for i := range src {
+		src[i].Position = uint64(i + 1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	q := newReadAhead()
+	var reader sync.WaitGroup
+	reader.Go(func() { q.fill(ctx, src, 1) })
+
+	next := uint64(1)
+	for next <= n {
+		items, done := q.take()
+		if done {
+			t.Fatalf("the reader returned after %d events", next-1)
+		}
+		if len(items) > readAheadMax {
+			t.Fatalf("took %d events at once; the reader may hold at most %d", len(items), readAheadMax)
+		}
+		if len(items) == 0 {
+			q.wait()
+			continue
+		}
+		for _, f := range items {
+			if f.err != nil || f.e.Position != next {
+				t.Fatalf("took position %d (%v), want %d", f.e.Position, f.err, next)
+			}
+			next++
+		}
+		time.Sleep(time.Millisecond) // let the reader fill up
+	}
+	cancel() // sliceSource yields ctx's error once its events are read
+	for {
+		items, done := q.take()
+		if len(items) > 0 {
+			if len(items) != 1 || !errors.Is(items[0].err, context.Canceled) {
+				t.Fatalf("after the last event: %+v, want one context.Canceled", items)
+			}
+			continue
+		}
+		if done {
+			break
+		}
+		q.wait()
+	}
+	reader.Wait()
+
+	// A reader waiting for room returns when its context ends.
+	ctx, cancel = context.WithCancel(context.Background())
+	q = newReadAhead()
+	returned := make(chan struct{})
+	go func() { q.fill(ctx, src, 1); close(returned) }()
+	for {
+		q.mu.Lock()
+		full := len(q.items) == readAheadMax
+		q.mu.Unlock()
+		if full {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a reader waiting for room did not return when its context ended")
+	}
+	if _, done := q.take(); !done {
+		t.Error("the reader returned without saying so")
 	}
 }
