@@ -2,11 +2,14 @@
 // one (crypto/keyvault, a SQLite file) and the one kept in the ledger
 // (crypto/sharedvault). A data key is one AES-256-GCM key per (subject, key
 // group), held as a Tink keyset with Tink's output prefix; the vaults differ in
-// where they keep its wrapped copy and how they destroy it, not in the key, the
-// names it is filed under or the cache of unwrapped keys.
+// where they keep its wrapped copy and how they destroy it, not in the key, how
+// it is wrapped under a KEK, the names it is filed under or the cache of
+// unwrapped keys.
 package datakey
 
 import (
+	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -109,3 +112,45 @@ func Printable(s string, maxLen int) bool {
 // ValidGroup reports whether group may name a key group: printable, and not "*",
 // which tombstones use for "every group".
 func ValidGroup(group string) bool { return Printable(group, domain.MaxNameLen) && group != "*" }
+
+// KEK is a key-encryption key: the vaults store data keys only as Wrap output
+// (crypto/kek provides a local Tink keyset file and an AES key in an HSM
+// through PKCS#11).
+//
+// Wrap and Unwrap MUST be safe for concurrent use. Unwrap MUST fail, and return
+// no plaintext, unless ciphertext is a Wrap output of this KEK with exactly ad.
+// Errors MUST NOT contain plaintext, key material or ad.
+type KEK interface {
+	// ID names the KEK. It MUST be stable across restarts (and the same on
+	// every node that opens the same key) and MUST differ between keys.
+	ID() string
+	Wrap(ctx context.Context, plaintext, ad []byte) ([]byte, error)
+	Unwrap(ctx context.Context, ciphertext, ad []byte) ([]byte, error)
+}
+
+// Wrap returns data keyset h encrypted under kek with ad (which binds it to
+// where it is filed): the form in which a vault stores it.
+func Wrap(ctx context.Context, h *keyset.Handle, kek KEK, ad []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kekAEAD{kek}, ad); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Unwrap decrypts a keyset that Wrap wrapped under kek with the same ad.
+func Unwrap(ctx context.Context, wrapped []byte, kek KEK, ad []byte) (*keyset.Handle, error) {
+	return keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{kek}, ad)
+}
+
+// kekAEAD lets keyset.Handle.WriteWithContext and keyset.ReadWithContext encrypt
+// a keyset with a KEK.
+type kekAEAD struct{ kek KEK }
+
+func (a kekAEAD) EncryptWithContext(ctx context.Context, plaintext, ad []byte) ([]byte, error) {
+	return a.kek.Wrap(ctx, plaintext, ad)
+}
+
+func (a kekAEAD) DecryptWithContext(ctx context.Context, ciphertext, ad []byte) ([]byte, error) {
+	return a.kek.Unwrap(ctx, ciphertext, ad)
+}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
 	"github.com/tink-crypto/tink-go/v2/insecuresecretdataaccess"
-	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
@@ -36,7 +36,7 @@ func readKey(t *testing.T, v *Vault, subject domain.SubjectID, group string) key
 	if err := v.db.QueryRowContext(ctx, selectKeySQL, subject, group).Scan(new(string), &wrapped); err != nil {
 		t.Fatal(err)
 	}
-	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{v.kek}, wrapAD(string(subject), group))
+	h, err := datakey.Unwrap(ctx, wrapped, v.kek, wrapAD(string(subject), group))
 	if err != nil {
 		t.Fatal(err)
 	}

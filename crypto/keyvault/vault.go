@@ -1,7 +1,6 @@
 package keyvault
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -16,7 +15,6 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
-	"github.com/tink-crypto/tink-go/v2/keyset"
 
 	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
@@ -572,12 +570,12 @@ func (v *Vault) createKey(ctx context.Context, subject domain.SubjectID, group s
 	if err != nil {
 		return datakey.Key{}, fmt.Errorf("keyvault: %w", err)
 	}
-	var buf bytes.Buffer
-	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kekAEAD{v.kek}, wrapAD(string(subject), group)); err != nil {
+	wrapped, err := datakey.Wrap(ctx, h, v.kek, wrapAD(string(subject), group))
+	if err != nil {
 		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: wrap key: %w", subject, group, err)
 	}
 	res, err := v.db.ExecContext(ctx, insertKeySQL,
-		subject, group, v.kekID, buf.Bytes(), v.now().UnixNano(), subject, group)
+		subject, group, v.kekID, wrapped, v.now().UnixNano(), subject, group)
 	if err != nil {
 		return datakey.Key{}, fmt.Errorf("keyvault: subject %s group %s: store key: %w", subject, group, err)
 	}
@@ -595,7 +593,7 @@ func (v *Vault) createKey(ctx context.Context, subject domain.SubjectID, group s
 }
 
 func (v *Vault) unwrap(ctx context.Context, subject, group string, wrapped []byte) (datakey.Key, error) {
-	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{v.kek}, wrapAD(subject, group))
+	h, err := datakey.Unwrap(ctx, wrapped, v.kek, wrapAD(subject, group))
 	if err != nil {
 		return datakey.Key{}, fmt.Errorf("unwrap key: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/tink-crypto/tink-go/v2/insecuresecretdataaccess"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -35,7 +36,7 @@ func TestWrapADBinding(t *testing.T) {
 		t.Fatal(err)
 	}
 	unwrap := func(s domain.SubjectID, g string, ep uint32) error {
-		_, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{k}, wrapAD(s, g, ep))
+		_, err := datakey.Unwrap(ctx, wrapped, k, wrapAD(s, g, ep))
 		return err
 	}
 	if err := unwrap(subject, group, 3); err != nil {

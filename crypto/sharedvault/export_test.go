@@ -1,10 +1,7 @@
 package sharedvault
 
 import (
-	"bytes"
 	"context"
-
-	"github.com/tink-crypto/tink-go/v2/keyset"
 
 	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
@@ -21,6 +18,6 @@ func (v *Vault) Following() bool { return v.running.Load() && v.seen.Load() > 0 
 // UnwrapWith tries to unwrap a wrapped keyset from a key stream with k, under the
 // associated data of (subject, group, epoch).
 func UnwrapWith(ctx context.Context, k KEK, wrapped []byte, subject domain.SubjectID, group string, epoch uint32) error {
-	_, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(wrapped)), kekAEAD{k}, wrapAD(subject, group, epoch))
+	_, err := datakey.Unwrap(ctx, wrapped, k, wrapAD(subject, group, epoch))
 	return err
 }

@@ -11,21 +11,16 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
 
-// KEK is a key-encryption key of one epoch. It has the same contract as
-// keyvault.KEK (crypto/kek's File and PKCS11 satisfy both): Wrap and Unwrap MUST be
-// safe for concurrent use; Unwrap MUST fail, and return no plaintext, unless
-// ciphertext is a Wrap output of this KEK with exactly ad; errors MUST NOT contain
-// plaintext, key material or ad. ID MUST be the same on every node that opens the
-// same key, and differ between keys.
-type KEK interface {
-	ID() string
-	Wrap(ctx context.Context, plaintext, ad []byte) ([]byte, error)
-	Unwrap(ctx context.Context, ciphertext, ad []byte) ([]byte, error)
-}
+// KEK is a key-encryption key of one epoch, with datakey.KEK's contract
+// (crypto/kek's File and PKCS11 satisfy it). Its ID MUST be the same on every
+// node that opens the same key: the vault checks it against the one recorded
+// when the epoch started.
+type KEK = datakey.KEK
 
 // Destroyer is a KEK that can destroy itself. Destroy MUST NOT return nil unless the
 // key is gone from wherever it lives (the HSM token, the file), so that no process
@@ -69,18 +64,6 @@ func wrapAD(subject domain.SubjectID, group string, epoch uint32) []byte {
 	ad = binary.BigEndian.AppendUint32(ad, uint32(len(group)))
 	ad = append(ad, group...)
 	return binary.BigEndian.AppendUint32(ad, epoch)
-}
-
-// kekAEAD lets keyset.Handle.WriteWithContext and keyset.ReadWithContext encrypt a
-// keyset with a KEK.
-type kekAEAD struct{ kek KEK }
-
-func (a kekAEAD) EncryptWithContext(ctx context.Context, plaintext, ad []byte) ([]byte, error) {
-	return a.kek.Wrap(ctx, plaintext, ad)
-}
-
-func (a kekAEAD) DecryptWithContext(ctx context.Context, ciphertext, ad []byte) ([]byte, error) {
-	return a.kek.Unwrap(ctx, ciphertext, ad)
 }
 
 // FileKEK is a kek.File that can be destroyed. It is for tests and for a single

@@ -1,7 +1,6 @@
 package sharedvault
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -489,7 +488,7 @@ func (v *Vault) unwrap(ctx context.Context, subject domain.SubjectID, group stri
 	if err != nil {
 		return nil, datakey.Key{}, err
 	}
-	h, err := keyset.ReadWithContext(ctx, keyset.NewBinaryReader(bytes.NewReader(g.wrapped)), kekAEAD{kek}, wrapAD(subject, group, g.epoch))
+	h, err := datakey.Unwrap(ctx, g.wrapped, kek, wrapAD(subject, group, g.epoch))
 	if err != nil {
 		// The epoch may have been retired and its KEK destroyed since this node
 		// last looked.
@@ -509,11 +508,11 @@ func (v *Vault) unwrap(ctx context.Context, subject domain.SubjectID, group stri
 }
 
 func wrapKey(ctx context.Context, h *keyset.Handle, kek KEK, subject domain.SubjectID, group string, epoch uint32) ([]byte, error) {
-	var buf bytes.Buffer
-	if err := h.WriteWithContext(ctx, keyset.NewBinaryWriter(&buf), kekAEAD{kek}, wrapAD(subject, group, epoch)); err != nil {
+	wrapped, err := datakey.Wrap(ctx, h, kek, wrapAD(subject, group, epoch))
+	if err != nil {
 		return nil, fmt.Errorf("sharedvault: subject %s group %s: wrap key (epoch %d): %w", subject, group, epoch, err)
 	}
-	return buf.Bytes(), nil
+	return wrapped, nil
 }
 
 func primaryID(h *keyset.Handle) uint32 {
