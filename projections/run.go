@@ -215,6 +215,13 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 			continue
 		}
 		for _, f := range items {
+			if ctx.Err() != nil {
+				// Stop at once rather than apply what was read ahead.
+				if b != nil {
+					return commit()
+				}
+				return nil
+			}
 			e, err := f.e, f.err
 			if err != nil {
 				if b != nil {
@@ -328,6 +335,7 @@ func (q *readAhead) take() ([]followed, bool) {
 	q.mu.Lock()
 	items, done := q.items, q.done
 	if len(items) > 0 {
+		clear(q.spare) // the loop is done with it: let its events go
 		q.items, q.spare = q.spare[:0], items
 	}
 	q.mu.Unlock()
