@@ -1,6 +1,6 @@
 // Package kek provides the key-encryption keys that wrap the vault's data keys:
 // a local Tink keyset file (File) and an AES key in an HSM reached through PKCS#11
-// (PKCS11). Both satisfy keyvault.KEK.
+// (PKCS11). Both satisfy datakey.KEK (which both vaults use).
 //
 // # Errors
 //

@@ -10,18 +10,18 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/kek/kektest"
-	"github.com/caledger/caledger/crypto/keyvault"
 )
 
 var (
-	_ keyvault.KEK = (*kek.File)(nil)
-	_ keyvault.KEK = (*kek.PKCS11)(nil)
+	_ datakey.KEK = (*kek.File)(nil)
+	_ datakey.KEK = (*kek.PKCS11)(nil)
 )
 
 func TestFileConformance(t *testing.T) {
-	kektest.Run(t, func(t *testing.T) keyvault.KEK {
+	kektest.Run(t, func(t *testing.T) datakey.KEK {
 		k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
 		if err != nil {
 			t.Fatal(err)

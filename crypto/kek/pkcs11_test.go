@@ -6,10 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/hsm/softhsmtest"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/kek/kektest"
-	"github.com/caledger/caledger/crypto/keyvault"
 )
 
 func openPKCS11(t *testing.T, tok softhsmtest.Config, label string, generate bool) *kek.PKCS11 {
@@ -26,7 +26,7 @@ func openPKCS11(t *testing.T, tok softhsmtest.Config, label string, generate boo
 }
 
 func TestPKCS11Conformance(t *testing.T) {
-	kektest.Run(t, func(t *testing.T) keyvault.KEK {
+	kektest.Run(t, func(t *testing.T) datakey.KEK {
 		return openPKCS11(t, softhsmtest.NewToken(t), "kek-1", true)
 	})
 }

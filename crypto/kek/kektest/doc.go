@@ -1,2 +1,2 @@
-// Package kektest is the conformance suite every keyvault.KEK implementation runs.
+// Package kektest is the conformance suite every datakey.KEK implementation runs.
 package kektest

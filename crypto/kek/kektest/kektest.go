@@ -8,12 +8,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/datakey"
 )
 
-// Run checks k against the keyvault.KEK contract. newKEK is called once; Run's
+// Run checks k against the datakey.KEK contract. newKEK is called once; Run's
 // subtests share the KEK it returns, and do not run in parallel with other tests.
-func Run(t *testing.T, newKEK func(t *testing.T) keyvault.KEK) {
+func Run(t *testing.T, newKEK func(t *testing.T) datakey.KEK) {
 	k := newKEK(t)
 	ctx := context.Background()
 
@@ -132,7 +132,7 @@ func Run(t *testing.T, newKEK func(t *testing.T) keyvault.KEK) {
 	})
 }
 
-func wrap(t *testing.T, k keyvault.KEK, pt, ad []byte) []byte {
+func wrap(t *testing.T, k datakey.KEK, pt, ad []byte) []byte {
 	t.Helper()
 	ct, err := k.Wrap(context.Background(), pt, ad)
 	if err != nil {
@@ -141,7 +141,7 @@ func wrap(t *testing.T, k keyvault.KEK, pt, ad []byte) []byte {
 	return ct
 }
 
-func expectFail(t *testing.T, k keyvault.KEK, ct, ad []byte) {
+func expectFail(t *testing.T, k datakey.KEK, ct, ad []byte) {
 	t.Helper()
 	got, err := k.Unwrap(context.Background(), ct, ad)
 	if err == nil {
