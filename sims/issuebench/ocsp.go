@@ -136,7 +136,12 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 	if lean {
 		l := newLeanClient(public, "/ocsp", requests, clients)
 		defer l.close()
-		do = l.do
+		do = func(w, i int) (int, []byte, error) {
+			if err := ctx.Err(); err != nil {
+				return 0, nil, err
+			}
+			return l.do(w, i)
+		}
 	} else {
 		tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 		defer tr.CloseIdleConnections()
@@ -174,7 +179,8 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 // http.ReadResponse. It leaves out what net/http's client adds to every request
 // (building a Request, the connection pool, the reader and writer goroutines
 // of each connection and the channels between them), so more of the two shared
-// cores go to the server. The server sees the same HTTP/1.1 requests.
+// cores go to the server. The server sees the same method, path and body
+// (net/http's client also sends User-Agent and Accept-Encoding).
 type leanClient struct {
 	addr  string
 	msgs  [][]byte    // request i is msgs[i%len(msgs)]
