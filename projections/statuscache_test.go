@@ -20,18 +20,30 @@ func wantStatus(t *testing.T, v *Views, serial domain.Serial, issued, revoked bo
 	}
 }
 
+// issuedViews returns running views (and the function that stops them) of a
+// ledger in which one subject holds n certificates of CA "issuing", all
+// applied.
+func issuedViews(t *testing.T, n int) (*rig, *Views, []domain.Issued, func() error) {
+	t.Helper()
+	r := newRig(t)
+	v := r.open(t, r.viewsPath())
+	stop := run(t, v, r.store)
+	id := r.register(t, survivor)
+	certs := make([]domain.Issued, n)
+	for i := range certs {
+		certs[i] = r.issue(t, id, "issuing")
+	}
+	r.sync(t, v)
+	return r, v, certs, stop
+}
+
 // TestStatusCacheFollowsCommits: once WaitFor has returned for an issuance, a
 // revocation or a deletion, CertificateStatus says so, though the serial's
 // earlier answer was cached; a Rebuild empties the cache with the views.
 func TestStatusCacheFollowsCommits(t *testing.T) {
-	r := newRig(t)
 	ctx := context.Background()
-	v := r.open(t, r.viewsPath())
-	stop := run(t, v, r.store)
-	id := r.register(t, survivor)
-	c := r.issue(t, id, "issuing")
-	other := r.issue(t, id, "issuing")
-	r.sync(t, v)
+	r, v, certs, stop := issuedViews(t, 2)
+	c, other := certs[0], certs[1]
 
 	wantStatus(t, v, c.Serial, true, false, 0, "issued")
 	wantStatus(t, v, other.Serial, true, false, 0, "another, issued")
@@ -66,13 +78,9 @@ func TestStatusCacheFollowsCommits(t *testing.T) {
 // a revocation's commit, and stores its answer after the commit dropped the
 // serial, must not leave that answer in the cache.
 func TestStatusCacheRefusesStaleRead(t *testing.T) {
-	r := newRig(t)
 	ctx := context.Background()
-	v := r.open(t, r.viewsPath())
-	stop := run(t, v, r.store)
-	id := r.register(t, survivor)
-	c := r.issue(t, id, "issuing")
-	r.sync(t, v)
+	r, v, certs, stop := issuedViews(t, 1)
+	c := certs[0]
 
 	var once sync.Once
 	v.onStatusRead = func() {
@@ -92,16 +100,8 @@ func TestStatusCacheRefusesStaleRead(t *testing.T) {
 // throughout never see a revoked certificate as good after WaitFor has
 // returned for its revocation.
 func TestStatusCacheUnderLoad(t *testing.T) {
-	r := newRig(t)
 	ctx := context.Background()
-	v := r.open(t, r.viewsPath())
-	stop := run(t, v, r.store)
-	id := r.register(t, survivor)
-	certs := make([]domain.Issued, 12)
-	for i := range certs {
-		certs[i] = r.issue(t, id, "issuing")
-	}
-	r.sync(t, v)
+	r, v, certs, stop := issuedViews(t, 12)
 
 	var revoked atomic.Int64 // certs[:revoked] are revoked and synced
 	var wrong atomic.Int64
