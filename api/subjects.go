@@ -28,11 +28,13 @@ const searchAppends = 16
 // rather than one by one. After the first failure (other than gone or
 // missing) no more appends start, and the search answers with that failure;
 // the records already made stay, so the log may show accesses of a search
-// that returned nothing, never the reverse.
-func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, rows []SubjectRow, reason string) []error {
+// that returned nothing, never the reverse. failure is that first failure (or
+// the end of ctx): appends it cancelled report context.Canceled in their own
+// row, which may come before the failing row.
+func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, rows []SubjectRow, reason string) (recorded []error, failure error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	recorded := make([]error, len(rows))
+	recorded = make([]error, len(rows))
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, searchAppends)
 	for i, row := range rows {
@@ -63,7 +65,10 @@ func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, r
 		})
 	}
 	wg.Wait()
-	return recorded
+	if ctx.Err() != nil {
+		failure = context.Cause(ctx)
+	}
+	return recorded, failure
 }
 
 // SubjectCreate is the body of POST /v1/subjects.
@@ -176,14 +181,14 @@ func (s *server) registerSubjects(hapi huma.API) {
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
-		recorded := s.recordSearchAccesses(ctx, actor, rows, in.Body.Reason)
+		recorded, failure := s.recordSearchAccesses(ctx, actor, rows, in.Body.Reason)
+		if failure != nil {
+			return nil, s.problem(ctx, failure)
+		}
 		out := make([]Subject, 0, len(rows))
 		for i, row := range rows {
-			if err := recorded[i]; err != nil {
-				if isGoneOrMissing(err) {
-					continue
-				}
-				return nil, s.problem(ctx, err)
+			if recorded[i] != nil { // gone or missing: every other failure is the failure
+				continue
 			}
 			out = append(out, Subject{ID: row.ID, Attributes: row.Attributes})
 		}
