@@ -35,7 +35,8 @@ func applyCertificates(b *batch, e *eventInfo) error {
 		_, err = b.exec(`UPDATE certificates SET status = ?, revoked_at = ?, reason = ? WHERE serial = ? AND status = ?`,
 			StatusRevoked, micros(p.RevokedAt), int(p.Reason), p.Serial, StatusValid)
 	case *domain.CertificateDeleted:
-		b.statusChanged(p.Serial)
+		// Not a status change: CertificateStatus reads the CA and the
+		// revocation, which a deletion leaves as they are.
 		_, err = b.exec(`UPDATE certificates SET status = ? WHERE serial = ?`, StatusDeleted, p.Serial)
 	}
 	return err

@@ -190,26 +190,25 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 			b.tx.Rollback()
 		}
 	}()
-	commit := func() error {
+	// commit commits the open batch, if any, and reports progress.
+	commit := func(position uint64) error {
+		if b == nil {
+			return nil
+		}
 		err := v.commit(wctx, b)
 		b = nil
+		if err == nil && progress != nil {
+			progress(position, until)
+		}
 		return err
 	}
 	next := from
 	for {
 		items, done := q.take()
 		if len(items) == 0 {
-			if b != nil {
-				// Nothing is ready: the batch holds everything read so far.
-				if err := commit(); err != nil {
-					return err
-				}
-				if progress != nil {
-					progress(next-1, until)
-				}
-			}
-			if done {
-				return nil
+			// Nothing is ready: the batch holds everything read so far.
+			if err := commit(next - 1); err != nil || done {
+				return err
 			}
 			q.wait()
 			continue
@@ -217,20 +216,12 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 		for _, f := range items {
 			if ctx.Err() != nil {
 				// Stop at once rather than apply what was read ahead.
-				if b != nil {
-					return commit()
-				}
-				return nil
+				return commit(next - 1)
 			}
 			e, err := f.e, f.err
 			if err != nil {
-				if b != nil {
-					if cerr := commit(); cerr != nil {
-						return cerr
-					}
-				}
-				if ctx.Err() != nil {
-					return nil
+				if cerr := commit(next - 1); cerr != nil || ctx.Err() != nil {
+					return cerr
 				}
 				return fmt.Errorf("projections: read ledger: %w", err)
 			}
@@ -248,11 +239,8 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 			}
 			last := until != 0 && e.Position >= until
 			if last || b.n >= v.size || time.Since(b.start) >= maxBatchDelay {
-				if err := commit(); err != nil {
+				if err := commit(e.Position); err != nil {
 					return err
-				}
-				if progress != nil {
-					progress(e.Position, until)
 				}
 			}
 			if last {
