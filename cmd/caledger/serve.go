@@ -177,24 +177,16 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		Allow:        allow,
 		ProfileRole:  n.issuer.ProfileRole,
 	})
-	srv := &http.Server{
-		Handler: handler,
-		TLSConfig: &tls.Config{
-			// TLS 1.3 is negotiated whenever the client offers it.
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{cert},
-			// A client certificate is optional (the public operations need
-			// none) but, when given, must chain to this CA: a foreign one
-			// fails the handshake.
-			ClientAuth: tls.VerifyClientCertIfGiven,
-			ClientCAs:  clientCAs,
-		},
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          serverErrorLog(logger),
+	srv := httpServer(handler, 60*time.Second, 64<<10, logger)
+	srv.TLSConfig = &tls.Config{
+		// TLS 1.3 is negotiated whenever the client offers it.
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// A client certificate is optional (the public operations need none)
+		// but, when given, must chain to this CA: a foreign one fails the
+		// handshake.
+		ClientAuth: tls.VerifyClientCertIfGiven,
+		ClientCAs:  clientCAs,
 	}
 
 	var lc net.ListenConfig
@@ -211,15 +203,8 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			return fmt.Errorf("publication listener: %w", err)
 		}
 		defer pln.Close()
-		pub := &http.Server{
-			Handler:           api.Publication(handler),
-			ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout:       10 * time.Second,
-			WriteTimeout:      60 * time.Second,
-			IdleTimeout:       120 * time.Second,
-			MaxHeaderBytes:    16 << 10,
-			ErrorLog:          serverErrorLog(logger),
-		}
+		// Relying parties send small requests: shorter reads, smaller headers.
+		pub := httpServer(api.Publication(handler), 10*time.Second, 16<<10, logger)
 		servers = append(servers, pub)
 		serveFuncs = append(serveFuncs, func() error { return pub.Serve(pln) })
 		logger.Info("publishing", "addr", pln.Addr().String())
@@ -310,6 +295,20 @@ func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+
+// httpServer returns a server for h with the timeouts both listeners share, a
+// read timeout and header limit of its own, and its errors in logger.
+func httpServer(h http.Handler, readTimeout time.Duration, maxHeaderBytes int, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          serverErrorLog(logger),
+	}
+}
 
 // serverErrorLog returns the logger for http.Server's own errors. net/http
 // puts client addresses in them ("TLS handshake error from 192.0.2.1:5555"),
