@@ -299,7 +299,10 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 			return err
 		}
 		for _, lean := range []bool{false, true} {
-			rawBefore, _ := baseline(ctx, 2*time.Second)
+			rawBefore, err := baseline(ctx, 2*time.Second)
+			if err != nil {
+				return err
+			}
 			cpu0, err := processCPU(pid)
 			if err != nil {
 				return err
@@ -309,7 +312,10 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 			if err != nil {
 				return err
 			}
-			rawAfter, _ := baseline(ctx, 2*time.Second)
+			rawAfter, err := baseline(ctx, 2*time.Second)
+			if err != nil {
+				return err
+			}
 			raw := (rawBefore + rawAfter) / 2
 			what := "a fresh nonce in every request (every response signed)"
 			if !nonces {
