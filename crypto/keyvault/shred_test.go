@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/domain"
@@ -219,12 +220,25 @@ func TestErasureStatus(t *testing.T) {
 	// its checkpoint leaves the bytes in the WAL); with the reader still
 	// there, it cannot.
 	v.Close()
-	v = openVault(t, dir, k)
+	now := epoch
+	v = openVault(t, dir, k, keyvault.WithClock(func() time.Time { return now }))
 	if st := status(s); !st.CheckpointPending {
 		t.Fatalf("reopened while a reader pins the WAL: %+v", st)
 	}
-	// Once the reader is gone, ErasureStatus's own retry completes it.
+	// A due retry fails while the reader stays, and puts the next one off.
+	now = now.Add(time.Second)
+	if st := status(s); !st.CheckpointPending {
+		t.Fatalf("a retry while a reader pins the WAL: %+v", st)
+	}
+	// Once the reader is gone, ErasureStatus's own retry completes it, but
+	// not before a second has passed since the last attempt: a poll must not
+	// take the vault's exclusive lock every time.
 	tx.Rollback()
+	now = now.Add(time.Second - time.Nanosecond)
+	if st := status(s); !st.CheckpointPending {
+		t.Fatalf("retried less than a second after the last attempt: %+v", st)
+	}
+	now = now.Add(time.Nanosecond)
 	if st := status(s); st.CheckpointPending {
 		t.Fatalf("after the reader left: %+v", st)
 	}

@@ -81,6 +81,11 @@ type Vault struct {
 	// only with mu held exclusively. ErasureStatus reports it, and retries the
 	// checkpoint; a Shred that returns nil clears it.
 	checkpointOwed bool
+	// retryAt is when ErasureStatus may next retry an owed checkpoint: a retry
+	// holds mu exclusively for up to checkpointBusyMS, so status polls while an
+	// outside reader pins the WAL must not stall Seal and Open on every call.
+	// Written with mu held exclusively, like checkpointOwed.
+	retryAt time.Time
 }
 
 var _ domain.Sealer = (*Vault)(nil)
@@ -124,7 +129,7 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 	// the keys' old pages in the -wal file; this removes them. A failure is not
 	// fatal: ErasureStatus reports the owed checkpoint, and retries it, until
 	// one completes.
-	v.checkpointOwed = v.checkpoint(ctx, 1) != nil
+	v.setCheckpointOwed(v.checkpoint(ctx, 1) != nil)
 	return v, nil
 }
 
@@ -349,11 +354,11 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	if err := v.deleteKeys(ctx, subject, groups); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
-	v.checkpointOwed = true
+	v.setCheckpointOwed(true)
 	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
-	v.checkpointOwed = false
+	v.setCheckpointOwed(false)
 	return nil
 }
 
@@ -370,20 +375,21 @@ type ErasureStatus struct {
 
 // ErasureStatus reports the shredded key groups of subject, and whether the
 // bytes of deleted keys may still be on disk; if they may, it first retries the
-// WAL checkpoint that removes them. The keys of a group with a tombstone are
-// deleted in the same transaction that records it.
+// WAL checkpoint that removes them, at most once per checkpointRetryInterval
+// (by the vault's clock). The keys of a group with a tombstone are deleted in
+// the same transaction that records it.
 func (v *Vault) ErasureStatus(ctx context.Context, subject domain.SubjectID) (ErasureStatus, error) {
 	var st ErasureStatus
 	if err := checkSubject(subject); err != nil {
 		return st, err
 	}
 	v.mu.RLock()
-	owed := v.checkpointOwed
+	retry := v.checkpointOwed && !v.now().Before(v.retryAt)
 	v.mu.RUnlock()
-	if owed {
+	if retry {
 		v.mu.Lock()
-		if !v.closed && v.checkpointOwed && v.checkpoint(ctx, 1) == nil {
-			v.checkpointOwed = false
+		if !v.closed && v.checkpointOwed && !v.now().Before(v.retryAt) {
+			v.setCheckpointOwed(v.checkpoint(ctx, 1) != nil)
 		}
 		v.mu.Unlock()
 	}
@@ -436,6 +442,20 @@ func (v *Vault) deleteKeys(ctx context.Context, subject domain.SubjectID, groups
 	}
 	return tx.Commit()
 }
+
+// setCheckpointOwed records whether a checkpoint is owed; while one is, the
+// next retry by ErasureStatus waits checkpointRetryInterval. The caller holds mu
+// exclusively, or has not yet shared the Vault.
+func (v *Vault) setCheckpointOwed(owed bool) {
+	v.checkpointOwed = owed
+	if owed {
+		v.retryAt = v.now().Add(checkpointRetryInterval)
+	}
+}
+
+// checkpointRetryInterval is the least time between two retries of an owed
+// checkpoint by ErasureStatus.
+const checkpointRetryInterval = time.Second
 
 // busyTimeoutMS is how long a connection waits for a lock held elsewhere.
 const busyTimeoutMS = 5000
