@@ -1,8 +1,11 @@
 package api
 
 import (
+	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Publication wraps api, the handler New returns, for the plain-HTTP
@@ -17,10 +20,25 @@ import (
 // whose server certificate comes from the same CA would be circular. What is
 // served is signed (CRLs, OCSP responses, certificates), so TLS adds nothing to
 // its integrity, and none of it is personal.
-func Publication(api http.Handler) http.Handler {
+//
+// The 404s it answers itself are logged to logger and counted in reg (either
+// may be nil) like the API's own requests, with the route "unmatched": a
+// scanner probing the listener shows up, and its paths are never written down.
+func Publication(api http.Handler, logger *slog.Logger, reg *prometheus.Registry) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var metrics *requestMetrics
+	if reg != nil {
+		var err error
+		if metrics, err = newRequestMetrics(reg); err != nil {
+			logger.Error("publication request metrics not registered", slog.String("cause", err.Error()))
+		}
+	}
+	refuse := logRequests(logger, metrics)(http.HandlerFunc(notFound))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !publishedPath(r.URL.Path) {
-			notFound(w, r)
+			refuse.ServeHTTP(w, r)
 			return
 		}
 		api.ServeHTTP(w, r)

@@ -204,7 +204,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		}
 		defer pln.Close()
 		// Relying parties send small requests: shorter reads, smaller headers.
-		pub := httpServer(api.Publication(handler), 10*time.Second, 16<<10, logger)
+		pub := httpServer(api.Publication(handler, logger, metrics), 10*time.Second, 16<<10, logger)
 		servers = append(servers, pub)
 		serveFuncs = append(serveFuncs, func() error { return pub.Serve(pln) })
 		logger.Info("publishing", "addr", pln.Addr().String())
