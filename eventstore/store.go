@@ -111,16 +111,18 @@ type EncodedEvent struct {
 	Version uint64 // the version the caller set in the event (0: none)
 }
 
-// VersionMismatch returns the index of the first event whose version (the one
-// its caller set; 0: none) is not the one it gets when appended to a stream at
-// version current, or -1. Every Store reports that event in its error.
-func VersionMismatch(versions []uint64, current uint64) int {
+// VersionMismatch checks the versions the caller set in an append's events (0:
+// none) against those they get when appended to a stream at version current. It
+// returns nil if every one matches, else wrong (the store's
+// *domain.WrongVersionError) wrapped with the first event that does not, which is
+// how every Store reports it.
+func VersionMismatch(versions []uint64, current uint64, wrong error) error {
 	for i, v := range versions {
 		if v != 0 && v != current+uint64(i)+1 {
-			return i
+			return fmt.Errorf("event %d was made for version %d: %w", i, v, wrong)
 		}
 	}
-	return -1
+	return nil
 }
 
 // EncodeAppend applies the checks every Store makes to an Append before anything

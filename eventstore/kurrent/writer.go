@@ -174,8 +174,10 @@ func (r *request) wrongVersion(actual uint64) error {
 	err := &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: actual}
 	// As in the embedded store: the expected version is checked first, then
 	// the versions the events were made for.
-	if i := eventstore.VersionMismatch(r.versions, actual); i >= 0 && r.expected.Allows(actual) {
-		return fmt.Errorf("event %d was made for version %d: %w", i, r.versions[i], err)
+	if r.expected.Allows(actual) {
+		if mismatch := eventstore.VersionMismatch(r.versions, actual, err); mismatch != nil {
+			return mismatch
+		}
 	}
 	return err
 }

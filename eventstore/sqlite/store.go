@@ -61,9 +61,8 @@ type Store struct {
 	getStmt  *sql.Stmt // on rdb: the chunk holding a position
 
 	// commitMu makes commits one at a time, whether the writer goroutine runs
-	// them or a lone caller does (writer.go); it guards w and stopped.
+	// them or a lone caller does (writer.go); it guards stopped.
 	commitMu sync.Mutex
-	w        *writer
 	stopped  bool // set by Close: no commit may start
 	// appending counts Appends in progress; a lone one may commit directly.
 	appending atomic.Int64
@@ -140,9 +139,6 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 		return nil, err
 	}
 	if err := s.recoverIndex(ctx); err != nil {
-		return nil, err
-	}
-	if s.w, err = s.newWriter(ctx); err != nil {
 		return nil, err
 	}
 	go s.writeLoop()

@@ -157,7 +157,7 @@ func (s *Store) commitGroup(group []*request) {
 		}
 		return
 	}
-	s.w.commit(group)
+	s.commit(group)
 }
 
 // gather takes r and whatever else is queued, up to the group limits.
@@ -197,13 +197,6 @@ func (s *Store) fail(err error) {
 	s.log.Error("event store failed; appends are refused until it is reopened", "err", err)
 }
 
-// writer holds what a commit needs; it is used only under Store.commitMu.
-type writer struct {
-	s *Store
-}
-
-func (s *Store) newWriter(context.Context) (*writer, error) { return &writer{s: s}, nil }
-
 type row struct {
 	position uint64
 	data     []byte
@@ -215,9 +208,9 @@ type acceptedRequest struct {
 }
 
 // commit decides which requests of the group can be written, writes them to the
-// commit log and acknowledges them once they are durable there.
-func (w *writer) commit(group []*request) {
-	s := w.s
+// commit log and acknowledges them once they are durable there. The caller
+// holds commitMu.
+func (s *Store) commit(group []*request) {
 	ctx := context.Background()  // a commit, once started, is not cancelled by one caller
 	heads := map[string]uint64{} // stream versions after the requests accepted so far
 	position := s.head.Load()
@@ -244,9 +237,9 @@ func (w *writer) commit(group []*request) {
 			r.reply(domain.Appended{}, &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current})
 			continue
 		}
-		if i := eventstore.VersionMismatch(r.versions, current); i >= 0 {
-			r.reply(domain.Appended{}, fmt.Errorf("event %d was made for version %d: %w",
-				i, r.versions[i], &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current}))
+		if err := eventstore.VersionMismatch(r.versions, current,
+			&domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current}); err != nil {
+			r.reply(domain.Appended{}, err)
 			continue
 		}
 		a := domain.Appended{FirstPosition: position + 1}
@@ -272,7 +265,7 @@ func (w *writer) commit(group []*request) {
 			events += len(accepted[n].r.encoded)
 			n++
 		}
-		if err := w.commitPiece(accepted[:n], rows[:events], entries[:events]); err != nil {
+		if err := s.commitPiece(accepted[:n], rows[:events], entries[:events]); err != nil {
 			for _, ar := range accepted {
 				ar.r.reply(domain.Appended{}, err)
 			}
@@ -284,9 +277,8 @@ func (w *writer) commit(group []*request) {
 
 // commitPiece writes the rows of whole requests to the commit log and, once they
 // are durable, makes them visible and acknowledges the requests. An error leaves
-// the outcome unknown, so the store fails.
-func (w *writer) commitPiece(accepted []acceptedRequest, rows []row, entries []entry) error {
-	s := w.s
+// the outcome unknown, so the store fails. The caller holds commitMu.
+func (s *Store) commitPiece(accepted []acceptedRequest, rows []row, entries []entry) error {
 	records, chunks := encodeCommit(s.clog.id, rows)
 	if err := s.clog.append(records, chunks[len(chunks)-1].last, s.awaitDurable); err != nil {
 		s.fail(err)
