@@ -54,9 +54,9 @@ func rate(dir string, d time.Duration, data bool) (float64, error) {
 			return 0, err
 		}
 		if data {
-			err = syscall.Fdatasync(int(f.Fd()))
+			err = fdatasync(f)
 		} else {
-			err = f.Sync()
+			err = f.Sync() // retries EINTR itself
 		}
 		if err != nil {
 			return 0, err
@@ -64,4 +64,16 @@ func rate(dir string, d time.Duration, data bool) (float64, error) {
 		n++
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// fdatasync retries on EINTR, as os.File.Sync does for fsync and as the ledger's
+// commit log does: a signal (the Go runtime's preemption among them) must not
+// end a measurement.
+func fdatasync(f *os.File) error {
+	for {
+		err := syscall.Fdatasync(int(f.Fd()))
+		if !errors.Is(err, syscall.EINTR) {
+			return err
+		}
+	}
 }
