@@ -94,10 +94,18 @@ func revokeQuarter(ctx context.Context, c *http.Client, base string, leaves []*x
 		if err != nil {
 			return nil, err
 		}
-		_, _ = io.Copy(io.Discard, res.Body)
+		var info struct {
+			Status string `json:"status"`
+		}
+		err = json.NewDecoder(res.Body).Decode(&info)
 		res.Body.Close()
 		if res.StatusCode/100 != 2 {
 			return nil, fmt.Errorf("revoke: status %d", res.StatusCode)
+		}
+		// The answer comes from the views, which OCSP reads too: once it says
+		// revoked, so does OCSP.
+		if err != nil || info.Status != "revoked" {
+			return nil, fmt.Errorf("revoke: the views do not show the revocation yet (status %q, %v)", info.Status, err)
 		}
 	}
 	return targets, nil
@@ -290,7 +298,6 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 	if err != nil {
 		return err
 	}
-	time.Sleep(time.Second) // the revocations reach OCSP within a second
 	var rows []string
 	var failures int64
 	for _, nonces := range []bool{true, false} {
