@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -91,18 +90,10 @@ func BenchmarkSearch100(b *testing.B) {
 // benchServer serves a new data directory and returns an admin client and the
 // server's base URL.
 func benchServer(b *testing.B) (*http.Client, string) {
-	data := filepath.Join(b.TempDir(), "data")
-	if err := run(b.Context(), []string{"init", "--data", data}, noEnv, io.Discard, io.Discard); err != nil {
-		b.Fatal(err)
-	}
+	data := initData(b)
 	s := startServe(b, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
-	c := client(b, filepath.Join(data, rootPEM), func(c *tls.Config) {
-		cert, err := tls.LoadX509KeyPair(filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	})
+	c := client(b, filepath.Join(data, rootPEM),
+		withClientCert(b, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem")))
 	return c, "https://" + s.addr
 }
 

@@ -36,16 +36,21 @@ type apiClient struct {
 // presenting the credential certPath/keyPath (none when empty).
 func mtlsClient(t *testing.T, data, base, certPath, keyPath string) *apiClient {
 	t.Helper()
-	return &apiClient{t: t, base: base, c: client(t, filepath.Join(data, rootPEM), func(c *tls.Config) {
-		if certPath == "" {
-			return
-		}
-		cert, err := tls.LoadX509KeyPair(certPath, keyPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Certificates = []tls.Certificate{cert}
-	})}
+	configure := func(*tls.Config) {}
+	if certPath != "" {
+		configure = withClientCert(t, certPath, keyPath)
+	}
+	return &apiClient{t: t, base: base, c: client(t, filepath.Join(data, rootPEM), configure)}
+}
+
+// withClientCert configures a client to present the certificate at certPath.
+func withClientCert(t testing.TB, certPath, keyPath string) func(*tls.Config) {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *tls.Config) { c.Certificates = []tls.Certificate{cert} }
 }
 
 // with returns a copy of a that reports to t (a subtest's).

@@ -166,7 +166,7 @@ func checkMode(t *testing.T, path string, want fs.FileMode) {
 }
 
 // initData runs "caledger init" in a new data directory and returns it.
-func initData(t *testing.T, extra ...string) string {
+func initData(t testing.TB, extra ...string) string {
 	t.Helper()
 	data := filepath.Join(t.TempDir(), "data")
 	var out bytes.Buffer
