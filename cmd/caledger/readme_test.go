@@ -34,8 +34,8 @@ func TestReadmeQuickStart(t *testing.T) {
 			blocks = append(blocks, m[1])
 		}
 	}
-	if len(blocks) != 2 {
-		t.Fatalf("the quick start has %d shell blocks with curl lines; this test runs the anonymous one and the officer one", len(blocks))
+	if len(blocks) != 3 {
+		t.Fatalf("the quick start has %d shell blocks with curl lines; this test runs the anonymous one, the officer one and the staff one", len(blocks))
 	}
 
 	// The README's ports may be taken on the machine running the tests, so the
@@ -88,6 +88,11 @@ func TestReadmeQuickStart(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the quick start's output lacks %q", want)
 		}
+	}
+	// The auditor's credential, issued online, lists the first certificate:
+	// an admin's or a staff member's, of a role profile.
+	if !regexp.MustCompile(`\[\{"serial":"[0-9a-f]+","ca":"issuing","subject_id":"[0-9a-f]{32}","profile":"[a-z-]+"`).MatchString(out) {
+		t.Error("the auditor's list of certificates is missing")
 	}
 	if strings.Count(out, `"common_name":"Ada Lovelace"`) != 2 {
 		t.Error("the read and the search did not both return the subject's name")
