@@ -78,6 +78,10 @@ type Config struct {
 	// OCSP, when set, answers GET /ocsp/{request} and POST /ocsp.
 	OCSP http.Handler
 
+	// Ledger, when set, backs the auditor's /v1/ledger operations: the
+	// events, signed checkpoints of the Merkle log over them, and proofs.
+	Ledger Ledger
+
 	// Auth turns verified client certificates into principals. Nil means no
 	// client is ever authenticated: protected operations answer 401.
 	Auth Authenticator
@@ -181,6 +185,9 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 				s.registerReport(hapi)
 			}
 		}
+	}
+	if cfg.Ledger != nil {
+		s.registerLedger(hapi)
 	}
 	if cfg.OCSP != nil {
 		router.Handle("/ocsp", cfg.OCSP)

@@ -26,6 +26,7 @@ import (
 	"github.com/caledger/caledger/eventstore/kurrent"
 	"github.com/caledger/caledger/eventstore/sqlite"
 	"github.com/caledger/caledger/projections"
+	"github.com/caledger/caledger/projections/tree"
 )
 
 // Data directory layout of the embedded default.
@@ -98,6 +99,7 @@ type node struct {
 	shared   *sharedvault.Vault
 	kek      *kek.File
 	views    *projections.Views
+	tree     *tree.Tree // the Merkle log over the ledger
 	handlers *domain.Handlers
 	keys     authority.Keys
 	cas      *authority.Authority
@@ -178,6 +180,12 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 	}
 	n.views = views
 	n.closers = append(n.closers, views.Close)
+	t, err := tree.Open(ctx, filepath.Join(dataDir, treeFile))
+	if err != nil {
+		return nil, fmt.Errorf("open the ledger's Merkle tree: %w", err)
+	}
+	n.tree = t
+	n.closers = append(n.closers, t.Close)
 	n.handlers = &domain.Handlers{Events: n.store, Vault: n.vault, Now: time.Now, Rand: rand.Reader}
 	return n, nil
 }
@@ -304,6 +312,13 @@ func (n *node) runSharedVault(ctx context.Context) {
 // restarted, and until it recovers the node reports itself not ready.
 func (n *node) runViews(ctx context.Context) {
 	n.supervise(ctx, "views stopped; restarting", func(ctx context.Context) error { return n.views.Run(ctx, n.store) }, n.setViewsErr)
+}
+
+// runTree keeps the Merkle tree following the ledger until ctx ends. A tree
+// that does not match the ledger (its file from another ledger) stops with an
+// error and is retried; the checkpoints then stay at its last size.
+func (n *node) runTree(ctx context.Context) {
+	n.supervise(ctx, "the ledger's Merkle tree stopped; restarting", func(ctx context.Context) error { return n.tree.Run(ctx, n.store) }, nil)
 }
 
 // supervise runs run until ctx ends, restarting it whenever it returns, with a

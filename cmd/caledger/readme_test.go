@@ -94,6 +94,10 @@ func TestReadmeQuickStart(t *testing.T) {
 	if !regexp.MustCompile(`\[\{"serial":"[0-9a-f]+","ca":"issuing","subject_id":"[0-9a-f]{32}","profile":"[a-z-]+"`).MatchString(out) {
 		t.Error("the auditor's list of certificates is missing")
 	}
+	// The auditor's checkpoint: origin, size, root, then the signature line.
+	if !regexp.MustCompile(`(?m)^caledger\.ledger/[0-9a-f]{16}\n[0-9]+\n[A-Za-z0-9+/]{43}=\n\n— caledger\.ledger/[0-9a-f]{16} `).MatchString(out) {
+		t.Error("the auditor's checkpoint is missing")
+	}
 	if strings.Count(out, `"common_name":"Ada Lovelace"`) != 2 {
 		t.Error("the read and the search did not both return the subject's name")
 	}

@@ -130,12 +130,11 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	viewsDone := make(chan struct{})
 	go func() {
 		defer close(viewsDone)
-		if n.shared == nil {
-			n.runViews(viewsCtx)
-			return
-		}
 		var wg sync.WaitGroup
-		wg.Go(func() { n.runSharedVault(viewsCtx) })
+		if n.shared != nil {
+			wg.Go(func() { n.runSharedVault(viewsCtx) })
+		}
+		wg.Go(func() { n.runTree(viewsCtx) })
 		n.runViews(viewsCtx)
 		wg.Wait()
 	}()
@@ -144,6 +143,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		<-viewsDone
 	}()
 
+	signer, err := loadCheckpointSigner(dataDir)
+	if err != nil {
+		return err
+	}
 	ocsp, err := revocation.NewResponder(n.cas.OCSPIssuers(), n.cas.Lookup, revocation.Options{})
 	if err != nil {
 		return err
@@ -173,6 +176,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		CAs:          n.cas,
 		Head:         n.store.Head,
 		OCSP:         ocsp,
+		Ledger:       &ledgerLog{store: n.store, tree: n.tree, signer: signer},
 		Auth:         n.cas,
 		Allow:        allow,
 		ProfileRole:  n.issuer.ProfileRole,

@@ -1,0 +1,190 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/danielgtaylor/huma/v2"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// Ledger is what auditors read: the events, and the RFC 6962 Merkle log over
+// their canonical encodings (leaf i is the event at position i+1). Errors for
+// positions, indexes or sizes outside the log are *domain.Error (KindInvalid or
+// KindNotFound), so they answer 400 or 404.
+type Ledger interface {
+	// Events returns up to limit events from position from (at least 1) on.
+	Events(ctx context.Context, from uint64, limit int) ([]domain.Event, error)
+	// Checkpoint returns a C2SP tlog-checkpoint of the log as it now stands,
+	// signed with the key VerifierKey names.
+	Checkpoint(ctx context.Context) ([]byte, error)
+	// InclusionProof proves leaf index in the log of size leaves.
+	InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error)
+	// ConsistencyProof proves the log of size1 leaves a prefix of that of size2.
+	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
+	// VerifierKey is the note verifier key checkpoints are signed for.
+	VerifierKey() string
+}
+
+// LedgerEvent is an event as auditors see it: the envelope and the public
+// facts, and the canonical encoding the Merkle log hashes. The sealed part
+// stays sealed: only its subject pseudonym and key group are shown; its
+// ciphertext is inside canonical.
+type LedgerEvent struct {
+	Position  uint64          `json:"position"`
+	Stream    string          `json:"stream"`
+	Version   uint64          `json:"version"`
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Schema    uint16          `json:"schema"`
+	Time      time.Time       `json:"time"`
+	ActorID   string          `json:"actor_id"`
+	ActorRole string          `json:"actor_role"`
+	Public    json.RawMessage `json:"public"`
+	SealedFor *LedgerSealed   `json:"sealed,omitempty"`
+	Canonical []byte          `json:"canonical" doc:"The canonical encoding (base64): its Merkle leaf hash is SHA-256(0x00 || canonical)."`
+}
+
+// LedgerSealed names the key a sealed part is under, without opening it.
+type LedgerSealed struct {
+	SubjectID domain.SubjectID `json:"subject_id"`
+	KeyGroup  string           `json:"key_group"`
+}
+
+// Proof is an RFC 9162 inclusion or consistency proof: the hashes in order.
+type Proof struct {
+	Hashes [][]byte `json:"hashes" doc:"The proof's hashes, base64, in the order RFC 9162 verifies them."`
+}
+
+func (s *server) registerLedger(hapi huma.API) {
+	auditor := []map[string][]string{{mtlsScheme: {}}}
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-checkpoint", Method: http.MethodGet, Path: "/v1/ledger/checkpoint",
+		Summary: "A signed checkpoint of the ledger", Tags: []string{"ledger"}, Security: auditor,
+		Description: "The ledger's Merkle log as it now stands, as a C2SP tlog-checkpoint (a signed note: origin, size, RFC 6962 root hash, " +
+			"signature). Verify it with the verifier key (GET /v1/ledger/key, or data/ca/checkpoint.vkey on the server). Role: auditor.",
+		Responses: map[string]*huma.Response{"200": {Description: "The checkpoint.", Content: map[string]*huma.MediaType{
+			"text/plain": {Schema: &huma.Schema{Type: "string"}},
+		}}},
+	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		c, err := s.cfg.Ledger.Checkpoint(ctx)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: c}, nil
+	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-key", Method: http.MethodGet, Path: "/v1/ledger/key",
+		Summary: "The checkpoints' verifier key", Tags: []string{"ledger"}, Security: auditor,
+		Description: "The note verifier key checkpoints are signed for. Compare it once with one obtained out of band (the server's " +
+			"data/ca/checkpoint.vkey): a key fetched over the connection it is to check proves nothing. Role: auditor.",
+		Responses: map[string]*huma.Response{"200": {Description: "The verifier key.", Content: map[string]*huma.MediaType{
+			"text/plain": {Schema: &huma.Schema{Type: "string"}},
+		}}},
+	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: []byte(s.cfg.Ledger.VerifierKey() + "\n")}, nil
+	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-events", Method: http.MethodGet, Path: "/v1/ledger/events",
+		Summary: "Read the ledger", Tags: []string{"ledger"}, Security: auditor,
+		Description: "Events in position order from position from on: envelopes, public facts and canonical encodings, never personal " +
+			"data (sealed parts stay encrypted). Page with from=<last position + 1>. Role: auditor.",
+	}, func(ctx context.Context, in *struct {
+		From  uint64 `query:"from" minimum:"1" default:"1" doc:"The first position."`
+		Limit int    `query:"limit" minimum:"0" maximum:"1000" doc:"At most this many events (default 100)."`
+	}) (*struct{ Body []LedgerEvent }, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		limit := in.Limit
+		if limit == 0 {
+			limit = 100
+		}
+		events, err := s.cfg.Ledger.Events(ctx, max(in.From, 1), limit)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		out := make([]LedgerEvent, 0, len(events))
+		for i := range events {
+			le, err := ledgerEvent(&events[i])
+			if err != nil {
+				return nil, s.problem(ctx, err)
+			}
+			out = append(out, le)
+		}
+		return &struct{ Body []LedgerEvent }{Body: out}, nil
+	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-inclusion-proof", Method: http.MethodGet, Path: "/v1/ledger/proofs/inclusion",
+		Summary: "Prove an event is in the ledger", Tags: []string{"ledger"}, Security: auditor,
+		Description: "An RFC 9162 inclusion proof of the event at position index+1 (leaf index) in the log of size leaves, " +
+			"e.g. the size of a checkpoint. Role: auditor.",
+	}, func(ctx context.Context, in *struct {
+		Index uint64 `query:"index" required:"true" doc:"The leaf index: the event's position - 1."`
+		Size  uint64 `query:"size" required:"true" minimum:"1" doc:"The log size the proof is for."`
+	}) (*struct{ Body Proof }, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		hashes, err := s.cfg.Ledger.InclusionProof(ctx, in.Index, in.Size)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &struct{ Body Proof }{Body: Proof{Hashes: nonNil(hashes)}}, nil
+	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-consistency-proof", Method: http.MethodGet, Path: "/v1/ledger/proofs/consistency",
+		Summary: "Prove the ledger only grew", Tags: []string{"ledger"}, Security: auditor,
+		Description: "An RFC 9162 consistency proof that the log of size1 leaves is a prefix of the log of size2 leaves: " +
+			"nothing recorded before was changed or removed. Role: auditor.",
+	}, func(ctx context.Context, in *struct {
+		Size1 uint64 `query:"size1" required:"true" minimum:"1" doc:"The older size, e.g. of a checkpoint kept earlier."`
+		Size2 uint64 `query:"size2" required:"true" minimum:"1" doc:"The newer size."`
+	}) (*struct{ Body Proof }, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		hashes, err := s.cfg.Ledger.ConsistencyProof(ctx, in.Size1, in.Size2)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &struct{ Body Proof }{Body: Proof{Hashes: nonNil(hashes)}}, nil
+	})
+}
+
+// nonNil makes an empty proof encode as [] rather than null.
+func nonNil(h [][]byte) [][]byte {
+	if h == nil {
+		return [][]byte{}
+	}
+	return h
+}
+
+// ledgerEvent is e as auditors see it.
+func ledgerEvent(e *domain.Event) (LedgerEvent, error) {
+	canonical, err := domain.Encode(e)
+	if err != nil {
+		return LedgerEvent{}, err
+	}
+	le := LedgerEvent{Position: e.Position, Stream: e.Stream, Version: e.Version, ID: e.ID.String(), Type: e.Type,
+		Schema: e.Schema, Time: e.Time, ActorID: e.Actor.ID, ActorRole: e.Actor.Role, Public: json.RawMessage(e.Public),
+		Canonical: canonical}
+	if e.Sealed != nil {
+		le.SealedFor = &LedgerSealed{SubjectID: e.Sealed.SubjectID, KeyGroup: e.Sealed.KeyGroup}
+	}
+	return le, nil
+}

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/caledger/caledger/crypto/checkpoint"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/projections/tree"
+)
+
+// The auditor's ledger: the Merkle tree over the events (rebuildable, like the
+// views) and the node's checkpoint key.
+const (
+	treeFile           = "views/tree.db"       // projections/tree (rebuildable)
+	checkpointKeyFile  = "keys/checkpoint.key" // the note signer and verifier keys (mode 0600)
+	checkpointVKeyFile = "ca/checkpoint.vkey"  // the verifier key, for auditors
+	checkpointOrigin   = "caledger.ledger/"    // + the root CA certificate's SHA-256, 16 hex digits
+)
+
+// ledgerOrigin names the log after the CA whose ledger it is: every node of
+// one CA signs checkpoints of the same log.
+func ledgerOrigin(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, rootPEM))
+	if err != nil {
+		return "", fmt.Errorf("the ledger's origin: %w", err)
+	}
+	block, _ := pem.Decode(b)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return "", fmt.Errorf("the ledger's origin: %s holds no PEM certificate", rootPEM)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return checkpointOrigin + hex.EncodeToString(sum[:8]), nil
+}
+
+// loadCheckpointSigner reads the node's checkpoint key, making it (and the
+// public verifier key file) on the first start.
+func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
+	origin, err := ledgerOrigin(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dataDir, checkpointKeyFile)
+	key, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if key, err = checkpoint.GenerateKey(origin); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		err = writeFileAtomic(path, key, 0o600)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint key: %w", err)
+	}
+	s, err := checkpoint.New(origin, key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", checkpointKeyFile, err)
+	}
+	// Written on every start, so that it always matches the key.
+	vkey := filepath.Join(dataDir, checkpointVKeyFile)
+	if old, err := os.ReadFile(vkey); err != nil || string(old) != s.VerifierKey()+"\n" {
+		if err := writeFileAtomic(vkey, []byte(s.VerifierKey()+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("checkpoint verifier key: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// ledgerLog implements api.Ledger over the event store, the tree and the
+// checkpoint key.
+type ledgerLog struct {
+	store  eventstore.Store
+	tree   *tree.Tree
+	signer *checkpoint.Signer
+}
+
+func (l *ledgerLog) Events(ctx context.Context, from uint64, limit int) ([]domain.Event, error) {
+	var out []domain.Event
+	for e, err := range l.store.ReadAll(ctx, from) {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+		if len(out) == limit {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (l *ledgerLog) Checkpoint(ctx context.Context) ([]byte, error) {
+	size := l.tree.Size()
+	root, err := l.tree.Root(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	return l.signer.Sign(size, root)
+}
+
+func (l *ledgerLog) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
+	p, err := l.tree.InclusionProof(ctx, index, size)
+	return p, rangeError(err, l.tree.Size())
+}
+
+func (l *ledgerLog) ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error) {
+	p, err := l.tree.ConsistencyProof(ctx, size1, size2)
+	return p, rangeError(err, l.tree.Size())
+}
+
+func (l *ledgerLog) VerifierKey() string { return l.signer.VerifierKey() }
+
+// rangeError turns the tree's ErrRange into a 400 problem that says how big the
+// log is; other errors pass unchanged.
+func rangeError(err error, size uint64) error {
+	if !errors.Is(err, tree.ErrRange) {
+		return err
+	}
+	return &domain.Error{Kind: domain.KindInvalid, Code: "bad-range",
+		Detail: fmt.Sprintf("the index and sizes must fit the log, which has %d leaves", size), Err: err}
+}
