@@ -13,8 +13,8 @@ import (
 
 // Ledger is what auditors read: the events, and the RFC 6962 Merkle log over
 // their canonical encodings (leaf i is the event at position i+1). Errors for
-// positions, indexes or sizes outside the log are *domain.Error (KindInvalid or
-// KindNotFound), so they answer 400 or 404.
+// indexes or sizes outside the log are *domain.Error of KindInvalid, so they
+// answer 400.
 type Ledger interface {
 	// Events returns up to limit events from position from (at least 1) on.
 	Events(ctx context.Context, from uint64, limit int) ([]domain.Event, error)
@@ -103,16 +103,12 @@ func (s *server) registerLedger(hapi huma.API) {
 			"data (sealed parts stay encrypted). Page with from=<last position + 1>. Role: auditor.",
 	}, func(ctx context.Context, in *struct {
 		From  uint64 `query:"from" minimum:"1" default:"1" doc:"The first position."`
-		Limit int    `query:"limit" minimum:"0" maximum:"1000" doc:"At most this many events (default 100)."`
+		Limit int    `query:"limit" minimum:"1" maximum:"1000" default:"100" doc:"At most this many events."`
 	}) (*struct{ Body []LedgerEvent }, error) {
 		if _, err := require(ctx, RoleAuditor); err != nil {
 			return nil, err
 		}
-		limit := in.Limit
-		if limit == 0 {
-			limit = 100
-		}
-		events, err := s.cfg.Ledger.Events(ctx, max(in.From, 1), limit)
+		events, err := s.cfg.Ledger.Events(ctx, in.From, in.Limit)
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -42,15 +44,16 @@ func ledgerOrigin(dataDir string) (string, error) {
 }
 
 // loadCheckpointSigner reads the node's checkpoint key, making it (and the
-// public verifier key file) on the first start.
+// public verifier key file) on the first start. The log's origin is fixed
+// then, from the root CA certificate, and read from the key afterwards.
 func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
-	origin, err := ledgerOrigin(dataDir)
-	if err != nil {
-		return nil, err
-	}
 	path := filepath.Join(dataDir, checkpointKeyFile)
-	key, err := os.ReadFile(path)
+	key, err := readSecretFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		origin, oerr := ledgerOrigin(dataDir)
+		if oerr != nil {
+			return nil, oerr
+		}
 		if key, err = checkpoint.GenerateKey(origin); err != nil {
 			return nil, err
 		}
@@ -62,18 +65,45 @@ func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint key: %w", err)
 	}
-	s, err := checkpoint.New(origin, key)
+	s, err := checkpoint.New(key)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", checkpointKeyFile, err)
 	}
-	// Written on every start, so that it always matches the key.
+	// Auditors trust the verifier key they were given: it is written once,
+	// and a key that no longer matches it stops the server rather than
+	// replacing it without a trace.
+	want := []byte(s.VerifierKey() + "\n")
 	vkey := filepath.Join(dataDir, checkpointVKeyFile)
-	if old, err := os.ReadFile(vkey); err != nil || string(old) != s.VerifierKey()+"\n" {
-		if err := writeFileAtomic(vkey, []byte(s.VerifierKey()+"\n"), 0o644); err != nil {
+	switch old, err := os.ReadFile(vkey); {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := writeFileAtomic(vkey, want, 0o644); err != nil {
 			return nil, fmt.Errorf("checkpoint verifier key: %w", err)
 		}
+	case err != nil:
+		return nil, fmt.Errorf("checkpoint verifier key: %w", err)
+	case !bytes.Equal(old, want):
+		return nil, fmt.Errorf("%s does not match %s: the checkpoint key was replaced, and auditors hold the old verifier key; "+
+			"restore the old key, or remove %s to publish the new one (and give it to the auditors)",
+			checkpointVKeyFile, checkpointKeyFile, checkpointVKeyFile)
 	}
 	return s, nil
+}
+
+// readSecretFile reads a file that must grant no access to group or others.
+func readSecretFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s is mode %04o: it must grant no access to group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	return io.ReadAll(f)
 }
 
 // ledgerLog implements api.Ledger over the event store, the tree and the

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caledger/caledger/crypto/checkpoint"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -160,11 +161,28 @@ func TestAuditorLedger(t *testing.T) {
 	if prob.Code != "bad-range" {
 		t.Errorf("inclusion past the log: %+v", prob)
 	}
-	auditor.json("GET", fmt.Sprintf("/v1/ledger/proofs/consistency?size1=%d&size2=%d", c2.Size, c2.Size+1000), nil, http.StatusBadRequest, &prob)
-	auditor.json("GET", fmt.Sprintf("/v1/ledger/proofs/consistency?size1=%d&size2=%d", c2.Size, c1.Size), nil, http.StatusBadRequest, &prob)
+	for _, q := range []string{
+		fmt.Sprintf("size1=%d&size2=%d", c2.Size, c2.Size+1000),
+		fmt.Sprintf("size1=%d&size2=%d", c2.Size, c1.Size),
+	} {
+		prob = problemBody{}
+		auditor.json("GET", "/v1/ledger/proofs/consistency?"+q, nil, http.StatusBadRequest, &prob)
+		if prob.Code != "bad-range" {
+			t.Errorf("consistency %s: %+v", q, prob)
+		}
+	}
+	// Equal sizes prove themselves: an empty proof, [] rather than null.
+	_, _, empty := auditor.do("GET", fmt.Sprintf("/v1/ledger/proofs/consistency?size1=%d&size2=%d", c2.Size, c2.Size), "", nil)
+	if !bytes.Contains(empty, []byte(`"hashes":[]`)) {
+		t.Errorf("consistency of equal sizes: %s", empty)
+	}
+	for _, path := range []string{"/v1/ledger/events?from=0", "/v1/ledger/events?limit=1001", "/v1/ledger/proofs/consistency?size1=0&size2=1"} {
+		auditor.json("GET", path, nil, http.StatusUnprocessableEntity, nil)
+	}
 
 	// Only auditors (and the admin) read the ledger.
 	officer.json("GET", "/v1/ledger/events", nil, http.StatusForbidden, nil)
+	officer.json("GET", "/v1/ledger/proofs/inclusion?index=0&size=1", nil, http.StatusForbidden, nil)
 	anonymous.json("GET", "/v1/ledger/checkpoint", nil, http.StatusUnauthorized, nil)
 	admin.json("GET", "/v1/ledger/events?limit=1", nil, http.StatusOK, nil)
 
@@ -183,5 +201,61 @@ func TestAuditorLedger(t *testing.T) {
 		if bytes.Contains(page, []byte(secret)) || bytes.Contains(canonical.Bytes(), []byte(secret)) {
 			t.Errorf("the ledger shows %q to auditors", secret)
 		}
+	}
+}
+
+// TestCheckpointKey checks how serve keeps the checkpoint key: made once with
+// its verifier key file, refused when readable by others, and never replaced
+// without a trace.
+func TestCheckpointKey(t *testing.T) {
+	data := initData(t)
+	keyPath, vkeyPath := filepath.Join(data, checkpointKeyFile), filepath.Join(data, checkpointVKeyFile)
+	first, err := loadCheckpointSigner(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, keyPath, 0o600)
+	if b, err := os.ReadFile(vkeyPath); err != nil || string(b) != first.VerifierKey()+"\n" {
+		t.Fatalf("%s = %q, %v", checkpointVKeyFile, b, err)
+	}
+	origin, err := ledgerOrigin(data)
+	if err != nil || first.Origin() != origin {
+		t.Fatalf("origin %q, want %q (%v)", first.Origin(), origin, err)
+	}
+	again, err := loadCheckpointSigner(data)
+	if err != nil || again.VerifierKey() != first.VerifierKey() {
+		t.Fatalf("second start: %v, key changed: %v", err, again != nil && again.VerifierKey() != first.VerifierKey())
+	}
+
+	if err := os.Chmod(keyPath, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCheckpointSigner(data); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("a key readable by others: %v", err)
+	}
+	if err := os.Chmod(keyPath, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// A replaced key stops the start until the old verifier key is removed.
+	other, err := checkpoint.GenerateKey(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCheckpointSigner(data); err == nil || !strings.Contains(err.Error(), "was replaced") {
+		t.Fatalf("a replaced key: %v", err)
+	}
+	if b, _ := os.ReadFile(vkeyPath); string(b) != first.VerifierKey()+"\n" {
+		t.Fatal("the verifier key file was overwritten")
+	}
+	if err := os.Remove(vkeyPath); err != nil {
+		t.Fatal(err)
+	}
+	replaced, err := loadCheckpointSigner(data)
+	if err != nil || replaced.VerifierKey() == first.VerifierKey() {
+		t.Fatalf("after removing the old verifier key: %v", err)
 	}
 }

@@ -38,9 +38,10 @@ func GenerateKey(origin string) ([]byte, error) {
 	return []byte(skey + "\n" + vkey + "\n"), nil
 }
 
-// New reads a key file GenerateKey made and checks that it belongs to the log
-// named origin and that its two keys are a pair.
-func New(origin string, keyFile []byte) (*Signer, error) {
+// New reads a key file GenerateKey made and checks that its two keys are a
+// pair. The log's origin is the name the key was made for: it stays the same
+// for the key's life, whatever else changes on the node.
+func New(keyFile []byte) (*Signer, error) {
 	lines := strings.Split(strings.TrimSuffix(string(keyFile), "\n"), "\n")
 	if len(lines) != 2 {
 		return nil, errors.New("checkpoint: the key file must hold a signer key and a verifier key, one per line")
@@ -53,10 +54,7 @@ func New(origin string, keyFile []byte) (*Signer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: verifier key: %w", err)
 	}
-	if signer.Name() != origin {
-		return nil, fmt.Errorf("checkpoint: the key is for the log %q, not %q", signer.Name(), origin)
-	}
-	s := &Signer{origin: origin, signer: signer, verifier: verifier, vkey: lines[1]}
+	s := &Signer{origin: signer.Name(), signer: signer, verifier: verifier, vkey: lines[1]}
 	// The keys must be a pair, or every checkpoint would fail its check later.
 	probe, err := s.Sign(0, make([]byte, 32))
 	if err != nil {

@@ -16,9 +16,12 @@ func TestSignVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := checkpoint.New(origin, key)
+	s, err := checkpoint.New(key)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.Origin() != origin {
+		t.Fatalf("origin %q, want %q", s.Origin(), origin)
 	}
 	root := bytes.Repeat([]byte{7}, 32)
 	signed, err := s.Sign(42, root)
@@ -60,20 +63,16 @@ func TestNewRefuses(t *testing.T) {
 	}
 	lines := strings.Split(string(key), "\n")
 	otherLines := strings.Split(string(other), "\n")
-	for name, tc := range map[string]struct {
-		origin string
-		file   string
-	}{
-		"another log":        {"caledger.ledger/b", string(key)},
-		"keys of two pairs":  {origin, lines[0] + "\n" + otherLines[1] + "\n"},
-		"signer key only":    {origin, lines[0] + "\n"},
-		"empty":              {origin, ""},
-		"not a key":          {origin, "PRIVATE+KEY+x\n" + lines[1] + "\n"},
-		"verifier not a key": {origin, lines[0] + "\nnope\n"},
-		"three lines":        {origin, string(key) + "x\n"},
+	for name, file := range map[string]string{
+		"keys of two pairs":  lines[0] + "\n" + otherLines[1] + "\n",
+		"signer key only":    lines[0] + "\n",
+		"empty":              "",
+		"not a key":          "PRIVATE+KEY+x\n" + lines[1] + "\n",
+		"verifier not a key": lines[0] + "\nnope\n",
+		"three lines":        string(key) + "x\n",
 	} {
 		t.Run(name, func(t *testing.T) {
-			if _, err := checkpoint.New(tc.origin, []byte(tc.file)); err == nil {
+			if _, err := checkpoint.New([]byte(file)); err == nil {
 				t.Fatal("accepted")
 			} else if strings.Contains(err.Error(), "PRIVATE+KEY") {
 				t.Fatalf("the error shows the private key: %v", err)

@@ -58,11 +58,6 @@ const (
 	fetchIDs = 256
 )
 
-var (
-	hasher  = rfc6962.DefaultHasher
-	factory = compact.RangeFactory{Hash: hasher.HashChildren}
-)
-
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (
 	id     INTEGER PRIMARY KEY CHECK (id = 1),
@@ -114,6 +109,8 @@ type Tree struct {
 	// onCommit, when set (by tests), is called after each commit with the
 	// number of leaves it appended.
 	onCommit func(leaves int)
+	// onWait, when set (by tests), is called when WaitFor is about to block.
+	onWait func()
 }
 
 // Open opens the tree file at path, creating it (mode 0600, its directory
@@ -188,7 +185,7 @@ func (t *Tree) load(ctx context.Context) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w; delete %s to rebuild the tree", err, t.path)
 	}
-	if t.r, err = factory.NewRange(0, size, hashes); err != nil {
+	if t.r, err = newRange(size, hashes); err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
 	}
 	got := rootOf(t.r)
@@ -204,7 +201,7 @@ func (t *Tree) load(ctx context.Context) (*state, error) {
 // rootOf returns the root hash of a range that starts at 0.
 func rootOf(r *compact.Range) []byte {
 	if r.End() == 0 {
-		return hasher.EmptyRoot()
+		return rfc6962.DefaultHasher.EmptyRoot()
 	}
 	root, err := r.GetRootHash(nil)
 	if err != nil {
@@ -261,6 +258,9 @@ func (t *Tree) WaitFor(ctx context.Context, size uint64) error {
 		if t.closed() {
 			return errClosed
 		}
+		if t.onWait != nil {
+			t.onWait()
+		}
 		select {
 		case <-wake:
 		case <-ctx.Done():
@@ -290,7 +290,7 @@ func (t *Tree) Root(ctx context.Context, size uint64) ([]byte, error) {
 	case size == st.size:
 		return slices.Clone(st.root), nil
 	case size == 0:
-		return hasher.EmptyRoot(), nil
+		return rfc6962.DefaultHasher.EmptyRoot(), nil
 	}
 	if t.closed() {
 		return nil, errClosed
@@ -299,7 +299,7 @@ func (t *Tree) Root(ctx context.Context, size uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := factory.NewRange(0, size, hashes)
+	r, err := newRange(size, hashes)
 	if err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
 	}
@@ -353,7 +353,7 @@ func (t *Tree) rehash(ctx context.Context, nodes proof.Nodes) ([][]byte, error) 
 	if err != nil {
 		return nil, err
 	}
-	p, err := nodes.Rehash(hashes, hasher.HashChildren)
+	p, err := nodes.Rehash(hashes, rfc6962.DefaultHasher.HashChildren)
 	if err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
 	}
@@ -534,7 +534,7 @@ func (t *Tree) checkLedger(ctx context.Context, src Source) error {
 		if err != nil {
 			return fmt.Errorf("tree: event at position %d: %w", size, err)
 		}
-		if !bytes.Equal(hasher.HashLeaf(b), want[0]) {
+		if !bytes.Equal(rfc6962.DefaultHasher.HashLeaf(b), want[0]) {
 			return fmt.Errorf("tree: the ledger's event at position %d is not the one the tree holds as leaf %d: the ledger is not the one the tree was built from (restored from an older backup?); delete %s to rebuild the tree", size, size-1, t.path)
 		}
 		return nil
@@ -577,7 +577,15 @@ func (t *Tree) appendBatch(ctx context.Context, items []leaf) (stop, err error) 
 	}
 	root := rootOf(t.r)
 	if err := t.commit(ctx, start, end, root, nodes); err != nil {
-		t.restore(start, saved)
+		// The commit may have reached the file all the same (an error
+		// reported after the fact): the range and the published state
+		// follow the file, or Run would stay out of step with it.
+		st, lerr := t.load(context.WithoutCancel(ctx))
+		if lerr != nil {
+			t.restore(start, saved)
+			return nil, errors.Join(err, lerr)
+		}
+		t.publish(st)
 		return nil, err
 	}
 	t.publish(&state{size: end, root: root})
@@ -589,7 +597,7 @@ func (t *Tree) appendBatch(ctx context.Context, items []leaf) (stop, err error) 
 
 // restore resets t.r to the range [0, size) with hashes.
 func (t *Tree) restore(size uint64, hashes [][]byte) {
-	r, err := factory.NewRange(0, size, hashes)
+	r, err := newRange(size, hashes)
 	if err != nil {
 		panic(err) // hashes came from a range of that size
 	}
@@ -614,7 +622,11 @@ func (t *Tree) commit(ctx context.Context, start, end uint64, root []byte, nodes
 	if err != nil {
 		return fmt.Errorf("tree: write size: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("tree: write size: %w", err)
+	}
+	if n != 1 {
 		return fmt.Errorf("tree: the stored size is no longer %d: %s was changed by someone else", start, t.path)
 	}
 	if err := tx.Commit(); err != nil {
@@ -697,7 +709,7 @@ func (f *feed) fill(ctx context.Context, src Source, from uint64) {
 			if err != nil {
 				it.err = fmt.Errorf("tree: event at position %d does not encode: %w", e.Position, err)
 			} else {
-				it.hash = hasher.HashLeaf(buf)
+				it.hash = rfc6962.DefaultHasher.HashLeaf(buf)
 			}
 		} else {
 			it.err = fmt.Errorf("tree: read ledger: %w", err)
@@ -806,4 +818,11 @@ func lockFile(path string) (*os.File, error) {
 		return nil, fmt.Errorf("tree: lock %s: %w", path, err)
 	}
 	return f, nil
+}
+
+// newRange returns the compact range [0, size) of the RFC 6962 tree with the
+// given node hashes (compact.RangeNodes order).
+func newRange(size uint64, hashes [][]byte) (*compact.Range, error) {
+	f := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	return f.NewRange(0, size, hashes)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
@@ -41,7 +42,7 @@ func newRef(events []domain.Event) *ref {
 		if err != nil {
 			panic(err)
 		}
-		r.leaves = append(r.leaves, hasher.HashLeaf(b))
+		r.leaves = append(r.leaves, rfc6962.DefaultHasher.HashLeaf(b))
 	}
 	return r
 }
@@ -55,7 +56,7 @@ func (r *ref) root(n int) []byte { return r.mth(0, n) }
 func (r *ref) mth(start, n int) []byte {
 	switch n {
 	case 0:
-		return hasher.EmptyRoot() // SHA-256 of the empty string
+		return rfc6962.DefaultHasher.EmptyRoot() // SHA-256 of the empty string
 	case 1:
 		return r.leaves[start]
 	}
@@ -66,7 +67,7 @@ func (r *ref) mth(start, n int) []byte {
 	for k*2 < n {
 		k *= 2
 	}
-	h := hasher.HashChildren(r.mth(start, k), r.mth(start+k, n-k))
+	h := rfc6962.DefaultHasher.HashChildren(r.mth(start, k), r.mth(start+k, n-k))
 	r.memo[[2]int{start, n}] = h
 	return h
 }
@@ -227,7 +228,7 @@ func checkInclusion(t testing.TB, tr *Tree, r *ref, index, size uint64) {
 	if err != nil {
 		t.Fatalf("InclusionProof(%d, %d): %v", index, size, err)
 	}
-	if err := proof.VerifyInclusion(hasher, index, size, r.leaves[index], p, r.root(int(size))); err != nil {
+	if err := proof.VerifyInclusion(rfc6962.DefaultHasher, index, size, r.leaves[index], p, r.root(int(size))); err != nil {
 		t.Fatalf("InclusionProof(%d, %d) does not verify: %v", index, size, err)
 	}
 }
@@ -241,7 +242,7 @@ func checkConsistency(t testing.TB, tr *Tree, r *ref, size1, size2 uint64) {
 	if size1 == size2 && len(p) != 0 {
 		t.Fatalf("ConsistencyProof(%d, %d) has %d hashes, want none", size1, size2, len(p))
 	}
-	if err := proof.VerifyConsistency(hasher, size1, size2, p, r.root(int(size1)), r.root(int(size2))); err != nil {
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, size1, size2, p, r.root(int(size1)), r.root(int(size2))); err != nil {
 		t.Fatalf("ConsistencyProof(%d, %d) does not verify: %v", size1, size2, err)
 	}
 }
@@ -603,9 +604,13 @@ func TestWaitFor(t *testing.T) {
 	waitFor(t, tr, 12)
 	stopCanceled(t, stop)
 
-	// Close wakes a waiter.
+	// Close wakes a waiter: one that is waiting (its notify channel taken)
+	// before Close starts.
 	closed := make(chan error, 1)
+	blocked := make(chan struct{}, 1)
+	tr.onWait = func() { blocked <- struct{}{} }
 	go func() { closed <- tr.WaitFor(context.Background(), 1000) }()
+	<-blocked
 	if err := tr.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -694,10 +699,15 @@ func TestConcurrentReads(t *testing.T) {
 	stop := start(t, tr, src)
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), safety)
+	defer cancel()
 	for w := range 4 {
 		wg.Go(func() {
-			ctx := context.Background()
 			for i := uint64(w); ; i++ {
+				if ctx.Err() != nil {
+					errs <- fmt.Errorf("the tree reached %d of %d leaves in %s", tr.Size(), n, safety)
+					return
+				}
 				size := tr.Size()
 				if size == 0 {
 					tr.WaitFor(ctx, 1)
@@ -711,14 +721,14 @@ func TestConcurrentReads(t *testing.T) {
 					var p [][]byte
 					index := i % size
 					if p, err = tr.InclusionProof(ctx, index, size); err == nil {
-						err = proof.VerifyInclusion(hasher, index, size, r.leaves[index], p, root)
+						err = proof.VerifyInclusion(rfc6962.DefaultHasher, index, size, r.leaves[index], p, root)
 					}
 				}
 				if err == nil {
 					var p [][]byte
 					size1 := 1 + i%size
 					if p, err = tr.ConsistencyProof(ctx, size1, size); err == nil {
-						err = proof.VerifyConsistency(hasher, size1, size, p, r.mth(0, int(size1)), root)
+						err = proof.VerifyConsistency(rfc6962.DefaultHasher, size1, size, p, r.mth(0, int(size1)), root)
 					}
 				}
 				if err != nil {
