@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 	"github.com/transparency-dev/merkle/compact"
@@ -54,6 +55,9 @@ const (
 	maxBatch = 4096
 	// insertRows is how many nodes one INSERT statement writes.
 	insertRows = 128
+	// defaultLivePause is Tree.livePause: checkpoints trail the ledger by
+	// about this much.
+	defaultLivePause = 100 * time.Millisecond
 	// fetchIDs is how many nodes one SELECT reads.
 	fetchIDs = 256
 )
@@ -106,6 +110,13 @@ type Tree struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	// livePause is how long Run waits after a commit that took less than a
+	// full batch (it has caught up with the ledger) before it commits again:
+	// live, the tree commits a few times a second rather than once per
+	// ledger commit, which halves what it costs beside issuance. Tests set it
+	// to 0.
+	livePause time.Duration
+
 	// onCommit, when set (by tests), is called after each commit with the
 	// number of leaves it appended.
 	onCommit func(leaves int)
@@ -118,7 +129,7 @@ type Tree struct {
 // nodes of the tree's right edge back and checks them against the stored root,
 // so a damaged file fails here rather than in a proof.
 func Open(ctx context.Context, path string) (_ *Tree, err error) {
-	t := &Tree{notify: make(chan struct{})}
+	t := &Tree{notify: make(chan struct{}), livePause: defaultLivePause}
 	t.stop, t.cancel = context.WithCancel(context.Background())
 	if t.path, err = filepath.Abs(path); err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
@@ -498,6 +509,12 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 				return ended()
 			}
 			return stopErr
+		}
+		if len(items) < maxBatch && t.livePause > 0 {
+			select {
+			case <-time.After(t.livePause):
+			case <-ctx.Done():
+			}
 		}
 	}
 }

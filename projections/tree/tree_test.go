@@ -172,6 +172,7 @@ func open(t testing.TB, path string) *Tree {
 	if err != nil {
 		t.Fatal(err)
 	}
+	tr.livePause = 0
 	t.Cleanup(func() { tr.Close() })
 	return tr
 }
