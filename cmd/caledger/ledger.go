@@ -48,8 +48,15 @@ func ledgerOrigin(dataDir string) (string, error) {
 // then, from the root CA certificate, and read from the key afterwards.
 func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 	path := filepath.Join(dataDir, checkpointKeyFile)
+	vkey := filepath.Join(dataDir, checkpointVKeyFile)
 	key, err := readSecretFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
+		// A verifier key without its key: the key was lost, and a new one
+		// would not match what auditors hold. Nothing is made.
+		if _, serr := os.Stat(vkey); serr == nil {
+			return nil, fmt.Errorf("%s is missing while %s exists: restore the key, or remove %s to start a new one (and give its verifier key to the auditors)",
+				checkpointKeyFile, checkpointVKeyFile, checkpointVKeyFile)
+		}
 		origin, oerr := ledgerOrigin(dataDir)
 		if oerr != nil {
 			return nil, oerr
@@ -73,7 +80,6 @@ func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 	// and a key that no longer matches it stops the server rather than
 	// replacing it without a trace.
 	want := []byte(s.VerifierKey() + "\n")
-	vkey := filepath.Join(dataDir, checkpointVKeyFile)
 	switch old, err := os.ReadFile(vkey); {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := writeFileAtomic(vkey, want, 0o644); err != nil {

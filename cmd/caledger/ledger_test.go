@@ -8,8 +8,10 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -257,5 +259,16 @@ func TestCheckpointKey(t *testing.T) {
 	replaced, err := loadCheckpointSigner(data)
 	if err != nil || replaced.VerifierKey() == first.VerifierKey() {
 		t.Fatalf("after removing the old verifier key: %v", err)
+	}
+
+	// A lost key is not silently replaced either: nothing is made.
+	if err := os.Remove(keyPath); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadCheckpointSigner(data); err == nil || !strings.Contains(err.Error(), "is missing") {
+		t.Fatalf("a lost key: %v", err)
+	}
+	if _, err := os.Stat(keyPath); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a key was made although the verifier key of another remains: %v", err)
 	}
 }

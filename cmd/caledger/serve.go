@@ -124,6 +124,11 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
 		return err
 	}
+	// Before anything starts: a key problem stops the start at once.
+	signer, err := loadCheckpointSigner(dataDir)
+	if err != nil {
+		return err
+	}
 
 	// The views follow the ledger until the server stops.
 	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
@@ -143,10 +148,6 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		<-viewsDone
 	}()
 
-	signer, err := loadCheckpointSigner(dataDir)
-	if err != nil {
-		return err
-	}
 	ocsp, err := revocation.NewResponder(n.cas.OCSPIssuers(), n.cas.Lookup, revocation.Options{})
 	if err != nil {
 		return err
@@ -208,7 +209,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		}
 		defer pln.Close()
 		// Relying parties send small requests: shorter reads, smaller headers.
-		pub := httpServer(api.Publication(handler, logger, metrics), 10*time.Second, 16<<10, logger)
+		pub := httpServer(api.Publication(handler, logger.With("listener", "publication"), metrics), 10*time.Second, 16<<10, logger)
 		servers = append(servers, pub)
 		serveFuncs = append(serveFuncs, func() error { return pub.Serve(pln) })
 		logger.Info("publishing", "addr", pln.Addr().String())

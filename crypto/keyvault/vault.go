@@ -55,7 +55,9 @@ type options struct {
 // WithCacheSize bounds the cache of unwrapped data keys; 0 disables it.
 func WithCacheSize(n int) Option { return func(o *options) { o.cacheSize = max(n, 0) } }
 
-// WithClock sets the clock that timestamps key creation and shredding.
+// WithClock sets the clock that timestamps key creation and shredding, and
+// spaces ErasureStatus's retries of an owed checkpoint (a clock that does not
+// move stops those retries).
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
 // Vault holds per-(subject, group) data keys in a SQLite file, wrapped by a KEK. It
@@ -356,6 +358,7 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	}
 	v.setCheckpointOwed(true)
 	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
+		v.setCheckpointOwed(true) // the next retry waits from this attempt on
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
 	v.setCheckpointOwed(false)

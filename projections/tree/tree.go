@@ -511,8 +511,11 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 			return stopErr
 		}
 		if len(items) < maxBatch && t.livePause > 0 {
+			// Caught up, or nearly: wait a little, unless a full batch
+			// (a rebuild that reads slower than it writes) is ready first.
 			select {
 			case <-time.After(t.livePause):
+			case <-f.full:
 			case <-ctx.Done():
 			}
 		}
@@ -568,7 +571,7 @@ type node struct {
 // appendBatch appends the leaves of items in order, up to the first item that
 // is an error or not the next position, and commits them in one transaction.
 // It returns that item's error (stop) apart from a failure to write (err),
-// after which t.r is as it was.
+// after which t.r and the published size follow what the file holds.
 func (t *Tree) appendBatch(ctx context.Context, items []leaf) (stop, err error) {
 	start := t.r.End()
 	saved := slices.Clone(t.r.Hashes())
@@ -597,7 +600,7 @@ func (t *Tree) appendBatch(ctx context.Context, items []leaf) (stop, err error) 
 		// The commit may have reached the file all the same (an error
 		// reported after the fact): the range and the published state
 		// follow the file, or Run would stay out of step with it.
-		st, lerr := t.load(context.WithoutCancel(ctx))
+		st, lerr := t.load(ctx) // Run's write context: never cancelled
 		if lerr != nil {
 			t.restore(start, saved)
 			return nil, errors.Join(err, lerr)
@@ -694,11 +697,12 @@ type feed struct {
 	spare []leaf        // the slice Run gave back, for the reader to reuse
 	done  bool          // the reader has returned; items holds all it read
 	ready chan struct{} // signalled when items turns non-empty or done is set
+	full  chan struct{} // signalled when items reaches maxBatch or done is set
 	space chan struct{} // signalled when Run takes items
 }
 
 func newFeed() *feed {
-	return &feed{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
+	return &feed{ready: make(chan struct{}, 1), full: make(chan struct{}, 1), space: make(chan struct{}, 1)}
 }
 
 func signal(c chan struct{}) {
@@ -717,6 +721,7 @@ func (f *feed) fill(ctx context.Context, src Source, from uint64) {
 		f.done = true
 		f.mu.Unlock()
 		signal(f.ready)
+		signal(f.full)
 	}()
 	var buf []byte
 	for e, err := range src.Follow(ctx, from) {
@@ -743,9 +748,13 @@ func (f *feed) fill(ctx context.Context, src Source, from uint64) {
 		}
 		wasEmpty := len(f.items) == 0
 		f.items = append(f.items, it)
+		full := len(f.items) >= maxBatch
 		f.mu.Unlock()
 		if wasEmpty {
 			signal(f.ready)
+		}
+		if full {
+			signal(f.full)
 		}
 		if it.err != nil {
 			return
