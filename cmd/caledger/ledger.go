@@ -8,12 +8,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/caledger/caledger/crypto/checkpoint"
+	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
 	"github.com/caledger/caledger/projections/tree"
@@ -26,6 +26,9 @@ const (
 	checkpointKeyFile  = "keys/checkpoint.key" // the note signer and verifier keys (mode 0600)
 	checkpointVKeyFile = "ca/checkpoint.vkey"  // the verifier key, for auditors
 	checkpointOrigin   = "caledger.ledger/"    // + the root CA certificate's SHA-256, 16 hex digits
+	// maxCheckpointKeyFile bounds what is read of the key file: its two note
+	// keys take about 200 bytes.
+	maxCheckpointKeyFile = 4 << 10
 )
 
 // ledgerOrigin names the log after the CA whose ledger it is: every node of
@@ -49,7 +52,7 @@ func ledgerOrigin(dataDir string) (string, error) {
 func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 	path := filepath.Join(dataDir, checkpointKeyFile)
 	vkey := filepath.Join(dataDir, checkpointVKeyFile)
-	key, err := readSecretFile(path)
+	key, err := secretfile.Read(path, maxCheckpointKeyFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		// A verifier key without its key: the key was lost, and a new one
 		// would not match what auditors hold. Nothing is made.
@@ -93,23 +96,6 @@ func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 			checkpointVKeyFile, checkpointKeyFile, checkpointVKeyFile)
 	}
 	return s, nil
-}
-
-// readSecretFile reads a file that must grant no access to group or others.
-func readSecretFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is mode %04o: it must grant no access to group or others (chmod 600)", path, fi.Mode().Perm())
-	}
-	return io.ReadAll(f)
 }
 
 // ledgerLog implements api.Ledger over the event store, the tree and the

@@ -5,11 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
+
+	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/tink-crypto/tink-go/v2/insecurecleartextkeyset"
 	"github.com/tink-crypto/tink-go/v2/keyset"
 	"github.com/tink-crypto/tink-go/v2/tink"
@@ -40,29 +41,9 @@ func OpenFile(ctx context.Context, path string) (*File, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f, err := os.Open(path)
+	b, err := secretfile.Read(path, maxFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("kek: %w", err)
-	}
-	defer f.Close()
-	// Checked on the open file, not the path, so a chmod or a swap between the check
-	// and the read cannot slip past it.
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("kek: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("kek: %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("kek: %s has mode %04o, so group or others can read the master key; run chmod 600 %s", path, perm, path)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("kek: %w", err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("kek: %s is larger than %d bytes: not a KEK keyset", path, maxFileSize)
 	}
 	// The parser's error is not passed on: it may quote the file, that is, the key.
 	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(b)))
