@@ -16,6 +16,7 @@ import (
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/projections/handoff"
 )
 
 func TestWaitFor(t *testing.T) {
@@ -346,13 +347,13 @@ func TestReadAhead(t *testing.T) {
 		src[i].Position = uint64(i + 1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := newReadAhead()
+	q := handoff.New[followed](readAheadMax)
 	var reader sync.WaitGroup
-	reader.Go(func() { q.fill(ctx, src, 1) })
+	reader.Go(func() { readAhead(ctx, q, src, 1) })
 
 	next := uint64(1)
 	for next <= n {
-		items, done := q.take()
+		items, done := q.Take()
 		if done {
 			t.Fatalf("the reader returned after %d events", next-1)
 		}
@@ -360,7 +361,7 @@ func TestReadAhead(t *testing.T) {
 			t.Fatalf("took %d events at once; the reader may hold at most %d", len(items), readAheadMax)
 		}
 		if len(items) == 0 {
-			q.wait()
+			<-q.Ready()
 			continue
 		}
 		for _, f := range items {
@@ -373,7 +374,7 @@ func TestReadAhead(t *testing.T) {
 	}
 	cancel() // sliceSource yields ctx's error once its events are read
 	for {
-		items, done := q.take()
+		items, done := q.Take()
 		if len(items) > 0 {
 			if len(items) != 1 || !errors.Is(items[0].err, context.Canceled) {
 				t.Fatalf("after the last event: %+v, want one context.Canceled", items)
@@ -383,31 +384,23 @@ func TestReadAhead(t *testing.T) {
 		if done {
 			break
 		}
-		q.wait()
+		<-q.Ready()
 	}
 	reader.Wait()
 
 	// A reader waiting for room returns when its context ends.
 	ctx, cancel = context.WithCancel(context.Background())
-	q = newReadAhead()
+	q = handoff.New[followed](readAheadMax)
 	returned := make(chan struct{})
-	go func() { q.fill(ctx, src, 1); close(returned) }()
-	for {
-		q.mu.Lock()
-		full := len(q.items) == readAheadMax
-		q.mu.Unlock()
-		if full {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	go func() { readAhead(ctx, q, src, 1); close(returned) }()
+	<-q.Full()
 	cancel()
 	select {
 	case <-returned:
 	case <-time.After(10 * time.Second):
 		t.Fatal("a reader waiting for room did not return when its context ended")
 	}
-	if _, done := q.take(); !done {
+	if _, done := q.Take(); !done {
 		t.Error("the reader returned without saying so")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections/handoff"
 )
 
 // Run applies the ledger to every projection from its own checkpoint, then
@@ -178,9 +179,9 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 	// never leaves an event half applied; ctx stops the reading only.
 	wctx := context.WithoutCancel(ctx)
 	rctx, stopReading := context.WithCancel(ctx)
-	q := newReadAhead()
+	q := handoff.New[followed](readAheadMax)
 	var reader sync.WaitGroup
-	reader.Go(func() { q.fill(rctx, src, from) })
+	reader.Go(func() { readAhead(rctx, q, src, from) })
 	defer reader.Wait() // Follow's iterator is done before consume returns
 	defer stopReading()
 
@@ -204,13 +205,13 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 	}
 	next := from
 	for {
-		items, done := q.take()
+		items, done := q.Take()
 		if len(items) == 0 {
 			// Nothing is ready: the batch holds everything read so far.
 			if err := commit(next - 1); err != nil || done {
 				return err
 			}
-			q.wait()
+			<-q.Ready()
 			continue
 		}
 		for _, f := range items {
@@ -260,81 +261,16 @@ type followed struct {
 	err error
 }
 
-// readAhead hands the events of one reader goroutine to the apply loop in
-// chunks: the loop takes everything read so far at once, so the two
-// goroutines wake each other about once per chunk rather than once per event
-// (a channel of events cost a rebuild about a tenth of its speed that way).
-type readAhead struct {
-	mu    sync.Mutex
-	items []followed
-	done  bool          // the reader has returned; items holds all it read
-	ready chan struct{} // signalled when items turns non-empty or done is set
-	space chan struct{} // signalled when the loop takes items
-	spare []followed    // the slice the loop gave back, for the reader to reuse
-}
-
-func newReadAhead() *readAhead {
-	return &readAhead{ready: make(chan struct{}, 1), space: make(chan struct{}, 1)}
-}
-
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-// fill reads src from position from on into q until Follow yields an error
-// (which it passes on) or ends, or ctx ends.
-func (q *readAhead) fill(ctx context.Context, src Source, from uint64) {
-	defer func() {
-		q.mu.Lock()
-		q.done = true
-		q.mu.Unlock()
-		signal(q.ready)
-	}()
+// readAhead reads src from position from on into q until Follow yields an
+// error (which it passes on) or ends, or ctx ends.
+func readAhead(ctx context.Context, q *handoff.Queue[followed], src Source, from uint64) {
+	defer q.Finish()
 	for e, err := range src.Follow(ctx, from) {
-		q.mu.Lock()
-		for len(q.items) >= readAheadMax {
-			q.mu.Unlock()
-			select {
-			case <-q.space:
-			case <-ctx.Done():
-				return
-			}
-			q.mu.Lock()
-		}
-		wasEmpty := len(q.items) == 0
-		q.items = append(q.items, followed{e, err})
-		q.mu.Unlock()
-		if wasEmpty {
-			signal(q.ready)
-		}
-		if err != nil {
+		if !q.Put(ctx, followed{e, err}) || err != nil {
 			return
 		}
 	}
 }
-
-// take returns what the reader has read since the last take (nothing if
-// nothing is ready), and whether the reader has returned. The returned slice
-// is the caller's until its next take.
-func (q *readAhead) take() ([]followed, bool) {
-	q.mu.Lock()
-	items, done := q.items, q.done
-	if len(items) > 0 {
-		clear(q.spare) // the loop is done with it: let its events go
-		q.items, q.spare = q.spare[:0], items
-	}
-	q.mu.Unlock()
-	if len(items) > 0 {
-		signal(q.space)
-	}
-	return items, done
-}
-
-// wait returns once take may have something new.
-func (q *readAhead) wait() { <-q.ready }
 
 // batch is one write transaction of the apply loop.
 type batch struct {

@@ -23,6 +23,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections/handoff"
 )
 
 // Source is the ledger the tree follows. eventstore.Store implements it, and
@@ -472,10 +473,10 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 		return err
 	}
 
-	f := newFeed()
+	q := handoff.New[leaf](maxBatch)
 	var reader sync.WaitGroup
 	from := t.r.End() + 1
-	reader.Go(func() { f.fill(ctx, src, from) })
+	reader.Go(func() { readLeaves(ctx, q, src, from) })
 	defer reader.Wait() // Follow's iterator is done before Run returns
 	defer cancel()
 	// Writes run to completion once started: a cancellation never aborts a
@@ -485,7 +486,7 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 		if ctx.Err() != nil {
 			return ended()
 		}
-		items, done := f.take()
+		items, done := q.Take()
 		if len(items) == 0 {
 			if done {
 				// The reader returned without an error: Follow ended.
@@ -495,7 +496,7 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 				return fmt.Errorf("tree: the ledger stopped yielding events after position %d", t.r.End())
 			}
 			select {
-			case <-f.ready:
+			case <-q.Ready():
 			case <-ctx.Done():
 			}
 			continue
@@ -515,7 +516,7 @@ func (t *Tree) Run(ctx context.Context, src Source) error {
 			// (a rebuild that reads slower than it writes) is ready first.
 			select {
 			case <-time.After(t.livePause):
-			case <-f.full:
+			case <-q.Full():
 			case <-ctx.Done():
 			}
 		}
@@ -688,41 +689,11 @@ type leaf struct {
 	err      error
 }
 
-// feed passes the leaves of the reader goroutine to Run in chunks: Run takes
-// everything read so far at once, so the two goroutines wake each other about
-// once per batch rather than once per event.
-type feed struct {
-	mu    sync.Mutex
-	items []leaf
-	spare []leaf        // the slice Run gave back, for the reader to reuse
-	done  bool          // the reader has returned; items holds all it read
-	ready chan struct{} // signalled when items turns non-empty or done is set
-	full  chan struct{} // signalled when items reaches maxBatch or done is set
-	space chan struct{} // signalled when Run takes items
-}
-
-func newFeed() *feed {
-	return &feed{ready: make(chan struct{}, 1), full: make(chan struct{}, 1), space: make(chan struct{}, 1)}
-}
-
-func signal(c chan struct{}) {
-	select {
-	case c <- struct{}{}:
-	default:
-	}
-}
-
-// fill reads src from position from on, encoding and hashing each event,
-// until Follow yields an error (passed on as the last item) or ends, or ctx
-// ends. It holds at most maxBatch leaves Run has not taken.
-func (f *feed) fill(ctx context.Context, src Source, from uint64) {
-	defer func() {
-		f.mu.Lock()
-		f.done = true
-		f.mu.Unlock()
-		signal(f.ready)
-		signal(f.full)
-	}()
+// readLeaves reads src from position from on into q, encoding and hashing
+// each event, until Follow yields an error (passed on as the last item) or
+// ends, or ctx ends.
+func readLeaves(ctx context.Context, q *handoff.Queue[leaf], src Source, from uint64) {
+	defer q.Finish()
 	var buf []byte
 	for e, err := range src.Follow(ctx, from) {
 		it := leaf{position: e.Position, err: err}
@@ -736,47 +707,13 @@ func (f *feed) fill(ctx context.Context, src Source, from uint64) {
 		} else {
 			it.err = fmt.Errorf("tree: read ledger: %w", err)
 		}
-		f.mu.Lock()
-		for len(f.items) >= maxBatch {
-			f.mu.Unlock()
-			select {
-			case <-f.space:
-			case <-ctx.Done():
-				return
-			}
-			f.mu.Lock()
-		}
-		wasEmpty := len(f.items) == 0
-		f.items = append(f.items, it)
-		full := len(f.items) >= maxBatch
-		f.mu.Unlock()
-		if wasEmpty {
-			signal(f.ready)
-		}
-		if full {
-			signal(f.full)
+		if !q.Put(ctx, it) {
+			return
 		}
 		if it.err != nil {
 			return
 		}
 	}
-}
-
-// take returns what the reader has read since the last take (nothing if
-// nothing is ready), and whether the reader has returned. The slice is the
-// caller's until its next take.
-func (f *feed) take() ([]leaf, bool) {
-	f.mu.Lock()
-	items, done := f.items, f.done
-	if len(items) > 0 {
-		clear(f.spare)
-		f.items, f.spare = f.spare[:0], items
-	}
-	f.mu.Unlock()
-	if len(items) > 0 {
-		signal(f.space)
-	}
-	return items, done
 }
 
 // dsn builds a go-sqlite3 data source name; the pragmas in it apply to every
