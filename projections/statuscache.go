@@ -4,6 +4,7 @@ import (
 	"sync"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections/twogen"
 )
 
 // DefaultStatusCacheEntries bounds the answers CertificateStatus keeps in
@@ -22,14 +23,12 @@ const DefaultStatusCacheEntries = 100_000
 // caller's get. So once WaitFor has returned for a revocation, no answer
 // older than the revocation can be served.
 //
-// Memory stays bounded: two generations of at most half the entries each; when
-// the current one fills, it becomes the old one and the previous old one is
-// dropped. An entry found in the old generation moves forward.
+// Memory stays bounded: the answers are in a two-generation map
+// (projections/twogen).
 type statusCache struct {
-	mu       sync.Mutex
-	gen      uint64
-	half     int
-	cur, old map[domain.Serial]cachedStatus
+	mu  sync.Mutex
+	gen uint64
+	m   *twogen.Map[domain.Serial, cachedStatus]
 }
 
 // cachedStatus is CertificateStatus's answer for one serial and the CA it was
@@ -49,8 +48,7 @@ func newStatusCache(entries int) *statusCache {
 	case entries == 0:
 		entries = DefaultStatusCacheEntries
 	}
-	half := max(entries/2, 1)
-	return &statusCache{half: half, cur: make(map[domain.Serial]cachedStatus)}
+	return &statusCache{m: twogen.New[domain.Serial, cachedStatus](entries)}
 }
 
 // get returns the cached answer for caID and serial, if any, and the
@@ -58,11 +56,7 @@ func newStatusCache(entries int) *statusCache {
 func (c *statusCache) get(caID string, serial domain.Serial) (CertificateStatus, uint64, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e, ok := c.cur[serial]; ok && e.caID == caID {
-		return e.st, c.gen, true
-	}
-	if e, ok := c.old[serial]; ok && e.caID == caID {
-		c.add(serial, e)
+	if e, ok := c.m.Get(serial); ok && e.caID == caID {
 		return e.st, c.gen, true
 	}
 	return CertificateStatus{}, c.gen, false
@@ -76,14 +70,7 @@ func (c *statusCache) put(caID string, serial domain.Serial, st CertificateStatu
 	if c.gen != gen {
 		return
 	}
-	c.add(serial, cachedStatus{caID: caID, st: st})
-}
-
-func (c *statusCache) add(serial domain.Serial, e cachedStatus) {
-	c.cur[serial] = e
-	if len(c.cur) >= c.half {
-		c.old, c.cur = c.cur, make(map[domain.Serial]cachedStatus, c.half)
-	}
+	c.m.Put(serial, cachedStatus{caID: caID, st: st})
 }
 
 // drop forgets the answers for serials, after a commit that changed them.
@@ -95,8 +82,7 @@ func (c *statusCache) drop(serials []domain.Serial) {
 	defer c.mu.Unlock()
 	c.gen++
 	for _, s := range serials {
-		delete(c.cur, s)
-		delete(c.old, s)
+		c.m.Delete(s)
 	}
 }
 
@@ -105,5 +91,5 @@ func (c *statusCache) clear() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
-	c.cur, c.old = make(map[domain.Serial]cachedStatus), nil
+	c.m.Clear()
 }

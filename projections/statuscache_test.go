@@ -141,13 +141,19 @@ func TestStatusCacheBounds(t *testing.T) {
 	if newStatusCache(-1) != nil {
 		t.Error("a negative size must turn the cache off")
 	}
-	if c := newStatusCache(0); c.half != DefaultStatusCacheEntries/2 {
-		t.Errorf("size 0 gives halves of %d, want the default's", c.half)
+	// Size 0 is the default: half of it fits before the first turn, and no
+	// more than all of it is ever held.
+	def := newStatusCache(0)
+	for i := range DefaultStatusCacheEntries/2 - 1 {
+		def.put("ca", domain.Serial(fmt.Sprintf("%x", i+1)), CertificateStatus{}, def.gen)
+	}
+	if n := def.m.Len(); n != DefaultStatusCacheEntries/2-1 {
+		t.Errorf("size 0 holds %d answers before its first turn, want the default's %d", n, DefaultStatusCacheEntries/2-1)
 	}
 	c := newStatusCache(8)
 	for i := range 100 {
 		c.put("ca", domain.Serial(fmt.Sprintf("%x", i+1)), CertificateStatus{Issued: true}, c.gen)
-		if n := len(c.cur) + len(c.old); n > 8 {
+		if n := c.m.Len(); n > 8 {
 			t.Fatalf("after %d answers the cache holds %d, more than 8", i+1, n)
 		}
 	}
@@ -157,12 +163,9 @@ func TestStatusCacheBounds(t *testing.T) {
 	if _, _, ok := c.get("ca", last); !ok {
 		t.Fatal("the last answer is not kept")
 	}
-	oldest := domain.Serial("")
-	for s := range c.old {
-		if s != last {
-			oldest = s
-		}
-	}
+	// After 100 answers in halves of 4, the old generation holds 97 to 100
+	// (hex 61 to 64), and the get above moved 100 forward.
+	oldest := domain.Serial(fmt.Sprintf("%x", 97))
 	if _, _, ok := c.get("ca", oldest); !ok {
 		t.Fatal("an answer of the old generation is not found")
 	}

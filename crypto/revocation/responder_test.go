@@ -390,7 +390,7 @@ func TestCacheBounded(t *testing.T) {
 	c := newCache(10)
 	for i := range 1000 {
 		c.put(fmt.Sprint(i), cached{})
-		if n := len(c.cur) + len(c.old); n > 10 {
+		if n := c.m.Len(); n > 10 {
 			t.Fatalf("%d entries after %d puts, bound 10", n, i+1)
 		}
 	}
