@@ -157,13 +157,7 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 
 	router := chi.NewMux()
 	// Logging wraps recovery so that a recovered panic is logged as a 500.
-	var metrics *requestMetrics
-	if cfg.Metrics != nil {
-		var err error
-		if metrics, err = newRequestMetrics(cfg.Metrics); err != nil {
-			logger.Error("request metrics not registered", slog.String("cause", err.Error()))
-		}
-	}
+	metrics := requestMetricsIn(cfg.Metrics, logger)
 	router.Use(logRequests(logger, metrics), recoverPanics(logger), allowlist(cfg.Allow), authenticate(cfg.Auth))
 	router.NotFound(notFound)
 	router.MethodNotAllowed(methodNotAllowed(router))

@@ -130,6 +130,20 @@ func newRequestMetrics(reg *prometheus.Registry) (*requestMetrics, error) {
 	return &requestMetrics{total: total, duration: duration}, nil
 }
 
+// requestMetricsIn returns the request metrics registered in reg (nil: none),
+// registering them first if no handler has. A failure is logged, and requests
+// are then served uncounted.
+func requestMetricsIn(reg *prometheus.Registry, logger *slog.Logger) *requestMetrics {
+	if reg == nil {
+		return nil
+	}
+	m, err := newRequestMetrics(reg)
+	if err != nil {
+		logger.Error("request metrics not registered", slog.String("cause", err.Error()))
+	}
+	return m
+}
+
 func registerOrReuse[C prometheus.Collector](reg *prometheus.Registry, c C) (C, error) {
 	err := reg.Register(c)
 	var are prometheus.AlreadyRegisteredError

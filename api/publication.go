@@ -28,14 +28,7 @@ func Publication(api http.Handler, logger *slog.Logger, reg *prometheus.Registry
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	var metrics *requestMetrics
-	if reg != nil {
-		var err error
-		if metrics, err = newRequestMetrics(reg); err != nil {
-			logger.Error("publication request metrics not registered", slog.String("cause", err.Error()))
-		}
-	}
-	refuse := logRequests(logger, metrics)(http.HandlerFunc(notFound))
+	refuse := logRequests(logger, requestMetricsIn(reg, logger))(http.HandlerFunc(notFound))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !publishedPath(r.URL.Path) {
 			refuse.ServeHTTP(w, r)

@@ -99,7 +99,7 @@ type node struct {
 	shared   *sharedvault.Vault
 	kek      *kek.File
 	views    *projections.Views
-	tree     *tree.Tree // the Merkle log over the ledger
+	tree     *tree.Tree // the Merkle log over the ledger; serve opens it (openTree)
 	handlers *domain.Handlers
 	keys     authority.Keys
 	cas      *authority.Authority
@@ -180,12 +180,6 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 	}
 	n.views = views
 	n.closers = append(n.closers, views.Close)
-	t, err := tree.Open(ctx, filepath.Join(dataDir, treeFile))
-	if err != nil {
-		return nil, fmt.Errorf("open the ledger's Merkle tree: %w", err)
-	}
-	n.tree = t
-	n.closers = append(n.closers, t.Close)
 	n.handlers = &domain.Handlers{Events: n.store, Vault: n.vault, Now: time.Now, Rand: rand.Reader}
 	return n, nil
 }
@@ -312,6 +306,18 @@ func (n *node) runSharedVault(ctx context.Context) {
 // restarted, and until it recovers the node reports itself not ready.
 func (n *node) runViews(ctx context.Context) {
 	n.supervise(ctx, "views stopped; restarting", func(ctx context.Context) error { return n.views.Run(ctx, n.store) }, n.setViewsErr)
+}
+
+// openTree opens the ledger's Merkle tree, which only serve uses; close closes
+// it.
+func (n *node) openTree(ctx context.Context) error {
+	t, err := tree.Open(ctx, filepath.Join(n.dataDir, treeFile))
+	if err != nil {
+		return fmt.Errorf("open the ledger's Merkle tree: %w", err)
+	}
+	n.tree = t
+	n.closers = append(n.closers, t.Close)
+	return nil
 }
 
 // runTree keeps the Merkle tree following the ledger until ctx ends. A tree

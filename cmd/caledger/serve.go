@@ -129,6 +129,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err != nil {
 		return err
 	}
+	if err := n.openTree(ctx); err != nil {
+		return err
+	}
 
 	// The views follow the ledger until the server stops.
 	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
