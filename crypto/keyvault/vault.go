@@ -356,7 +356,6 @@ func (v *Vault) Shred(ctx context.Context, subject domain.SubjectID, groups ...s
 	if err := v.deleteKeys(ctx, subject, groups); err != nil {
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
 	}
-	v.setCheckpointOwed(true)
 	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
 		v.setCheckpointOwed(true) // the next retry waits from this attempt on
 		return fmt.Errorf("keyvault: shred subject %s: %w", subject, err)
