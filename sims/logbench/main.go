@@ -18,7 +18,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
@@ -165,7 +164,7 @@ func (l *logFile) loop(d time.Duration, record []byte, db *sql.DB, feed time.Dur
 		if _, err = l.WriteAt(record, l.off); err != nil {
 			break
 		}
-		if err = syscall.Fdatasync(int(l.Fd())); err != nil {
+		if err = rawdisk.Fdatasync(l.File); err != nil {
 			break
 		}
 		l.off += int64(len(record))

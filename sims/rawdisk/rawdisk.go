@@ -54,7 +54,7 @@ func rate(dir string, d time.Duration, data bool) (float64, error) {
 			return 0, err
 		}
 		if data {
-			err = fdatasync(f)
+			err = Fdatasync(f)
 		} else {
 			err = f.Sync() // retries EINTR itself
 		}
@@ -66,10 +66,10 @@ func rate(dir string, d time.Duration, data bool) (float64, error) {
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// fdatasync retries on EINTR, as os.File.Sync does for fsync and as the ledger's
-// commit log does: a signal (the Go runtime's preemption among them) must not
-// end a measurement.
-func fdatasync(f *os.File) error {
+// Fdatasync is fdatasync(2) retried on EINTR, as os.File.Sync does for fsync
+// and as the ledger's commit log does: a signal (the Go runtime's preemption
+// among them) must not end a measurement.
+func Fdatasync(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
 		if !errors.Is(err, syscall.EINTR) {
