@@ -1,0 +1,291 @@
+// Package audit replays the ledger as an outside auditor does: from the
+// events' canonical encodings alone, in position order, with no key and no
+// access to the server's files.
+//
+// A Replay recomputes the RFC 6962 Merkle root that signed checkpoints commit
+// to (leaf i is the event at position i+1, hashed as
+// rfc6962.DefaultHasher.HashLeaf(canonical)), and checks the rules that public
+// facts let anyone check:
+//
+//   - every event decodes, and sits at the position its leaf index gives;
+//   - each stream's versions run 1, 2, 3, ... with no gap or repeat, so no
+//     event of a stream was removed or replayed;
+//   - nothing is sealed under a subject's key group after that group's
+//     erasure (subject.erased), so no personal data was kept or collected
+//     under a key the ledger says was destroyed;
+//   - a certificate is revoked, or deleted, only after it was issued; it is
+//     revoked once; and it is deleted only once revoked or expired.
+//
+// A broken rule is a Finding; the replay goes on, so one run reports every
+// finding (the first MaxFindings in detail). Findings name positions, streams,
+// serials and subject pseudonyms only: never personal data, which the replay
+// cannot read anyway.
+//
+// Memory grows with the number of streams and certificates (a map entry
+// each), not with the number of events.
+package audit
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// MaxFindings bounds the findings a Replay keeps in detail; it counts them
+// all.
+const MaxFindings = 100
+
+// Rules, the Rule of a Finding.
+const (
+	RuleMalformed          = "malformed"            // the canonical bytes do not decode
+	RulePosition           = "position"             // the event claims another position than its leaf's
+	RuleStreamVersion      = "stream-version"       // a stream's versions skip or repeat
+	RuleSealedAfterErasure = "sealed-after-erasure" // personal data sealed under an erased key group
+	RuleCertificate        = "certificate"          // a revocation or deletion that breaks the lifecycle
+)
+
+// Finding is a broken rule at one event.
+type Finding struct {
+	Position uint64 // the event's position (leaf index + 1)
+	Rule     string
+	Detail   string // positions, streams, serials and pseudonyms only
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("position %d: %s: %s", f.Position, f.Rule, f.Detail)
+}
+
+// Stats summarises what the replay saw: who did what, and when.
+type Stats struct {
+	Events      uint64
+	ByType      map[string]uint64 // events per type
+	ByActorRole map[string]uint64 // events per actor role
+	Streams     int
+	Sealed      uint64    // events with a sealed part
+	First, Last time.Time // the earliest and latest event times
+}
+
+// Replay checks events appended in position order. The zero Replay is not
+// usable; call New.
+type Replay struct {
+	rf  compact.RangeFactory
+	rng *compact.Range
+
+	versions map[string]uint64 // stream -> last version seen
+	erased   map[domain.SubjectID]erasure
+	certs    map[domain.Serial]*certificate
+
+	stats    Stats
+	findings []Finding
+	total    uint64 // findings, counted beyond MaxFindings too
+}
+
+// erasure is what was erased of a subject, and where.
+type erasure struct {
+	all    uint64            // the position of the erasure of every group, 0 if none
+	groups map[string]uint64 // group -> position of its erasure alone
+}
+
+type certificate struct {
+	notAfter time.Time
+	revoked  uint64 // position of the revocation, 0 if none
+	deleted  uint64
+}
+
+// New returns an empty Replay: the log of size 0.
+func New() *Replay {
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	return &Replay{
+		rf:       rf,
+		rng:      rf.NewEmptyRange(0),
+		versions: make(map[string]uint64),
+		erased:   make(map[domain.SubjectID]erasure),
+		certs:    make(map[domain.Serial]*certificate),
+		stats:    Stats{ByType: make(map[string]uint64), ByActorRole: make(map[string]uint64)},
+	}
+}
+
+// Size is the number of events added: the size of the log Root is for.
+func (r *Replay) Size() uint64 { return r.rng.End() }
+
+// Root is the RFC 6962 root hash of the log of the events added so far.
+func (r *Replay) Root() ([]byte, error) {
+	if r.rng.End() == 0 {
+		return rfc6962.DefaultHasher.EmptyRoot(), nil
+	}
+	return r.rng.GetRootHash(nil)
+}
+
+// Stats returns what the replay has seen so far. The maps are the Replay's:
+// do not change them.
+func (r *Replay) Stats() Stats {
+	s := r.stats
+	s.Streams = len(r.versions)
+	return s
+}
+
+// Findings returns the first MaxFindings findings and the number of all.
+func (r *Replay) Findings() ([]Finding, uint64) { return r.findings, r.total }
+
+// Add appends the event whose canonical encoding is canonical as the next leaf
+// (position Size()+1) and checks it. It returns the decoded event, or the
+// decoding error; either way the leaf is added, since the log is made of the
+// bytes, and a bad encoding is a finding. canonical is not retained, and the
+// returned event does not alias it.
+func (r *Replay) Add(canonical []byte) (domain.Event, error) {
+	if err := r.rng.Append(rfc6962.DefaultHasher.HashLeaf(canonical), nil); err != nil {
+		return domain.Event{}, fmt.Errorf("audit: %w", err)
+	}
+	pos := r.rng.End()
+	e, err := domain.Decode(canonical)
+	if err != nil {
+		r.find(pos, RuleMalformed, err.Error())
+		return domain.Event{}, err
+	}
+	e.Public = slices.Clone(e.Public)
+	if e.Sealed != nil {
+		s := *e.Sealed
+		s.Ciphertext = slices.Clone(s.Ciphertext)
+		e.Sealed = &s
+	}
+	if e.Position != pos {
+		r.find(pos, RulePosition, fmt.Sprintf("the event is recorded at position %d", e.Position))
+	}
+	r.count(&e)
+	if last := r.versions[e.Stream]; e.Version != last+1 {
+		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", e.Stream, last, e.Version))
+	}
+	r.versions[e.Stream] = max(r.versions[e.Stream], e.Version)
+	r.checkSealed(pos, &e)
+	r.apply(pos, &e)
+	return e, nil
+}
+
+func (r *Replay) count(e *domain.Event) {
+	s := &r.stats
+	s.Events++
+	s.ByType[e.Type]++
+	s.ByActorRole[e.Actor.Role]++
+	if e.Sealed != nil {
+		s.Sealed++
+	}
+	if s.First.IsZero() || e.Time.Before(s.First) {
+		s.First = e.Time
+	}
+	if e.Time.After(s.Last) {
+		s.Last = e.Time
+	}
+}
+
+// checkSealed finds a sealed part under a key group erased earlier.
+func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
+	if e.Sealed == nil {
+		return
+	}
+	er, ok := r.erased[e.Sealed.SubjectID]
+	if !ok {
+		return
+	}
+	at := er.all
+	if g := er.groups[e.Sealed.KeyGroup]; g != 0 && (at == 0 || g < at) {
+		at = g
+	}
+	if at != 0 {
+		r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s seals data under key group %q of subject %s, erased at position %d",
+			e.Type, e.Sealed.KeyGroup, e.Sealed.SubjectID, at))
+	}
+}
+
+// apply follows the facts the rules need: erasures and certificate lifecycles.
+// A public part that does not parse is a malformed event.
+func (r *Replay) apply(pos uint64, e *domain.Event) {
+	switch e.Type {
+	case domain.TypeSubjectErased:
+		var p domain.SubjectErased
+		if !r.public(pos, e, &p) {
+			return
+		}
+		er := r.erased[p.SubjectID]
+		if len(p.KeyGroups) == 0 {
+			if er.all == 0 {
+				er.all = pos
+			}
+		} else {
+			if er.groups == nil {
+				er.groups = make(map[string]uint64)
+			}
+			for _, g := range p.KeyGroups {
+				if er.groups[g] == 0 {
+					er.groups[g] = pos
+				}
+			}
+		}
+		r.erased[p.SubjectID] = er
+	case domain.TypeCertificateIssued:
+		var p domain.CertificateIssued
+		if !r.public(pos, e, &p) {
+			return
+		}
+		if _, ok := r.certs[p.Serial]; ok {
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is issued a second time", p.Serial))
+			return
+		}
+		r.certs[p.Serial] = &certificate{notAfter: p.NotAfter}
+	case domain.TypeCertificateRevoked:
+		var p domain.CertificateRevoked
+		if !r.public(pos, e, &p) {
+			return
+		}
+		c := r.certs[p.Serial]
+		switch {
+		case c == nil:
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked but was never issued", p.Serial))
+		case c.revoked != 0:
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked again (first at position %d)", p.Serial, c.revoked))
+		case c.deleted != 0:
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked after its deletion at position %d", p.Serial, c.deleted))
+		default:
+			c.revoked = pos
+		}
+	case domain.TypeCertificateDeleted:
+		var p domain.CertificateDeleted
+		if !r.public(pos, e, &p) {
+			return
+		}
+		c := r.certs[p.Serial]
+		switch {
+		case c == nil:
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted but was never issued", p.Serial))
+		case c.deleted != 0:
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted again (first at position %d)", p.Serial, c.deleted))
+		case c.revoked == 0 && e.Time.Before(c.notAfter):
+			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted at %s while neither revoked nor expired (not after %s)",
+				p.Serial, e.Time.Format(time.RFC3339), c.notAfter.Format(time.RFC3339)))
+			c.deleted = pos
+		default:
+			c.deleted = pos
+		}
+	}
+}
+
+// public parses e's public part into p, or records a malformed event.
+func (r *Replay) public(pos uint64, e *domain.Event, p any) bool {
+	if err := json.Unmarshal(e.Public, p); err != nil {
+		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %v", e.Type, err))
+		return false
+	}
+	return true
+}
+
+func (r *Replay) find(pos uint64, rule, detail string) {
+	r.total++
+	if len(r.findings) < MaxFindings {
+		r.findings = append(r.findings, Finding{Position: pos, Rule: rule, Detail: detail})
+	}
+}

@@ -1,0 +1,243 @@
+package audit
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// ledger builds canonical encodings as a store would: positions and stream
+// versions assigned in order.
+type ledger struct {
+	t        *testing.T
+	versions map[string]uint64
+	events   [][]byte
+	now      time.Time
+}
+
+func newLedger(t *testing.T) *ledger {
+	return &ledger{t: t, versions: map[string]uint64{}, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+// add appends an event of payload p to stream, sealed under (subject, group)
+// when subject is not empty, and returns its canonical bytes.
+func (l *ledger) add(stream string, p domain.Payload, subject domain.SubjectID, group string) []byte {
+	l.t.Helper()
+	public, err := json.Marshal(p)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.versions[stream]++
+	l.now = l.now.Add(time.Minute)
+	e := domain.Event{Position: uint64(len(l.events) + 1), Stream: stream, Version: l.versions[stream],
+		ID: domain.EventID{byte(len(l.events)), 1}, Type: p.EventType(), Schema: p.SchemaVersion(), Time: l.now,
+		Actor: domain.Actor{ID: "cert:01", Role: "officer"}, Public: public}
+	if subject != "" {
+		e.Sealed = &domain.Sealed{SubjectID: subject, KeyGroup: group, KeyID: 1, Ciphertext: []byte("ciphertext")}
+	}
+	b, err := domain.Encode(&e)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.events = append(l.events, b)
+	return b
+}
+
+// mth is RFC 6962's Merkle Tree Hash, written from section 2.1.
+func mth(leaves [][]byte) []byte {
+	switch n := len(leaves); n {
+	case 0:
+		h := sha256.Sum256(nil)
+		return h[:]
+	case 1:
+		h := sha256.Sum256(append([]byte{0}, leaves[0]...))
+		return h[:]
+	default:
+		k := 1
+		for k*2 < n {
+			k *= 2
+		}
+		h := sha256.Sum256(append(append([]byte{1}, mth(leaves[:k])...), mth(leaves[k:])...))
+		return h[:]
+	}
+}
+
+func replay(t *testing.T, events [][]byte) *Replay {
+	t.Helper()
+	r := New()
+	for _, b := range events {
+		r.Add(b) // a malformed event is a finding, checked by the caller
+	}
+	return r
+}
+
+func findings(r *Replay) string {
+	f, _ := r.Findings()
+	var s []string
+	for _, x := range f {
+		s = append(s, x.String())
+	}
+	return strings.Join(s, "\n")
+}
+
+// TestRootAndLifecycle replays a ledger that keeps every rule and checks the
+// root against RFC 6962's definition at every size.
+func TestRootAndLifecycle(t *testing.T) {
+	l := newLedger(t)
+	r := New()
+	check := func() {
+		t.Helper()
+		root, err := r.Root()
+		if err != nil || !bytes.Equal(root, mth(l.events[:r.Size()])) {
+			t.Fatalf("size %d: root %x, want %x (%v)", r.Size(), root, mth(l.events[:r.Size()]), err)
+		}
+	}
+	check()
+	subject := domain.SubjectID("s1")
+	add := func(stream string, p domain.Payload, sealed domain.SubjectID, group string) {
+		t.Helper()
+		b := l.add(stream, p, sealed, group)
+		e, err := r.Add(b)
+		if err != nil || e.Type != p.EventType() || e.Position != r.Size() {
+			t.Fatalf("Add: %+v, %v", e, err)
+		}
+		check()
+	}
+	add(domain.SubjectStream(subject), domain.SubjectRegistered{SubjectID: subject, Attributes: []string{"common_name"}}, subject, domain.GroupIdentity)
+	// 0b was issued already expired, as a backdated certificate could be.
+	for serial, validity := range map[domain.Serial]time.Duration{"0a": time.Hour, "0b": -time.Hour, "0c": time.Hour} {
+		add(domain.SubjectStream(subject), domain.SubjectCertificateLinked{SubjectID: subject, Serial: serial}, "", "")
+		add(domain.CertificateStream(serial), domain.CertificateIssued{Serial: serial, SubjectID: subject,
+			NotAfter: l.now.Add(validity)}, subject, domain.GroupIdentity)
+	}
+	add(domain.CertificateStream("0a"), domain.CertificateRevoked{Serial: "0a", Reason: domain.ReasonSuperseded}, "", "")
+	add(domain.CertificateStream("0a"), domain.CertificateDeleted{Serial: "0a"}, "", "")
+	add(domain.CertificateStream("0b"), domain.CertificateDeleted{Serial: "0b"}, "", "")
+	add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisConsentWithdrawn}, "", "")
+	// Another group than the erased one may still be sealed under.
+	add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+
+	if f := findings(r); f != "" {
+		t.Fatalf("findings in a ledger that keeps the rules:\n%s", f)
+	}
+	s := r.Stats()
+	if s.Events != 14 || s.ByType[domain.TypeCertificateIssued] != 3 || s.ByActorRole["officer"] != 14 || s.Sealed != 6 ||
+		s.Streams != 5 || !s.First.Before(s.Last) {
+		t.Fatalf("stats: %+v", s)
+	}
+}
+
+// TestRules breaks each rule once and checks that the replay names it at the
+// right position, goes on, and still hashes every leaf.
+func TestRules(t *testing.T) {
+	subject := domain.SubjectID("s1")
+	issued := func(serial domain.Serial, notAfter time.Time) domain.CertificateIssued {
+		return domain.CertificateIssued{Serial: serial, SubjectID: subject, NotAfter: notAfter}
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(l *ledger)
+		want  string // "position N: rule" of the single finding
+	}{
+		{"version gap", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.versions["subject-s1"]++ // an event of the stream went missing
+			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+		}, "position 2: stream-version"},
+		{"version repeat", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.versions["subject-s1"]--
+			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+		}, "position 2: stream-version"},
+		{"sealed after full erasure", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+			l.add("access-s1", domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+		}, "position 2: sealed-after-erasure"},
+		{"sealed after group erasure", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisCourtOrder}, "", "")
+			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject, KeyGroup: domain.GroupNationalID}, subject, domain.GroupNationalID)
+		}, "position 2: sealed-after-erasure"},
+		{"revoked, never issued", func(l *ledger) {
+			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+		}, "position 1: certificate"},
+		{"revoked twice", func(l *ledger) {
+			l.add("cert-0a", issued("0a", l.now.Add(time.Hour)), "", "")
+			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+		}, "position 3: certificate"},
+		{"deleted while valid", func(l *ledger) {
+			l.add("cert-0a", issued("0a", l.now.Add(time.Hour)), "", "")
+			l.add("cert-0a", domain.CertificateDeleted{Serial: "0a"}, "", "")
+		}, "position 2: certificate"},
+		{"issued twice", func(l *ledger) {
+			l.add("cert-0a", issued("0a", l.now), "", "")
+			l.add("cert-0b", issued("0a", l.now), "", "")
+		}, "position 2: certificate"},
+		{"wrong position", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
+			b := l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+			domain.SetPlacement(b, 7, 2)
+		}, "position 2: position"},
+		{"undecodable", func(l *ledger) {
+			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.events = append(l.events, []byte("not an event"))
+		}, "position 2: malformed"},
+		{"public part does not parse", func(l *ledger) {
+			b := l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+			e, _ := domain.Decode(b)
+			e.Public = []byte(`{"serial":1}`)
+			l.events[0], _ = domain.Encode(&e)
+		}, "position 1: malformed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLedger(t)
+			tc.build(l)
+			// One good event after the bad one: the replay goes on.
+			l.add("subject-s9", domain.SubjectRegistered{SubjectID: "s9"}, "s9", domain.GroupIdentity)
+			r := replay(t, l.events)
+			f, total := r.Findings()
+			if total != 1 || len(f) != 1 || !strings.HasPrefix(f[0].String(), tc.want+": ") {
+				t.Fatalf("findings (%d):\n%s\nwant one %q", total, findings(r), tc.want)
+			}
+			if root, _ := r.Root(); r.Size() != uint64(len(l.events)) || !bytes.Equal(root, mth(l.events)) {
+				t.Fatalf("size %d root %x, want %d %x", r.Size(), root, len(l.events), mth(l.events))
+			}
+		})
+	}
+}
+
+// TestFindingsBounded checks that findings beyond MaxFindings are counted,
+// not kept.
+func TestFindingsBounded(t *testing.T) {
+	l := newLedger(t)
+	for i := range MaxFindings + 5 {
+		l.add(fmt.Sprintf("cert-%02x", i), domain.CertificateRevoked{Serial: domain.Serial(fmt.Sprintf("%02x", i))}, "", "")
+	}
+	f, total := replay(t, l.events).Findings()
+	if len(f) != MaxFindings || total != MaxFindings+5 {
+		t.Fatalf("kept %d, counted %d", len(f), total)
+	}
+}
+
+// TestAddDoesNotAlias checks that the returned event survives the caller's
+// reuse of its buffer.
+func TestAddDoesNotAlias(t *testing.T) {
+	l := newLedger(t)
+	b := l.add("access-s1", domain.PersonalDataAccessed{SubjectID: "s1", Operation: "read"}, "s1", domain.GroupIdentity)
+	e, err := New().Add(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(b)
+	if !bytes.Contains(e.Public, []byte(`"operation":"read"`)) || string(e.Sealed.Ciphertext) != "ciphertext" {
+		t.Fatalf("the event aliases the buffer: %s %q", e.Public, e.Sealed.Ciphertext)
+	}
+}
