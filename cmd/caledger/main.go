@@ -45,6 +45,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return runOfficer(ctx, rest, env, stdout, stderr)
 	case "projections":
 		return runProjections(ctx, rest, env, stdout, stderr)
+	case "audit":
+		return runAudit(ctx, rest, env, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout)
 	case "help", "-h", "-help", "--help":
@@ -70,6 +72,8 @@ Commands:
   officer add   issue an officer, auditor, compliance or admin client credential
   projections rebuild
                 recreate the views from the ledger
+  audit         verify the ledger over the API as an auditor: signed checkpoint,
+                Merkle root, consistency with the last audit, public rules
   version       print the version
   help          print this help; 'caledger help COMMAND' prints a command's flags
 `)

@@ -3,9 +3,41 @@ package main
 import (
 	"bytes"
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
+
+// asMainEnv, set to 1, makes the test binary run caledger's main instead of
+// the tests: scripts the tests run (the README's lines) call the binary under
+// test as bin/caledger through a wrapper (caledgerWrapper), without a second
+// build.
+const asMainEnv = "CALEDGER_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		main() // exits on error
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// caledgerWrapper writes dir/bin/caledger, a script that runs the test binary
+// as caledger.
+func caledgerWrapper(t *testing.T, dir string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir+"/bin", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\n" + asMainEnv + "=1 exec '" + self + "' \"$@\"\n"
+	if err := os.WriteFile(dir+"/bin/caledger", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // noEnv is an empty environment.
 func noEnv(string) string { return "" }

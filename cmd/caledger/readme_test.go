@@ -57,6 +57,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	if strings.Contains(script, ":8443") || strings.Contains(script, ":8080") {
 		t.Fatal("the quick start names the default ports other than as localhost:8443 and localhost:8080")
 	}
+	caledgerWrapper(t, dir) // the lines run bin/caledger
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script)
@@ -97,6 +98,10 @@ func TestReadmeQuickStart(t *testing.T) {
 	// The auditor's checkpoint: origin, size, root, then the signature line.
 	if !regexp.MustCompile(`(?m)^caledger\.ledger/[0-9a-f]{16}\n[0-9]+\n[A-Za-z0-9+/]{43}=\n\n— caledger\.ledger/[0-9a-f]{16} `).MatchString(out) {
 		t.Error("the auditor's checkpoint is missing")
+	}
+	// The auditor's audit of the whole ledger passed and kept its checkpoint.
+	if !regexp.MustCompile(`(?m)^OK: [0-9]+ events verified; the checkpoint is kept in audit\.checkpoint$`).MatchString(out) {
+		t.Error("the auditor's audit did not pass")
 	}
 	if strings.Count(out, `"common_name":"Ada Lovelace"`) != 2 {
 		t.Error("the read and the search did not both return the subject's name")

@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/checkpoint"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/transparency-dev/formats/log"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// auditRig is a served data directory with an auditor credential, and the
+// "caledger audit" command line that checks it.
+type auditRig struct {
+	t          *testing.T
+	data       string
+	s          *server
+	admin      *apiClient
+	auditor    string // the credential's directory
+	state      string
+	serveArgs  []string
+	auditFlags []string
+}
+
+func newAuditRig(t *testing.T) *auditRig {
+	data := initData(t)
+	auditor := filepath.Join(t.TempDir(), "auditor")
+	if err := run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Ledger Auditor", "--out", auditor}, noEnv, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	r := &auditRig{t: t, data: data, auditor: auditor, state: filepath.Join(t.TempDir(), "audit.checkpoint"),
+		serveArgs: []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}}
+	r.start()
+	return r
+}
+
+func (r *auditRig) start() {
+	r.s = startServe(r.t, r.serveArgs, nil)
+	r.admin = mtlsClient(r.t, r.data, "https://"+r.s.addr, filepath.Join(r.data, adminDir, "admin.pem"), filepath.Join(r.data, adminDir, "admin-key.pem"))
+}
+
+func (r *auditRig) stop() {
+	if err := r.s.stop(r.t); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// audit runs "caledger audit" against the server with the auditor's
+// credential, the verifier key file and the state file, plus extra flags.
+func (r *auditRig) audit(extra ...string) (string, error) {
+	r.t.Helper()
+	args := append([]string{"audit", "--server", "https://" + r.s.addr, "--cacert", filepath.Join(r.data, rootPEM),
+		"--cert", filepath.Join(r.auditor, "auditor.pem"), "--key", filepath.Join(r.auditor, "auditor-key.pem"),
+		"--vkey", filepath.Join(r.data, checkpointVKeyFile), "--state", r.state}, extra...)
+	var out bytes.Buffer
+	err := run(r.t.Context(), args, noEnv, &out, io.Discard)
+	return out.String(), err
+}
+
+// settle waits until the tree covers every event, so that an audit covers
+// them all.
+func (r *auditRig) settle() uint64 {
+	r.t.Helper()
+	var head []struct{ Position uint64 }
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		r.admin.json("GET", "/v1/ledger/events?from=1&limit=1000", nil, http.StatusOK, &head)
+		_, _, body := r.admin.do("GET", "/v1/ledger/checkpoint", "", nil)
+		c := parseUnsigned(r.t, body) // the audit checks the signature
+		if c.Size == uint64(len(head)) {
+			return c.Size
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("the tree covers %d of %d events after 10 s", c.Size, len(head))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// parseUnsigned reads the size of a checkpoint without checking it.
+func parseUnsigned(t *testing.T, signed []byte) *log.Checkpoint {
+	t.Helper()
+	text, _, ok := bytes.Cut(signed, []byte("\n\n"))
+	if !ok {
+		t.Fatalf("not a signed note: %q", signed)
+	}
+	var c log.Checkpoint
+	if _, err := c.Unmarshal(append(text, '\n')); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// issue registers a subject and issues it a certificate; it returns the
+// subject's id and the serial.
+func (r *auditRig) issue(name string) (subject, serial string) {
+	r.t.Helper()
+	var s struct{ ID string }
+	r.admin.json("POST", "/v1/subjects", map[string]any{"attributes": map[string]string{"common_name": name, "email": "secret@example.org"}}, http.StatusCreated, &s)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	var c struct{ Serial string }
+	r.admin.json("POST", "/v1/certificates", map[string]string{"subject_id": s.ID, "profile": "email-protection",
+		"csr": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}))}, http.StatusCreated, &c)
+	return s.ID, c.Serial
+}
+
+// TestAudit runs "caledger audit" against a served ledger with issuance,
+// revocation, deletion and erasure: it passes, keeps the checkpoint, checks
+// the next audit against it, and shows no personal data.
+func TestAudit(t *testing.T) {
+	r := newAuditRig(t)
+	subject, serial := r.issue("Secret Person One")
+	r.admin.json("POST", "/v1/certificates/"+serial+"/revocation", map[string]string{"reason": "superseded"}, http.StatusOK, nil)
+	if status, _, b := r.admin.do("DELETE", "/v1/certificates/"+serial, "", nil); status != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", status, b)
+	}
+	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, nil)
+	size := r.settle()
+
+	out, err := r.audit()
+	if err != nil {
+		t.Fatalf("audit: %v\n%s", err, out)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("checkpoint  %d events", size), fmt.Sprintf("replayed    %d events", size),
+		"certificate.deleted", "subject.erased", "OK: ", r.state,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report lacks %q:\n%s", want, out)
+		}
+	}
+	kept, err := os.ReadFile(r.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, r.state, 0o644)
+
+	// The next audit checks the log against the kept checkpoint.
+	r.issue("Secret Person Two")
+	size2 := r.settle()
+	out, err = r.audit("--list")
+	if err != nil {
+		t.Fatalf("second audit: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "consistency the checkpoint extends the kept one") ||
+		!strings.Contains(out, fmt.Sprintf("kept        %d events", size)) {
+		t.Errorf("the second audit did not check the kept checkpoint:\n%s", out)
+	}
+	if n := strings.Count(out, " certificate.issued "); n < 2 {
+		t.Errorf("--list shows %d issuances:\n%s", n, out)
+	}
+	if newer, _ := os.ReadFile(r.state); bytes.Equal(newer, kept) || !bytes.Contains(newer, fmt.Appendf(nil, "\n%d\n", size2)) {
+		t.Errorf("the state was not replaced by the newer checkpoint:\n%s", newer)
+	}
+	for _, secret := range []string{"Secret Person", "secret@example.org", "Ledger Auditor"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("the audit shows %q", secret)
+		}
+	}
+
+	// A verifier key other than the server's is refused as such.
+	_, vkey, err := note.GenerateKey(rand.Reader, "caledger.ledger/other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey := filepath.Join(t.TempDir(), "other.vkey")
+	if err := os.WriteFile(otherKey, []byte(vkey+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r.audit("--vkey", otherKey, "--state", ""); err == nil || !strings.Contains(err.Error(), "the server signs checkpoints for key") {
+		t.Errorf("another verifier key: %v\n%s", err, out)
+	}
+	// A kept checkpoint that the key does not sign is refused before any
+	// request.
+	skey, err := checkpoint.GenerateKey(origin(t, r.data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := checkpoint.New(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := signer.Sign(1, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(r.state, forged, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := r.audit(); err == nil || !strings.Contains(err.Error(), "is not a checkpoint of") {
+		t.Errorf("a forged kept checkpoint: %v\n%s", err, out)
+	}
+
+	// Usage errors.
+	for _, args := range [][]string{
+		{"audit"},
+		{"audit", "--cacert", "x", "--cert", "x", "--key", "x", "--vkey", "x", "--server", "http://localhost:8443"},
+	} {
+		if err := run(t.Context(), args, noEnv, io.Discard, io.Discard); err == nil {
+			t.Errorf("%q: no error", args)
+		} else if _, ok := err.(*usageError); !ok {
+			t.Errorf("%q: %v is not a usage error", args, err)
+		}
+	}
+}
+
+func origin(t *testing.T, data string) string {
+	t.Helper()
+	o, err := ledgerOrigin(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// TestAuditDetectsRewrite rewrites one event in the middle of the ledger, as
+// someone with the server's files could, and checks that the audit reports
+// it: first while the tree still signs the old root, then after the tree was
+// rebuilt over the rewritten ledger, when only the checkpoint the auditor
+// kept shows it.
+func TestAuditDetectsRewrite(t *testing.T) {
+	r := newAuditRig(t)
+	_, serial := r.issue("Secret Person One")
+	r.admin.json("POST", "/v1/certificates/"+serial+"/revocation", map[string]string{"reason": "superseded"}, http.StatusOK, nil)
+	r.issue("Secret Person Two") // the ledger's last event stays as it was
+	r.settle()
+	if out, err := r.audit(); err != nil {
+		t.Fatalf("audit before the rewrite: %v\n%s", err, out)
+	}
+	kept, err := os.ReadFile(r.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.stop()
+
+	// The revocation's reason becomes keyCompromise: the ledger is
+	// rewritten event by event, in a store of its own, then swapped in.
+	rewriteLedger(t, filepath.Join(r.data, ledgerDir), func(e *domain.Event) {
+		if e.Type == domain.TypeCertificateRevoked {
+			e.Public = bytes.Replace(e.Public, []byte(`"reason":4`), []byte(`"reason":1`), 1)
+		}
+	})
+	r.start()
+	r.settle()
+	out, err := r.audit()
+	if err == nil || !strings.Contains(out, "not those the checkpoint signs") || !strings.Contains(out, "events recorded before were changed") {
+		t.Fatalf("the rewrite went unnoticed while the tree signs the old root: %v\n%s", err, out)
+	}
+	if now, _ := os.ReadFile(r.state); !bytes.Equal(now, kept) {
+		t.Fatal("a failed audit replaced the kept checkpoint")
+	}
+
+	// Rebuild the tree over the rewritten ledger: its checkpoints now match
+	// the events served, and only the kept checkpoint shows the rewrite.
+	r.stop()
+	if err := os.Remove(filepath.Join(r.data, treeFile)); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	r.settle()
+	out, err = r.audit()
+	if err == nil || !strings.Contains(out, "does not extend the kept one") || !strings.Contains(out, "events recorded before were changed") ||
+		strings.Contains(out, "not those the checkpoint signs") {
+		t.Fatalf("the rebuilt tree hid the rewrite from the kept checkpoint: %v\n%s", err, out)
+	}
+	// An auditor who kept nothing sees a consistent log: keeping
+	// checkpoints is what makes a rewrite visible.
+	if out, err := r.audit("--state", ""); err != nil {
+		t.Fatalf("an audit without a kept checkpoint: %v\n%s", err, out)
+	}
+}
+
+// rewriteLedger replaces the event store in dir by a copy whose events went
+// through change.
+func rewriteLedger(t *testing.T, dir string, change func(*domain.Event)) {
+	t.Helper()
+	ctx := context.Background()
+	old, err := sqlite.Open(ctx, dir, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := dir + ".rewritten"
+	fresh, err := sqlite.Open(ctx, tmp, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, err := range old.ReadAll(ctx, 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(&e)
+		stream, version := e.Stream, e.Version
+		e.Position = 0
+		if _, err := fresh.Append(ctx, stream, domain.Exact(version-1), e); err != nil {
+			t.Fatalf("rewrite %s v%d: %v", stream, version, err)
+		}
+	}
+	if err := errors.Join(old.Close(), fresh.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLedgerEventMismatch checks that each field of an event as served is
+// compared with its canonical bytes.
+func TestLedgerEventMismatch(t *testing.T) {
+	e := domain.Event{Position: 3, Stream: "access-s1", Version: 2, ID: domain.EventID{1}, Type: domain.TypePersonalDataAccessed,
+		Schema: 1, Time: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), Actor: domain.Actor{ID: "cert:0a", Role: "officer"},
+		Public: []byte(`{"operation":"read","subject_id":"s1"}`),
+		Sealed: &domain.Sealed{SubjectID: "s1", KeyGroup: domain.GroupIdentity, KeyID: 1, Ciphertext: []byte("c")}}
+	served := func() *api.LedgerEvent {
+		return &api.LedgerEvent{Position: 3, Stream: "access-s1", Version: 2, ID: e.ID.String(), Type: e.Type, Schema: 1,
+			Time: e.Time.In(time.FixedZone("x", 3600)), ActorID: "cert:0a", ActorRole: "officer",
+			Public:    json.RawMessage("{\"operation\": \"read\", \"subject_id\": \"s1\"}"),
+			SealedFor: &api.LedgerSealed{SubjectID: "s1", KeyGroup: domain.GroupIdentity}}
+	}
+	if f := ledgerEventMismatch(served(), &e); f != "" {
+		t.Fatalf("the same event differs in %s", f)
+	}
+	for want, change := range map[string]func(*api.LedgerEvent){
+		"stream":      func(l *api.LedgerEvent) { l.Stream = "access-s2" },
+		"version":     func(l *api.LedgerEvent) { l.Version = 1 },
+		"id":          func(l *api.LedgerEvent) { l.ID = domain.EventID{2}.String() },
+		"type":        func(l *api.LedgerEvent) { l.Type = domain.TypeSubjectRegistered },
+		"schema":      func(l *api.LedgerEvent) { l.Schema = 2 },
+		"time":        func(l *api.LedgerEvent) { l.Time = l.Time.Add(time.Nanosecond) },
+		"actor":       func(l *api.LedgerEvent) { l.ActorRole = "admin" },
+		"public part": func(l *api.LedgerEvent) { l.Public = json.RawMessage(`{"operation":"search","subject_id":"s1"}`) },
+		"sealed part": func(l *api.LedgerEvent) { l.SealedFor.KeyGroup = domain.GroupNationalID },
+	} {
+		l := served()
+		change(l)
+		if got := ledgerEventMismatch(l, &e); got != want {
+			t.Errorf("changed %s: mismatch in %q", want, got)
+		}
+	}
+	l := served()
+	l.SealedFor = nil
+	if got := ledgerEventMismatch(l, &e); got != "sealed part" {
+		t.Errorf("sealed part dropped: mismatch in %q", got)
+	}
+}
