@@ -10,8 +10,11 @@ import (
 	"encoding/pem"
 	"io"
 	"net/http"
+	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -115,4 +118,87 @@ func registerBenchSubjects(b *testing.B, c *http.Client, base string, n int) []s
 		ids[i] = subject.ID
 	}
 	return ids
+}
+
+// BenchmarkAudit is "caledger audit" over a served ledger of about 4,050
+// events (2,000 issuances of two events each), beside the bare reading of the same event pages
+// over the same connection (fetch): what the checks add to the transfer.
+//
+//	go test -run '^$' -bench Audit -benchtime 5x ./cmd/caledger
+func BenchmarkAudit(b *testing.B) {
+	data := initData(b)
+	auditor := filepath.Join(b.TempDir(), "auditor")
+	if err := run(b.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Bench Auditor", "--out", auditor}, noEnv, io.Discard, io.Discard); err != nil {
+		b.Fatal(err)
+	}
+	s := startServe(b, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
+	base := "https://" + s.addr
+	c := client(b, filepath.Join(data, rootPEM),
+		withClientCert(b, filepath.Join(data, adminDir, "admin.pem"), filepath.Join(data, adminDir, "admin-key.pem")))
+	ids := registerBenchSubjects(b, c, base, 32)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			for range 2000 / len(ids) {
+				res, err := c.Post(base+"/v1/certificates?subject_id="+id+"&profile=tls-client", "application/pkcs10", bytes.NewReader(csr))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, res.Body)
+				res.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	// Wait for the tree to cover the ledger.
+	u, _ := url.Parse(base)
+	ac, err := newAuditClient(u, filepath.Join(data, rootPEM), filepath.Join(auditor, "auditor.pem"), filepath.Join(auditor, "auditor-key.pem"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var size uint64
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		body, err := ac.get(b.Context(), "/v1/ledger/checkpoint")
+		if err != nil {
+			b.Fatal(err)
+		}
+		lines := strings.SplitN(string(body), "\n", 3)
+		size, _ = strconv.ParseUint(lines[1], 10, 64)
+		page, err := ac.events(b.Context(), size+1, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("the tree did not catch up within 10 s")
+		}
+	}
+
+	b.Run("fetch", func(b *testing.B) {
+		for b.Loop() {
+			for from := uint64(1); from <= size; from += auditPage {
+				if _, err := ac.events(b.Context(), from, auditPage); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.N)*float64(size)/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("audit", func(b *testing.B) {
+		args := []string{"audit", "--server", base, "--cacert", filepath.Join(data, rootPEM), "--cert", filepath.Join(auditor, "auditor.pem"),
+			"--key", filepath.Join(auditor, "auditor-key.pem"), "--vkey", filepath.Join(data, checkpointVKeyFile)}
+		for b.Loop() {
+			var out bytes.Buffer
+			if err := run(b.Context(), args, noEnv, &out, io.Discard); err != nil {
+				b.Fatalf("%v\n%s", err, out.String())
+			}
+		}
+		b.ReportMetric(float64(b.N)*float64(size)/b.Elapsed().Seconds(), "events/s")
+	})
 }
