@@ -15,13 +15,13 @@ import (
 // ledger builds canonical encodings as a store would: positions and stream
 // versions assigned in order.
 type ledger struct {
-	t        *testing.T
+	t        testing.TB
 	versions map[string]uint64
 	events   [][]byte
 	now      time.Time
 }
 
-func newLedger(t *testing.T) *ledger {
+func newLedger(t testing.TB) *ledger {
 	return &ledger{t: t, versions: map[string]uint64{}, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
 }
 
@@ -249,7 +249,7 @@ func TestAddDoesNotAlias(t *testing.T) {
 //	go test -run '^$' -bench . ./projections/audit/
 func BenchmarkReplay(b *testing.B) {
 	const n = 10000
-	l := &ledger{versions: map[string]uint64{}, now: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	l := newLedger(b)
 	for i := range n {
 		serial := domain.Serial(fmt.Sprintf("%032x", i+1))
 		subject := domain.SubjectID(fmt.Sprintf("%032x", i%1000+1))

@@ -1,0 +1,49 @@
+package audit
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// FuzzAdd feeds the replay canonical bytes as a server could serve them: any
+// bytes at all. Add must not panic, must add exactly one leaf whatever the
+// bytes, and must report a malformed event exactly when domain.Decode does.
+func FuzzAdd(f *testing.F) {
+	l := newLedger(f)
+	l.add("subject-s1", domain.SubjectRegistered{SubjectID: "s1", Attributes: []string{"email"}}, "s1", domain.GroupIdentity)
+	l.add("subject-s1", domain.SubjectErased{SubjectID: "s1", Basis: domain.BasisErasureRequest}, "", "")
+	l.add("cert-0a", domain.CertificateIssued{Serial: "0a", SubjectID: "s1", NotAfter: l.now}, "s1", domain.GroupIdentity)
+	l.add("cert-0a", domain.CertificateDeleted{Serial: "0a"}, "", "")
+	for _, e := range l.events {
+		f.Add(e, e)
+	}
+	f.Add([]byte{}, []byte("x"))
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		r := New()
+		for i, b := range [][]byte{first, second} {
+			kept := bytes.Clone(b)
+			e, err := r.Add(b)
+			if r.Size() != uint64(i+1) {
+				t.Fatalf("size %d after %d adds", r.Size(), i+1)
+			}
+			if _, derr := domain.Decode(kept); (derr == nil) != (err == nil) {
+				t.Fatalf("Add error %v, Decode error %v", err, derr)
+			}
+			if err == nil && e.Stream == "" {
+				t.Fatal("a decoded event without a stream")
+			}
+			if !bytes.Equal(b, kept) {
+				t.Fatal("Add changed its input")
+			}
+		}
+		if root, err := r.Root(); err != nil || len(root) != 32 {
+			t.Fatalf("root %x, %v", root, err)
+		}
+		f, total := r.Findings()
+		if uint64(len(f)) > total {
+			t.Fatalf("%d findings kept, %d counted", len(f), total)
+		}
+	})
+}
