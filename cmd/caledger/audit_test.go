@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -361,5 +362,49 @@ func TestLedgerEventMismatch(t *testing.T) {
 	l.SealedFor = nil
 	if got := ledgerEventMismatch(l, &e); got != "sealed part" {
 		t.Errorf("sealed part dropped: mismatch in %q", got)
+	}
+}
+
+// metric returns the value of the unlabelled metric name on /metrics, or -1
+// when it is absent.
+func (r *auditRig) metric(name string) float64 {
+	r.t.Helper()
+	_, _, b := r.admin.do("GET", "/metrics", "", nil)
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				r.t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return -1
+}
+
+// TestTreeMetrics checks that /metrics shows the tree's size and lag, and
+// that a tree stopped by a ledger it does not match shows as a growing lag.
+func TestTreeMetrics(t *testing.T) {
+	r := newAuditRig(t)
+	r.issue("Secret Person One")
+	size := r.settle()
+	if got, lag := r.metric("caledger_ledger_tree_size"), r.metric("caledger_ledger_tree_lag_events"); got != float64(size) || lag != 0 {
+		t.Fatalf("tree size %v lag %v, want %d and 0", got, lag, size)
+	}
+	r.stop()
+	// The ledger's last event changes: the tree no longer matches it and
+	// stops at its size, with an error in the logs.
+	rewriteLedger(t, filepath.Join(r.data, ledgerDir), func(e *domain.Event) {
+		if e.Position == size {
+			e.Public = bytes.Replace(e.Public, []byte(`"profile":"email-protection"`), []byte(`"profile":"tls-client"`), 1)
+		}
+	})
+	r.start()
+	r.issue("Secret Person Two")
+	if got, lag := r.metric("caledger_ledger_tree_size"), r.metric("caledger_ledger_tree_lag_events"); got != float64(size) || lag < 2 {
+		t.Fatalf("a stopped tree: size %v lag %v, want %d and at least 2", got, lag, size)
+	}
+	if !strings.Contains(r.s.logs.String(), "is not the one the tree holds") {
+		t.Errorf("the logs do not say why the tree stopped:\n%s", r.s.logs)
 	}
 }

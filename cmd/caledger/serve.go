@@ -258,11 +258,27 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 // cannot hang /metrics.
 const scrapeTimeout = 2 * time.Second
 
-// collectors returns the node's metrics: the ledger head and each view's lag.
+// collectors returns the node's metrics: the ledger head, each view's lag,
+// and the Merkle tree's size and lag.
 func (n *node) collectors() []prometheus.Collector {
 	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
 	behind := prometheus.NewDesc("caledger_view_lag_events", "Ledger events a view has not applied yet.", []string{"view"}, nil)
+	treeSize := prometheus.NewDesc("caledger_ledger_tree_size", "Events the ledger's Merkle tree covers: the size of the checkpoints it signs.", nil, nil)
+	treeBehind := prometheus.NewDesc("caledger_ledger_tree_lag_events", "Ledger events the Merkle tree does not cover yet. It grows without bound when the tree stopped (see the logs).", nil, nil)
 	return []prometheus.Collector{
+		collectorFunc{descs: []*prometheus.Desc{treeSize, treeBehind}, collect: func(ch chan<- prometheus.Metric) {
+			if n.tree == nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+			defer cancel()
+			// The size first: read after the head, it could pass it.
+			size := n.tree.Size()
+			ch <- prometheus.MustNewConstMetric(treeSize, prometheus.GaugeValue, float64(size))
+			if head, err := n.store.Head(ctx); err == nil {
+				ch <- prometheus.MustNewConstMetric(treeBehind, prometheus.GaugeValue, float64(head-min(head, size)))
+			}
+		}},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caledger_ledger_head_position",
 			Help: "Global position of the last event committed to the ledger.",
