@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/proof"
@@ -131,11 +133,13 @@ See docs/ledger.md.`)
 	start := time.Now()
 	bar := &progressBar{w: stderr}
 	r, err := a.replay(ctx, c, cp, kept, bar.update)
+	bar.done()
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	bar.done()
-	a.report(r, time.Since(start))
+	if err := a.report(r, time.Since(start)); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
 
 	if len(a.problems) > 0 {
 		fmt.Fprintf(stdout, "\nPROBLEMS (%d)\n", len(a.problems))
@@ -204,16 +208,24 @@ func (a *auditRun) consistency(ctx context.Context, c *auditClient, kept, cp *lo
 // problem.
 func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Checkpoint, progress func(done, total uint64)) (*audit.Replay, error) {
 	r := audit.New()
-	checkKept := func() {
+	checkKept := func() error {
 		if kept == nil || r.Size() != kept.Size || kept.Size > cp.Size {
-			return
+			return nil
 		}
-		if root, _ := r.Root(); !bytes.Equal(root, kept.Hash) {
+		root, err := r.Root()
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(root, kept.Hash) {
 			a.problem("the first %d events replayed give root %s, not the kept checkpoint's %s: events recorded before were changed", kept.Size, b64(root), b64(kept.Hash))
 		}
+		return nil
 	}
-	checkKept()
+	if err := checkKept(); err != nil {
+		return nil, err
+	}
 	limit := auditPage
+pages:
 	for r.Size() < cp.Size {
 		page, err := c.events(ctx, r.Size()+1, int(min(cp.Size-r.Size(), uint64(limit))))
 		if errors.Is(err, errAnswerTooLarge) && limit > 1 {
@@ -225,7 +237,7 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 		}
 		if len(page) == 0 {
 			a.problem("the server serves %d events, but its checkpoint covers %d", r.Size(), cp.Size)
-			return r, nil
+			break
 		}
 		for i := range page {
 			le := &page[i]
@@ -235,7 +247,7 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 			want := r.Size() + 1
 			if le.Position != want {
 				a.problem("the server answered position %d where %d was due", le.Position, want)
-				return r, nil
+				break pages
 			}
 			e, err := r.Add(le.Canonical)
 			if err == nil {
@@ -243,10 +255,13 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 					a.problem("position %d: the event's %s as served differs from its canonical bytes", want, field)
 				}
 				if a.list {
-					fmt.Fprintf(a.stdout, "%8d  %s  %-10s %-37s %-26s %s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"), e.Actor.Role, e.Actor.ID, e.Type, e.Stream)
+					fmt.Fprintf(a.stdout, "%8d  %s  %-10s %-37s %-26s %s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
+						printable(e.Actor.Role), printable(e.Actor.ID), e.Type, e.Stream)
 				}
 			}
-			checkKept()
+			if err := checkKept(); err != nil {
+				return nil, err
+			}
 		}
 		progress(r.Size(), cp.Size)
 	}
@@ -254,7 +269,7 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 	if err != nil {
 		return nil, err
 	}
-	if !bytes.Equal(root, cp.Hash) {
+	if r.Size() == cp.Size && !bytes.Equal(root, cp.Hash) {
 		a.problem("the %d events served give root %s, not the checkpoint's %s: the events served are not those the checkpoint signs", cp.Size, b64(root), b64(cp.Hash))
 	}
 	findings, total := r.Findings()
@@ -268,9 +283,12 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 }
 
 // report prints what the replay saw.
-func (a *auditRun) report(r *audit.Replay, took time.Duration) {
+func (a *auditRun) report(r *audit.Replay, took time.Duration) error {
 	s := r.Stats()
-	root, _ := r.Root()
+	root, err := r.Root()
+	if err != nil {
+		return err
+	}
 	w := a.stdout
 	fmt.Fprintf(w, "replayed    %d events in %s, root %s\n", r.Size(), took.Round(time.Millisecond), b64(root))
 	if s.Events > 0 {
@@ -292,6 +310,19 @@ func (a *auditRun) report(r *audit.Replay, took time.Duration) {
 			fmt.Fprintln(w)
 		}
 	}
+	return nil
+}
+
+// printable replaces what a terminal would interpret in text a server
+// chose (control characters, invalid UTF-8) with '?', so that it cannot
+// forge or hide lines of the report.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // ledgerEventMismatch names the first field of le, the JSON of an event as
@@ -359,7 +390,10 @@ func newAuditClient(base *url.URL, cacert, certFile, keyFile string) (*auditClie
 		TLSClientConfig:   &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2: true,
 	}
-	return &auditClient{base: base, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}}, nil
+	// No redirects: the client certificate is for this server, and an
+	// answer from elsewhere would not be the server's.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &auditClient{base: base, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute, CheckRedirect: noRedirect}}, nil
 }
 
 // get returns the body of a 200 answer to GET path; any other answer is an
@@ -384,7 +418,7 @@ func (c *auditClient) get(ctx context.Context, path string) ([]byte, error) {
 	if res.StatusCode != http.StatusOK {
 		var p struct{ Title, Detail string }
 		_ = json.Unmarshal(body, &p)
-		return nil, fmt.Errorf("GET %s: %s: %s %s", req.URL.Path, res.Status, p.Title, p.Detail)
+		return nil, fmt.Errorf("GET %s: %s: %s %s", req.URL.Path, printable(res.Status), printable(p.Title), printable(p.Detail))
 	}
 	return body, nil
 }

@@ -12,17 +12,23 @@
 //     event of a stream was removed or replayed;
 //   - nothing is sealed under a subject's key group after that group's
 //     erasure (subject.erased), so no personal data was kept or collected
-//     under a key the ledger says was destroyed;
-//   - a certificate is revoked, or deleted, only after it was issued; it is
-//     revoked once; and it is deleted only once revoked or expired.
+//     under a key the ledger says was destroyed. An event is sealed when it
+//     is prepared, which sets its time, and appended after: one prepared
+//     before the erasure may land after it (an issuance whose link preceded
+//     the erasure, an access that checked the subject just before). Such an
+//     event is excused when its time precedes the erasure's by at most
+//     RaceWindow; the rule trusts the event times that far;
+//   - a certificate is issued once; it is revoked, or deleted, only after
+//     it was issued and before it was deleted; it is revoked once; and it is
+//     deleted once, and only once revoked or expired.
 //
 // A broken rule is a Finding; the replay goes on, so one run reports every
 // finding (the first MaxFindings in detail). Findings name positions, streams,
 // serials and subject pseudonyms only: never personal data, which the replay
 // cannot read anyway.
 //
-// Memory grows with the number of streams and certificates (a map entry
-// each), not with the number of events.
+// Memory grows with the number of streams, certificates and erased subjects
+// (a map entry each), not with the number of events.
 package audit
 
 import (
@@ -40,6 +46,11 @@ import (
 // MaxFindings bounds the findings a Replay keeps in detail; it counts them
 // all.
 const MaxFindings = 100
+
+// RaceWindow is how long before an erasure an event sealed under the erased
+// key may have been prepared and still land after the erasure in the ledger:
+// far longer than an issuance or an access takes from sealing to append.
+const RaceWindow = time.Minute
 
 // Rules, the Rule of a Finding.
 const (
@@ -86,10 +97,16 @@ type Replay struct {
 	total    uint64 // findings, counted beyond MaxFindings too
 }
 
-// erasure is what was erased of a subject, and where.
+// erasure is what was erased of a subject, where and when.
 type erasure struct {
-	all    uint64            // the position of the erasure of every group, 0 if none
-	groups map[string]uint64 // group -> position of its erasure alone
+	all    erased            // the erasure of every group; zero if none
+	groups map[string]erased // group -> its erasure alone
+}
+
+// erased is an erasure event: its position (0: none) and time.
+type erased struct {
+	pos  uint64
+	time time.Time
 }
 
 type certificate struct {
@@ -192,14 +209,20 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 	if !ok {
 		return
 	}
+	// The first erasure that covers the group decides: an event prepared
+	// before it may still land after it, within RaceWindow.
 	at := er.all
-	if g := er.groups[e.Sealed.KeyGroup]; g != 0 && (at == 0 || g < at) {
+	if g, ok := er.groups[e.Sealed.KeyGroup]; ok && (at.pos == 0 || g.pos < at.pos) {
 		at = g
 	}
-	if at != 0 {
-		r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s seals data under key group %q of subject %s, erased at position %d",
-			e.Type, e.Sealed.KeyGroup, e.Sealed.SubjectID, at))
+	if at.pos == 0 {
+		return
 	}
+	if !e.Time.After(at.time) && at.time.Sub(e.Time) <= RaceWindow {
+		return
+	}
+	r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s of %s seals data under key group %q of subject %s, erased at position %d",
+		e.Type, e.Time.Format(time.RFC3339Nano), e.Sealed.KeyGroup, e.Sealed.SubjectID, at.pos))
 }
 
 // apply follows the facts the rules need: erasures and certificate lifecycles.
@@ -211,25 +234,30 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		if !r.public(pos, e, &p) {
 			return
 		}
+		if !p.SubjectID.Valid() {
+			r.find(pos, RuleMalformed, fmt.Sprintf("%s names subject %q, not a pseudonym", e.Type, p.SubjectID))
+			return
+		}
 		er := r.erased[p.SubjectID]
+		at := erased{pos: pos, time: e.Time}
 		if len(p.KeyGroups) == 0 {
-			if er.all == 0 {
-				er.all = pos
+			if er.all.pos == 0 {
+				er.all = at
 			}
 		} else {
 			if er.groups == nil {
-				er.groups = make(map[string]uint64)
+				er.groups = make(map[string]erased)
 			}
 			for _, g := range p.KeyGroups {
-				if er.groups[g] == 0 {
-					er.groups[g] = pos
+				if _, ok := er.groups[g]; !ok {
+					er.groups[g] = at
 				}
 			}
 		}
 		r.erased[p.SubjectID] = er
 	case domain.TypeCertificateIssued:
 		var p domain.CertificateIssued
-		if !r.public(pos, e, &p) {
+		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
 		if _, ok := r.certs[p.Serial]; ok {
@@ -239,7 +267,7 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		r.certs[p.Serial] = &certificate{notAfter: p.NotAfter}
 	case domain.TypeCertificateRevoked:
 		var p domain.CertificateRevoked
-		if !r.public(pos, e, &p) {
+		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
 		c := r.certs[p.Serial]
@@ -255,7 +283,7 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		}
 	case domain.TypeCertificateDeleted:
 		var p domain.CertificateDeleted
-		if !r.public(pos, e, &p) {
+		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
 		c := r.certs[p.Serial]
@@ -278,6 +306,16 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 func (r *Replay) public(pos uint64, e *domain.Event, p any) bool {
 	if err := json.Unmarshal(e.Public, p); err != nil {
 		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %v", e.Type, err))
+		return false
+	}
+	return true
+}
+
+// serial checks that a certificate event names a serial (lower-case hex), so
+// that findings print nothing else the server put there.
+func (r *Replay) serial(pos uint64, e *domain.Event, s domain.Serial) bool {
+	if !s.Valid() {
+		r.find(pos, RuleMalformed, fmt.Sprintf("%s names serial %q, not a serial number", e.Type, s))
 		return false
 	}
 	return true

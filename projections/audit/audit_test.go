@@ -12,6 +12,12 @@ import (
 	"github.com/caledger/caledger/domain"
 )
 
+// Subject pseudonyms of the tests.
+const (
+	s1 domain.SubjectID = "11111111111111111111111111111111"
+	s9 domain.SubjectID = "99999999999999999999999999999999"
+)
+
 // ledger builds canonical encodings as a store would: positions and stream
 // versions assigned in order.
 type ledger struct {
@@ -34,7 +40,7 @@ func (l *ledger) add(stream string, p domain.Payload, subject domain.SubjectID, 
 		l.t.Fatal(err)
 	}
 	l.versions[stream]++
-	l.now = l.now.Add(time.Minute)
+	l.now = l.now.Add(time.Second)
 	e := domain.Event{Position: uint64(len(l.events) + 1), Stream: stream, Version: l.versions[stream],
 		ID: domain.EventID{byte(len(l.events)), 1}, Type: p.EventType(), Schema: p.SchemaVersion(), Time: l.now,
 		Actor: domain.Actor{ID: "cert:01", Role: "officer"}, Public: public}
@@ -99,7 +105,7 @@ func TestRootAndLifecycle(t *testing.T) {
 		}
 	}
 	check()
-	subject := domain.SubjectID("s1")
+	subject := s1
 	add := func(stream string, p domain.Payload, sealed domain.SubjectID, group string) {
 		t.Helper()
 		b := l.add(stream, p, sealed, group)
@@ -111,14 +117,14 @@ func TestRootAndLifecycle(t *testing.T) {
 	}
 	add(domain.SubjectStream(subject), domain.SubjectRegistered{SubjectID: subject, Attributes: []string{"common_name"}}, subject, domain.GroupIdentity)
 	// 0b was issued already expired, as a backdated certificate could be.
-	for serial, validity := range map[domain.Serial]time.Duration{"0a": time.Hour, "0b": -time.Hour, "0c": time.Hour} {
+	for serial, validity := range map[domain.Serial]time.Duration{"a1": time.Hour, "b2": -time.Hour, "c3": time.Hour} {
 		add(domain.SubjectStream(subject), domain.SubjectCertificateLinked{SubjectID: subject, Serial: serial}, "", "")
 		add(domain.CertificateStream(serial), domain.CertificateIssued{Serial: serial, SubjectID: subject,
 			NotAfter: l.now.Add(validity)}, subject, domain.GroupIdentity)
 	}
-	add(domain.CertificateStream("0a"), domain.CertificateRevoked{Serial: "0a", Reason: domain.ReasonSuperseded}, "", "")
-	add(domain.CertificateStream("0a"), domain.CertificateDeleted{Serial: "0a"}, "", "")
-	add(domain.CertificateStream("0b"), domain.CertificateDeleted{Serial: "0b"}, "", "")
+	add(domain.CertificateStream("a1"), domain.CertificateRevoked{Serial: "a1", Reason: domain.ReasonSuperseded}, "", "")
+	add(domain.CertificateStream("a1"), domain.CertificateDeleted{Serial: "a1"}, "", "")
+	add(domain.CertificateStream("b2"), domain.CertificateDeleted{Serial: "b2"}, "", "")
 	add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
 	add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisConsentWithdrawn}, "", "")
 	// Another group than the erased one may still be sealed under.
@@ -138,7 +144,7 @@ func TestRootAndLifecycle(t *testing.T) {
 // TestRules breaks each rule once and checks that the replay names it at the
 // right position, goes on, and still hashes every leaf.
 func TestRules(t *testing.T) {
-	subject := domain.SubjectID("s1")
+	subject := s1
 	issued := func(serial domain.Serial, notAfter time.Time) domain.CertificateIssued {
 		return domain.CertificateIssued{Serial: serial, SubjectID: subject, NotAfter: notAfter}
 	}
@@ -148,50 +154,71 @@ func TestRules(t *testing.T) {
 		want  string // "position N: rule" of the single finding
 	}{
 		{"version gap", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
-			l.versions["subject-s1"]++ // an event of the stream went missing
-			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.versions[domain.SubjectStream(s1)]++ // an event of the stream went missing
+			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
 		}, "position 2: stream-version"},
 		{"version repeat", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
-			l.versions["subject-s1"]--
-			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.versions[domain.SubjectStream(s1)]--
+			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
 		}, "position 2: stream-version"},
 		{"sealed after full erasure", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
-			l.add("access-s1", domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+			l.add(domain.SubjectStream(s1), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+			l.add(domain.AccessStream(s1), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
 		}, "position 2: sealed-after-erasure"},
 		{"sealed after group erasure", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisCourtOrder}, "", "")
-			l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject, KeyGroup: domain.GroupNationalID}, subject, domain.GroupNationalID)
+			l.add(domain.SubjectStream(s1), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisCourtOrder}, "", "")
+			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject, KeyGroup: domain.GroupNationalID}, subject, domain.GroupNationalID)
 		}, "position 2: sealed-after-erasure"},
 		{"revoked, never issued", func(l *ledger) {
-			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
 		}, "position 1: certificate"},
 		{"revoked twice", func(l *ledger) {
-			l.add("cert-0a", issued("0a", l.now.Add(time.Hour)), "", "")
-			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
-			l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+			l.add("cert-a1", issued("a1", l.now.Add(time.Hour)), "", "")
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
 		}, "position 3: certificate"},
 		{"deleted while valid", func(l *ledger) {
-			l.add("cert-0a", issued("0a", l.now.Add(time.Hour)), "", "")
-			l.add("cert-0a", domain.CertificateDeleted{Serial: "0a"}, "", "")
+			l.add("cert-a1", issued("a1", l.now.Add(time.Hour)), "", "")
+			l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
 		}, "position 2: certificate"},
+		{"deleted twice", func(l *ledger) {
+			l.add("cert-a1", issued("a1", l.now), "", "")
+			l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
+			l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
+		}, "position 3: certificate"},
+		{"deleted, never issued", func(l *ledger) {
+			l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
+		}, "position 1: certificate"},
+		{"revoked after deletion", func(l *ledger) {
+			l.add("cert-a1", issued("a1", l.now), "", "")
+			l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
+		}, "position 3: certificate"},
+		{"a serial that is not one", func(l *ledger) {
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1\nOK: all verified"}, "", "")
+		}, "position 1: malformed"},
+		{"sealed after the race window", func(l *ledger) {
+			l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+			l.now = l.now.Add(-RaceWindow - 2*time.Second) // add moves it one second on
+			l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+		}, "position 2: sealed-after-erasure"},
 		{"issued twice", func(l *ledger) {
-			l.add("cert-0a", issued("0a", l.now), "", "")
-			l.add("cert-0b", issued("0a", l.now), "", "")
+			l.add("cert-a1", issued("a1", l.now), "", "")
+			l.add("cert-b2", issued("a1", l.now), "", "")
 		}, "position 2: certificate"},
 		{"wrong position", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
-			b := l.add("subject-s1", domain.SubjectCorrected{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
+			b := l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
 			domain.SetPlacement(b, 7, 2)
 		}, "position 2: position"},
 		{"undecodable", func(l *ledger) {
-			l.add("subject-s1", domain.SubjectRegistered{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
 			l.events = append(l.events, []byte("not an event"))
 		}, "position 2: malformed"},
 		{"public part does not parse", func(l *ledger) {
-			b := l.add("cert-0a", domain.CertificateRevoked{Serial: "0a"}, "", "")
+			b := l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
 			e, _ := domain.Decode(b)
 			e.Public = []byte(`{"serial":1}`)
 			l.events[0], _ = domain.Encode(&e)
@@ -201,7 +228,7 @@ func TestRules(t *testing.T) {
 			l := newLedger(t)
 			tc.build(l)
 			// One good event after the bad one: the replay goes on.
-			l.add("subject-s9", domain.SubjectRegistered{SubjectID: "s9"}, "s9", domain.GroupIdentity)
+			l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, s9, domain.GroupIdentity)
 			r := replay(t, l.events)
 			f, total := r.Findings()
 			if total != 1 || len(f) != 1 || !strings.HasPrefix(f[0].String(), tc.want+": ") {
@@ -214,12 +241,41 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// TestErasureRace checks the events the domain lets land after an erasure:
+// sealed before it, appended after it (an issuance whose link preceded the
+// erasure, an access that checked the subject just before), and that erasing
+// again, or some groups and then all, breaks no rule.
+func TestErasureRace(t *testing.T) {
+	l := newLedger(t)
+	subject := s1
+	l.add(domain.SubjectStream(subject), domain.SubjectRegistered{SubjectID: subject}, subject, domain.GroupIdentity)
+	l.add(domain.SubjectStream(subject), domain.SubjectCertificateLinked{SubjectID: subject, Serial: "a1"}, "", "")
+	prepared := l.now // the issuance and an access were sealed now
+	l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisConsentWithdrawn}, "", "")
+	l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+	l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+	after := l.now
+	l.now = prepared.Add(-time.Second) // add moves it one second on
+	l.add(domain.CertificateStream("a1"), domain.CertificateIssued{Serial: "a1", SubjectID: subject, NotAfter: after}, subject, domain.GroupIdentity)
+	l.now = prepared.Add(-time.Second)
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	if f := findings(replay(t, l.events)); f != "" {
+		t.Fatalf("findings for events the domain allows:\n%s", f)
+	}
+	// Prepared after the erasure: found.
+	l.now = after
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	if f, total := replay(t, l.events).Findings(); total != 1 || f[0].Rule != RuleSealedAfterErasure || f[0].Position != uint64(len(l.events)) {
+		t.Fatalf("an access sealed after the erasure: %v", f)
+	}
+}
+
 // TestFindingsBounded checks that findings beyond MaxFindings are counted,
 // not kept.
 func TestFindingsBounded(t *testing.T) {
 	l := newLedger(t)
 	for i := range MaxFindings + 5 {
-		l.add(fmt.Sprintf("cert-%02x", i), domain.CertificateRevoked{Serial: domain.Serial(fmt.Sprintf("%02x", i))}, "", "")
+		l.add(fmt.Sprintf("cert-%x", i+1), domain.CertificateRevoked{Serial: domain.Serial(fmt.Sprintf("%x", i+1))}, "", "")
 	}
 	f, total := replay(t, l.events).Findings()
 	if len(f) != MaxFindings || total != MaxFindings+5 {
@@ -231,7 +287,7 @@ func TestFindingsBounded(t *testing.T) {
 // reuse of its buffer.
 func TestAddDoesNotAlias(t *testing.T) {
 	l := newLedger(t)
-	b := l.add("access-s1", domain.PersonalDataAccessed{SubjectID: "s1", Operation: "read"}, "s1", domain.GroupIdentity)
+	b := l.add(domain.AccessStream(s1), domain.PersonalDataAccessed{SubjectID: s1, Operation: "read"}, s1, domain.GroupIdentity)
 	e, err := New().Add(b)
 	if err != nil {
 		t.Fatal(err)

@@ -12,10 +12,10 @@ import (
 // bytes, and must report a malformed event exactly when domain.Decode does.
 func FuzzAdd(f *testing.F) {
 	l := newLedger(f)
-	l.add("subject-s1", domain.SubjectRegistered{SubjectID: "s1", Attributes: []string{"email"}}, "s1", domain.GroupIdentity)
-	l.add("subject-s1", domain.SubjectErased{SubjectID: "s1", Basis: domain.BasisErasureRequest}, "", "")
-	l.add("cert-0a", domain.CertificateIssued{Serial: "0a", SubjectID: "s1", NotAfter: l.now}, "s1", domain.GroupIdentity)
-	l.add("cert-0a", domain.CertificateDeleted{Serial: "0a"}, "", "")
+	l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: s1, Attributes: []string{"email"}}, s1, domain.GroupIdentity)
+	l.add(domain.SubjectStream(s1), domain.SubjectErased{SubjectID: s1, Basis: domain.BasisErasureRequest}, "", "")
+	l.add("cert-a1", domain.CertificateIssued{Serial: "a1", SubjectID: s1, NotAfter: l.now}, s1, domain.GroupIdentity)
+	l.add("cert-a1", domain.CertificateDeleted{Serial: "a1"}, "", "")
 	for _, e := range l.events {
 		f.Add(e, e)
 	}
