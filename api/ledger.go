@@ -114,7 +114,7 @@ func (s *server) registerLedger(hapi huma.API) {
 		}
 		out := make([]LedgerEvent, 0, len(events))
 		for i := range events {
-			le, err := ledgerEvent(&events[i])
+			le, err := LedgerEventOf(&events[i])
 			if err != nil {
 				return nil, s.problem(ctx, err)
 			}
@@ -170,8 +170,8 @@ func nonNil(h [][]byte) [][]byte {
 	return h
 }
 
-// ledgerEvent is e as auditors see it.
-func ledgerEvent(e *domain.Event) (LedgerEvent, error) {
+// LedgerEventOf is e as auditors see it.
+func LedgerEventOf(e *domain.Event) (LedgerEvent, error) {
 	canonical, err := domain.Encode(e)
 	if err != nil {
 		return LedgerEvent{}, err

@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,6 +27,7 @@ import (
 	"github.com/caledger/caledger/crypto/checkpoint"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/caledger/caledger/projections/audit"
 	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 )
@@ -407,4 +411,132 @@ func TestTreeMetrics(t *testing.T) {
 	if !strings.Contains(r.s.logs.String(), "is not the one the tree holds") {
 		t.Errorf("the logs do not say why the tree stopped:\n%s", r.s.logs)
 	}
+}
+
+// TestAuditLyingServer runs the audit against a server that serves a ledger
+// of its own and lies in one way at a time: each lie is a problem.
+func TestAuditLyingServer(t *testing.T) {
+	key, err := checkpoint.GenerateKey("caledger.ledger/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := checkpoint.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := checkpoint.GenerateKey("caledger.ledger/test")
+	other, err := checkpoint.New(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []api.LedgerEvent
+	replayed := audit.New()
+	for i := range 5 {
+		subject := domain.SubjectID(fmt.Sprintf("%032x", i+1))
+		e := domain.Event{Position: uint64(i + 1), Stream: domain.SubjectStream(subject), Version: 1, ID: domain.EventID{byte(i)},
+			Type: domain.TypeSubjectRegistered, Schema: 1, Time: time.Date(2026, 11, 1, 0, 0, i, 0, time.UTC),
+			Actor: domain.Actor{ID: "cert:a1", Role: "officer"}, Public: fmt.Appendf(nil, `{"subject_id":%q}`, subject)}
+		le, err := api.LedgerEventOf(&e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		events = append(events, le)
+		if _, err := replayed.Add(le.Canonical); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root, err := replayed.Root()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		lie  func(events []api.LedgerEvent, cp *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer)
+		want string // in the output or the error; "" means the audit passes
+	}{
+		{"honest", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) { return e, s }, ""},
+		{"fewer events", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) { return e[:4], s },
+			"the server serves 4 events, but its checkpoint covers 5"},
+		{"an event left out", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
+			return append(slices.Clone(e[:2]), e[3:]...), s
+		}, "the server answered position 4 where 3 was due"},
+		{"JSON that says another thing", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
+			e = slices.Clone(e)
+			e[1].ActorRole = "auditor"
+			return e, s
+		}, "position 2: the event's actor as served differs from its canonical bytes"},
+		{"other canonical bytes", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
+			e = slices.Clone(e)
+			e[1].Canonical = e[2].Canonical
+			return e, s
+		}, "not those the checkpoint signs"},
+		{"a checkpoint signed with another key", func(e []api.LedgerEvent, _ *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
+			return e, other
+		}, "does not verify with"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			served, cpSigner := tc.lie(events, signer)
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /v1/ledger/key", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, signer.VerifierKey()) })
+			mux.HandleFunc("GET /v1/ledger/checkpoint", func(w http.ResponseWriter, _ *http.Request) {
+				b, _ := cpSigner.Sign(uint64(len(events)), root)
+				w.Write(b)
+			})
+			mux.HandleFunc("GET /v1/ledger/events", func(w http.ResponseWriter, r *http.Request) {
+				from, _ := strconv.Atoi(r.URL.Query().Get("from"))
+				limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+				var page []api.LedgerEvent
+				for _, e := range served {
+					if e.Position >= uint64(from) && len(page) < limit {
+						page = append(page, e)
+					}
+				}
+				json.NewEncoder(w).Encode(page)
+			})
+			srv := httptest.NewTLSServer(mux)
+			defer srv.Close()
+			dir := t.TempDir()
+			if err := writePEM(filepath.Join(dir, "server.pem"), 0o644, srv.Certificate().Raw); err != nil {
+				t.Fatal(err)
+			}
+			certPath, keyPath := selfSignedClient(t, dir)
+			vkey := filepath.Join(dir, "checkpoint.vkey")
+			if err := os.WriteFile(vkey, []byte(signer.VerifierKey()+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			err := run(t.Context(), []string{"audit", "--server", srv.URL, "--cacert", filepath.Join(dir, "server.pem"),
+				"--cert", certPath, "--key", keyPath, "--vkey", vkey}, noEnv, &out, io.Discard)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("%v\n%s", err, out.String())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(out.String()+err.Error(), tc.want) {
+				t.Fatalf("want %q; got %v\n%s", tc.want, err, out.String())
+			}
+		})
+	}
+}
+
+// selfSignedClient writes a client certificate and key of no CA to dir.
+func selfSignedClient(t *testing.T, dir string) (certPath, keyPath string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)},
+		&x509.Certificate{SerialNumber: big.NewInt(1)}, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
+	certPath, keyPath = filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
+	if err := writePEM(certPath, 0o644, der); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
 }
