@@ -35,6 +35,13 @@ type ErasureReceipt struct {
 	Status        string     `json:"status" enum:"keys-destroyed,recorded,complete,shred-pending"`
 	CompleteAt    *time.Time `json:"complete_at,omitempty"`
 	PendingEpochs []uint32   `json:"pending_epochs,omitempty"`
+	// Evidence proves, for each subject.erased event of the subject, that the
+	// ledger records it: anyone with the ledger's verifier key can check it
+	// offline ("caledger verify-erasure"). It proves the record of the
+	// erasure, not the destruction of the keys, which Status reports. It is
+	// absent when the ledger's Merkle tree did not cover the erasure in time:
+	// ask again.
+	Evidence []Evidence `json:"evidence,omitempty" doc:"Per subject.erased event: its canonical bytes and an inclusion proof in a signed checkpoint. Absent while the ledger's Merkle tree does not cover the erasure yet."`
 }
 
 // ErasureState says how far the erasure of a subject has gone (Status and the
@@ -114,6 +121,17 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (Erasure
 	r.Status, r.PendingEpochs = status, pending
 	if !at.IsZero() {
 		r.CompleteAt = &at
+	}
+	if s.cfg.Ledger != nil {
+		// The evidence is worth waiting for, but the erasure stands without
+		// it: a tree that lags or stopped leaves it out, and says so in the
+		// log.
+		ev, err := s.cfg.Ledger.Prove(ctx, domain.SubjectStream(id), domain.TypeSubjectErased)
+		if err != nil {
+			s.logger.WarnContext(ctx, "erasure receipt without ledger evidence", "err", err)
+		} else {
+			r.Evidence = ev
+		}
 	}
 	return r, nil
 }

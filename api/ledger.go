@@ -27,6 +27,22 @@ type Ledger interface {
 	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
 	// VerifierKey is the note verifier key checkpoints are signed for.
 	VerifierKey() string
+	// Prove returns evidence for each event of type eventType in stream, in
+	// version order, all against one signed checkpoint that covers them; none
+	// when the stream has no such event. It waits briefly for the tree to
+	// cover them and fails with a *domain.Error of KindUnavailable when it
+	// does not.
+	Prove(ctx context.Context, stream, eventType string) ([]Evidence, error)
+}
+
+// Evidence proves to anyone who holds the ledger's verifier key that an event
+// is in the ledger: its canonical encoding, and an RFC 9162 inclusion proof of
+// it (leaf Position-1) in the log a signed checkpoint names.
+type Evidence struct {
+	Position   uint64   `json:"position" doc:"The event's position in the ledger; its leaf index is position-1."`
+	Canonical  []byte   `json:"canonical" doc:"The event's canonical encoding (base64); its leaf hash is SHA-256(0x00 || canonical)."`
+	Checkpoint string   `json:"checkpoint" doc:"A C2SP tlog-checkpoint (signed note) of a log that includes the event."`
+	Inclusion  [][]byte `json:"inclusion" doc:"The inclusion proof's hashes (base64), from the leaf up to the checkpoint's root."`
 }
 
 // LedgerEvent is an event as auditors see it: the envelope and the public

@@ -540,3 +540,95 @@ func selfSignedClient(t *testing.T, dir string) (certPath, keyPath string) {
 	}
 	return certPath, keyPath
 }
+
+// TestVerifyErasure checks erasure receipts as a regulator would, offline:
+// the receipt of POST .../erasure carries the subject.erased events with
+// inclusion proofs in a signed checkpoint, "caledger verify-erasure" accepts
+// it with the verifier key file, and refuses it when anything is changed.
+func TestVerifyErasure(t *testing.T) {
+	r := newAuditRig(t)
+	subject, _ := r.issue("Secret Person One")
+	// Some groups first, then the whole subject: two events of evidence.
+	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "consent-withdrawn", "key_groups": []string{"national-id"}}, http.StatusOK, nil)
+	var receipt api.ErasureReceipt
+	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	if len(receipt.Evidence) != 2 || receipt.Evidence[0].Checkpoint != receipt.Evidence[1].Checkpoint {
+		t.Fatalf("the receipt's evidence: %+v", receipt.Evidence)
+	}
+	dir := t.TempDir()
+	vkey := filepath.Join(r.data, checkpointVKeyFile)
+	verify := func(name string, rc api.ErasureReceipt, vkey string) (string, error) {
+		t.Helper()
+		b, err := json.Marshal(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err = run(t.Context(), []string{"verify-erasure", "--receipt", path, "--vkey", vkey}, noEnv, &out, io.Discard)
+		return out.String(), err
+	}
+	out, err := verify("receipt", receipt, vkey)
+	if err != nil || !strings.Contains(out, "OK: the ledger records the erasure of subject "+subject) ||
+		!strings.Contains(out, "erasure of key groups national-id") || !strings.Contains(out, "erasure of all key groups") {
+		t.Fatalf("verify-erasure: %v\n%s", err, out)
+	}
+	// The receipt GET returns verifies too, against a later checkpoint.
+	var later api.ErasureReceipt
+	r.issue("Secret Person Two")
+	r.settle()
+	r.admin.json("GET", "/v1/subjects/"+subject+"/erasure", nil, http.StatusOK, &later)
+	if out, err := verify("later", later, vkey); err != nil || later.Evidence[0].Checkpoint == receipt.Evidence[0].Checkpoint {
+		t.Fatalf("the receipt of GET: %v\n%s", err, out)
+	}
+
+	clone := func() api.ErasureReceipt {
+		c := receipt
+		c.Evidence = slices.Clone(receipt.Evidence)
+		for i := range c.Evidence {
+			c.Evidence[i].Canonical = slices.Clone(c.Evidence[i].Canonical)
+			c.Evidence[i].Inclusion = slices.Clone(c.Evidence[i].Inclusion)
+		}
+		return c
+	}
+	_, otherVKey, _ := note.GenerateKey(rand.Reader, origin(t, r.data))
+	otherVKeyFile := filepath.Join(dir, "other.vkey")
+	if err := os.WriteFile(otherVKeyFile, []byte(otherVKey+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		change func(*api.ErasureReceipt)
+		vkey   string
+		want   string
+	}{
+		"another subject": {func(rc *api.ErasureReceipt) { rc.SubjectID = domain.SubjectID(strings.Repeat("ab", 16)) }, vkey, "erases another subject"},
+		"a changed event": {func(rc *api.ErasureReceipt) {
+			e, _ := domain.Decode(rc.Evidence[1].Canonical)
+			e.Public = bytes.Replace(e.Public, []byte("gdpr-art17"), []byte("court-order"), 1)
+			rc.Evidence[1].Canonical, _ = domain.Encode(&e)
+		}, vkey, "the inclusion proof does not place the event"},
+		"another position":    {func(rc *api.ErasureReceipt) { rc.Evidence[1].Position-- }, vkey, "is recorded at position"},
+		"another key":         {func(*api.ErasureReceipt) {}, otherVKeyFile, "the checkpoint does not verify"},
+		"only the group part": {func(rc *api.ErasureReceipt) { rc.Evidence = rc.Evidence[:1] }, vkey, "the evidence erases only some key groups"},
+		"no evidence":         {func(rc *api.ErasureReceipt) { rc.Evidence = nil }, vkey, "carries no ledger evidence"},
+		"not an erasure": {func(rc *api.ErasureReceipt) {
+			// The ledger's first event (ca.created), with valid evidence
+			// against the receipt's checkpoint.
+			var first []api.LedgerEvent
+			r.admin.json("GET", "/v1/ledger/events?from=1&limit=1", nil, http.StatusOK, &first)
+			var p api.Proof
+			size := parseUnsigned(t, []byte(rc.Evidence[1].Checkpoint)).Size
+			r.admin.json("GET", fmt.Sprintf("/v1/ledger/proofs/inclusion?index=0&size=%d", size), nil, http.StatusOK, &p)
+			rc.Evidence[1].Position, rc.Evidence[1].Canonical, rc.Evidence[1].Inclusion = 1, first[0].Canonical, p.Hashes
+		}, vkey, "is a ca.created event, not subject.erased"},
+	} {
+		rc := clone()
+		tc.change(&rc)
+		if out, err := verify(strings.ReplaceAll(name, " ", "-"), rc, tc.vkey); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: want %q, got %v\n%s", name, tc.want, err, out)
+		}
+	}
+}

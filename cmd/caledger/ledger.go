@@ -11,7 +11,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
+	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/checkpoint"
 	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
@@ -140,6 +142,61 @@ func (l *ledgerLog) ConsistencyProof(ctx context.Context, size1, size2 uint64) (
 }
 
 func (l *ledgerLog) VerifierKey() string { return l.signer.VerifierKey() }
+
+// proveWait bounds how long Prove waits for the tree to cover the events: it
+// follows the ledger within about 100 ms (its pause) when it runs.
+const proveWait = 2 * time.Second
+
+func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.Evidence, error) {
+	var out []api.Evidence
+	for e, err := range l.store.ReadStream(ctx, stream, 1) {
+		if err != nil {
+			return nil, err
+		}
+		if e.Type != eventType {
+			continue
+		}
+		b, err := domain.Encode(&e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, api.Evidence{Position: e.Position, Canonical: b})
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, proveWait)
+	defer cancel()
+	if err := l.tree.WaitFor(wctx, out[len(out)-1].Position); err != nil {
+		return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "tree-behind",
+			Detail: fmt.Sprintf("the ledger's Merkle tree does not cover position %d yet", out[len(out)-1].Position), Err: err}
+	}
+	size := l.tree.Size()
+	root, err := l.tree.Root(ctx, size)
+	if err != nil {
+		return nil, err
+	}
+	signed, err := l.signer.Sign(size, root)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if out[i].Inclusion, err = l.tree.InclusionProof(ctx, out[i].Position-1, size); err != nil {
+			return nil, err
+		}
+		out[i].Inclusion = nonNilHashes(out[i].Inclusion)
+		out[i].Checkpoint = string(signed)
+	}
+	return out, nil
+}
+
+// nonNilHashes makes an empty proof (a log of one leaf) encode as [].
+func nonNilHashes(h [][]byte) [][]byte {
+	if h == nil {
+		return [][]byte{}
+	}
+	return h
+}
 
 // rangeError turns the tree's ErrRange into a 400 problem that says how big the
 // log is; other errors pass unchanged.

@@ -47,6 +47,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return runProjections(ctx, rest, env, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, env, stdout, stderr)
+	case "verify-erasure":
+		return runVerifyErasure(ctx, rest, env, stdout, stderr)
 	case "version":
 		return runVersion(rest, stdout)
 	case "help", "-h", "-help", "--help":
@@ -74,6 +76,8 @@ Commands:
                 recreate the views from the ledger
   audit         verify the ledger over the API as an auditor: signed checkpoint,
                 Merkle root, consistency with the last audit, public rules
+  verify-erasure
+                check offline that an erasure receipt's erasure is in the ledger
   version       print the version
   help          print this help; 'caledger help COMMAND' prints a command's flags
 `)
