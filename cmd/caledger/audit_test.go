@@ -456,7 +456,9 @@ func TestAuditLyingServer(t *testing.T) {
 		want string // in the output or the error; "" means the audit passes
 	}{
 		{"honest", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) { return e, s }, ""},
-		{"fewer events", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) { return e[:4], s },
+		{"fewer events", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
+			return e[:4], s
+		},
 			"the server serves 4 events, but its checkpoint covers 5"},
 		{"an event left out", func(e []api.LedgerEvent, s *checkpoint.Signer) ([]api.LedgerEvent, *checkpoint.Signer) {
 			return append(slices.Clone(e[:2]), e[3:]...), s
