@@ -578,6 +578,13 @@ func TestVerifyErasure(t *testing.T) {
 		!strings.Contains(out, "erasure of key groups national-id") || !strings.Contains(out, "erasure of all key groups") {
 		t.Fatalf("verify-erasure: %v\n%s", err, out)
 	}
+	// A receipt of the group erasure alone (as it was before the second
+	// erasure) verifies with its own evidence.
+	groupOnly := receipt
+	groupOnly.KeyGroups, groupOnly.Evidence = []string{"national-id"}, receipt.Evidence[:1]
+	if out, err := verify("group", groupOnly, vkey); err != nil {
+		t.Fatalf("a receipt of a group erasure: %v\n%s", err, out)
+	}
 	// The receipt GET returns verifies too, against a later checkpoint.
 	var later api.ErasureReceipt
 	r.issue("Secret Person Two")
@@ -612,10 +619,14 @@ func TestVerifyErasure(t *testing.T) {
 			e.Public = bytes.Replace(e.Public, []byte("gdpr-art17"), []byte("court-order"), 1)
 			rc.Evidence[1].Canonical, _ = domain.Encode(&e)
 		}, vkey, "the inclusion proof does not place the event"},
-		"another position":    {func(rc *api.ErasureReceipt) { rc.Evidence[1].Position-- }, vkey, "is recorded at position"},
+		"another position":    {func(rc *api.ErasureReceipt) { rc.Evidence[1].Position++ }, vkey, "is recorded at position"},
 		"another key":         {func(*api.ErasureReceipt) {}, otherVKeyFile, "the checkpoint does not verify"},
 		"only the group part": {func(rc *api.ErasureReceipt) { rc.Evidence = rc.Evidence[:1] }, vkey, "the evidence erases only some key groups"},
 		"no evidence":         {func(rc *api.ErasureReceipt) { rc.Evidence = nil }, vkey, "carries no ledger evidence"},
+		"a group not erased": {func(rc *api.ErasureReceipt) {
+			rc.KeyGroups, rc.Evidence = []string{"identity"}, rc.Evidence[:1]
+		}, vkey, `claims key group "identity" erased`},
+		"repeated evidence": {func(rc *api.ErasureReceipt) { rc.Evidence[1] = rc.Evidence[0] }, vkey, "repeats position"},
 		"not an erasure": {func(rc *api.ErasureReceipt) {
 			// The ledger's first event (ca.created), with valid evidence
 			// against the receipt's checkpoint.

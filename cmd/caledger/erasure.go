@@ -64,8 +64,12 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 	if len(receipt.Evidence) == 0 {
 		return errors.New("verify-erasure: the receipt carries no ledger evidence (the server's Merkle tree did not cover the erasure yet): fetch it again with GET /v1/subjects/{id}/erasure")
 	}
-	all, groups := false, []string{}
+	all, groups, seen := false, []string{}, map[uint64]bool{}
 	for i, ev := range receipt.Evidence {
+		if seen[ev.Position] {
+			return fmt.Errorf("verify-erasure: evidence %d repeats position %d", i+1, ev.Position)
+		}
+		seen[ev.Position] = true
 		e, cp, err := audit.VerifyEvidence(verifier, ev.Position, ev.Canonical, []byte(ev.Checkpoint), ev.Inclusion)
 		if err != nil {
 			return fmt.Errorf("verify-erasure: evidence %d: %w", i+1, err)
@@ -74,7 +78,7 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 		if e.Type != domain.TypeSubjectErased || json.Unmarshal(e.Public, &p) != nil {
 			return fmt.Errorf("verify-erasure: evidence %d is a %s event, not %s", i+1, e.Type, domain.TypeSubjectErased)
 		}
-		if p.SubjectID != receipt.SubjectID {
+		if p.SubjectID != receipt.SubjectID || e.Stream != domain.SubjectStream(p.SubjectID) {
 			return fmt.Errorf("verify-erasure: evidence %d erases another subject than the receipt's", i+1)
 		}
 		what := "all key groups"

@@ -168,6 +168,9 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 	wctx, cancel := context.WithTimeout(ctx, proveWait)
 	defer cancel()
 	if err := l.tree.WaitFor(wctx, out[len(out)-1].Position); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err() // the caller gave up, not the tree
+		}
 		return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "tree-behind",
 			Detail: fmt.Sprintf("the ledger's Merkle tree does not cover position %d yet", out[len(out)-1].Position), Err: err}
 	}

@@ -13,11 +13,15 @@
 //   - nothing is sealed under a subject's key group after that group's
 //     erasure (subject.erased), so no personal data was kept or collected
 //     under a key the ledger says was destroyed. An event is sealed when it
-//     is prepared, which sets its time, and appended after: one prepared
-//     before the erasure may land after it (an issuance whose link preceded
-//     the erasure, an access that checked the subject just before). Such an
-//     event is excused when its time precedes the erasure's by at most
-//     RaceWindow; the rule trusts the event times that far;
+//     is prepared, which sets its time, and appended after; and the keys are
+//     destroyed only after the erasure is recorded (a node of a cluster may
+//     seal with a cached key a few seconds longer). So an event sealed
+//     around the erasure may land just after it: an issuance whose link
+//     preceded the erasure, an access that checked the subject just before.
+//     Such an event is excused when its time is within RaceWindow of the
+//     erasure's and the ledger has not moved on further than RaceWindow past
+//     the erasure (by the latest event time seen); the rule trusts event
+//     times, and the nodes' clocks, that far;
 //   - a certificate is issued once; it is revoked, or deleted, only after
 //     it was issued and before it was deleted; it is revoked once; and it is
 //     deleted once, and only once revoked or expired.
@@ -47,9 +51,10 @@ import (
 // all.
 const MaxFindings = 100
 
-// RaceWindow is how long before an erasure an event sealed under the erased
-// key may have been prepared and still land after the erasure in the ledger:
-// far longer than an issuance or an access takes from sealing to append.
+// RaceWindow bounds how far apart in time an event sealed under an erased key
+// and the erasure may be, for the event to be excused as one that raced the
+// erasure (see the package doc): far longer than an issuance or an access
+// takes from sealing to append, or a shared vault's key cache lives.
 const RaceWindow = time.Minute
 
 // Rules, the Rule of a Finding.
@@ -59,6 +64,7 @@ const (
 	RuleStreamVersion      = "stream-version"       // a stream's versions skip or repeat
 	RuleSealedAfterErasure = "sealed-after-erasure" // personal data sealed under an erased key group
 	RuleCertificate        = "certificate"          // a revocation or deletion that breaks the lifecycle
+	RuleStream             = "stream"               // an erasure or certificate event in another stream than its own
 )
 
 // Finding is a broken rule at one event.
@@ -209,8 +215,8 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 	if !ok {
 		return
 	}
-	// The first erasure that covers the group decides: an event prepared
-	// before it may still land after it, within RaceWindow.
+	// The first erasure that covers the group decides: an event sealed
+	// around it may land after it, within RaceWindow.
 	at := er.all
 	if g, ok := er.groups[e.Sealed.KeyGroup]; ok && (at.pos == 0 || g.pos < at.pos) {
 		at = g
@@ -218,11 +224,17 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 	if at.pos == 0 {
 		return
 	}
-	if !e.Time.After(at.time) && at.time.Sub(e.Time) <= RaceWindow {
+	if within(e.Time, at.time) && within(r.stats.Last, at.time) {
 		return
 	}
 	r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s of %s seals data under key group %q of subject %s, erased at position %d",
 		e.Type, e.Time.Format(time.RFC3339Nano), e.Sealed.KeyGroup, e.Sealed.SubjectID, at.pos))
+}
+
+// within reports whether a and b are at most RaceWindow apart.
+func within(a, b time.Time) bool {
+	d := a.Sub(b)
+	return -RaceWindow <= d && d <= RaceWindow
 }
 
 // apply follows the facts the rules need: erasures and certificate lifecycles.
@@ -238,6 +250,7 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 			r.find(pos, RuleMalformed, fmt.Sprintf("%s names subject %q, not a pseudonym", e.Type, p.SubjectID))
 			return
 		}
+		r.stream(pos, e, domain.SubjectStream(p.SubjectID))
 		er := r.erased[p.SubjectID]
 		at := erased{pos: pos, time: e.Time}
 		if len(p.KeyGroups) == 0 {
@@ -318,7 +331,15 @@ func (r *Replay) serial(pos uint64, e *domain.Event, s domain.Serial) bool {
 		r.find(pos, RuleMalformed, fmt.Sprintf("%s names serial %q, not a serial number", e.Type, s))
 		return false
 	}
+	r.stream(pos, e, domain.CertificateStream(s))
 	return true
+}
+
+// stream finds an event recorded in another stream than want, its own.
+func (r *Replay) stream(pos uint64, e *domain.Event, want string) {
+	if e.Stream != want {
+		r.find(pos, RuleStream, fmt.Sprintf("%s is recorded in stream %s, not %s", e.Type, e.Stream, want))
+	}
 }
 
 func (r *Replay) find(pos uint64, rule, detail string) {

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -156,20 +157,22 @@ func TestRules(t *testing.T) {
 		{"version gap", func(l *ledger) {
 			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
 			l.versions[domain.SubjectStream(s1)]++ // an event of the stream went missing
-			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(subject), domain.SubjectCorrected{SubjectID: subject}, "", "")
 		}, "position 2: stream-version"},
 		{"version repeat", func(l *ledger) {
 			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
 			l.versions[domain.SubjectStream(s1)]--
-			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
+			l.add(domain.SubjectStream(subject), domain.SubjectCorrected{SubjectID: subject}, "", "")
 		}, "position 2: stream-version"},
 		{"sealed after full erasure", func(l *ledger) {
-			l.add(domain.SubjectStream(s1), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
-			l.add(domain.AccessStream(s1), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+			l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+			l.now = l.now.Add(2 * RaceWindow)
+			l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
 		}, "position 2: sealed-after-erasure"},
 		{"sealed after group erasure", func(l *ledger) {
-			l.add(domain.SubjectStream(s1), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisCourtOrder}, "", "")
-			l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject, KeyGroup: domain.GroupNationalID}, subject, domain.GroupNationalID)
+			l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisCourtOrder}, "", "")
+			l.now = l.now.Add(2 * RaceWindow)
+			l.add(domain.SubjectStream(subject), domain.SubjectCorrected{SubjectID: subject, KeyGroup: domain.GroupNationalID}, subject, domain.GroupNationalID)
 		}, "position 2: sealed-after-erasure"},
 		{"revoked, never issued", func(l *ledger) {
 			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
@@ -206,11 +209,18 @@ func TestRules(t *testing.T) {
 		}, "position 2: sealed-after-erasure"},
 		{"issued twice", func(l *ledger) {
 			l.add("cert-a1", issued("a1", l.now), "", "")
-			l.add("cert-b2", issued("a1", l.now), "", "")
+			l.add("cert-a1", issued("a1", l.now), "", "")
 		}, "position 2: certificate"},
+		{"an erasure in another subject's stream", func(l *ledger) {
+			l.add(domain.SubjectStream(s9), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+		}, "position 1: stream"},
+		{"a revocation in another certificate's stream", func(l *ledger) {
+			l.add("cert-a1", issued("a1", l.now.Add(time.Hour)), "", "")
+			l.add("cert-b2", domain.CertificateRevoked{Serial: "a1"}, "", "")
+		}, "position 2: stream"},
 		{"wrong position", func(l *ledger) {
 			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
-			b := l.add(domain.SubjectStream(s1), domain.SubjectCorrected{SubjectID: subject}, "", "")
+			b := l.add(domain.SubjectStream(subject), domain.SubjectCorrected{SubjectID: subject}, "", "")
 			domain.SetPlacement(b, 7, 2)
 		}, "position 2: position"},
 		{"undecodable", func(l *ledger) {
@@ -262,11 +272,29 @@ func TestErasureRace(t *testing.T) {
 	if f := findings(replay(t, l.events)); f != "" {
 		t.Fatalf("findings for events the domain allows:\n%s", f)
 	}
-	// Prepared after the erasure: found.
+	// Sealed with a key a node still held a few seconds after the erasure.
 	l.now = after
 	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	if f := findings(replay(t, l.events)); f != "" {
+		t.Fatalf("findings for an access sealed just after the erasure:\n%s", f)
+	}
+	good, versions := len(l.events), maps.Clone(l.versions)
+
+	// Sealed long after the erasure: found.
+	l.now = after.Add(2 * RaceWindow)
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
 	if f, total := replay(t, l.events).Findings(); total != 1 || f[0].Rule != RuleSealedAfterErasure || f[0].Position != uint64(len(l.events)) {
-		t.Fatalf("an access sealed after the erasure: %v", f)
+		t.Fatalf("an access sealed long after the erasure: %v", f)
+	}
+	// Timed just before the erasure, but landing once the ledger moved on
+	// past the race window: found too.
+	l.events, l.versions = l.events[:good], versions
+	l.now = after.Add(2 * RaceWindow)
+	l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, "", "")
+	l.now = prepared
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	if f, total := replay(t, l.events).Findings(); total != 1 || f[0].Rule != RuleSealedAfterErasure || f[0].Position != uint64(len(l.events)) {
+		t.Fatalf("an access landing long after the erasure: %v", f)
 	}
 }
 
