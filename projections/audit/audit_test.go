@@ -335,7 +335,7 @@ func BenchmarkReplay(b *testing.B) {
 	const n = 10000
 	l := newLedger(b)
 	for i := range n {
-		serial := domain.Serial(fmt.Sprintf("%032x", i+1))
+		serial := domain.Serial(fmt.Sprintf("a%031x", i+1))
 		subject := domain.SubjectID(fmt.Sprintf("%032x", i%1000+1))
 		public, _ := json.Marshal(domain.CertificateIssued{Serial: serial, CAID: "issuing", SubjectID: subject, Profile: "tls-client",
 			NotBefore: l.now, NotAfter: l.now.Add(24 * time.Hour), SPKISHA256: strings.Repeat("ab", 32)})
