@@ -130,6 +130,9 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (Erasure
 		if err != nil {
 			s.logger.WarnContext(ctx, "erasure receipt without ledger evidence", "err", err)
 		} else {
+			for i := range ev {
+				ev[i].Inclusion = nonNil(ev[i].Inclusion)
+			}
 			r.Evidence = ev
 		}
 	}

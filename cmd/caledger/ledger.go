@@ -187,18 +187,9 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 		if out[i].Inclusion, err = l.tree.InclusionProof(ctx, out[i].Position-1, size); err != nil {
 			return nil, err
 		}
-		out[i].Inclusion = nonNilHashes(out[i].Inclusion)
 		out[i].Checkpoint = string(signed)
 	}
 	return out, nil
-}
-
-// nonNilHashes makes an empty proof (a log of one leaf) encode as [].
-func nonNilHashes(h [][]byte) [][]byte {
-	if h == nil {
-		return [][]byte{}
-	}
-	return h
 }
 
 // rangeError turns the tree's ErrRange into a 400 problem that says how big the
