@@ -112,8 +112,8 @@ func registerBenchSubjects(b *testing.B, c *http.Client, base string, n int) []s
 		var subject struct{ ID string }
 		err = json.NewDecoder(res.Body).Decode(&subject)
 		res.Body.Close()
-		if err != nil {
-			b.Fatal(err)
+		if err != nil || res.StatusCode != http.StatusCreated {
+			b.Fatalf("register: status %d, %v", res.StatusCode, err)
 		}
 		ids[i] = subject.ID
 	}
@@ -150,6 +150,10 @@ func BenchmarkAudit(b *testing.B) {
 				}
 				_, _ = io.Copy(io.Discard, res.Body)
 				res.Body.Close()
+				if res.StatusCode != http.StatusCreated {
+					b.Errorf("issuance: status %d", res.StatusCode)
+					return
+				}
 			}
 		})
 	}
