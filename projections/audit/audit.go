@@ -305,11 +305,11 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted but was never issued", p.Serial))
 		case c.deleted != 0:
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted again (first at position %d)", p.Serial, c.deleted))
-		case c.revoked == 0 && e.Time.Before(c.notAfter):
-			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted at %s while neither revoked nor expired (not after %s)",
-				p.Serial, e.Time.Format(time.RFC3339), c.notAfter.Format(time.RFC3339)))
-			c.deleted = pos
 		default:
+			if c.revoked == 0 && e.Time.Before(c.notAfter) {
+				r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted at %s while neither revoked nor expired (not after %s)",
+					p.Serial, e.Time.Format(time.RFC3339), c.notAfter.Format(time.RFC3339)))
+			}
 			c.deleted = pos
 		}
 	}

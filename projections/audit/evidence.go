@@ -17,13 +17,14 @@ import (
 // with verifier for the log the verifier key names, canonical decodes to an
 // event recorded at position, and the inclusion proof places its leaf at
 // index position-1 under the checkpoint's root. It returns the event and the
-// checkpoint. The event aliases nothing of canonical.
+// checkpoint. Like domain.Decode, the event's Public and ciphertext alias
+// canonical.
 func VerifyEvidence(verifier note.Verifier, position uint64, canonical, signedCheckpoint []byte, inclusion [][]byte) (domain.Event, log.Checkpoint, error) {
 	cp, _, _, err := log.ParseCheckpoint(signedCheckpoint, verifier.Name(), verifier)
 	if err != nil {
 		return domain.Event{}, log.Checkpoint{}, fmt.Errorf("the checkpoint does not verify: %w", err)
 	}
-	e, err := New().Add(canonical) // a decoded copy, whatever its position
+	e, err := domain.Decode(canonical)
 	if err != nil {
 		return domain.Event{}, log.Checkpoint{}, fmt.Errorf("the event does not decode: %w", err)
 	}
