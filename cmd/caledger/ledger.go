@@ -123,12 +123,19 @@ func (l *ledgerLog) Events(ctx context.Context, from uint64, limit int) ([]domai
 }
 
 func (l *ledgerLog) Checkpoint(ctx context.Context) ([]byte, error) {
+	_, signed, err := l.signed(ctx)
+	return signed, err
+}
+
+// signed returns the tree's size and a checkpoint signed for it.
+func (l *ledgerLog) signed(ctx context.Context) (uint64, []byte, error) {
 	size := l.tree.Size()
 	root, err := l.tree.Root(ctx, size)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return l.signer.Sign(size, root)
+	signed, err := l.signer.Sign(size, root)
+	return size, signed, err
 }
 
 func (l *ledgerLog) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
@@ -174,12 +181,7 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 		return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "tree-behind",
 			Detail: fmt.Sprintf("the ledger's Merkle tree does not cover position %d yet", out[len(out)-1].Position), Err: err}
 	}
-	size := l.tree.Size()
-	root, err := l.tree.Root(ctx, size)
-	if err != nil {
-		return nil, err
-	}
-	signed, err := l.signer.Sign(size, root)
+	size, signed, err := l.signed(ctx)
 	if err != nil {
 		return nil, err
 	}
