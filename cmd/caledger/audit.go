@@ -77,14 +77,9 @@ See docs/ledger.md.`)
 	if err != nil || base.Scheme != "https" || base.Host == "" {
 		return &usageError{msg: fmt.Sprintf("audit: --server %q is not an https URL", *server)}
 	}
-	vkeyFile, err := os.ReadFile(*vkeyPath)
+	verifier, vkey, err := readVerifier(*vkeyPath)
 	if err != nil {
-		return fmt.Errorf("audit: verifier key: %w", err)
-	}
-	vkey := strings.TrimSpace(string(vkeyFile))
-	verifier, err := note.NewVerifier(vkey)
-	if err != nil {
-		return fmt.Errorf("audit: %s: %w", *vkeyPath, err)
+		return fmt.Errorf("audit: %w", err)
 	}
 	origin := verifier.Name()
 	var kept *log.Checkpoint
@@ -360,6 +355,21 @@ func ledgerEventMismatch(le *api.LedgerEvent, e *domain.Event) string {
 		return "sealed part"
 	}
 	return ""
+}
+
+// readVerifier reads a note verifier key file (data/ca/checkpoint.vkey) and
+// returns the verifier and the key as written.
+func readVerifier(path string) (note.Verifier, string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("verifier key: %w", err)
+	}
+	vkey := strings.TrimSpace(string(b))
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return v, vkey, nil
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

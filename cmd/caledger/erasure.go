@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/audit"
@@ -41,13 +39,9 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 	if *receiptPath == "" || *vkeyPath == "" {
 		return &usageError{msg: "verify-erasure: --receipt and --vkey are required (run 'caledger verify-erasure -h')"}
 	}
-	vkeyFile, err := os.ReadFile(*vkeyPath)
+	verifier, _, err := readVerifier(*vkeyPath)
 	if err != nil {
-		return fmt.Errorf("verify-erasure: verifier key: %w", err)
-	}
-	verifier, err := note.NewVerifier(strings.TrimSpace(string(vkeyFile)))
-	if err != nil {
-		return fmt.Errorf("verify-erasure: %s: %w", *vkeyPath, err)
+		return fmt.Errorf("verify-erasure: %w", err)
 	}
 	f, err := os.Open(*receiptPath)
 	if err != nil {
