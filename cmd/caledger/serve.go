@@ -263,34 +263,25 @@ const scrapeTimeout = 2 * time.Second
 func (n *node) collectors() []prometheus.Collector {
 	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
 	behind := prometheus.NewDesc("caledger_view_lag_events", "Ledger events a view has not applied yet.", []string{"view"}, nil)
+	head := prometheus.NewDesc("caledger_ledger_head_position", "Global position of the last event committed to the ledger.", nil, nil)
 	treeSize := prometheus.NewDesc("caledger_ledger_tree_size", "Events the ledger's Merkle tree covers: the size of the checkpoints it signs.", nil, nil)
 	treeBehind := prometheus.NewDesc("caledger_ledger_tree_lag_events", "Ledger events the Merkle tree does not cover yet. It grows without bound when the tree stopped (see the logs).", nil, nil)
 	return []prometheus.Collector{
-		collectorFunc{descs: []*prometheus.Desc{treeSize, treeBehind}, collect: func(ch chan<- prometheus.Metric) {
-			if n.tree == nil {
-				return
-			}
+		// One read of the head serves the head and the tree's lag.
+		collectorFunc{descs: []*prometheus.Desc{head, treeSize, treeBehind}, collect: func(ch chan<- prometheus.Metric) {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 			defer cancel()
 			// The size first: read after the head, it could pass it.
 			size := n.tree.Size()
 			ch <- prometheus.MustNewConstMetric(treeSize, prometheus.GaugeValue, float64(size))
-			if head, err := n.store.Head(ctx); err == nil {
-				ch <- prometheus.MustNewConstMetric(treeBehind, prometheus.GaugeValue, float64(head-min(head, size)))
-			}
-		}},
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "caledger_ledger_head_position",
-			Help: "Global position of the last event committed to the ledger.",
-		}, func() float64 {
-			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-			defer cancel()
 			h, err := n.store.Head(ctx)
 			if err != nil {
-				return -1
+				ch <- prometheus.MustNewConstMetric(head, prometheus.GaugeValue, -1)
+				return
 			}
-			return float64(h)
-		}),
+			ch <- prometheus.MustNewConstMetric(head, prometheus.GaugeValue, float64(h))
+			ch <- prometheus.MustNewConstMetric(treeBehind, prometheus.GaugeValue, float64(h-min(h, size)))
+		}},
 		collectorFunc{descs: []*prometheus.Desc{lag, behind}, collect: func(ch chan<- prometheus.Metric) {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 			defer cancel()
