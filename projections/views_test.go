@@ -551,11 +551,19 @@ func TestRevocations(t *testing.T) {
 	}
 	cert, err := v.Certificate(ctx, revoked.Serial)
 	must(t, err)
+	found := false
 	for row, err := range v.Revoked(ctx, "issuing", start) {
 		must(t, err)
-		if row.Serial == revoked.Serial && (!row.NotAfter.Equal(cert.NotAfter) || cert.NotAfter.IsZero()) {
+		if row.Serial != revoked.Serial {
+			continue
+		}
+		found = true
+		if !row.NotAfter.Equal(cert.NotAfter) || cert.NotAfter.IsZero() {
 			t.Errorf("revocation row's notAfter %v differs from the certificate's %v", row.NotAfter, cert.NotAfter)
 		}
+	}
+	if !found {
+		t.Errorf("no revocation row for %s", revoked.Serial)
 	}
 	if st, err := v.CertificateStatus(ctx, "other-ca", revoked.Serial); err != nil || st.Revoked || st.Issued {
 		t.Errorf("under another CA: %+v, %v; want neither issued nor revoked", st, err)

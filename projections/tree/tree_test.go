@@ -726,6 +726,14 @@ func TestConcurrentReads(t *testing.T) {
 					}
 				}
 				if err == nil {
+					// A smaller size, whose root is read from the file.
+					older := 1 + i%size
+					var got []byte
+					if got, err = tr.Root(ctx, older); err == nil && !bytes.Equal(got, r.mth(0, int(older))) {
+						err = fmt.Errorf("Root(%d) of %d is wrong", older, size)
+					}
+				}
+				if err == nil {
 					var p [][]byte
 					size1 := 1 + i%size
 					if p, err = tr.ConsistencyProof(ctx, size1, size); err == nil {
