@@ -8,17 +8,15 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections/sqlitefile"
 )
 
 // Source is the part of the ledger the views read. eventstore.Store implements it.
@@ -144,8 +142,8 @@ func Open(ctx context.Context, path string, opts Options) (_ *Views, err error) 
 	if err := createFile(v.path); err != nil {
 		return nil, err
 	}
-	if v.lock, err = lockFile(v.path + ".lock"); err != nil {
-		return nil, err
+	if v.lock, err = sqlitefile.Lock(v.path+".lock", v.path); err != nil {
+		return nil, fmt.Errorf("projections: %w", err)
 	}
 	v.wdb = sql.OpenDB(newConnector(v.path, map[string]string{
 		"_journal_mode": "WAL", "_synchronous": "NORMAL", "_secure_delete": "on",
@@ -327,14 +325,7 @@ type connector struct {
 }
 
 func newConnector(path string, params map[string]string) connector {
-	q := url.Values{}
-	for k, p := range params {
-		q.Set(k, p)
-	}
-	// The path is part of a URI: characters that start its query or fragment, and
-	// the escape character itself, must be escaped.
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	return connector{dsn: "file:" + p + "?" + q.Encode(), drv: &sqlite3.SQLiteDriver{
+	return connector{dsn: sqlitefile.DSN(path, params), drv: &sqlite3.SQLiteDriver{
 		ConnectHook: func(c *sqlite3.SQLiteConn) error {
 			_, err := c.Exec("PRAGMA temp_store = MEMORY", nil)
 			return err
@@ -366,45 +357,15 @@ func checkSettings(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
-// createFile makes sure path exists with mode 0600 before SQLite opens it (SQLite
-// would create it 0644, and gives the -wal and -shm files the same mode), and
-// refuses a file that group or others can read.
+// createFile makes sure path exists with mode 0600 before SQLite opens it, and
+// refuses a file that group or others can read: the views hold personal data.
 func createFile(path string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("projections: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		return f.Close()
-	}
-	if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("projections: %w", err)
-	}
-	fi, err := os.Stat(path)
+	mode, err := sqlitefile.Create(path)
 	if err != nil {
 		return fmt.Errorf("projections: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("projections: %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := mode.Perm(); perm&0o077 != 0 {
 		return fmt.Errorf("projections: %s has mode %04o, which lets group or others read personal data; run chmod 600 %s", path, perm, path)
 	}
 	return nil
-}
-
-func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("projections: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("projections: %s is in use by another process", strings.TrimSuffix(path, ".lock"))
-		}
-		return nil, fmt.Errorf("projections: lock %s: %w", path, err)
-	}
-	return f, nil
 }

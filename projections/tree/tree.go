@@ -7,14 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
@@ -24,6 +22,7 @@ import (
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/handoff"
+	"github.com/caledger/caledger/projections/sqlitefile"
 )
 
 // Source is the ledger the tree follows. eventstore.Store implements it, and
@@ -141,13 +140,13 @@ func Open(ctx context.Context, path string) (_ *Tree, err error) {
 			t.closeFiles()
 		}
 	}()
-	if err := createFile(t.path); err != nil {
-		return nil, err
+	if _, err := sqlitefile.Create(t.path); err != nil {
+		return nil, fmt.Errorf("tree: %w", err)
 	}
-	if t.lock, err = lockFile(t.path + ".lock"); err != nil {
-		return nil, err
+	if t.lock, err = sqlitefile.Lock(t.path+".lock", t.path); err != nil {
+		return nil, fmt.Errorf("tree: %w", err)
 	}
-	if t.wdb, err = sql.Open("sqlite3", dsn(t.path, map[string]string{
+	if t.wdb, err = sql.Open("sqlite3", sqlitefile.DSN(t.path, map[string]string{
 		"_journal_mode": "WAL", "_synchronous": "NORMAL", "_busy_timeout": "5000",
 		"_txlock": "immediate", "_stmt_cache_size": "32",
 	})); err != nil {
@@ -167,7 +166,7 @@ func Open(ctx context.Context, path string) (_ *Tree, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.rdb, err = sql.Open("sqlite3", dsn(t.path, map[string]string{
+	if t.rdb, err = sql.Open("sqlite3", sqlitefile.DSN(t.path, map[string]string{
 		"_query_only": "true", "_busy_timeout": "5000", "_stmt_cache_size": "16",
 	})); err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
@@ -716,19 +715,6 @@ func readLeaves(ctx context.Context, q *handoff.Queue[leaf], src Source, from ui
 	}
 }
 
-// dsn builds a go-sqlite3 data source name; the pragmas in it apply to every
-// connection the pool opens.
-func dsn(path string, params map[string]string) string {
-	q := url.Values{}
-	for k, p := range params {
-		q.Set(k, p)
-	}
-	// The path is part of a URI: characters that start its query or fragment,
-	// and the escape character itself, must be escaped.
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
-	return "file:" + p + "?" + q.Encode()
-}
-
 // checkWAL reads the journal mode back from a pooled connection rather than
 // trusting the DSN.
 func checkWAL(ctx context.Context, db *sql.DB) error {
@@ -740,47 +726,6 @@ func checkWAL(ctx context.Context, db *sql.DB) error {
 		return fmt.Errorf("tree: journal_mode is %s, want wal", mode)
 	}
 	return nil
-}
-
-// createFile makes sure path exists with mode 0600 before SQLite opens it
-// (SQLite would create it 0644, and gives the -wal and -shm files the same
-// mode).
-func createFile(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return fmt.Errorf("tree: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		return f.Close()
-	}
-	if !errors.Is(err, os.ErrExist) {
-		return fmt.Errorf("tree: %w", err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("tree: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("tree: %s is not a regular file", path)
-	}
-	return nil
-}
-
-// lockFile takes an exclusive flock on path: one process at a time may write
-// the tree.
-func lockFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("tree: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("tree: %s is in use by another process", strings.TrimSuffix(path, ".lock"))
-		}
-		return nil, fmt.Errorf("tree: lock %s: %w", path, err)
-	}
-	return f, nil
 }
 
 // newRange returns the compact range [0, size) of the RFC 6962 tree with the
