@@ -1,6 +1,7 @@
 package domain_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -241,6 +242,64 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 		if valid != 1 || !revoked[original.Serial] || len(issued) < 2 {
 			t.Fatalf("round %d: %d valid certificates after two concurrent reissues of one (issued %d, revoked %d, original revoked: %v)",
 				round, valid, len(issued), len(revoked), revoked[original.Serial])
+		}
+	}
+}
+
+// TestKeyGeneratedIsRecorded: a soft token's certificate says publicly that
+// caledger generated its key, its replacement after a correction says so too,
+// and a certificate from the subject's own CSR leaves the field out of its
+// public part altogether.
+func TestKeyGeneratedIsRecorded(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t), KeyGenerated: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuedEvent := func(serial domain.Serial) (domain.Event, domain.CertificateIssued) {
+		t.Helper()
+		for e, err := range r.store.ReadStream(ctx, domain.CertificateStream(serial), 1) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			var p domain.CertificateIssued
+			if err := domain.UnmarshalPublic(&e, &p); err != nil {
+				t.Fatal(err)
+			}
+			return e, p
+		}
+		t.Fatalf("no events for %s", serial)
+		return domain.Event{}, domain.CertificateIssued{}
+	}
+	e, p := issuedEvent(token.Serial)
+	if !p.KeyGenerated || !bytes.Contains(e.Public, []byte(`"key_generated":true`)) {
+		t.Fatalf("soft token's certificate.issued = %s", e.Public)
+	}
+	e, p = issuedEvent(own.Serial)
+	if p.KeyGenerated || bytes.Contains(e.Public, []byte("key_generated")) {
+		t.Fatalf("CSR certificate.issued = %s", e.Public)
+	}
+	if c, err := r.h.CertificateState(ctx, token.Serial); err != nil || !c.KeyGenerated {
+		t.Fatalf("CertificateState = %+v, %v", c, err)
+	}
+
+	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity)
+	if err != nil || len(out) != 2 {
+		t.Fatalf("reissued %+v, %v", out, err)
+	}
+	for _, re := range out {
+		_, p := issuedEvent(re.New.Serial)
+		if p.KeyGenerated != (re.Old == token.Serial) {
+			t.Errorf("replacement of %s: key_generated %v", re.Old, p.KeyGenerated)
 		}
 	}
 }

@@ -107,6 +107,13 @@ type CertificateIssued struct {
 	NotAfter  time.Time `json:"not_after"`
 	// SPKISHA256 is the hex SHA-256 of the certificate's SubjectPublicKeyInfo.
 	SPKISHA256 string `json:"spki_sha256"`
+	// KeyGenerated is set when caledger generated the key pair and handed it
+	// out in a password-protected PKCS#12 file (a soft token) instead of
+	// certifying a key from the subject's own CSR. The private key is never
+	// stored; auditors see which certificates had keys that left the CA.
+	// Absent (false) in the events of certificates issued from a CSR, so
+	// their canonical bytes are what they were before the field existed.
+	KeyGenerated bool `json:"key_generated,omitempty"`
 }
 
 // CertificateRevoked: a certificate was revoked.

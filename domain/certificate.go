@@ -13,6 +13,8 @@ type Certificate struct {
 	Profile   string
 	Version   uint64
 	Issued    bool
+	// KeyGenerated: caledger generated the key pair (a soft token).
+	KeyGenerated bool
 	// Rejected is set when pre-issuance linting refused the certificate: the
 	// serial exists in the ledger but no certificate was issued under it.
 	Rejected  bool
@@ -35,6 +37,7 @@ func (c *Certificate) Apply(e *Event) error {
 			return err
 		}
 		c.Serial, c.CAID, c.SubjectID, c.Profile, c.NotAfter, c.Issued = p.Serial, p.CAID, p.SubjectID, p.Profile, p.NotAfter, true
+		c.KeyGenerated = p.KeyGenerated
 	case TypeCertificateRevoked:
 		var p CertificateRevoked
 		if err := UnmarshalPublic(e, &p); err != nil {

@@ -113,6 +113,9 @@ type IssueRequest struct {
 	CAID      string
 	Profile   string
 	CSR       []byte // DER PKCS#10
+	// KeyGenerated says caledger generated the CSR's key pair for a soft
+	// token; certificate.issued records it publicly.
+	KeyGenerated bool
 }
 
 // Issued is the outcome of an issuance.
@@ -172,6 +175,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 		changes, err := c.Issue(CertificateIssued{
 			Serial: serial, CAID: req.CAID, SubjectID: req.SubjectID, Profile: req.Profile,
 			NotBefore: signed.NotBefore.UTC(), NotAfter: signed.NotAfter.UTC(), SPKISHA256: signed.SPKISHA256,
+			KeyGenerated: req.KeyGenerated,
 		}, CertificateMaterial{Certificate: signed.DER, CSR: req.CSR})
 		if err != nil {
 			return err
@@ -243,7 +247,8 @@ type Reissued struct {
 // CorrectAndReissue records a correction like CorrectSubject, then reissues every
 // certificate of the subject that is still valid (issued, not revoked, deleted or
 // expired) with the corrected data: the same CA, profile and CSR, hence the same
-// public key. Each replacement is issued before its predecessor is revoked with
+// public key (a replacement of a soft token's certificate is marked
+// key_generated too). Each replacement is issued before its predecessor is revoked with
 // reason superseded, so the subject is never left without a valid certificate.
 // On an error, the correction is recorded and the returned list holds the
 // reissues that completed: the caller must still deliver those certificates.
@@ -277,7 +282,8 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		if len(material.CSR) == 0 {
 			return out, errorf(KindConflict, "no-csr", "certificate %s has no recorded CSR to reissue from", serial)
 		}
-		issued, err := h.IssueCertificate(ctx, actor, IssueRequest{SubjectID: id, CAID: c.CAID, Profile: c.Profile, CSR: material.CSR})
+		issued, err := h.IssueCertificate(ctx, actor, IssueRequest{SubjectID: id, CAID: c.CAID, Profile: c.Profile, CSR: material.CSR,
+			KeyGenerated: c.KeyGenerated})
 		if err != nil {
 			return out, err
 		}
