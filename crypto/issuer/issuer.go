@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -254,6 +255,38 @@ func (i *Issuer) ProfileRole(name string) string {
 		return p.Role
 	}
 	return ""
+}
+
+// CheckGenerated makes, before anything is recorded, the checks SignCertificate
+// makes of a request whose key pair caledger is about to generate (a soft
+// token): the profile and the CA exist, the profile accepts keyType (one of
+// P-256, P-384, Ed25519, RSA) and attrs satisfy the profile. It returns the
+// smallest RSA modulus the profile accepts. Errors are *domain.Error of
+// KindInvalid with the same codes as SignCertificate's and name no values.
+func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]string) (minRSABits int, err error) {
+	prof := i.profiles[profile]
+	if prof == nil {
+		if domain.ValidSlug(profile) {
+			return 0, invalid(CodeUnknownProfile, "there is no profile %s", profile)
+		}
+		return 0, invalid(CodeUnknownProfile, "the profile name is not a valid profile name")
+	}
+	if i.cas[caID] == nil {
+		if domain.ValidSlug(caID) {
+			return 0, invalid(CodeUnknownCA, "there is no CA %s", caID)
+		}
+		return 0, invalid(CodeUnknownCA, "the CA id is not a valid CA id")
+	}
+	if !slices.Contains(keyTypes, keyType) {
+		return 0, invalid(CodeKeyTypeNotAllowed, "the key type is not one of %s", keyTypeList)
+	}
+	if _, ok := prof.ku[keyType]; !ok {
+		return 0, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", prof.Name, keyType, strings.Join(prof.KeyTypes, ", "))
+	}
+	if _, err := buildNames(&prof.Profile, attrs); err != nil {
+		return 0, err
+	}
+	return prof.MinRSABits, nil
 }
 
 // SignCertificate issues a certificate to the public key of req.CSR for the

@@ -91,10 +91,11 @@ func TestProfilesIssue(t *testing.T) {
 				issuer.KeyEd25519: ds, issuer.KeyRSA: ds | x509.KeyUsageKeyEncipherment},
 			validity: year,
 		},
-		"officer":    role(issuer.RoleOfficer, year),
-		"auditor":    role(issuer.RoleAuditor, year),
-		"compliance": role(issuer.RoleCompliance, year),
-		"admin":      role(issuer.RoleAdmin, quarter),
+		"officer":       role(issuer.RoleOfficer, year),
+		"auditor":       role(issuer.RoleAuditor, year),
+		"compliance":    role(issuer.RoleCompliance, year),
+		"admin":         role(issuer.RoleAdmin, quarter),
+		"officer-proxy": role(issuer.RoleOfficerProxy, year),
 	}
 	if len(profiles) != len(issuer.DefaultProfiles()) {
 		t.Fatalf("the test covers %d profiles, DefaultProfiles has %d", len(profiles), len(issuer.DefaultProfiles()))
@@ -411,5 +412,47 @@ func TestContextCanceled(t *testing.T) {
 	_, err := p.iss.SignCertificate(ctx, request("tls-client", newCSR(t, newKey(t, issuer.KeyP256)), map[string]string{"common_name": "Ada"}))
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("error %v, want context.Canceled", err)
+	}
+}
+
+// TestCheckGenerated: the pre-check for generated keys refuses what
+// SignCertificate would refuse, with the same codes, and passes what it signs.
+func TestCheckGenerated(t *testing.T) {
+	ps := issuer.DefaultProfiles()
+	for i := range ps {
+		if ps[i].Name == "tls-client" {
+			ps[i].KeyTypes = []string{issuer.KeyP256, issuer.KeyRSA}
+			ps[i].MinRSABits = 3072
+		}
+	}
+	p := newPKI(t, ps)
+	ada := map[string]string{"common_name": "Ada Lovelace", "email": "ada@example.test"}
+	for _, kt := range []string{issuer.KeyP256, issuer.KeyRSA} {
+		bits, err := p.iss.CheckGenerated("tls-client", "issuing", kt, ada)
+		if err != nil || bits != 3072 {
+			t.Fatalf("CheckGenerated(%s) = %d, %v", kt, bits, err)
+		}
+	}
+	// What passes the pre-check is signed.
+	if _, err := p.iss.SignCertificate(context.Background(), request("tls-client", newCSR(t, newKey(t, issuer.KeyP256)), ada)); err != nil {
+		t.Fatalf("SignCertificate after the pre-check: %v", err)
+	}
+	cases := []struct {
+		profile, ca, kt string
+		attrs           map[string]string
+		code            string
+	}{
+		{"nope", "issuing", issuer.KeyP256, ada, issuer.CodeUnknownProfile},
+		{"Not A Slug", "issuing", issuer.KeyP256, ada, issuer.CodeUnknownProfile},
+		{"tls-client", "nope", issuer.KeyP256, ada, issuer.CodeUnknownCA},
+		{"tls-client", "issuing", issuer.KeyEd25519, ada, issuer.CodeKeyTypeNotAllowed},
+		{"tls-client", "issuing", "DSA", ada, issuer.CodeKeyTypeNotAllowed},
+		{"tls-client", "issuing", issuer.KeyP256, map[string]string{"email": "ada@example.test"}, issuer.CodeMissingAttribute},
+		{"tls-client", "issuing", issuer.KeyP256, map[string]string{"common_name": "Ada", "country": "Sweden"}, issuer.CodeBadAttribute},
+		{"email-protection", "issuing", issuer.KeyP256, map[string]string{"common_name": "Ada Lovelace"}, issuer.CodeMissingAttribute},
+	}
+	for _, c := range cases {
+		_, err := p.iss.CheckGenerated(c.profile, c.ca, c.kt, c.attrs)
+		wantCode(t, err, c.code, c.attrs["common_name"], c.attrs["country"], c.attrs["email"])
 	}
 }

@@ -38,8 +38,9 @@ type Profile struct {
 	// Allowed names further attributes that go into the certificate when the
 	// subject has them. Attributes in neither list are ignored.
 	Allowed []string `json:"allowed"`
-	// Role, when set, puts that role (admin, officer, auditor, compliance) in the
-	// roles extension: the profile issues a credential for the REST API.
+	// Role, when set, puts that role (admin, officer, auditor, compliance,
+	// officer-proxy) in the roles extension: the profile issues a credential
+	// for the REST API.
 	Role string `json:"role,omitempty"`
 }
 
@@ -83,6 +84,10 @@ const (
 	RoleOfficer    = "officer"
 	RoleAuditor    = "auditor"
 	RoleCompliance = "compliance"
+	// RoleOfficerProxy is a trusted front end (a single sign-on gateway) that
+	// authenticates people itself and asks for soft tokens on their behalf,
+	// passing their attributes in HTTP headers.
+	RoleOfficerProxy = "officer-proxy"
 )
 
 const (
@@ -107,7 +112,7 @@ var extKeyUsages = map[string]x509.ExtKeyUsage{
 
 var keyTypes = []string{KeyP256, KeyP384, KeyEd25519, KeyRSA}
 
-var roles = []string{RoleAdmin, RoleOfficer, RoleAuditor, RoleCompliance}
+var roles = []string{RoleAdmin, RoleOfficer, RoleAuditor, RoleCompliance, RoleOfficerProxy}
 
 // DefaultProfiles returns the built-in profiles, a fresh copy on every call.
 // docs/profiles.md has them as a table.
@@ -148,6 +153,7 @@ func DefaultProfiles() []Profile {
 		role("auditor", RoleAuditor, 365*24*time.Hour),
 		role("compliance", RoleCompliance, 365*24*time.Hour),
 		role("admin", RoleAdmin, 90*24*time.Hour),
+		role("officer-proxy", RoleOfficerProxy, 365*24*time.Hour),
 	}
 }
 

@@ -20,7 +20,7 @@ func TestDefaultProfiles(t *testing.T) {
 	for _, p := range ps {
 		names = append(names, p.Name)
 	}
-	want := []string{"tls-server", "tls-client", "email-protection", "officer", "auditor", "compliance", "admin"}
+	want := []string{"tls-server", "tls-client", "email-protection", "officer", "auditor", "compliance", "admin", "officer-proxy"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("profiles %q, want %q", names, want)
 	}
