@@ -260,9 +260,12 @@ func (i *Issuer) ProfileRole(name string) string {
 // CheckGenerated makes, before anything is recorded, the checks SignCertificate
 // makes of a request whose key pair caledger is about to generate (a soft
 // token): the profile and the CA exist, the profile accepts keyType (one of
-// P-256, P-384, Ed25519, RSA) and attrs satisfy the profile. It returns the
-// smallest RSA modulus the profile accepts. Errors are *domain.Error of
-// KindInvalid with the same codes as SignCertificate's and name no values.
+// P-256, P-384, Ed25519, RSA) and attrs satisfy the profile. A nil attrs
+// skips the attribute check: a registered subject's attributes are checked
+// when its certificate is signed, which records nothing when it refuses. It
+// returns the smallest RSA modulus the profile accepts. Errors are
+// *domain.Error of KindInvalid with the same codes as SignCertificate's and
+// name no values.
 func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]string) (minRSABits int, err error) {
 	prof := i.profiles[profile]
 	if prof == nil {
@@ -282,6 +285,9 @@ func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]
 	}
 	if _, ok := prof.ku[keyType]; !ok {
 		return 0, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", prof.Name, keyType, strings.Join(prof.KeyTypes, ", "))
+	}
+	if attrs == nil {
+		return prof.MinRSABits, nil
 	}
 	if _, err := buildNames(&prof.Profile, attrs); err != nil {
 		return 0, err

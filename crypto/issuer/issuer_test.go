@@ -433,6 +433,10 @@ func TestCheckGenerated(t *testing.T) {
 			t.Fatalf("CheckGenerated(%s) = %d, %v", kt, bits, err)
 		}
 	}
+	// Without attributes (a registered subject) only the rest is checked.
+	if _, err := p.iss.CheckGenerated("email-protection", "issuing", issuer.KeyP256, nil); err != nil {
+		t.Fatalf("CheckGenerated without attributes: %v", err)
+	}
 	// What passes the pre-check is signed.
 	if _, err := p.iss.SignCertificate(context.Background(), request("tls-client", newCSR(t, newKey(t, issuer.KeyP256)), ada)); err != nil {
 		t.Fatalf("SignCertificate after the pre-check: %v", err)
