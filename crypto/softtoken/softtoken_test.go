@@ -266,13 +266,22 @@ func TestRefusals(t *testing.T) {
 		{"key type the profile refuses", func(q *softtoken.Request) { q.Profile, q.KeyType = "email-protection", softtoken.KeyEd25519 }, issuer.CodeKeyTypeNotAllowed},
 		{"unknown profile", func(q *softtoken.Request) { q.Profile = "nope" }, issuer.CodeUnknownProfile},
 		{"unknown CA", func(q *softtoken.Request) { q.CAID = "nope" }, issuer.CodeUnknownCA},
-		{"missing attribute", func(q *softtoken.Request) { q.Profile = "email-protection"; q.Attributes = map[string]string{"common_name": "Ada"} }, issuer.CodeMissingAttribute},
-		{"bad attribute", func(q *softtoken.Request) { q.Attributes = map[string]string{"common_name": "Ada", "country": "Britain"} }, issuer.CodeBadAttribute},
-		{"unknown attribute", func(q *softtoken.Request) { q.Attributes = map[string]string{"common_name": "Ada", "shoe_size": "size forty"} }, "unknown-attribute"},
+		{"missing attribute", func(q *softtoken.Request) {
+			q.Profile = "email-protection"
+			q.Attributes = map[string]string{"common_name": "Ada"}
+		}, issuer.CodeMissingAttribute},
+		{"bad attribute", func(q *softtoken.Request) {
+			q.Attributes = map[string]string{"common_name": "Ada", "country": "Britain"}
+		}, issuer.CodeBadAttribute},
+		{"unknown attribute", func(q *softtoken.Request) {
+			q.Attributes = map[string]string{"common_name": "Ada", "shoe_size": "size forty"}
+		}, "unknown-attribute"},
 		{"no subject", func(q *softtoken.Request) { q.Attributes = nil }, softtoken.CodeNoSubject},
 		{"subject and attributes", func(q *softtoken.Request) { q.SubjectID = id }, "subject-and-attributes"},
 		{"bad subject id", func(q *softtoken.Request) { q.SubjectID, q.Attributes = "ADA", nil }, "bad-subject-id"},
-		{"unknown subject", func(q *softtoken.Request) { q.SubjectID, q.Attributes = domain.SubjectID(strings.Repeat("ab", 16)), nil }, "no-subject"},
+		{"unknown subject", func(q *softtoken.Request) {
+			q.SubjectID, q.Attributes = domain.SubjectID(strings.Repeat("ab", 16)), nil
+		}, "no-subject"},
 		{"registered subject lacks a required attribute", func(q *softtoken.Request) { q.SubjectID, q.Attributes, q.Profile = id, nil, "tls-server" }, issuer.CodeMissingAttribute},
 	}
 	for _, c := range cases {
