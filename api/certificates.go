@@ -46,6 +46,8 @@ type CertificateInfo struct {
 	SPKISHA256 string           `json:"spki_sha256"`
 	RevokedAt  *time.Time       `json:"revoked_at,omitempty"`
 	Reason     string           `json:"reason,omitempty"`
+	// KeyGenerated is set for a soft token's certificate.
+	KeyGenerated bool `json:"key_generated,omitempty" doc:"caledger generated the key pair and handed it out in a PKCS#12 file (POST /v1/soft-tokens)."`
 }
 
 // Revocation is the body of POST /v1/certificates/{serial}/revocation.
@@ -308,7 +310,7 @@ func accepts(accept, mediaType string) bool {
 
 func certificateInfo(r CertificateRow) CertificateInfo {
 	info := CertificateInfo{Serial: r.Serial, CA: r.CAID, SubjectID: r.SubjectID, Profile: r.Profile, Status: r.Status,
-		NotBefore: r.NotBefore, NotAfter: r.NotAfter, SPKISHA256: r.SPKISHA256}
+		NotBefore: r.NotBefore, NotAfter: r.NotAfter, SPKISHA256: r.SPKISHA256, KeyGenerated: r.KeyGenerated}
 	if !r.RevokedAt.IsZero() {
 		t := r.RevokedAt
 		info.RevokedAt = &t

@@ -26,10 +26,10 @@ func applyCertificates(b *batch, e *eventInfo) error {
 	case *domain.CertificateIssued:
 		b.statusChanged(p.Serial)
 		_, err = b.exec(`INSERT INTO certificates (serial, ca_id, subject_id, profile, status, not_before, not_after,
-				spki_sha256, issued_position, issued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				spki_sha256, issued_position, issued_at, key_generated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (serial) DO NOTHING`,
 			p.Serial, p.CAID, p.SubjectID, p.Profile, StatusValid, micros(p.NotBefore), micros(p.NotAfter),
-			p.SPKISHA256, e.Position, micros(e.Time))
+			p.SPKISHA256, e.Position, micros(e.Time), p.KeyGenerated)
 	case *domain.CertificateRevoked:
 		b.statusChanged(p.Serial)
 		_, err = b.exec(`UPDATE certificates SET status = ?, revoked_at = ?, reason = ? WHERE serial = ? AND status = ?`,

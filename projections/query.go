@@ -42,10 +42,12 @@ type CertificateRow struct {
 	// IssuedPosition is the ledger position of certificate.issued; IssuedAt its time.
 	IssuedPosition uint64
 	IssuedAt       time.Time
+	// KeyGenerated: caledger generated the key pair (a soft token).
+	KeyGenerated bool
 }
 
 const certificateColumns = `serial, ca_id, subject_id, profile, status, not_before, not_after, spki_sha256,
-	revoked_at, reason, issued_position, issued_at`
+	revoked_at, reason, issued_position, issued_at, key_generated`
 
 const selectCertificateSQL = `SELECT ` + certificateColumns + ` FROM certificates WHERE serial = ?`
 
@@ -56,7 +58,7 @@ func scanCertificate(s scanner) (CertificateRow, error) {
 	var notBefore, notAfter, issuedAt int64
 	var revokedAt, reason sql.NullInt64
 	err := s.Scan(&r.Serial, &r.CAID, &r.SubjectID, &r.Profile, &r.Status, &notBefore, &notAfter,
-		&r.SPKISHA256, &revokedAt, &reason, &r.IssuedPosition, &issuedAt)
+		&r.SPKISHA256, &revokedAt, &reason, &r.IssuedPosition, &issuedAt, &r.KeyGenerated)
 	if err != nil {
 		return r, err
 	}

@@ -32,7 +32,8 @@ const (
 
 var projections = [numProjections]projection{
 	certificatesIdx: {
-		name: "certificates", version: 1,
+		// Version 2 added key_generated.
+		name: "certificates", version: 2,
 		tables: []string{"certificates"},
 		schema: []string{
 			// Times are microseconds since the Unix epoch: a certificate's notAfter
@@ -49,7 +50,8 @@ var projections = [numProjections]projection{
 				revoked_at INTEGER,
 				reason INTEGER,
 				issued_position INTEGER NOT NULL,
-				issued_at INTEGER NOT NULL
+				issued_at INTEGER NOT NULL,
+				key_generated INTEGER NOT NULL
 			) WITHOUT ROWID`,
 			`CREATE INDEX IF NOT EXISTS certificates_ca ON certificates(ca_id, serial)`,
 			`CREATE INDEX IF NOT EXISTS certificates_subject ON certificates(subject_id, serial)`,

@@ -46,7 +46,11 @@ func scenario(t *testing.T, r *rig, step func()) world {
 	step()
 	w.adaCert = r.issue(t, w.ada, "issuing")
 	step()
-	w.bobCert = r.issue(t, w.bob, "issuing")
+	// bob's is a soft token's certificate: caledger generated its key.
+	bobCert, err := r.h.IssueCertificate(ctx, officer,
+		domain.IssueRequest{SubjectID: w.bob, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t), KeyGenerated: true})
+	must(t, err)
+	w.bobCert = bobCert
 	step()
 	w.bobOtherCA = r.issue(t, w.bob, "other-ca")
 	step()
@@ -130,8 +134,8 @@ func checkWorld(t *testing.T, v *Views, w world, now time.Time) {
 		t.Errorf("Certificate(123): %v, want ErrNotFound", err)
 	}
 	// The schema-9 revocation of bob's certificate was skipped.
-	if c, err := v.Certificate(ctx, w.bobCert.Serial); err != nil || c.Status != StatusValid {
-		t.Errorf("bob's certificate: %+v, %v", c, err)
+	if c, err := v.Certificate(ctx, w.bobCert.Serial); err != nil || c.Status != StatusValid || !c.KeyGenerated {
+		t.Errorf("bob's certificate: %+v, %v; want valid, key generated", c, err)
 	}
 	if st, err := v.CertificateStatus(ctx, "issuing", w.bobCert.Serial); err != nil || st.Revoked || !st.Issued {
 		t.Errorf("bob's certificate: %+v, %v; want issued, not revoked", st, err)
@@ -154,7 +158,7 @@ func checkWorld(t *testing.T, v *Views, w world, now time.Time) {
 	}
 	certs, err := v.SubjectCertificates(ctx, w.eve)
 	must(t, err)
-	if len(certs) != 1 || certs[0].Serial != w.eveCert.Serial {
+	if len(certs) != 1 || certs[0].Serial != w.eveCert.Serial || certs[0].KeyGenerated {
 		t.Errorf("eve's certificates (public facts stay after erasure): %+v", certs)
 	}
 }
