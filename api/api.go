@@ -75,6 +75,14 @@ type Config struct {
 	// or withdraw credentials. Nil means no profile carries a role.
 	ProfileRole func(profile string) string
 
+	// SoftTokens, when set (with Commands, Views and CAs), backs POST
+	// /v1/soft-tokens (officer-proxy). SoftTokenHeaders maps subject
+	// attributes to the request headers the proxy sets them in (an empty
+	// name takes the attribute from no header); nil means
+	// DefaultSoftTokenHeaders. Check it with CheckSoftTokenHeaders.
+	SoftTokens       SoftTokens
+	SoftTokenHeaders map[string]string
+
 	// OCSP, when set, answers GET /ocsp/{request} and POST /ocsp.
 	OCSP http.Handler
 
@@ -177,6 +185,9 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 			}
 			if cfg.Reporter != nil {
 				s.registerReport(hapi)
+			}
+			if cfg.SoftTokens != nil {
+				s.registerSoftTokens(hapi)
 			}
 		}
 	}

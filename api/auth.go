@@ -19,6 +19,9 @@ const (
 	RoleOfficer    = "officer"
 	RoleAuditor    = "auditor"
 	RoleCompliance = "compliance"
+	// RoleOfficerProxy is a trusted front end that authenticates people
+	// itself and asks for soft tokens for them (POST /v1/soft-tokens only).
+	RoleOfficerProxy = "officer-proxy"
 )
 
 // Principal is an authenticated client.

@@ -105,20 +105,34 @@ func (s *server) registerCAs(hapi huma.API) {
 	})
 }
 
-// chainPEM is the PEM chain of a certificate issued by CA caID: the
-// certificate, then each CA up to but not including the root.
-func (s *server) chainPEM(caID string, der []byte) (string, error) {
-	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+// CAChain returns the certificates of caID and its parents up to, not
+// including, the root: what a certificate caID issued is sent with.
+func CAChain(cas CAs, caID string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
 	for id := caID; id != ""; {
-		c, ok := s.cfg.CAs.CA(id)
+		c, ok := cas.CA(id)
 		if !ok {
-			return "", &domain.Error{Kind: domain.KindUnavailable, Code: "unavailable", Detail: "the issuing CA is not loaded"}
+			return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "unavailable", Detail: "the issuing CA is not loaded"}
 		}
 		if c.Kind == domain.CAKindRoot {
 			break
 		}
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate.Raw})...)
+		out = append(out, c.Certificate)
 		id = c.ParentID
+	}
+	return out, nil
+}
+
+// chainPEM returns the PEM chain of a certificate caID issued: the
+// certificate, then CAChain.
+func (s *server) chainPEM(caID string, der []byte) (string, error) {
+	chain, err := CAChain(s.cfg.CAs, caID)
+	if err != nil {
+		return "", err
+	}
+	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for _, c := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
 	return string(out), nil
 }

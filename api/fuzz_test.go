@@ -61,3 +61,47 @@ func FuzzIssueRequest(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSoftTokenRequest feeds outside input to the soft-token request parser:
+// any body, content type and attribute header value. It must never panic,
+// must answer bad input with a 4xx problem that echoes neither the body nor
+// the header, and what it accepts must hold only what it was sent.
+func FuzzSoftTokenRequest(f *testing.F) {
+	f.Add("application/x-www-form-urlencoded", []byte("password=correct+horse&key_type=P-384"), "Ada Lovelace")
+	f.Add("application/json", []byte(`{"password":"correct horse","profile":"email-protection","ca":"issuing"}`), "UTF-8''%C3%85sa")
+	f.Add("application/x-www-form-urlencoded", []byte("password=a&password=b"), "UTF-8''%zz")
+	f.Add("application/x-www-form-urlencoded", []byte("name=Ada+Lovelace§"), "utf-8''a b§")
+	f.Add("text/plain", []byte("secret person name §"), "§")
+	f.Add("application/x-www-form-urlencoded", []byte("password=correct+horse"), "UTF-8''Ada §")
+	f.Add("application/json", []byte(`{"password":"§§§§§§§§","key_type":"§"}`), "UTF-8''%C2%A7")
+	f.Add("application/json", []byte(`{"password":`), "\xff\xfe")
+	s := &server{cfg: Config{CAs: oneCA{}}}
+	headers := DefaultSoftTokenHeaders()
+	f.Fuzz(func(t *testing.T, contentType string, body []byte, name string) {
+		in := &softTokenInput{ContentType: contentType, RawBody: body, headers: http.Header{}}
+		in.headers.Set("Caledger-Common-Name", name)
+		req, err := s.softTokenRequest(in, headers)
+		if err == nil {
+			if !domain.ValidSlug(req.Profile) || !domain.ValidSlug(req.CAID) || req.SubjectID != "" {
+				t.Fatalf("accepted an invalid request: %+v", req)
+			}
+			for attr, v := range req.Attributes {
+				if attr != "common_name" || v == "" {
+					t.Fatalf("attributes %v from one header", req.Attributes)
+				}
+			}
+			return
+		}
+		var p *problem
+		if !errors.As(err, &p) || p.Status != http.StatusBadRequest && p.Status != http.StatusUnsupportedMediaType {
+			t.Fatalf("error %v is not a 400 or 415 problem", err)
+		}
+		// No fixed text of a problem holds '§': a detail holding an input
+		// that does is an echo, however short.
+		for _, in := range []string{string(body), name} {
+			if strings.ContainsRune(in, '§') && strings.Contains(p.Detail, in) {
+				t.Fatalf("the problem echoes the input: %q", p.Detail)
+			}
+		}
+	})
+}

@@ -61,6 +61,11 @@ type config struct {
 	PKCS11      *pkcs11Options `json:"pkcs11,omitempty"`
 	// Profiles is a JSON profiles file; empty means the built-in profiles.
 	Profiles string `json:"profiles,omitempty"`
+	// SoftTokenHeaders maps subject attributes to the request headers a
+	// trusted proxy sets them in for POST /v1/soft-tokens; absent means
+	// api.DefaultSoftTokenHeaders, and an empty header name takes an
+	// attribute from no header.
+	SoftTokenHeaders map[string]string `json:"soft_token_headers,omitempty"`
 }
 
 // pkcs11Options locate the token of the CA keys. The PIN is never stored: it

@@ -22,7 +22,7 @@ func runOfficer(ctx context.Context, args []string, env func(string) string, std
 	}
 	fs := flag.NewFlagSet("officer add", flag.ContinueOnError)
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
-	role := fs.String("role", "officer", "`role`: officer, auditor, compliance or admin")
+	role := fs.String("role", "officer", "`role`: officer, auditor, compliance, admin or officer-proxy (a front end that asks for soft tokens)")
 	name := fs.String("name", "", "the officer's `name` (common name; personal data, sealed in the ledger)")
 	email := fs.String("email", "", "the officer's e-mail `address` (optional; sealed)")
 	out := fs.String("out", "", "output `directory` for the credential (default DIR/officers/<serial>); existing files are never overwritten")
@@ -32,8 +32,8 @@ password. The server must be stopped: the ledger allows one process.`)
 	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
 		return err
 	}
-	if !slices.Contains([]string{"officer", "auditor", "compliance", "admin"}, *role) {
-		return &usageError{msg: fmt.Sprintf("officer add: unknown role %q (known: officer, auditor, compliance, admin)", *role)}
+	if !slices.Contains([]string{"officer", "auditor", "compliance", "admin", "officer-proxy"}, *role) {
+		return &usageError{msg: fmt.Sprintf("officer add: unknown role %q (known: officer, auditor, compliance, admin, officer-proxy)", *role)}
 	}
 	if *name == "" {
 		return &usageError{msg: "officer add: --name is required"}

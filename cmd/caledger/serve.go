@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/revocation"
+	"github.com/caledger/caledger/crypto/softtoken"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -124,6 +126,11 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
 		return err
 	}
+	if cfg.SoftTokenHeaders != nil {
+		if err := api.CheckSoftTokenHeaders(cfg.SoftTokenHeaders); err != nil {
+			return fmt.Errorf("%s: %w", configFile, err)
+		}
+	}
 	// Before anything starts: a key problem stops the start at once.
 	signer, err := loadCheckpointSigner(dataDir)
 	if err != nil {
@@ -184,6 +191,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		Auth:         n.cas,
 		Allow:        allow,
 		ProfileRole:  n.issuer.ProfileRole,
+		SoftTokens: &softtoken.Service{Commands: n.handlers, Checker: n.issuer,
+			Chain: func(caID string) ([]*x509.Certificate, error) { return api.CAChain(n.cas, caID) }},
+		SoftTokenHeaders: cfg.SoftTokenHeaders,
 	})
 	srv := httpServer(handler, 60*time.Second, 64<<10, logger)
 	srv.TLSConfig = &tls.Config{
