@@ -103,6 +103,11 @@ func TestReadmeQuickStart(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^OK: [0-9]+ events verified; the checkpoint is kept in audit\.checkpoint$`).MatchString(out) {
 		t.Error("the auditor's audit did not pass")
 	}
+	// The soft token opened with its password, and holds the person's
+	// client certificate.
+	if !regexp.MustCompile(`(?m)^subject=CN ?= ?Grace Hopper$`).MatchString(out) || !strings.Contains(out, "TLS Web Client Authentication") {
+		t.Error("openssl did not read the soft token's certificate")
+	}
 	if strings.Count(out, `"common_name":"Ada Lovelace"`) != 2 {
 		t.Error("the read and the search did not both return the subject's name")
 	}
