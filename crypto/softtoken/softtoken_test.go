@@ -48,7 +48,7 @@ type rig struct {
 	inter *x509.Certificate
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -104,7 +104,7 @@ func newRig(t *testing.T) *rig {
 }
 
 // events returns the ledger's event types in order.
-func (r *rig) events(t *testing.T) []domain.Event {
+func (r *rig) events(t testing.TB) []domain.Event {
 	t.Helper()
 	var out []domain.Event
 	for e, err := range r.store.ReadAll(context.Background(), 1) {
