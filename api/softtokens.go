@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/caledger/caledger/crypto/softtoken"
 	"github.com/caledger/caledger/domain"
@@ -275,6 +276,9 @@ func headerValue(v string) (string, error) {
 			return "", fmt.Errorf("is not an RFC 8187 value: a bad percent-encoding")
 		}
 		v = d
+	}
+	if !utf8.ValidString(v) {
+		return "", fmt.Errorf("is not valid UTF-8")
 	}
 	return v, nil
 }

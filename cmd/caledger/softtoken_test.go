@@ -32,20 +32,7 @@ func TestSoftTokens(t *testing.T) {
 		creds[role] = dir
 	}
 	// The proxy of this deployment names its headers X-Sso-*.
-	cfgPath := filepath.Join(data, configFile)
-	var cfg map[string]any
-	b, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg["soft_token_headers"] = map[string]string{"common_name": "X-Sso-Name", "email": "X-Sso-Mail", "country": "X-Sso-Country"}
-	b, _ = json.Marshal(cfg)
-	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	setConfig(t, data, "soft_token_headers", map[string]string{"common_name": "X-Sso-Name", "email": "X-Sso-Mail", "country": "X-Sso-Country"})
 
 	s := startServe(t, []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}, nil)
 	base := "https://" + s.addr
@@ -237,5 +224,37 @@ func TestSoftTokens(t *testing.T) {
 		if strings.Contains(s.logs.String(), secret) {
 			t.Errorf("the logs hold %q", secret)
 		}
+	}
+}
+
+// TestServeRefusesBadSoftTokenHeaders: a mapping serve cannot use stops the
+// start with a message that names the file.
+func TestServeRefusesBadSoftTokenHeaders(t *testing.T) {
+	data := initData(t)
+	setConfig(t, data, "soft_token_headers", map[string]string{"common_name": "X-Sso-Name", "surname": "x-sso-name"})
+	err := run(t.Context(), []string{"serve", "--data", data, "--addr", "127.0.0.1:0", "--public-addr", ""}, noEnv, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), configFile) || !strings.Contains(err.Error(), "X-Sso-Name") {
+		t.Fatalf("serve with a header used twice: %v", err)
+	}
+}
+
+// setConfig sets one field of data's caledger.json, as an operator would.
+func setConfig(t *testing.T, data, field string, value any) {
+	t.Helper()
+	path := filepath.Join(data, configFile)
+	var cfg map[string]any
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg[field] = value
+	if b, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
