@@ -290,6 +290,7 @@ func (a *auditRun) report(r *audit.Replay, took time.Duration) error {
 		fmt.Fprintf(w, "time        %s to %s\n", s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339))
 	}
 	fmt.Fprintf(w, "streams     %d\nsealed      %d events carry a sealed part (not opened)\n", s.Streams, s.Sealed)
+	fmt.Fprintf(w, "generated   %d certificates have key pairs caledger generated (soft tokens)\n", s.KeyGenerated)
 	for _, m := range []struct {
 		title  string
 		counts map[string]uint64

@@ -138,6 +138,11 @@ func TestAudit(t *testing.T) {
 		t.Fatalf("delete: %d %s", status, b)
 	}
 	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, nil)
+	// A soft token: the audit counts certificates whose keys caledger made.
+	if status, _, b := r.admin.do("POST", "/v1/soft-tokens", "application/x-www-form-urlencoded", []byte("password=correct+horse+battery"),
+		"Caledger-Common-Name", "Secret Person Two"); status != http.StatusCreated {
+		t.Fatalf("soft token: %d %s", status, b)
+	}
 	size := r.settle()
 
 	out, err := r.audit()
@@ -147,6 +152,7 @@ func TestAudit(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf("checkpoint  %d events", size), fmt.Sprintf("replayed    %d events", size),
 		"certificate.deleted", "subject.erased", "OK: ", r.state,
+		"generated   1 certificates have key pairs caledger generated",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q:\n%s", want, out)

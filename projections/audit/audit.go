@@ -84,8 +84,11 @@ type Stats struct {
 	ByType      map[string]uint64 // events per type
 	ByActorRole map[string]uint64 // events per actor role
 	Streams     int
-	Sealed      uint64    // events with a sealed part
-	First, Last time.Time // the earliest and latest event times
+	Sealed      uint64 // events with a sealed part
+	// KeyGenerated counts the certificates whose key pair caledger
+	// generated (soft tokens): keys that existed outside their holder.
+	KeyGenerated uint64
+	First, Last  time.Time // the earliest and latest event times
 }
 
 // Replay checks events appended in position order. The zero Replay is not
@@ -278,6 +281,9 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 			return
 		}
 		r.certs[p.Serial] = &certificate{notAfter: p.NotAfter}
+		if p.KeyGenerated {
+			r.stats.KeyGenerated++
+		}
 	case domain.TypeCertificateRevoked:
 		var p domain.CertificateRevoked
 		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {

@@ -121,7 +121,7 @@ func TestRootAndLifecycle(t *testing.T) {
 	for serial, validity := range map[domain.Serial]time.Duration{"a1": time.Hour, "b2": -time.Hour, "c3": time.Hour} {
 		add(domain.SubjectStream(subject), domain.SubjectCertificateLinked{SubjectID: subject, Serial: serial}, "", "")
 		add(domain.CertificateStream(serial), domain.CertificateIssued{Serial: serial, SubjectID: subject,
-			NotAfter: l.now.Add(validity)}, subject, domain.GroupIdentity)
+			NotAfter: l.now.Add(validity), KeyGenerated: serial == "c3"}, subject, domain.GroupIdentity)
 	}
 	add(domain.CertificateStream("a1"), domain.CertificateRevoked{Serial: "a1", Reason: domain.ReasonSuperseded}, "", "")
 	add(domain.CertificateStream("a1"), domain.CertificateDeleted{Serial: "a1"}, "", "")
@@ -137,7 +137,7 @@ func TestRootAndLifecycle(t *testing.T) {
 	}
 	s := r.Stats()
 	if s.Events != 14 || s.ByType[domain.TypeCertificateIssued] != 3 || s.ByActorRole["officer"] != 14 || s.Sealed != 6 ||
-		s.Streams != 5 || !s.First.Before(s.Last) {
+		s.Streams != 5 || !s.First.Before(s.Last) || s.KeyGenerated != 1 {
 		t.Fatalf("stats: %+v", s)
 	}
 }
