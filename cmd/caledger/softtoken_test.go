@@ -96,6 +96,22 @@ func TestSoftTokens(t *testing.T) {
 		return leaf, h.Get("Caledger-Subject-Id")
 	}
 
+	t.Run("the OpenAPI document names this deployment's headers", func(t *testing.T) {
+		status, _, body := anonymous.do("GET", "/openapi.json", "", nil)
+		var doc struct {
+			Paths map[string]map[string]struct {
+				Description string `json:"description"`
+			} `json:"paths"`
+		}
+		if status != http.StatusOK || json.Unmarshal(body, &doc) != nil {
+			t.Fatalf("GET /openapi.json: %d", status)
+		}
+		d := doc.Paths["/v1/soft-tokens"]["post"].Description
+		if !strings.Contains(d, "X-Sso-Name (common_name)") || strings.Contains(d, "Caledger-Common-Name") {
+			t.Fatalf("the operation's description: %q", d)
+		}
+	})
+
 	var subjectID string
 	t.Run("new subject from an HTML form", func(t *testing.T) {
 		status, h, body := proxy.do("POST", "/v1/soft-tokens", "application/x-www-form-urlencoded",
