@@ -259,26 +259,18 @@ func (i *Issuer) ProfileRole(name string) string {
 
 // CheckGenerated makes, before anything is recorded, the checks SignCertificate
 // makes of a request whose key pair caledger is about to generate (a soft
-// token): the profile and the CA exist, the profile accepts keyType (one of
-// P-256, P-384, Ed25519, RSA) and attrs satisfy the profile. A nil attrs
+// token) at now: the profile and the CA exist, the CA has not expired, the
+// profile accepts keyType (one of P-256, P-384, Ed25519, RSA) and attrs
+// satisfy the profile. A nil attrs
 // skips the attribute check: a registered subject's attributes are checked
 // when its certificate is signed, which records nothing when it refuses. It
 // returns the smallest RSA modulus the profile accepts. Errors are
 // *domain.Error of KindInvalid with the same codes as SignCertificate's and
 // name no values.
-func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]string) (minRSABits int, err error) {
-	prof := i.profiles[profile]
-	if prof == nil {
-		if domain.ValidSlug(profile) {
-			return 0, invalid(CodeUnknownProfile, "there is no profile %s", profile)
-		}
-		return 0, invalid(CodeUnknownProfile, "the profile name is not a valid profile name")
-	}
-	if i.cas[caID] == nil {
-		if domain.ValidSlug(caID) {
-			return 0, invalid(CodeUnknownCA, "there is no CA %s", caID)
-		}
-		return 0, invalid(CodeUnknownCA, "the CA id is not a valid CA id")
+func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]string, now time.Time) (minRSABits int, err error) {
+	prof, _, _, _, err := i.lookup(profile, caID, now)
+	if err != nil {
+		return 0, err
 	}
 	if !slices.Contains(keyTypes, keyType) {
 		return 0, invalid(CodeKeyTypeNotAllowed, "the key type is not one of %s", keyTypeList)
@@ -293,6 +285,39 @@ func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]
 		return 0, err
 	}
 	return prof.MinRSABits, nil
+}
+
+// lookup finds a request's profile and CA, and the validity of a certificate
+// of that profile the CA would issue at now. The CA's own expiry caps it; a
+// CA that expires before the certificate would start is refused.
+func (i *Issuer) lookup(profile, caID string, now time.Time) (*profileState, *caState, time.Time, time.Time, error) {
+	var zero time.Time
+	prof := i.profiles[profile]
+	if prof == nil {
+		if domain.ValidSlug(profile) {
+			return nil, nil, zero, zero, invalid(CodeUnknownProfile, "there is no profile %s", profile)
+		}
+		return nil, nil, zero, zero, invalid(CodeUnknownProfile, "the profile name is not a valid profile name")
+	}
+	ca := i.cas[caID]
+	if ca == nil {
+		if domain.ValidSlug(caID) {
+			return nil, nil, zero, zero, invalid(CodeUnknownCA, "there is no CA %s", caID)
+		}
+		return nil, nil, zero, zero, invalid(CodeUnknownCA, "the CA id is not a valid CA id")
+	}
+	if now.IsZero() {
+		return nil, nil, zero, zero, errors.New("issuer: the request has no issuance time")
+	}
+	nb := now.Add(-i.backdate).UTC().Truncate(time.Second)
+	na := nb.Add(time.Duration(prof.Validity))
+	if ca.Certificate.NotAfter.Before(na) {
+		na = ca.Certificate.NotAfter
+	}
+	if !na.After(nb) {
+		return nil, nil, zero, zero, invalid(CodeCAExpired, "CA %s's certificate expires before a new certificate would start", ca.ID)
+	}
+	return prof, ca, nb, na, nil
 }
 
 // SignCertificate issues a certificate to the public key of req.CSR for the
@@ -344,34 +369,13 @@ func (i *Issuer) SignCertificate(ctx context.Context, req domain.SignRequest) (d
 // template checks everything about req that needs no signature, then the CSR,
 // and returns the certificate template and the subject's public key.
 func (i *Issuer) template(req domain.SignRequest) (*caState, *profileState, *x509.Certificate, crypto.PublicKey, error) {
-	prof := i.profiles[req.Profile]
-	if prof == nil {
-		if domain.ValidSlug(req.Profile) {
-			return nil, nil, nil, nil, invalid(CodeUnknownProfile, "there is no profile %s", req.Profile)
-		}
-		return nil, nil, nil, nil, invalid(CodeUnknownProfile, "the profile name is not a valid profile name")
-	}
-	ca := i.cas[req.CAID]
-	if ca == nil {
-		if domain.ValidSlug(req.CAID) {
-			return nil, nil, nil, nil, invalid(CodeUnknownCA, "there is no CA %s", req.CAID)
-		}
-		return nil, nil, nil, nil, invalid(CodeUnknownCA, "the CA id is not a valid CA id")
+	prof, ca, nb, na, err := i.lookup(req.Profile, req.CAID, req.Now)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	serial, err := parseSerial(req.Serial)
 	if err != nil {
 		return nil, nil, nil, nil, err
-	}
-	if req.Now.IsZero() {
-		return nil, nil, nil, nil, errors.New("issuer: the request has no issuance time")
-	}
-	nb := req.Now.Add(-i.backdate).UTC().Truncate(time.Second)
-	na := nb.Add(time.Duration(prof.Validity))
-	if ca.Certificate.NotAfter.Before(na) {
-		na = ca.Certificate.NotAfter
-	}
-	if !na.After(nb) {
-		return nil, nil, nil, nil, invalid(CodeCAExpired, "CA %s's certificate expires before a new certificate would start", ca.ID)
 	}
 	n, err := buildNames(&prof.Profile, req.Attributes)
 	if err != nil {

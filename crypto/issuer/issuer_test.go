@@ -428,13 +428,13 @@ func TestCheckGenerated(t *testing.T) {
 	p := newPKI(t, ps)
 	ada := map[string]string{"common_name": "Ada Lovelace", "email": "ada@example.test"}
 	for _, kt := range []string{issuer.KeyP256, issuer.KeyRSA} {
-		bits, err := p.iss.CheckGenerated("tls-client", "issuing", kt, ada)
+		bits, err := p.iss.CheckGenerated("tls-client", "issuing", kt, ada, now)
 		if err != nil || bits != 3072 {
 			t.Fatalf("CheckGenerated(%s) = %d, %v", kt, bits, err)
 		}
 	}
 	// Without attributes (a registered subject) only the rest is checked.
-	if _, err := p.iss.CheckGenerated("email-protection", "issuing", issuer.KeyP256, nil); err != nil {
+	if _, err := p.iss.CheckGenerated("email-protection", "issuing", issuer.KeyP256, nil, now); err != nil {
 		t.Fatalf("CheckGenerated without attributes: %v", err)
 	}
 	// What passes the pre-check is signed.
@@ -456,7 +456,16 @@ func TestCheckGenerated(t *testing.T) {
 		{"email-protection", "issuing", issuer.KeyP256, map[string]string{"common_name": "Ada Lovelace"}, issuer.CodeMissingAttribute},
 	}
 	for _, c := range cases {
-		_, err := p.iss.CheckGenerated(c.profile, c.ca, c.kt, c.attrs)
+		_, err := p.iss.CheckGenerated(c.profile, c.ca, c.kt, c.attrs, now)
 		wantCode(t, err, c.code, c.attrs["common_name"], c.attrs["country"], c.attrs["email"])
 	}
+	// A CA that expires before a certificate would start, as SignCertificate
+	// refuses it.
+	later := p.inter.NotAfter.Add(time.Hour)
+	_, err := p.iss.CheckGenerated("tls-client", "issuing", issuer.KeyP256, ada, later)
+	wantCode(t, err, issuer.CodeCAExpired)
+	req := request("tls-client", newCSR(t, newKey(t, issuer.KeyP256)), ada)
+	req.Now = later
+	_, err = p.iss.SignCertificate(context.Background(), req)
+	wantCode(t, err, issuer.CodeCAExpired)
 }

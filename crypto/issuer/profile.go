@@ -114,6 +114,10 @@ var keyTypes = []string{KeyP256, KeyP384, KeyEd25519, KeyRSA}
 
 var roles = []string{RoleAdmin, RoleOfficer, RoleAuditor, RoleCompliance, RoleOfficerProxy}
 
+// Roles returns the role names a profile may carry, a fresh copy on every
+// call.
+func Roles() []string { return slices.Clone(roles) }
+
 // DefaultProfiles returns the built-in profiles, a fresh copy on every call.
 // docs/profiles.md has them as a table.
 func DefaultProfiles() []Profile {

@@ -20,23 +20,20 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/domain"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
 )
 
-// Key types, as profiles name them (crypto/issuer).
-const (
-	KeyP256    = "P-256"
-	KeyP384    = "P-384"
-	KeyEd25519 = "Ed25519"
-	KeyRSA     = "RSA"
-)
-
-// DefaultKeyType is the key type of a request that names none.
-const DefaultKeyType = KeyP256
+// DefaultKeyType is the key type of a request that names none. Key types
+// are named as profiles name them (crypto/issuer's Key* constants).
+const DefaultKeyType = issuer.KeyP256
 
 // RSABits is the modulus of a generated RSA key, unless the profile asks for
 // more.
@@ -55,10 +52,10 @@ const (
 	MaxPassword = 256
 )
 
-// Error codes of refused requests (domain.Error Code, KindInvalid).
+// Error codes of refused requests (domain.Error Code, KindInvalid), besides
+// crypto/issuer's.
 const (
 	CodeBadPassword = "bad-password"
-	CodeBadKeyType  = "bad-key-type"
 	CodeNoSubject   = "subject-required"
 )
 
@@ -72,10 +69,11 @@ type Commands interface {
 // Checker makes the signer's checks before a key is generated or anything is
 // recorded; crypto/issuer's Issuer implements it.
 type Checker interface {
-	CheckGenerated(profile, caID, keyType string, attrs map[string]string) (minRSABits int, err error)
+	CheckGenerated(profile, caID, keyType string, attrs map[string]string, now time.Time) (minRSABits int, err error)
 }
 
-// Service issues soft tokens.
+// Service issues soft tokens. Use it through a pointer: it holds the bound
+// on tokens made at once.
 type Service struct {
 	Commands Commands
 	Checker  Checker
@@ -85,6 +83,15 @@ type Service struct {
 	// Iterations overrides the package's Iterations when positive. Only
 	// tests lower it.
 	Iterations int
+	// Now is the clock of the pre-checks; nil means time.Now. The domain's
+	// own clock times the certificate.
+	Now func() time.Time
+
+	// slots bounds the tokens made at once to half the CPUs (at least one):
+	// each costs about 0.3 s of CPU, and a burst must leave cores to OCSP,
+	// TLS and the rest of the API.
+	slotsOnce sync.Once
+	slots     chan struct{}
 }
 
 // Request asks for one soft token.
@@ -95,7 +102,8 @@ type Request struct {
 	Attributes map[string]string
 	Profile    string
 	CAID       string
-	// KeyType is P-256 (the default when empty), P-384, Ed25519 or RSA.
+	// KeyType is P-256 (the default when empty), P-384, Ed25519 or RSA;
+	// crypto/issuer refuses other names with key-type-not-allowed.
 	KeyType string
 	// Password encrypts the PKCS#12 file. It is personal: never logged,
 	// recorded or echoed.
@@ -128,12 +136,6 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 	if req.KeyType == "" {
 		req.KeyType = DefaultKeyType
 	}
-	switch req.KeyType {
-	case KeyP256, KeyP384, KeyEd25519, KeyRSA:
-	default:
-		return Token{}, &domain.Error{Kind: domain.KindInvalid, Code: CodeBadKeyType,
-			Detail: fmt.Sprintf("key_type must be one of %s, %s, %s or %s", KeyP256, KeyP384, KeyEd25519, KeyRSA)}
-	}
 	attrs := req.Attributes
 	switch {
 	case req.SubjectID != "" && len(req.Attributes) > 0:
@@ -149,9 +151,20 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 		return Token{}, &domain.Error{Kind: domain.KindInvalid, Code: CodeNoSubject,
 			Detail: "no subject: name a registered subject or give the attributes of a new one"}
 	}
-	minRSA, err := s.Checker.CheckGenerated(req.Profile, req.CAID, req.KeyType, attrs)
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	minRSA, err := s.Checker.CheckGenerated(req.Profile, req.CAID, req.KeyType, attrs, now())
 	if err != nil {
 		return Token{}, err
+	}
+	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)) })
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+	case <-ctx.Done():
+		return Token{}, ctx.Err()
 	}
 	chain, err := s.Chain(req.CAID)
 	if err != nil {
@@ -226,13 +239,13 @@ func generate(kt string, rsaBits int) (crypto.Signer, error) {
 		err error
 	)
 	switch kt {
-	case KeyP256:
+	case issuer.KeyP256:
 		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case KeyP384:
+	case issuer.KeyP384:
 		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case KeyEd25519:
+	case issuer.KeyEd25519:
 		_, k, err = ed25519.GenerateKey(rand.Reader)
-	case KeyRSA:
+	case issuer.KeyRSA:
 		k, err = rsa.GenerateKey(rand.Reader, rsaBits)
 	default:
 		err = errors.New("unknown key type")

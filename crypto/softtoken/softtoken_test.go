@@ -11,6 +11,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"math/big"
@@ -42,6 +44,7 @@ const password = "correct horse battery"
 type rig struct {
 	dir   string // the ledger's and the vault's files
 	store *sqlite.Store
+	vault *keyvault.Vault
 	h     *domain.Handlers
 	svc   *softtoken.Service
 	root  *x509.Certificate
@@ -91,7 +94,7 @@ func newRig(t testing.TB) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{dir: dir, store: store, root: root, inter: inter}
+	r := &rig{dir: dir, store: store, vault: vault, root: root, inter: inter}
 	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: iss, Now: time.Now, Rand: rand.Reader}
 	r.svc = &softtoken.Service{Commands: r.h, Checker: iss, Iterations: 2048,
 		Chain: func(caID string) ([]*x509.Certificate, error) {
@@ -183,6 +186,34 @@ func TestIssueForNewSubject(t *testing.T) {
 	}
 	pkcs8, _ := x509.MarshalPKCS8PrivateKey(key)
 	scalar := key.(*ecdsa.PrivateKey).D.Bytes()
+	holds := func(b []byte) bool { return bytes.Contains(b, pkcs8) || bytes.Contains(b, scalar) }
+	// Every sealed part, opened: the JSON and each base64 string in it.
+	sealed := 0
+	for _, e := range evs {
+		if e.Sealed == nil {
+			continue
+		}
+		sealed++
+		plain, err := r.vault.Open(ctx, e.Sealed, domain.SealedAD(&e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fields map[string]any
+		if err := json.Unmarshal(plain, &fields); err != nil {
+			t.Fatal(err)
+		}
+		for name, v := range fields {
+			str, _ := v.(string)
+			raw, _ := base64.StdEncoding.DecodeString(str)
+			if holds(plain) || holds(raw) {
+				t.Errorf("the sealed %s of %s holds the private key", name, e.Type)
+			}
+		}
+	}
+	if sealed != 2 {
+		t.Fatalf("opened %d sealed parts, want the subject's and the certificate's", sealed)
+	}
+	// And the files of the ledger and the vault, as stored.
 	err = filepath.WalkDir(r.dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -191,7 +222,7 @@ func TestIssueForNewSubject(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if bytes.Contains(b, pkcs8) || bytes.Contains(b, scalar) {
+		if holds(b) {
 			t.Errorf("%s holds the private key", path)
 		}
 		return nil
@@ -208,9 +239,9 @@ func TestIssueForRegisteredSubject(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, kt := range []string{softtoken.KeyP384, softtoken.KeyEd25519, softtoken.KeyRSA} {
+	for _, kt := range []string{issuer.KeyP384, issuer.KeyEd25519, issuer.KeyRSA} {
 		profile := "tls-client"
-		if kt == softtoken.KeyRSA {
+		if kt == issuer.KeyRSA {
 			profile = "email-protection"
 		}
 		tok, err := r.svc.Issue(ctx, officer, softtoken.Request{SubjectID: id, Profile: profile, CAID: "issuing", KeyType: kt, Password: password})
@@ -223,15 +254,15 @@ func TestIssueForRegisteredSubject(t *testing.T) {
 		key, _ := r.open(t, tok)
 		switch k := key.(type) {
 		case *ecdsa.PrivateKey:
-			if kt != softtoken.KeyP384 || k.Curve != elliptic.P384() {
+			if kt != issuer.KeyP384 || k.Curve != elliptic.P384() {
 				t.Errorf("%s: got a P-256 key", kt)
 			}
 		case ed25519.PrivateKey:
-			if kt != softtoken.KeyEd25519 {
+			if kt != issuer.KeyEd25519 {
 				t.Errorf("%s: got an Ed25519 key", kt)
 			}
 		case *rsa.PrivateKey:
-			if kt != softtoken.KeyRSA || k.N.BitLen() != softtoken.RSABits {
+			if kt != issuer.KeyRSA || k.N.BitLen() != softtoken.RSABits {
 				t.Errorf("%s: got RSA-%d", kt, k.N.BitLen())
 			}
 		default:
@@ -262,8 +293,8 @@ func TestRefusals(t *testing.T) {
 		{"control character", func(q *softtoken.Request) { q.Password = "correct\x00horse" }, softtoken.CodeBadPassword},
 		{"outside the BMP", func(q *softtoken.Request) { q.Password = "correct horse \U0001F40E" }, softtoken.CodeBadPassword},
 		{"not UTF-8", func(q *softtoken.Request) { q.Password = "correct \xff horse" }, softtoken.CodeBadPassword},
-		{"unknown key type", func(q *softtoken.Request) { q.KeyType = "DSA" }, softtoken.CodeBadKeyType},
-		{"key type the profile refuses", func(q *softtoken.Request) { q.Profile, q.KeyType = "email-protection", softtoken.KeyEd25519 }, issuer.CodeKeyTypeNotAllowed},
+		{"unknown key type", func(q *softtoken.Request) { q.KeyType = "DSA" }, issuer.CodeKeyTypeNotAllowed},
+		{"key type the profile refuses", func(q *softtoken.Request) { q.Profile, q.KeyType = "email-protection", issuer.KeyEd25519 }, issuer.CodeKeyTypeNotAllowed},
 		{"unknown profile", func(q *softtoken.Request) { q.Profile = "nope" }, issuer.CodeUnknownProfile},
 		{"unknown CA", func(q *softtoken.Request) { q.CAID = "nope" }, issuer.CodeUnknownCA},
 		{"missing attribute", func(q *softtoken.Request) {
@@ -284,8 +315,17 @@ func TestRefusals(t *testing.T) {
 		}, "no-subject"},
 		{"registered subject lacks a required attribute", func(q *softtoken.Request) { q.SubjectID, q.Attributes, q.Profile = id, nil, "tls-server" }, issuer.CodeMissingAttribute},
 	}
+	// A CA that expires before the certificate would start.
+	cases = append(cases, struct {
+		name string
+		edit func(*softtoken.Request)
+		code string
+	}{"expired CA", func(*softtoken.Request) {
+		r.svc.Now = func() time.Time { return r.inter.NotAfter.Add(time.Hour) }
+	}, issuer.CodeCAExpired})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			defer func() { r.svc.Now = nil }()
 			req := ok
 			c.edit(&req)
 			_, err := r.svc.Issue(ctx, officer, req)
@@ -351,5 +391,31 @@ func TestOpenSSLReadsToken(t *testing.T) {
 	cmd := exec.Command(openssl, "pkcs12", "-in", p12, "-passin", "pass:wrong password", "-noenc", "-out", filepath.Join(dir, "x.pem"))
 	if out, err := cmd.CombinedOutput(); err == nil {
 		t.Fatalf("openssl opened the token with a wrong password:\n%s", out)
+	}
+}
+
+// failingSigner stands for a CA key that stops answering (an HSM gone away).
+type failingSigner struct{}
+
+func (failingSigner) SignCertificate(context.Context, domain.SignRequest) (domain.Signed, error) {
+	return domain.Signed{}, errors.New("the HSM does not answer")
+}
+
+// TestSignerFailureAfterRegistration: the one failure the pre-checks cannot
+// foresee leaves the new subject registered, and the token says which, so
+// that the caller can retry for it or erase it.
+func TestSignerFailureAfterRegistration(t *testing.T) {
+	r := newRig(t)
+	r.h.Signer = failingSigner{}
+	tok, err := r.svc.Issue(context.Background(), officer, softtoken.Request{Attributes: ada, Profile: "tls-client", CAID: "issuing", Password: password})
+	if !errors.Is(err, domain.ErrUnavailable) {
+		t.Fatalf("error %v, want unavailable", err)
+	}
+	if !tok.Registered || !tok.SubjectID.Valid() || tok.PKCS12 != nil {
+		t.Fatalf("token %+v", tok)
+	}
+	evs := r.events(t)
+	if len(evs) != 1 || evs[0].Type != domain.TypeSubjectRegistered || evs[0].Stream != domain.SubjectStream(tok.SubjectID) {
+		t.Fatalf("ledger %+v", evs)
 	}
 }
