@@ -245,7 +245,7 @@ func humaConfig(version string) huma.Config {
 	c.CreateHooks = nil
 	c.Transformers = []huma.Transformer{problemTransformer}
 	c.Components.SecuritySchemes = map[string]*huma.SecurityScheme{
-		mtlsScheme: {Type: "mutualTLS", Description: "A client certificate issued by this CA with the officer, auditor, compliance or admin role."},
+		mtlsScheme: {Type: "mutualTLS", Description: "A client certificate issued by this CA with the officer, auditor, compliance, officer-proxy or admin role."},
 	}
 	return c
 }

@@ -114,7 +114,8 @@ func (s *server) registerCertificates(hapi huma.API) {
 			"application/json": {Schema: outSchema},
 			pemChainType:       {Schema: &huma.Schema{Type: "string"}},
 		}}},
-		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone, http.StatusServiceUnavailable},
+		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone,
+			http.StatusUnsupportedMediaType, http.StatusServiceUnavailable},
 	}, func(ctx context.Context, in *issueInput) (*rawOutput, error) {
 		actor, err := require(ctx, RoleOfficer)
 		if err != nil {
@@ -280,8 +281,7 @@ func (s *server) issueRequest(in *issueInput) (domain.IssueRequest, error) {
 			csr = block.Bytes
 		}
 	default:
-		return domain.IssueRequest{}, &problem{Type: problemType("unsupported-media-type"), Title: http.StatusText(http.StatusUnsupportedMediaType),
-			Status: http.StatusUnsupportedMediaType, Code: "unsupported-media-type", Detail: "send application/json or application/pkcs10"}
+		return domain.IssueRequest{}, unsupportedMediaType("send application/json or application/pkcs10")
 	}
 	if !req.SubjectID.Valid() {
 		return domain.IssueRequest{}, invalid("bad-subject-id", "subject_id must be a subject pseudonym: 32 lower-case hex digits")

@@ -96,12 +96,10 @@ func FuzzSoftTokenRequest(f *testing.F) {
 		if !errors.As(err, &p) || p.Status != http.StatusBadRequest && p.Status != http.StatusUnsupportedMediaType {
 			t.Fatalf("error %v is not a 400 or 415 problem", err)
 		}
-		// No fixed text of a problem holds '§': a detail holding an input
-		// that does is an echo, however short.
-		for _, in := range []string{string(body), name} {
-			if strings.ContainsRune(in, '§') && strings.Contains(p.Detail, in) {
-				t.Fatalf("the problem echoes the input: %q", p.Detail)
-			}
+		// No fixed text of a problem holds '§': a detail that does echoes
+		// the input, or a part of it.
+		if strings.ContainsRune(p.Detail, '§') {
+			t.Fatalf("the problem echoes the input: %q", p.Detail)
 		}
 	})
 }

@@ -166,6 +166,13 @@ func invalid(code, detail string) *problem {
 	return &problem{Type: problemType(code), Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Code: code, Detail: detail}
 }
 
+// unsupportedMediaType is the 415 problem for a body of a media type the
+// operation does not read.
+func unsupportedMediaType(detail string) *problem {
+	return &problem{Type: problemType("unsupported-media-type"), Title: http.StatusText(http.StatusUnsupportedMediaType),
+		Status: http.StatusUnsupportedMediaType, Code: "unsupported-media-type", Detail: detail}
+}
+
 // notFound answers requests that match no route.
 func notFound(w http.ResponseWriter, _ *http.Request) {
 	writeProblem(w, newProblem(http.StatusNotFound, "no resource at this path"))

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -87,7 +88,7 @@ func validHeaderName(h string) bool {
 // form (application/x-www-form-urlencoded) with the same field names.
 type SoftTokenRequest struct {
 	Password string `json:"password" minLength:"8" maxLength:"256" doc:"Encrypts the PKCS#12 file. Never stored, logged or echoed."`
-	Profile  string `json:"profile,omitempty" pattern:"^[a-z0-9-]{1,64}$" doc:"Certificate profile (default tls-client). Profiles that carry an API role are refused."`
+	Profile  string `json:"profile,omitempty" pattern:"^[a-z0-9-]{1,64}$" doc:"Certificate profile (default tls-client). A profile that carries an API role needs the admin role."`
 	KeyType  string `json:"key_type,omitempty" enum:"P-256,P-384,Ed25519,RSA" doc:"The key pair caledger generates (default P-256; RSA is 3072 bits, or the profile's minimum if larger)."`
 	CA       string `json:"ca,omitempty" pattern:"^[a-z0-9-]{1,64}$" doc:"Issuing CA (default: the default issuing CA)."`
 }
@@ -150,7 +151,8 @@ func (s *server) registerSoftTokens(hapi huma.API) {
 		Responses: map[string]*huma.Response{"201": {Description: "Issued: the PKCS#12 file.", Content: map[string]*huma.MediaType{
 			pkcs12Type: {Schema: &huma.Schema{Type: "string", Format: "binary"}},
 		}}},
-		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone, http.StatusServiceUnavailable},
+		Errors: []int{http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusNotFound, http.StatusGone,
+			http.StatusUnsupportedMediaType, http.StatusServiceUnavailable},
 	}, func(ctx context.Context, in *softTokenInput) (*softTokenOutput, error) {
 		actor, err := require(ctx, RoleOfficerProxy)
 		if err != nil {
@@ -165,6 +167,11 @@ func (s *server) registerSoftTokens(hapi huma.API) {
 		}
 		tok, err := s.cfg.SoftTokens.Issue(ctx, actor, req)
 		if err != nil {
+			if tok.Registered {
+				// The new subject stays registered: name it, so that the
+				// proxy can retry for it, or have it erased.
+				return nil, huma.ErrorWithHeaders(s.problem(ctx, err), http.Header{subjectIDHeader: {string(tok.SubjectID)}})
+			}
 			return nil, s.problem(ctx, err)
 		}
 		s.waitForViews(ctx, tok.Position)
@@ -184,8 +191,11 @@ func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string)
 	mt, _, _ := mime.ParseMediaType(in.ContentType)
 	switch mt {
 	case "application/json", "":
-		if err := json.Unmarshal(in.RawBody, &body); err != nil {
-			return softtoken.Request{}, invalid("bad-body", "the body is not a JSON SoftTokenRequest")
+		// As strict as the form: no field other than the four.
+		dec := json.NewDecoder(bytes.NewReader(in.RawBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil || dec.More() {
+			return softtoken.Request{}, invalid("bad-body", "the body is not a JSON SoftTokenRequest (password, profile, key_type, ca)")
 		}
 	case "application/x-www-form-urlencoded":
 		form, err := url.ParseQuery(string(in.RawBody))
@@ -212,8 +222,7 @@ func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string)
 			*field = vs[0]
 		}
 	default:
-		return softtoken.Request{}, &problem{Type: problemType("unsupported-media-type"), Title: http.StatusText(http.StatusUnsupportedMediaType),
-			Status: http.StatusUnsupportedMediaType, Code: "unsupported-media-type", Detail: "send application/json or application/x-www-form-urlencoded"}
+		return softtoken.Request{}, unsupportedMediaType("send application/json or application/x-www-form-urlencoded")
 	}
 	if body.Profile == "" {
 		body.Profile = "tls-client"
@@ -224,10 +233,13 @@ func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string)
 	if body.CA == "" {
 		body.CA = s.cfg.CAs.DefaultIssuer()
 	}
-	if !domain.ValidSlug(body.CA) {
+	if _, ok := s.cfg.CAs.CA(body.CA); !ok {
 		return softtoken.Request{}, invalid("unknown-ca", "no such issuing CA")
 	}
 	h := in.headers
+	if len(h.Values(subjectIDHeader)) > 1 {
+		return softtoken.Request{}, invalid("bad-subject-header", "the header "+subjectIDHeader+" is given more than once")
+	}
 	attrs := map[string]string{}
 	for attr, name := range headers {
 		if name == "" {
@@ -255,27 +267,35 @@ func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string)
 		CAID: body.CA, KeyType: body.KeyType, Password: body.Password}, nil
 }
 
-// rfc8187Prefix starts a header value in RFC 8187's ext-value encoding: the
-// charset UTF-8, no language, then the percent-encoded value.
-const rfc8187Prefix = "UTF-8''"
-
-// headerValue decodes a header value: raw bytes, or RFC 8187's ext-value when
-// it starts with rfc8187Prefix. The error names the problem, never the value.
+// headerValue decodes a header value: raw UTF-8, or RFC 8187's ext-value
+// (charset'language'percent-encoded value) when it starts with the charset
+// UTF-8 or ISO-8859-1 and a quote. The language is ignored. The error names
+// the problem, never the value.
 func headerValue(v string) (string, error) {
 	v = strings.TrimSpace(v)
-	if n := len(rfc8187Prefix); len(v) >= n && strings.EqualFold(v[:n], rfc8187Prefix) {
-		rest := v[n:]
-		for i := 0; i < len(rest); i++ {
-			if c := rest[i]; c == '%' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$&+-.^_`|~", c) >= 0 {
+	if charset, rest, ok := strings.Cut(v, "'"); ok && (strings.EqualFold(charset, "UTF-8") || strings.EqualFold(charset, "ISO-8859-1")) {
+		lang, enc, ok := strings.Cut(rest, "'")
+		if !ok || strings.Trim(lang, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return "", fmt.Errorf("is not an RFC 8187 value: no language tag between quotes after the charset")
+		}
+		for i := 0; i < len(enc); i++ {
+			if c := enc[i]; c == '%' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$&+-.^_`|~", c) >= 0 {
 				continue
 			}
 			return "", fmt.Errorf("is not an RFC 8187 value: it has a character that must be percent-encoded")
 		}
-		d, err := url.PathUnescape(rest)
+		d, err := url.PathUnescape(enc)
 		if err != nil {
 			return "", fmt.Errorf("is not an RFC 8187 value: a bad percent-encoding")
 		}
-		v = d
+		if strings.EqualFold(charset, "ISO-8859-1") {
+			runes := make([]rune, len(d))
+			for i := range len(d) {
+				runes[i] = rune(d[i])
+			}
+			d = string(runes)
+		}
+		v = strings.TrimSpace(d)
 	}
 	if !utf8.ValidString(v) {
 		return "", fmt.Errorf("is not valid UTF-8")

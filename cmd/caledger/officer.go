@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
+
+	"github.com/caledger/caledger/crypto/issuer"
 )
 
 func runOfficer(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
@@ -32,8 +35,8 @@ password. The server must be stopped: the ledger allows one process.`)
 	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
 		return err
 	}
-	if !slices.Contains([]string{"officer", "auditor", "compliance", "admin", "officer-proxy"}, *role) {
-		return &usageError{msg: fmt.Sprintf("officer add: unknown role %q (known: officer, auditor, compliance, admin, officer-proxy)", *role)}
+	if roles := issuer.Roles(); !slices.Contains(roles, *role) {
+		return &usageError{msg: fmt.Sprintf("officer add: unknown role %q (known: %s)", *role, strings.Join(roles, ", "))}
 	}
 	if *name == "" {
 		return &usageError{msg: "officer add: --name is required"}
