@@ -224,15 +224,16 @@ func caURLs(base, id string) (crlDP, ocsp, issuer []string) {
 // by a key like the CA's, cost no signature each, and verify under no key at
 // all should one ever leak.
 func newLintSignature(kt string, sig signature) ([]byte, error) {
-	key, err := newThrowawayKey(kt)
+	key, err := GenerateKey(kt, defaultMinRSABits)
 	if err != nil {
 		return nil, err
 	}
 	return crypto.SignMessage(key, rand.Reader, []byte("caledger lint certificate"), sig.opts)
 }
 
-// newThrowawayKey makes a key of type kt for newLintSignature.
-func newThrowawayKey(kt string) (crypto.Signer, error) {
+// GenerateKey makes a key pair of type kt (P-256, P-384, Ed25519 or RSA);
+// rsaBits is the modulus of an RSA key.
+func GenerateKey(kt string, rsaBits int) (crypto.Signer, error) {
 	switch kt {
 	case KeyP256:
 		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -242,9 +243,9 @@ func newThrowawayKey(kt string) (crypto.Signer, error) {
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		return k, err
 	case KeyRSA:
-		return rsa.GenerateKey(rand.Reader, 2048)
+		return rsa.GenerateKey(rand.Reader, rsaBits)
 	}
-	return nil, fmt.Errorf("no throwaway key for %s", kt)
+	return nil, fmt.Errorf("issuer: no key type %q", kt)
 }
 
 // ProfileRole returns the role a profile's certificates carry ("" for a profile

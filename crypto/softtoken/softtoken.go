@@ -11,14 +11,8 @@ package softtoken
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/rsa"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -170,9 +164,9 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 	if err != nil {
 		return Token{}, err
 	}
-	key, err := generate(req.KeyType, max(minRSA, RSABits))
+	key, err := issuer.GenerateKey(req.KeyType, max(minRSA, RSABits))
 	if err != nil {
-		return Token{}, err
+		return Token{}, fmt.Errorf("softtoken: generating a %s key: %w", req.KeyType, err)
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
@@ -230,28 +224,4 @@ func CheckPassword(pw string) error {
 		}
 	}
 	return nil
-}
-
-// generate makes a key pair of type kt; rsaBits is the modulus of an RSA key.
-func generate(kt string, rsaBits int) (crypto.Signer, error) {
-	var (
-		k   crypto.Signer
-		err error
-	)
-	switch kt {
-	case issuer.KeyP256:
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	case issuer.KeyP384:
-		k, err = ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	case issuer.KeyEd25519:
-		_, k, err = ed25519.GenerateKey(rand.Reader)
-	case issuer.KeyRSA:
-		k, err = rsa.GenerateKey(rand.Reader, rsaBits)
-	default:
-		err = errors.New("unknown key type")
-	}
-	if err != nil {
-		return nil, fmt.Errorf("softtoken: generating a %s key: %w", kt, err)
-	}
-	return k, nil
 }
