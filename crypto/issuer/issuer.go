@@ -273,17 +273,17 @@ func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]
 	if err != nil {
 		return 0, err
 	}
+	// In SignCertificate's order: the attributes, then the key.
+	if attrs != nil {
+		if _, err := buildNames(&prof.Profile, attrs); err != nil {
+			return 0, err
+		}
+	}
 	if !slices.Contains(keyTypes, keyType) {
 		return 0, invalid(CodeKeyTypeNotAllowed, "the key type is not one of %s", keyTypeList)
 	}
 	if _, ok := prof.ku[keyType]; !ok {
 		return 0, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", prof.Name, keyType, strings.Join(prof.KeyTypes, ", "))
-	}
-	if attrs == nil {
-		return prof.MinRSABits, nil
-	}
-	if _, err := buildNames(&prof.Profile, attrs); err != nil {
-		return 0, err
 	}
 	return prof.MinRSABits, nil
 }

@@ -33,11 +33,14 @@ const DefaultKeyType = issuer.KeyP256
 // more.
 const RSABits = 3072
 
-// Iterations is the PBKDF2-HMAC-SHA256 iteration count of the PKCS#12 file's
-// encryption and MAC. The password is chosen by a person, so the count is
-// OWASP's current advice for PBKDF2-HMAC-SHA256 rather than the 2048 of
-// OpenSSL's default: it costs about 0.26 s of CPU per file here (BENCHMARKS.md)
-// and as much again when the file is opened.
+// Iterations is the iteration count of the PKCS#12 file's key derivations
+// (go-pkcs12's Modern2023 encoding): PBKDF2-HMAC-SHA256 for the encryption of
+// the key and the certificates, and PKCS#12's own derivation (RFC 7292
+// appendix B, SHA-256) for the MAC. The password is chosen by a person, so the
+// count is OWASP's advice for PBKDF2-HMAC-SHA256 rather than OpenSSL's default
+// 2048. The MAC is a guesser's cheapest check: 600,000 SHA-256 compressions
+// per guess, about half of what 600,000 PBKDF2-HMAC rounds cost. A file costs
+// about 0.28 s of CPU here (BENCHMARKS.md), and about as much to open.
 const Iterations = 600_000
 
 // Password bounds, in characters.
@@ -81,9 +84,10 @@ type Service struct {
 	// own clock times the certificate.
 	Now func() time.Time
 
-	// slots bounds the tokens made at once to half the CPUs (at least one):
-	// each costs about 0.3 s of CPU, and a burst must leave cores to OCSP,
-	// TLS and the rest of the API.
+	// slots bounds the key generations and PKCS#12 files made at once to
+	// half the CPUs (at least one): a file costs about 0.3 s of CPU, and a
+	// burst must leave cores to OCSP, TLS and the rest of the API. The
+	// ledger's appends and the CA's signature are not held under a slot.
 	slotsOnce sync.Once
 	slots     chan struct{}
 }
@@ -112,7 +116,6 @@ type Token struct {
 	SubjectID  domain.SubjectID
 	Registered bool // SubjectID was registered by this request
 	Serial     domain.Serial
-	CAID       string
 	// Position is the ledger position of the certificate.issued event.
 	Position uint64
 }
@@ -153,27 +156,25 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 	if err != nil {
 		return Token{}, err
 	}
-	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)) })
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	case <-ctx.Done():
-		return Token{}, ctx.Err()
-	}
 	chain, err := s.Chain(req.CAID)
 	if err != nil {
 		return Token{}, err
 	}
-	key, err := issuer.GenerateKey(req.KeyType, max(minRSA, RSABits))
-	if err != nil {
-		return Token{}, fmt.Errorf("softtoken: generating a %s key: %w", req.KeyType, err)
-	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	release, err := s.slot(ctx)
 	if err != nil {
 		return Token{}, err
 	}
+	key, err := issuer.GenerateKey(req.KeyType, max(minRSA, RSABits))
+	var csr []byte
+	if err == nil {
+		csr, err = x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	}
+	release()
+	if err != nil {
+		return Token{}, fmt.Errorf("softtoken: a %s key and its CSR: %w", req.KeyType, err)
+	}
 
-	out := Token{SubjectID: req.SubjectID, CAID: req.CAID}
+	out := Token{SubjectID: req.SubjectID}
 	if out.SubjectID == "" {
 		if out.SubjectID, err = s.Commands.RegisterSubject(ctx, actor, req.Attributes); err != nil {
 			return Token{}, err
@@ -195,10 +196,26 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 	if s.Iterations > 0 {
 		iterations = s.Iterations
 	}
-	if out.PKCS12, err = pkcs12.Modern.WithIterations(iterations).Encode(key, leaf, chain, req.Password); err != nil {
+	if release, err = s.slot(ctx); err != nil {
+		return out, err
+	}
+	defer release()
+	if out.PKCS12, err = pkcs12.Modern2023.WithIterations(iterations).Encode(key, leaf, chain, req.Password); err != nil {
 		return out, fmt.Errorf("softtoken: PKCS#12: %w", err)
 	}
 	return out, nil
+}
+
+// slot waits for one of the slots that bound the CPU-heavy steps (key
+// generation, the PKCS#12 file) and returns its release.
+func (s *Service) slot(ctx context.Context) (release func(), err error) {
+	s.slotsOnce.Do(func() { s.slots = make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)) })
+	select {
+	case s.slots <- struct{}{}:
+		return func() { <-s.slots }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // CheckPassword refuses a password that is too short or too long, or that
