@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/textproto"
@@ -139,7 +140,7 @@ func (s *server) registerSoftTokens(hapi huma.API) {
 		// JSON or an HTML form; softTokenRequest parses and checks both.
 		SkipValidateBody: true,
 		Description: "For a trusted proxy that authenticated the person itself: caledger generates a key pair, certifies it and returns it once, " +
-			"in a PKCS#12 file (AES-256-CBC, PBKDF2-HMAC-SHA256, " + fmt.Sprint(softtoken.Iterations) + " iterations) under the password in the body. " +
+			"in a PKCS#12 file (AES-256-CBC under PBKDF2-HMAC-SHA256, a SHA-256 MAC, " + fmt.Sprint(softtoken.Iterations) + " iterations each) under the password in the body. " +
 			"The person's attributes come from the request headers " + strings.Join(mapped, ", ") + "; they register a new subject, " +
 			"whose pseudonym the response's " + subjectIDHeader + " header carries. A request with " + subjectIDHeader + " instead issues for that " +
 			"registered subject, and must carry no attribute headers. A header value may be raw UTF-8 or RFC 8187 encoded (UTF-8''%C3%A5...). " +
@@ -188,13 +189,16 @@ func (s *server) registerSoftTokens(hapi huma.API) {
 // softTokenRequest reads the body (JSON or form) and the attribute headers.
 func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string) (softtoken.Request, error) {
 	var body SoftTokenRequest
-	mt, _, _ := mime.ParseMediaType(in.ContentType)
+	mt, _, err := mime.ParseMediaType(in.ContentType)
+	if in.ContentType != "" && err != nil {
+		return softtoken.Request{}, unsupportedMediaType("the Content-Type cannot be read; send application/json or application/x-www-form-urlencoded")
+	}
 	switch mt {
 	case "application/json", "":
-		// As strict as the form: no field other than the four.
+		// As strict as the form: no field other than the four, one object.
 		dec := json.NewDecoder(bytes.NewReader(in.RawBody))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil || dec.More() {
+		if err := dec.Decode(&body); err != nil || !atEOF(dec) {
 			return softtoken.Request{}, invalid("bad-body", "the body is not a JSON SoftTokenRequest (password, profile, key_type, ca)")
 		}
 	case "application/x-www-form-urlencoded":
@@ -301,4 +305,10 @@ func headerValue(v string) (string, error) {
 		return "", fmt.Errorf("is not valid UTF-8")
 	}
 	return v, nil
+}
+
+// atEOF reports whether dec has nothing left but white space.
+func atEOF(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return err == io.EOF
 }

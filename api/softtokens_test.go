@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -80,7 +82,7 @@ func TestSoftTokenFailureNamesNewSubject(t *testing.T) {
 		header string
 	}{
 		{"registered, then failed", fakeTokens{softtoken.Token{SubjectID: id, Registered: true}, unavailable}, id},
-		{"registered subject named by the request", fakeTokens{softtoken.Token{SubjectID: id}, unavailable}, ""},
+		{"nothing registered", fakeTokens{softtoken.Token{}, unavailable}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			router, _ := newAPI(Config{CAs: oneCA{}, Commands: guardLedger{}, Views: guardViews{}, SoftTokens: tt.tokens})
@@ -96,9 +98,14 @@ func TestSoftTokenFailureNamesNewSubject(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			body, _ := io.ReadAll(res.Body)
 			res.Body.Close()
 			if res.StatusCode != http.StatusServiceUnavailable || res.Header.Get(subjectIDHeader) != tt.header {
 				t.Fatalf("status %d, %s %q; want 503 and %q", res.StatusCode, subjectIDHeader, res.Header.Get(subjectIDHeader), tt.header)
+			}
+			var p struct{ Code string }
+			if res.Header.Get("Content-Type") != problemContentType || json.Unmarshal(body, &p) != nil || p.Code != "unavailable" {
+				t.Fatalf("answer %q: %s", res.Header.Get("Content-Type"), body)
 			}
 		})
 	}

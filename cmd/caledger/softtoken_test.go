@@ -184,6 +184,8 @@ func TestSoftTokens(t *testing.T) {
 			{"unknown form field", proxy, "application/x-www-form-urlencoded", form("password", password, "name", name), []string{"X-Sso-Name", name}, http.StatusBadRequest, "bad-body"},
 			{"not JSON", proxy, "application/json", []byte(password), []string{"X-Sso-Name", name}, http.StatusBadRequest, "bad-body"},
 			{"media type", proxy, "text/plain", pw, []string{"X-Sso-Name", name}, http.StatusUnsupportedMediaType, "unsupported-media-type"},
+			{"unreadable media type", proxy, "form", pw, []string{"X-Sso-Name", name}, http.StatusUnsupportedMediaType, "unsupported-media-type"},
+			{"JSON with data after it", proxy, "application/json", []byte(`{"password":"` + password + `"}}`), []string{"X-Sso-Name", name}, http.StatusBadRequest, "bad-body"},
 			{"no attributes", proxy, "application/x-www-form-urlencoded", pw, []string{"Caledger-Common-Name", name}, http.StatusBadRequest, "subject-required"},
 			{"subject and attributes", proxy, "application/x-www-form-urlencoded", pw, []string{"X-Sso-Name", name, "Caledger-Subject-Id", subjectID}, http.StatusBadRequest, "subject-and-attributes"},
 			{"unknown subject", proxy, "application/x-www-form-urlencoded", pw, []string{"Caledger-Subject-Id", strings.Repeat("0a", 16)}, http.StatusNotFound, "no-subject"},
