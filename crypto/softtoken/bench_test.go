@@ -28,7 +28,7 @@ func BenchmarkPKCS12(b *testing.B) {
 	cert, _ := x509.ParseCertificate(der)
 	for _, n := range []int{2048, softtoken.Iterations} {
 		b.Run(fmt.Sprintf("iterations=%d", n), func(b *testing.B) {
-			enc := pkcs12.Modern.WithIterations(n)
+			enc := pkcs12.Modern2023.WithIterations(n)
 			for b.Loop() {
 				if _, err := enc.Encode(key, cert, nil, password); err != nil {
 					b.Fatal(err)
