@@ -125,7 +125,7 @@ type Token struct {
 // a PKCS#12 file. Everything a request can get wrong is checked before
 // anything is recorded; an error after a new subject was registered (an
 // unavailable signer, a failed lint) leaves that subject registered without
-// the certificate, and says so in the returned Token's SubjectID.
+// the certificate, and the returned Token says which (Registered, SubjectID).
 func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (Token, error) {
 	if err := CheckPassword(req.Password); err != nil {
 		return Token{}, err
