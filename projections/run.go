@@ -25,8 +25,8 @@ import (
 // applied is never skipped.
 //
 // Events are applied in transactions of up to Options.BatchSize events; a
-// transaction is committed as soon as Run has caught up with the ledger's head,
-// so a live event is visible (and WaitFor returns) right after it is applied.
+// transaction is committed as soon as no further event is ready to apply, so
+// a live event is visible (and WaitFor returns) right after it is applied.
 // Only one Run or Rebuild may run at a time (ErrBusy).
 func (v *Views) Run(ctx context.Context, src Source) error {
 	ctx, release, err := v.claim(ctx)

@@ -40,7 +40,7 @@ type Options struct {
 	// Now is the clock Lag measures ages with. Default: time.Now.
 	Now func() time.Time
 	// BatchSize is the most events applied in one transaction (default 1000).
-	// Run commits earlier whenever it has caught up with the ledger.
+	// Run commits earlier whenever no further event is ready to apply.
 	BatchSize int
 	// StatusCacheEntries bounds the CertificateStatus answers kept in memory
 	// (default DefaultStatusCacheEntries); a negative value turns the cache off.

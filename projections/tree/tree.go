@@ -69,7 +69,6 @@ CREATE TABLE IF NOT EXISTS meta (
 	size   INTEGER NOT NULL, -- leaves committed
 	root   BLOB              -- root hash of the tree of size leaves; NULL when size is 0
 );
-INSERT OR IGNORE INTO meta (id, format, size, root) VALUES (1, 1, 0, NULL);
 CREATE TABLE IF NOT EXISTS nodes (
 	level INTEGER NOT NULL,
 	idx   INTEGER NOT NULL,
@@ -154,12 +153,14 @@ func Open(ctx context.Context, path string) (_ *Tree, err error) {
 	}
 	t.wdb.SetMaxOpenConns(1)
 	t.wdb.SetMaxIdleConns(1)
-	t.wdb.SetConnMaxLifetime(0)
-	t.wdb.SetConnMaxIdleTime(0)
 	if err := checkWAL(ctx, t.wdb); err != nil {
 		return nil, err
 	}
 	if _, err := t.wdb.ExecContext(ctx, schema); err != nil {
+		return nil, fmt.Errorf("tree: create schema: %w", err)
+	}
+	// A new file is stamped with this build's format; load refuses others.
+	if _, err := t.wdb.ExecContext(ctx, `INSERT OR IGNORE INTO meta (id, format, size, root) VALUES (1, ?, 0, NULL)`, format); err != nil {
 		return nil, fmt.Errorf("tree: create schema: %w", err)
 	}
 	st, err := t.load(ctx)

@@ -16,7 +16,9 @@ type Map[K comparable, V any] struct {
 // New returns a map of at most entries entries (at least 2).
 func New[K comparable, V any](entries int) *Map[K, V] {
 	half := max(entries/2, 1)
-	return &Map[K, V]{half: half, cur: make(map[K]V, half)}
+	// The maps grow as entries come: a map sized to half up front would set
+	// aside megabytes for a cache that may stay nearly empty.
+	return &Map[K, V]{half: half, cur: make(map[K]V)}
 }
 
 // Get returns the entry for k; one found in the old generation moves forward.
@@ -36,7 +38,7 @@ func (m *Map[K, V]) Get(k K) (V, bool) {
 func (m *Map[K, V]) Put(k K, v V) {
 	m.cur[k] = v
 	if len(m.cur) >= m.half {
-		m.old, m.cur = m.cur, make(map[K]V, m.half)
+		m.old, m.cur = m.cur, make(map[K]V, m.half) // it filled once, so it will again
 	}
 }
 
@@ -48,7 +50,7 @@ func (m *Map[K, V]) Delete(k K) {
 
 // Clear forgets every entry.
 func (m *Map[K, V]) Clear() {
-	m.cur, m.old = make(map[K]V, m.half), nil
+	m.cur, m.old = make(map[K]V), nil
 }
 
 // Len is the number of entries held (a key moved forward from the old
