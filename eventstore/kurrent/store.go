@@ -118,13 +118,7 @@ func Open(ctx context.Context, connString string, opts Options) (*Store, error) 
 	}
 	// Reading the commit stream proves the credentials work and gives the
 	// writer its starting point.
-	var last commit
-	var found bool
-	err = s.retry(ctx, opts.RetryTimeout, func(ctx context.Context) error {
-		var err error
-		last, found, err = s.lastCommit(ctx)
-		return err
-	})
+	last, found, err := s.headCommit(ctx)
 	if err != nil {
 		return fail(fmt.Errorf("kurrent: read the commit stream %q: %w", s.commits, err))
 	}

@@ -38,10 +38,12 @@ type request struct {
 	// current is the version the stream must be at: fixed by the expected
 	// version or the events' versions when pinned, otherwise a guess that a
 	// conflict corrects.
-	current  uint64
-	pinned   bool
-	vpin     int64 // the stream version the events' versions imply, or -1
-	mismatch int   // index of an event whose version contradicts the others, or -1
+	current uint64
+	pinned  bool
+	vpin    int64 // the stream version the events' versions imply, or -1
+	// mismatched: an event's version contradicts the others' (wrongVersion
+	// finds which).
+	mismatched bool
 
 	first uint64 // position of the first event in the commit being tried
 	state atomic.Int32
@@ -110,7 +112,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 	}
 	n := len(enc)
 	r := &request{ctx: ctx, stream: stream, expected: expected, encoded: make([][]byte, n), ids: make([]domain.EventID, n),
-		types: make([]string, n), versions: make([]uint64, n), size: size, vpin: -1, mismatch: -1, done: make(chan result, 1)}
+		types: make([]string, n), versions: make([]uint64, n), size: size, vpin: -1, done: make(chan result, 1)}
 	for i, e := range enc {
 		r.encoded[i], r.ids[i], r.types[i], r.versions[i] = e.Bytes, e.ID, e.Type, e.Version
 		// Event i made for version v needs the stream at v-1-i before the append.
@@ -118,9 +120,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 			c := int64(v) - 1 - int64(i)
 			switch {
 			case c < 0 || r.vpin >= 0 && c != r.vpin:
-				if r.mismatch < 0 {
-					r.mismatch = i
-				}
+				r.mismatched = true
 			case r.vpin < 0:
 				r.vpin = c
 			}
@@ -135,7 +135,7 @@ func newRequest(ctx context.Context, stream string, expected domain.Expected, ev
 // events; for Any and StreamExists the store guesses (its cache, or a read) and
 // a conflict corrects the guess.
 func (s *Store) expect(ctx context.Context, r *request) error {
-	conflict := r.mismatch >= 0
+	conflict := r.mismatched
 	switch {
 	case conflict:
 	case r.expected >= 0:
