@@ -156,8 +156,9 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 	} else {
 		tr := &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}
 		defer tr.CloseIdleConnections()
+		url := "http://" + public + "/ocsp"
 		do = clientDo(&http.Client{Transport: tr, Timeout: 30 * time.Second}, func(i int) *http.Request {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+public+"/ocsp", bytes.NewReader(requests[i%len(requests)]))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(requests[i%len(requests)]))
 			req.Header.Set("Content-Type", "application/ocsp-request")
 			return req
 		})
