@@ -373,6 +373,12 @@ func TestLedgerEventMismatch(t *testing.T) {
 	if got := ledgerEventMismatch(l, &e); got != "sealed part" {
 		t.Errorf("sealed part dropped: mismatch in %q", got)
 	}
+	// The actor is its id as well as its role.
+	l = served()
+	l.ActorID = "cert:ff"
+	if got := ledgerEventMismatch(l, &e); got != "actor" {
+		t.Errorf("changed actor id: mismatch in %q", got)
+	}
 }
 
 // metric returns the value of the unlabelled metric name on /metrics, or -1
