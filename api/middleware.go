@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"time"
 
@@ -159,9 +160,7 @@ func (m *requestMetrics) observe(method, route string, status int, elapsed time.
 	if m == nil {
 		return
 	}
-	switch method {
-	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
-	default:
+	if !slices.Contains(httpMethods, method) {
 		method = "other" // a client chooses the method: keep the label's values few
 	}
 	m.total.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
@@ -185,13 +184,9 @@ func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				cause := fmt.Sprintf("%T", v)
-				if re, ok := v.(runtime.Error); ok {
-					cause = re.Error()
-				}
 				logger.LogAttrs(r.Context(), slog.LevelError, "panic",
 					slog.String("route", routePattern(r)),
-					slog.String("cause", cause),
+					slog.String("cause", panicCause(v)),
 					slog.String("stack", string(debug.Stack())),
 				)
 				if sw.wroteHeader {
@@ -202,4 +197,21 @@ func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
 			next.ServeHTTP(sw, r)
 		})
 	}
+}
+
+// httpMethods are the methods the API knows: the request metrics label
+// others "other", and 405 answers list those a path allows.
+var httpMethods = []string{
+	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
+	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// panicCause describes a recovered panic value for the log: a runtime
+// error's message (which names no request data), otherwise only its type,
+// since a value a handler panicked with may hold anything.
+func panicCause(v any) string {
+	if re, ok := v.(runtime.Error); ok {
+		return re.Error()
+	}
+	return fmt.Sprintf("%T", v)
 }

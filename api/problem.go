@@ -183,16 +183,12 @@ func notFound(w http.ResponseWriter, _ *http.Request) {
 // handler is set, so the Allow header (required by RFC 9110) is rebuilt by
 // matching the path against routes.
 func methodNotAllowed(routes chi.Routes) http.HandlerFunc {
-	methods := []string{
-		http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-		http.MethodPatch, http.MethodDelete, http.MethodOptions,
-	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		path := r.URL.RawPath
 		if path == "" {
 			path = r.URL.Path
 		}
-		for _, m := range methods {
+		for _, m := range httpMethods {
 			if routes.Match(chi.NewRouteContext(), m, path) {
 				w.Header().Add("Allow", m)
 			}

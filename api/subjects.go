@@ -52,7 +52,7 @@ func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, r
 			// which would end the whole server.
 			defer func() {
 				if v := recover(); v != nil {
-					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", fmt.Sprintf("%T in RecordAccess", v)), slog.String("stack", string(debug.Stack())))
+					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", panicCause(v)+" in RecordAccess"), slog.String("stack", string(debug.Stack())))
 					recorded[i] = fmt.Errorf("record access: panic %T", v)
 					cancel(recorded[i])
 				}
@@ -217,6 +217,7 @@ func (s *server) registerSubjects(hapi huma.API) {
 			if err := s.cfg.Commands.CorrectSubject(ctx, actor, id, in.Body.Attributes, group); err != nil {
 				return nil, s.problem(ctx, err)
 			}
+			s.waitForHead(ctx) // a search right after finds the corrected data
 			return &struct{ Body Correction }{Body: out}, nil
 		}
 		reissued, cerr := s.cfg.Commands.CorrectAndReissue(ctx, actor, id, in.Body.Attributes, group)
