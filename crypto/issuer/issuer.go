@@ -282,10 +282,20 @@ func (i *Issuer) CheckGenerated(profile, caID, keyType string, attrs map[string]
 	if !slices.Contains(keyTypes, keyType) {
 		return 0, invalid(CodeKeyTypeNotAllowed, "the key type is not one of %s", keyTypeList)
 	}
-	if _, ok := prof.ku[keyType]; !ok {
-		return 0, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", prof.Name, keyType, strings.Join(prof.KeyTypes, ", "))
+	if _, err := prof.keyUsage(keyType); err != nil {
+		return 0, err
 	}
 	return prof.MinRSABits, nil
+}
+
+// keyUsage is the key usage the profile grants keys of type kt, or the
+// refusal of a type it does not accept.
+func (p *profileState) keyUsage(kt string) (x509.KeyUsage, error) {
+	ku, ok := p.ku[kt]
+	if !ok {
+		return 0, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", p.Name, kt, strings.Join(p.KeyTypes, ", "))
+	}
+	return ku, nil
 }
 
 // lookup finds a request's profile and CA, and the validity of a certificate
@@ -388,9 +398,9 @@ func (i *Issuer) template(req domain.SignRequest) (*caState, *profileState, *x50
 		return nil, nil, nil, nil, err
 	}
 	kt, _ := keyType(csr.PublicKey) // ParseCSR accepted it
-	ku, ok := prof.ku[kt]
-	if !ok {
-		return nil, nil, nil, nil, invalid(CodeKeyTypeNotAllowed, "profile %s does not accept %s keys; it accepts %s", prof.Name, kt, strings.Join(prof.KeyTypes, ", "))
+	ku, err := prof.keyUsage(kt)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	if k, ok := csr.PublicKey.(*rsa.PublicKey); ok && k.N.BitLen() < prof.MinRSABits {
 		return nil, nil, nil, nil, invalid(CodeWeakKey, "profile %s needs RSA keys of at least %d bits; the CSR's has %d", prof.Name, prof.MinRSABits, k.N.BitLen())
