@@ -24,7 +24,6 @@ import (
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
-	"golang.org/x/mod/sumdb/note"
 )
 
 // TestAuditorLedger checks the auditor's view of the ledger end to end, with
@@ -69,14 +68,11 @@ func TestAuditorLedger(t *testing.T) {
 	if status != http.StatusOK || !bytes.Equal(vkey, vkeyFile) {
 		t.Fatalf("GET /v1/ledger/key = %d %q, file %q", status, vkey, vkeyFile)
 	}
-	verifier, err := note.NewVerifier(strings.TrimSpace(string(vkeyFile)))
+	verifier, _, err := readVerifier(filepath.Join(data, checkpointVKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	origin, err := ledgerOrigin(data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	origin := origin(t, data)
 
 	type event struct {
 		Position  uint64
