@@ -1,0 +1,80 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Publication is what a directory may hold of one subject now: its current
+// attributes and its certificates in force. A directory publisher makes its entry
+// for the subject match it.
+type Publication struct {
+	SubjectID SubjectID
+	// Erased: every key group of the subject was erased (or the subject is
+	// unknown); nothing of it may be published, and Attributes and
+	// Certificates are empty.
+	Erased bool
+	// Attributes are the current values, without those of erased key groups.
+	Attributes map[string]string
+	// Certificates are the subject's certificates that are issued, neither
+	// revoked nor deleted, and not expired, in the order they were linked.
+	Certificates []PublishedCertificate
+}
+
+// PublishedCertificate is one certificate of a Publication.
+type PublishedCertificate struct {
+	Serial   Serial
+	CAID     string
+	Profile  string
+	NotAfter time.Time
+	DER      []byte
+}
+
+// Publication returns what a directory may hold of subject id now. It reads the
+// subject's personal data for the CA's own processing, like SubjectAttributes,
+// and records no access: what is published follows from the ledger's events and
+// the directory's configuration. A certificate whose sealed material can no
+// longer be opened (its key group was erased) is left out.
+func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, error) {
+	p := Publication{SubjectID: id}
+	s, events, err := h.loadSubject(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		p.Erased = true
+		return p, nil
+	}
+	if err != nil {
+		return p, err
+	}
+	if s.Erased {
+		p.Erased = true
+		return p, nil
+	}
+	if p.Attributes, err = h.attributes(ctx, &s, events); err != nil {
+		return Publication{SubjectID: id}, err
+	}
+	now := h.Now()
+	for _, serial := range s.Serials {
+		c, cevents, err := h.loadCertificateEvents(ctx, serial)
+		if errors.Is(err, ErrNotFound) {
+			continue // a link whose issuance failed
+		}
+		if err != nil {
+			return Publication{SubjectID: id}, err
+		}
+		if c.Revoked || c.Deleted || !now.Before(c.NotAfter) {
+			continue
+		}
+		var m CertificateMaterial
+		if err := h.open(ctx, &cevents[0], &m); err != nil {
+			if errors.Is(err, ErrShredded) {
+				continue
+			}
+			return Publication{SubjectID: id}, err
+		}
+		p.Certificates = append(p.Certificates, PublishedCertificate{
+			Serial: serial, CAID: c.CAID, Profile: c.Profile, NotAfter: c.NotAfter, DER: m.Certificate,
+		})
+	}
+	return p, nil
+}

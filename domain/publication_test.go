@@ -1,0 +1,98 @@
+package domain_test
+
+import (
+	"bytes"
+	"context"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// TestPublication: what a directory may hold of a subject follows its current
+// attributes and its certificates in force, and nothing of an erased subject.
+func TestPublication(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func() domain.Issued {
+		t.Helper()
+		issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return issued
+	}
+	kept, revoked, deleted := issue(), issue(), issue()
+	if err := r.h.RevokeCertificate(ctx, officer, revoked.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.RevokeCertificate(ctx, officer, deleted.Serial, domain.ReasonCessationOfOperation); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.DeleteCertificate(ctx, officer, deleted.Serial, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.CorrectSubject(ctx, officer, id, map[string]string{"email": "ada@example.org"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.CorrectSubject(ctx, officer, id, map[string]string{"serial_number": "NID-1815"}, domain.GroupNationalID); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err := r.h.Publication(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := maps.Clone(ada)
+	want["email"], want["serial_number"] = "ada@example.org", "NID-1815"
+	if p.Erased || p.SubjectID != id || !maps.Equal(p.Attributes, want) {
+		t.Fatalf("publication = erased %v, subject %s, attributes %v; want %v", p.Erased, p.SubjectID, p.Attributes, want)
+	}
+	if len(p.Certificates) != 1 || p.Certificates[0].Serial != kept.Serial || !bytes.Equal(p.Certificates[0].DER, kept.Certificate) ||
+		p.Certificates[0].Profile != "email-protection" || p.Certificates[0].CAID != "issuing" {
+		t.Fatalf("certificates = %+v, want only %s", p.Certificates, kept.Serial)
+	}
+
+	// A key group erased alone takes its attributes with it.
+	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupNationalID}, domain.BasisConsentWithdrawn); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = r.h.Publication(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "serial_number")
+	if !maps.Equal(p.Attributes, want) || len(p.Certificates) != 1 {
+		t.Fatalf("after the national-id erasure: attributes %v, %d certificates", p.Attributes, len(p.Certificates))
+	}
+
+	// An expired certificate is not in force.
+	r.now = p.Certificates[0].NotAfter
+	if p, err = r.h.Publication(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Certificates) != 0 {
+		t.Fatalf("%d certificates in force at their notAfter", len(p.Certificates))
+	}
+	r.now = r.now.Add(-time.Hour)
+
+	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	if p, err = r.h.Publication(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Erased || p.Attributes != nil || p.Certificates != nil {
+		t.Fatalf("after erasure: %+v", p)
+	}
+
+	// A subject never registered has nothing to publish either.
+	unknown := domain.SubjectID("00112233445566778899aabbccddeeff")
+	if p, err = r.h.Publication(ctx, unknown); err != nil || !p.Erased {
+		t.Fatalf("unknown subject: %+v, %v", p, err)
+	}
+}
