@@ -9,9 +9,11 @@ MODULE  := github.com/caledger/caledger
 
 # System packages: gcc and libc6-dev build SQLite and the PKCS#11 bindings (cgo);
 # softhsm2 stands in for an HSM in tests; openssl is the outside peer in
-# interoperability tests and the README's examples, which a test runs with curl.
+# interoperability tests and the README's examples, which a test runs with curl;
+# slapd is the LDAP directory certificates are published to, and ldap-utils'
+# ldapsearch reads it as a mail client would.
 RUN_PACKAGES  := gcc libc6-dev
-TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl
+TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl slapd ldap-utils
 
 .PHONY: run build test bench fuzz deps-run deps-test check-domain vet help
 

@@ -1,0 +1,280 @@
+// Package directory publishes subjects' certificates to an LDAP directory (an
+// X.500 directory such as OpenLDAP or Active Directory), where mail clients and
+// other relying parties look up a person's certificate, and removes them again.
+//
+// # What is published
+//
+// Each subject with at least one certificate in force (issued, neither revoked
+// nor deleted, not expired) of a published profile has one entry,
+// uid=<subject id>,<base DN>, of object class inetOrgPerson. It holds the
+// certificates as userCertificate;binary and the subject's current values of the
+// published attributes (by default only common_name as cn and email as mail;
+// sn, which the schema requires, repeats cn unless surname is published). The
+// subject id is a random pseudonym, so the entry's name carries no personal data.
+//
+// A subject with no such certificate has no entry: revocation, deletion and
+// expiry remove the certificate, and the entry goes with the last one. An
+// erasure removes the entry (a key group erased alone removes its attributes),
+// and a correction replaces the published values, so the directory never keeps
+// what the CA itself no longer holds (GDPR articles 16, 17 and 19).
+//
+// # How
+//
+// The Publisher follows the ledger like a view. For each event about a subject
+// (subject.corrected, subject.erased, certificate.issued, .revoked, .deleted)
+// it reads what the subject's entry should be now (domain.Handlers.Publication)
+// and makes the entry match: one modify, or an add when the entry is missing,
+// or a delete. Making an entry match is idempotent, so the checkpoint (the
+// position of the last event published) may lag behind the directory, and a
+// replay from position 1 converges to the same directory. A failure (the
+// directory down, a refused write) is logged and retried with backoff; the
+// checkpoint does not pass an event until its entry matched, so no removal is
+// ever skipped.
+//
+// A sweep, at start and then every Options.SweepInterval, makes every entry of
+// the base DN named by a subject id match too: it removes expired certificates
+// (expiry is not an event) and entries added or changed behind the CA's back.
+// The base DN belongs to caledger: entries under it whose uid is not a subject
+// id are left alone, every other one is made to match the ledger.
+//
+// Nothing personal is logged: errors from the directory are reported by their
+// LDAP result code only, since a diagnostic message may quote a value.
+package directory
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// Subjects is the part of the command handlers the publisher reads.
+// domain.Handlers implements it.
+type Subjects interface {
+	Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error)
+	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
+}
+
+// Checkpoint is the publisher's progress, kept by a CheckpointStore.
+type Checkpoint struct {
+	// Target names the directory and base DN published to; a checkpoint of
+	// another target is ignored, and publication starts over from position 1.
+	Target string `json:"target"`
+	// Position and EventID are those of the last event published.
+	Position uint64         `json:"position"`
+	EventID  domain.EventID `json:"event_id"`
+}
+
+// CheckpointStore keeps the checkpoint durably. Load returns the zero
+// Checkpoint when none was saved.
+type CheckpointStore interface {
+	Load(ctx context.Context) (Checkpoint, error)
+	Save(ctx context.Context, c Checkpoint) error
+}
+
+// Options configure New. URL, BaseDN and Checkpoints are required.
+type Options struct {
+	// URL is the directory: ldap://host[:port], ldaps://host[:port] or
+	// ldapi://<escaped socket path>.
+	URL string
+	// BindDN and Password authenticate a simple bind; empty BindDN: no bind.
+	BindDN   string
+	Password string
+	// StartTLS upgrades an ldap:// connection with StartTLS before the bind.
+	StartTLS bool
+	// TLS is the client configuration for ldaps:// and StartTLS (default: the
+	// system roots, TLS 1.2 at least).
+	TLS *tls.Config
+	// BaseDN is the parent of the entries, e.g. ou=people,dc=example,dc=org. It
+	// must exist and should hold nothing but caledger's entries.
+	BaseDN string
+	// Profiles are the certificate profiles published (default: email-protection).
+	Profiles []string
+	// Attributes are the subject attributes published, by caledger name (default:
+	// common_name and email). Published can be: common_name, given_name,
+	// surname, email, organization, organizational_unit and locality.
+	Attributes []string
+	// Checkpoints keeps the checkpoint.
+	Checkpoints CheckpointStore
+	// SweepInterval is how often every entry is checked (default 1 hour; negative:
+	// only at start).
+	SweepInterval time.Duration
+	// Timeout bounds one directory request (default 10 seconds).
+	Timeout time.Duration
+	// Logger receives failures and progress, never personal data. Default:
+	// discarded.
+	Logger *slog.Logger
+}
+
+// ldapNames maps the publishable subject attributes to their LDAP attributes
+// (RFC 4519, RFC 2798).
+var ldapNames = map[string]string{
+	"common_name":         "cn",
+	"given_name":          "givenName",
+	"surname":             "sn",
+	"email":               "mail",
+	"organization":        "o",
+	"organizational_unit": "ou",
+	"locality":            "l",
+}
+
+// certificateAttribute holds the DER certificates (RFC 4523 section 2.1).
+const certificateAttribute = "userCertificate;binary"
+
+// managed are the attributes of an entry the publisher sets; a modify replaces
+// them all, so a value the subject no longer has is removed.
+var managed = []string{"cn", "sn", "givenName", "mail", "o", "ou", "l", certificateAttribute}
+
+var objectClasses = []string{"top", "person", "organizationalPerson", "inetOrgPerson"}
+
+// Publisher keeps a directory in step with the ledger.
+type Publisher struct {
+	opts     Options
+	subjects Subjects
+	log      *slog.Logger
+	base     *ldap.DN
+	profiles map[string]bool
+	attrs    map[string]bool
+	target   string
+
+	reconcileMu sync.Mutex // held by each Reconcile
+	conn        *ldap.Conn // guarded by connMu
+	connMu      sync.Mutex
+	errors      uint64 // failed attempts; guarded by mu
+	mu          sync.Mutex
+	applied     uint64
+	notify      chan struct{} // closed and replaced when applied grows
+}
+
+// New checks opts and returns a publisher; it does not contact the directory.
+func New(opts Options, subjects Subjects) (*Publisher, error) {
+	if opts.URL == "" {
+		return nil, errors.New("directory: no URL")
+	}
+	if !strings.HasPrefix(opts.URL, "ldap://") && !strings.HasPrefix(opts.URL, "ldaps://") && !strings.HasPrefix(opts.URL, "ldapi://") {
+		return nil, fmt.Errorf("directory: URL %q is not ldap://, ldaps:// or ldapi://", opts.URL)
+	}
+	if opts.StartTLS && !strings.HasPrefix(opts.URL, "ldap://") {
+		return nil, errors.New("directory: StartTLS applies to ldap:// URLs only")
+	}
+	base, err := ldap.ParseDN(opts.BaseDN)
+	if err != nil || len(base.RDNs) == 0 {
+		return nil, fmt.Errorf("directory: base DN %q is not a distinguished name", opts.BaseDN)
+	}
+	if opts.Checkpoints == nil {
+		return nil, errors.New("directory: Options.Checkpoints is required")
+	}
+	if subjects == nil {
+		return nil, errors.New("directory: no subjects")
+	}
+	if len(opts.Profiles) == 0 {
+		opts.Profiles = []string{"email-protection"}
+	}
+	if len(opts.Attributes) == 0 {
+		opts.Attributes = []string{"common_name", "email"}
+	}
+	p := &Publisher{opts: opts, subjects: subjects, log: opts.Logger, base: base,
+		profiles: map[string]bool{}, attrs: map[string]bool{}, notify: make(chan struct{})}
+	for _, name := range opts.Profiles {
+		p.profiles[name] = true
+	}
+	for _, name := range opts.Attributes {
+		if _, ok := ldapNames[name]; !ok {
+			return nil, fmt.Errorf("directory: attribute %q cannot be published; choose from %s", name, strings.Join(Publishable(), ", "))
+		}
+		p.attrs[name] = true
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.opts.SweepInterval == 0 {
+		p.opts.SweepInterval = time.Hour
+	}
+	if p.opts.Timeout <= 0 {
+		p.opts.Timeout = 10 * time.Second
+	}
+	if p.opts.TLS == nil {
+		p.opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	p.target = opts.URL + " " + base.String()
+	return p, nil
+}
+
+// Publishable lists the subject attributes a directory may be given, sorted.
+func Publishable() []string {
+	names := make([]string, 0, len(ldapNames))
+	for name := range ldapNames {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Applied returns the position of the last event published.
+func (p *Publisher) Applied() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.applied
+}
+
+// Errors returns how many attempts to make an entry match have failed.
+func (p *Publisher) Errors() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errors
+}
+
+// WaitFor returns once the event at position pos is published, or ctx ends.
+func (p *Publisher) WaitFor(ctx context.Context, pos uint64) error {
+	for {
+		p.mu.Lock()
+		applied, notify := p.applied, p.notify
+		p.mu.Unlock()
+		if applied >= pos {
+			return nil
+		}
+		select {
+		case <-notify:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (p *Publisher) advance(pos uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if pos > p.applied {
+		p.applied = pos
+		close(p.notify)
+		p.notify = make(chan struct{})
+	}
+}
+
+func (p *Publisher) failed() {
+	p.mu.Lock()
+	p.errors++
+	p.mu.Unlock()
+}
+
+// Close closes the connection to the directory.
+func (p *Publisher) Close() error {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	p.dropConn()
+	return nil
+}
+
+// dn is the name of subject id's entry.
+func (p *Publisher) dn(id domain.SubjectID) string {
+	return "uid=" + string(id) + "," + p.base.String()
+}

@@ -1,0 +1,688 @@
+package directory_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/caledger/caledger/crypto/issuer"
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/caledger/caledger/projections/directory"
+	"github.com/caledger/caledger/projections/directory/slapdtest"
+)
+
+// The publisher runs against the real parts: the SQLite ledger, the key vault,
+// the issuer with zlint, and slapd.
+
+type rig struct {
+	h     *domain.Handlers
+	store *sqlite.Store
+	now   atomic.Pointer[time.Time]
+	logs  *syncBuffer
+}
+
+var (
+	officer    = domain.Actor{ID: "cert:0a", Role: "officer"}
+	compliance = domain.Actor{ID: "cert:0b", Role: "compliance"}
+	ada        = map[string]string{"common_name": "Ada Lovelace", "email": "ada@example.org", "surname": "Lovelace",
+		"organization": "Analytical Engines", "country": "GB"}
+)
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		store.Close()
+		vault.Close()
+	})
+	now := time.Now()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := issuer.NewRoot(ctx, key, pkix.Name{CommonName: "directory test CA"}, 10*365*24*time.Hour, big.NewInt(1), now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := issuer.New([]issuer.CA{{ID: "issuing", Certificate: ca, Key: key}}, issuer.DefaultProfiles(), issuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{store: store, logs: &syncBuffer{}}
+	r.now.Store(&now)
+	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: iss, Now: func() time.Time { return *r.now.Load() }, Rand: rand.Reader}
+	return r
+}
+
+func (r *rig) register(t *testing.T, attrs map[string]string) domain.SubjectID {
+	t.Helper()
+	id, err := r.h.RegisterSubject(context.Background(), officer, attrs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (r *rig) issue(t *testing.T, id domain.SubjectID, profile string) domain.Issued {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, err := r.h.IssueCertificate(context.Background(), officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: profile, CSR: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issued
+}
+
+func (r *rig) head(t *testing.T) uint64 {
+	t.Helper()
+	h, err := r.store.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// memCheckpoints keeps the checkpoint in memory.
+type memCheckpoints struct {
+	mu    sync.Mutex
+	cp    directory.Checkpoint
+	saves int
+}
+
+func (m *memCheckpoints) Load(context.Context) (directory.Checkpoint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cp, nil
+}
+
+func (m *memCheckpoints) Save(_ context.Context, c directory.Checkpoint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.cp = c
+	m.saves++
+	return nil
+}
+
+func (m *memCheckpoints) get() directory.Checkpoint {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cp
+}
+
+// syncBuffer is a bytes.Buffer safe for the publisher's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (r *rig) options(srv *slapdtest.Server, cps directory.CheckpointStore) directory.Options {
+	return directory.Options{URL: srv.URL, BindDN: slapdtest.RootDN, Password: slapdtest.Password, BaseDN: slapdtest.People,
+		Checkpoints: cps, SweepInterval: -1, Timeout: 5 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+}
+
+// run starts p.Run until the test ends and returns a function that waits for
+// the ledger's head to be published.
+func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, r.store) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+		p.Close()
+	})
+	return func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := p.WaitFor(ctx, r.head(t)); err != nil {
+			t.Fatalf("the publisher did not reach the head %d (at %d): %v\nlogs:\n%s", r.head(t), p.Applied(), err, r.logs.String())
+		}
+	}
+}
+
+// entry returns subject id's entry, or nil.
+func entry(t *testing.T, srv *slapdtest.Server, id domain.SubjectID) *ldap.Entry {
+	t.Helper()
+	es := srv.Entries(context.Background(), "(uid="+string(id)+")")
+	switch len(es) {
+	case 0:
+		return nil
+	case 1:
+		return es[0]
+	}
+	t.Fatalf("%d entries for %s", len(es), id)
+	return nil
+}
+
+func certs(e *ldap.Entry) [][]byte { return e.GetRawAttributeValues("userCertificate;binary") }
+
+func wantCerts(t *testing.T, e *ldap.Entry, want ...domain.Issued) {
+	t.Helper()
+	if e == nil {
+		t.Fatalf("no entry, want %d certificates", len(want))
+	}
+	got := certs(e)
+	if len(got) != len(want) {
+		t.Fatalf("entry has %d certificates, want %d", len(got), len(want))
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(g []byte) bool { return bytes.Equal(g, w.Certificate) }) {
+			t.Fatalf("certificate %s is not in the entry", w.Serial)
+		}
+	}
+}
+
+func TestPublisherFollowsTheLedger(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	cps := &memCheckpoints{}
+	p, err := directory.New(r.options(srv, cps), r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adaID := r.register(t, ada)
+	bob := r.register(t, map[string]string{"common_name": "Bob Example", "email": "bob@example.org"})
+	first := r.issue(t, adaID, "email-protection")
+	r.issue(t, bob, "tls-client") // not a published profile
+	caughtUp := r.run(t, p)
+	caughtUp()
+
+	e := entry(t, srv, adaID)
+	wantCerts(t, e, first)
+	if !slices.Equal(e.GetAttributeValues("objectClass"), []string{"top", "person", "organizationalPerson", "inetOrgPerson"}) ||
+		e.DN != "uid="+string(adaID)+","+slapdtest.People ||
+		e.GetAttributeValue("cn") != "Ada Lovelace" || e.GetAttributeValue("mail") != "ada@example.org" ||
+		e.GetAttributeValue("sn") != "Ada Lovelace" {
+		t.Fatalf("entry %s: %v", e.DN, e.Attributes)
+	}
+	// Only the published attributes: not the organization, not the surname.
+	for _, a := range e.Attributes {
+		if !slices.Contains([]string{"objectClass", "uid", "cn", "sn", "mail", "userCertificate;binary"}, a.Name) {
+			t.Fatalf("entry has attribute %s, which is not published", a.Name)
+		}
+	}
+	if entry(t, srv, bob) != nil {
+		t.Fatal("a subject with only a tls-client certificate has an entry")
+	}
+
+	// A correction replaces the published value.
+	if err := r.h.CorrectSubject(context.Background(), officer, adaID, map[string]string{"email": "ada.lovelace@example.org"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	second := r.issue(t, adaID, "email-protection")
+	caughtUp()
+	e = entry(t, srv, adaID)
+	wantCerts(t, e, first, second)
+	if e.GetAttributeValue("mail") != "ada.lovelace@example.org" {
+		t.Fatalf("mail = %q after the correction", e.GetAttributeValue("mail"))
+	}
+
+	// ldapsearch, as a mail client would, finds the certificate by address.
+	out, err := exec.Command("ldapsearch", "-LLL", "-x", "-H", srv.URL, "-b", slapdtest.People,
+		"(mail=ada.lovelace@example.org)", "userCertificate;binary").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldapsearch: %v\n%s", err, out)
+	}
+	if !strings.Contains(strings.ReplaceAll(string(out), "\n ", ""), base64.StdEncoding.EncodeToString(second.Certificate)) {
+		t.Fatalf("ldapsearch did not return the second certificate:\n%s", out)
+	}
+
+	// Revocation removes a certificate, and the entry goes with the last one.
+	if err := r.h.RevokeCertificate(context.Background(), officer, first.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	wantCerts(t, entry(t, srv, adaID), second)
+	if err := r.h.RevokeCertificate(context.Background(), officer, second.Serial, domain.ReasonSuperseded); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	if entry(t, srv, adaID) != nil {
+		t.Fatal("the entry outlived its last certificate")
+	}
+
+	// An erasure removes the entry at once.
+	third := r.issue(t, adaID, "email-protection")
+	caughtUp()
+	wantCerts(t, entry(t, srv, adaID), third)
+	if err := r.h.EraseSubject(context.Background(), compliance, adaID, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	if entry(t, srv, adaID) != nil {
+		t.Fatal("the entry outlived the subject's erasure")
+	}
+
+	if cp := cps.get(); cp.Position != r.head(t) || cp.EventID == (domain.EventID{}) || cp.Target == "" {
+		t.Fatalf("checkpoint %+v, head %d", cp, r.head(t))
+	}
+	if p.Errors() != 0 {
+		t.Fatalf("%d failures:\n%s", p.Errors(), r.logs.String())
+	}
+	noPersonalData(t, r.logs.String())
+}
+
+// noPersonalData fails if the logs hold a value of the test subjects.
+func noPersonalData(t *testing.T, logs string) {
+	t.Helper()
+	for _, v := range []string{"Ada", "Lovelace", "ada@", "ada.lovelace", "Bob", "bob@", "Analytical", "Grace", "grace@"} {
+		if strings.Contains(logs, v) {
+			t.Fatalf("the logs hold %q:\n%s", v, logs)
+		}
+	}
+}
+
+// TestPublisherOutlivesAnOutage: while the directory is down the publisher
+// retries, and the checkpoint does not pass an event whose entry did not match;
+// a revocation made during the outage reaches the directory once it is back.
+func TestPublisherOutlivesAnOutage(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	cps := &memCheckpoints{}
+	p, err := directory.New(r.options(srv, cps), r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	caughtUp := r.run(t, p)
+	caughtUp()
+	wantCerts(t, entry(t, srv, id), issued)
+
+	srv.Stop()
+	if err := r.h.RevokeCertificate(context.Background(), officer, issued.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	revokedAt := r.head(t)
+	// Wait for failed attempts, then check the publisher is still short of
+	// the revocation.
+	deadline := time.Now().Add(20 * time.Second)
+	for p.Errors() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no failed attempt while the directory is down")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if p.Applied() >= revokedAt || cps.get().Position >= revokedAt {
+		t.Fatalf("applied %d, checkpoint %d: the revocation at %d passed while the directory was down", p.Applied(), cps.get().Position, revokedAt)
+	}
+	srv.Restart()
+	caughtUp()
+	if entry(t, srv, id) != nil {
+		t.Fatal("the revoked certificate is still published")
+	}
+	if !strings.Contains(r.logs.String(), "publishing failed; retrying") {
+		t.Fatalf("the failures were not logged:\n%s", r.logs.String())
+	}
+	noPersonalData(t, r.logs.String())
+}
+
+// TestSweep: entries changed or added behind the CA's back are made to match,
+// expired certificates are removed, and entries not named by a subject id are
+// left alone.
+func TestSweep(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	r.run(t, p)()
+
+	conn := srv.Admin()
+	defer conn.Close()
+	mod := ldap.NewModifyRequest("uid="+string(id)+","+slapdtest.People, nil)
+	mod.Replace("mail", []string{"forged@example.org"})
+	// A certificate the subject does not hold (another subject's).
+	other := r.issue(t, r.register(t, map[string]string{"common_name": "Grace Hopper"}), "tls-client")
+	mod.Add("userCertificate;binary", []string{string(other.Certificate)})
+	if err := conn.Modify(mod); err != nil {
+		t.Fatal(err)
+	}
+	unknown := domain.SubjectID("00112233445566778899aabbccddeeff")
+	for _, u := range []string{string(unknown), "operator"} {
+		add := ldap.NewAddRequest("uid="+u+","+slapdtest.People, nil)
+		add.Attribute("objectClass", []string{"inetOrgPerson"})
+		add.Attribute("cn", []string{"someone"})
+		add.Attribute("sn", []string{"someone"})
+		if err := conn.Add(add); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	n, err := p.Sweep(context.Background())
+	if err != nil || n != 2 {
+		t.Fatalf("Sweep = %d, %v; want the 2 entries named by subject ids", n, err)
+	}
+	e := entry(t, srv, id)
+	wantCerts(t, e, issued)
+	if e.GetAttributeValue("mail") != "ada@example.org" {
+		t.Fatalf("mail = %q after the sweep", e.GetAttributeValue("mail"))
+	}
+	if entry(t, srv, unknown) != nil {
+		t.Fatal("the sweep kept an entry of a subject the ledger does not know")
+	}
+	if len(srv.Entries(context.Background(), "(uid=operator)")) != 1 {
+		t.Fatal("the sweep touched an entry not named by a subject id")
+	}
+
+	// Expiry is not an event: the sweep finds it.
+	cert, err := x509.ParseCertificate(issued.Certificate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.now.Store(&cert.NotAfter)
+	if _, err := p.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if entry(t, srv, id) != nil {
+		t.Fatal("the sweep kept an expired certificate")
+	}
+}
+
+// TestRefusedEntry: a value the directory refuses (here a constraint on mail)
+// does not stop publication; the subject's entry is removed rather than left
+// with values the subject no longer has, and the next subject is published.
+func TestRefusedEntry(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{Modules: []string{"constraint"},
+		Config: "overlay constraint\nconstraint_attribute mail regex \"^[a-z.]+@example[.]org$\"\n"})
+	r := newRig(t)
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	adaID := r.register(t, ada)
+	r.issue(t, adaID, "email-protection")
+	caughtUp := r.run(t, p)
+	caughtUp()
+	if entry(t, srv, adaID) == nil {
+		t.Fatal("no entry")
+	}
+	if err := r.h.CorrectSubject(context.Background(), officer, adaID, map[string]string{"email": "ada@elsewhere.example"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	grace := r.register(t, map[string]string{"common_name": "Grace Hopper", "email": "grace@example.org"})
+	graceCert := r.issue(t, grace, "email-protection")
+	caughtUp()
+	if e := entry(t, srv, adaID); e != nil {
+		t.Fatalf("the entry kept its old values after the directory refused the new ones: %v", e.Attributes)
+	}
+	wantCerts(t, entry(t, srv, grace), graceCert)
+	if p.Errors() != 1 || !strings.Contains(r.logs.String(), "Constraint Violation") {
+		t.Fatalf("%d failures; logs:\n%s", p.Errors(), r.logs.String())
+	}
+	noPersonalData(t, r.logs.String())
+}
+
+// TestCheckpoint: a publisher resumes after its checkpoint, and starts over
+// from position 1 when the checkpoint is of another directory or names an
+// event the ledger does not hold.
+func TestCheckpoint(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	cps := &memCheckpoints{}
+	p, err := directory.New(r.options(srv, cps), r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, r.store) }()
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer wcancel()
+	if err := p.WaitFor(wctx, r.head(t)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	p.Close()
+	saved := cps.get()
+	if saved.Position != r.head(t) {
+		t.Fatalf("checkpoint %d, head %d", saved.Position, r.head(t))
+	}
+
+	// The entry is removed by hand: a publisher resuming after the checkpoint
+	// does not republish it (no sweep), one starting over does.
+	conn := srv.Admin()
+	defer conn.Close()
+	if err := conn.Del(ldap.NewDelRequest("uid="+string(id)+","+slapdtest.People, nil)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name       string
+		cp         directory.Checkpoint
+		republish  bool
+		appliedNow uint64 // Applied before Run
+	}{
+		{"resume", saved, false, saved.Position},
+		{"other target", directory.Checkpoint{Target: "ldap://elsewhere " + slapdtest.People, Position: saved.Position, EventID: saved.EventID}, true, 0},
+		{"other event", directory.Checkpoint{Target: saved.Target, Position: saved.Position, EventID: domain.EventID{1}}, true, 0},
+		{"past the head", directory.Checkpoint{Target: saved.Target, Position: saved.Position + 5, EventID: saved.EventID}, true, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := conn.Del(ldap.NewDelRequest("uid="+string(id)+","+slapdtest.People, nil)); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+				t.Fatal(err)
+			}
+			cps := &memCheckpoints{cp: c.cp}
+			p, err := directory.New(r.options(srv, cps), r.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.run(t, p)()
+			if got := entry(t, srv, id) != nil; got != c.republish {
+				t.Fatalf("entry republished: %v, want %v", got, c.republish)
+			}
+			if c.republish {
+				wantCerts(t, entry(t, srv, id), issued)
+			}
+			if cp := cps.get(); cp.Position != r.head(t) || cp.Target != saved.Target {
+				t.Fatalf("checkpoint after the run: %+v", cp)
+			}
+		})
+	}
+}
+
+// TestHungDirectory: a directory that accepts connections and never answers
+// does not hold Run past its context.
+func TestHungDirectory(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	r := newRig(t)
+	id := r.register(t, ada)
+	r.issue(t, id, "email-protection")
+	opts := directory.Options{URL: "ldap://" + ln.Addr().String(), BindDN: slapdtest.RootDN, Password: slapdtest.Password,
+		BaseDN: slapdtest.People, Checkpoints: &memCheckpoints{}, SweepInterval: -1, Timeout: time.Minute}
+	p, err := directory.New(opts, r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, r.store) }()
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if p.Applied() >= r.head(t) {
+		t.Fatalf("applied %d (the head) with no answer from the directory", p.Applied())
+	}
+}
+
+func TestNewRefusesBadOptions(t *testing.T) {
+	r := newRig(t)
+	good := directory.Options{URL: "ldap://127.0.0.1:389", BaseDN: slapdtest.People, Checkpoints: &memCheckpoints{}}
+	for name, mod := range map[string]func(*directory.Options){
+		"no URL":            func(o *directory.Options) { o.URL = "" },
+		"http URL":          func(o *directory.Options) { o.URL = "http://127.0.0.1" },
+		"StartTLS ldaps":    func(o *directory.Options) { o.URL, o.StartTLS = "ldaps://127.0.0.1", true },
+		"bad base DN":       func(o *directory.Options) { o.BaseDN = "not a DN" },
+		"empty base DN":     func(o *directory.Options) { o.BaseDN = "" },
+		"no checkpoints":    func(o *directory.Options) { o.Checkpoints = nil },
+		"national id":       func(o *directory.Options) { o.Attributes = []string{"serial_number"} },
+		"unknown attribute": func(o *directory.Options) { o.Attributes = []string{"common_name", "shoe_size"} },
+	} {
+		o := good
+		mod(&o)
+		if _, err := directory.New(o, r.h); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := directory.New(good, r.h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestTLS: the publisher reaches the directory over ldaps:// and over StartTLS,
+// and does not publish to a server whose certificate it cannot verify.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	roots := x509.NewCertPool()
+	roots.AddCert(cert)
+
+	srv := slapdtest.Start(t, slapdtest.Options{CertFile: certFile, KeyFile: keyFile})
+	r := newRig(t)
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	for _, c := range []struct {
+		name     string
+		url      string
+		startTLS bool
+	}{
+		{"ldaps", srv.TLSURL, false},
+		{"StartTLS", srv.URL, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			opts := r.options(srv, &memCheckpoints{})
+			opts.URL, opts.StartTLS = c.url, c.startTLS
+			opts.TLS = &tls.Config{RootCAs: x509.NewCertPool(), MinVersion: tls.VersionTLS12}
+			untrusting, err := directory.New(opts, r.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := untrusting.Reconcile(context.Background(), id); err == nil {
+				t.Fatal("published to a directory whose certificate does not verify")
+			}
+			untrusting.Close()
+			if entry(t, srv, id) != nil {
+				t.Fatal("an entry was written")
+			}
+
+			opts.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+			p, err := directory.New(opts, r.h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if err := p.Reconcile(context.Background(), id); err != nil {
+				t.Fatal(err)
+			}
+			wantCerts(t, entry(t, srv, id), issued)
+			admin := srv.Admin()
+			defer admin.Close()
+			if err := admin.Del(ldap.NewDelRequest("uid="+string(id)+","+slapdtest.People, nil)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -1,0 +1,449 @@
+package directory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections"
+)
+
+const (
+	firstRetry = 200 * time.Millisecond
+	lastRetry  = 30 * time.Second
+	// saveEvery bounds how long a checkpoint past events that changed no entry
+	// stays unsaved.
+	saveEvery = time.Second
+)
+
+// Run publishes the ledger's events from the checkpoint on until ctx ends (it
+// then returns ctx's error) or reading the ledger fails. A directory failure
+// does not end it: the event is retried with backoff until its entry matches.
+// A sweep of every entry runs at start and every Options.SweepInterval.
+func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
+	from, err := p.start(ctx, src)
+	if err != nil {
+		return err
+	}
+	sweepCtx, stopSweep := context.WithCancel(ctx)
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		p.sweepLoop(sweepCtx)
+	}()
+	defer func() {
+		stopSweep()
+		<-sweepDone
+	}()
+
+	var pending Checkpoint // published but not yet saved
+	saved := time.Now()
+	save := func(ctx context.Context) {
+		if pending.Position == 0 {
+			return
+		}
+		if err := p.opts.Checkpoints.Save(ctx, pending); err != nil {
+			p.log.Warn("directory: the checkpoint was not saved; publication will resume from the last one saved", "error", err)
+			return
+		}
+		pending, saved = Checkpoint{}, time.Now()
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.Timeout)
+		defer cancel()
+		save(ctx)
+	}()
+	for e, err := range src.Follow(ctx, from) {
+		if err != nil {
+			return err
+		}
+		var id domain.SubjectID
+		var changes bool
+		if err := p.retry(ctx, "", func() (err error) {
+			id, changes, err = p.subjectOf(ctx, &e)
+			return err
+		}); err != nil {
+			return err
+		}
+		if changes {
+			if err := p.retry(ctx, id, func() error { return p.Reconcile(ctx, id) }); err != nil {
+				return err
+			}
+		}
+		p.advance(e.Position)
+		pending = Checkpoint{Target: p.target, Position: e.Position, EventID: e.ID}
+		if changes || time.Since(saved) >= saveEvery {
+			save(ctx)
+		}
+	}
+	return ctx.Err()
+}
+
+// start returns the position to publish from: after the checkpoint, or 1 when
+// there is none, it names another target, or the ledger does not hold its
+// event (a ledger restored from an older backup, or another ledger).
+func (p *Publisher) start(ctx context.Context, src projections.Source) (uint64, error) {
+	cp, err := p.opts.Checkpoints.Load(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("directory: load the checkpoint: %w", err)
+	}
+	if cp.Position == 0 {
+		return 1, nil
+	}
+	if cp.Target != p.target {
+		p.log.Info("directory: the directory or base DN changed; publishing from the start", "position", cp.Position)
+		return 1, nil
+	}
+	head, err := src.Head(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if cp.Position > head {
+		p.log.Warn("directory: the checkpoint is past the ledger's head; publishing from the start", "checkpoint", cp.Position, "head", head)
+		return 1, nil
+	}
+	for e, err := range src.Follow(ctx, cp.Position) {
+		if err != nil {
+			return 0, err
+		}
+		if e.ID != cp.EventID {
+			p.log.Warn("directory: the checkpoint names another event; publishing from the start", "checkpoint", cp.Position)
+			return 1, nil
+		}
+		break
+	}
+	p.advance(cp.Position)
+	return cp.Position + 1, nil
+}
+
+// subjectOf returns the subject whose entry e may change.
+func (p *Publisher) subjectOf(ctx context.Context, e *domain.Event) (domain.SubjectID, bool, error) {
+	switch e.Type {
+	case domain.TypeSubjectCorrected:
+		var pl domain.SubjectCorrected
+		err := domain.UnmarshalPublic(e, &pl)
+		return pl.SubjectID, err == nil, err
+	case domain.TypeSubjectErased:
+		var pl domain.SubjectErased
+		err := domain.UnmarshalPublic(e, &pl)
+		return pl.SubjectID, err == nil, err
+	case domain.TypeCertificateIssued:
+		var pl domain.CertificateIssued
+		err := domain.UnmarshalPublic(e, &pl)
+		return pl.SubjectID, err == nil && p.profiles[pl.Profile], err
+	case domain.TypeCertificateRevoked, domain.TypeCertificateDeleted:
+		// The subject and profile are in the certificate's first event.
+		var serial domain.Serial
+		if e.Type == domain.TypeCertificateRevoked {
+			var pl domain.CertificateRevoked
+			if err := domain.UnmarshalPublic(e, &pl); err != nil {
+				return "", false, err
+			}
+			serial = pl.Serial
+		} else {
+			var pl domain.CertificateDeleted
+			if err := domain.UnmarshalPublic(e, &pl); err != nil {
+				return "", false, err
+			}
+			serial = pl.Serial
+		}
+		c, err := p.subjects.CertificateState(ctx, serial)
+		if err != nil {
+			return "", false, err
+		}
+		return c.SubjectID, p.profiles[c.Profile], nil
+	}
+	return "", false, nil
+}
+
+// retry runs f until it succeeds or ctx ends, logging each failure by its LDAP
+// result code only.
+func (p *Publisher) retry(ctx context.Context, id domain.SubjectID, f func() error) error {
+	delay := firstRetry
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil {
+			return errors.Join(err, ctx.Err())
+		}
+		p.failed()
+		attrs := []any{"error", describe(err), "retry_in", delay}
+		if id != "" {
+			attrs = append(attrs, "subject", id)
+		}
+		p.log.Warn("directory: publishing failed; retrying", attrs...)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		delay = min(2*delay, lastRetry)
+	}
+}
+
+// Reconcile makes subject id's entry match what may be published of it now.
+// Reconciles run one at a time, each reading the subject after the one before
+// wrote, so the last write always reflects the latest read.
+func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
+	p.reconcileMu.Lock()
+	defer p.reconcileMu.Unlock()
+	pub, err := p.subjects.Publication(ctx, id)
+	if err != nil {
+		return err
+	}
+	var certs []string
+	for _, c := range pub.Certificates {
+		if p.profiles[c.Profile] {
+			certs = append(certs, string(c.DER))
+		}
+	}
+	dn := p.dn(id)
+	if pub.Erased || len(certs) == 0 {
+		return p.remove(ctx, dn)
+	}
+	values := p.values(id, pub.Attributes, certs)
+	err = p.withConn(ctx, func(conn *ldap.Conn) error {
+		mod := ldap.NewModifyRequest(dn, nil)
+		for _, name := range managed {
+			mod.Replace(name, values[name])
+		}
+		err := conn.Modify(mod)
+		if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return err
+		}
+		add := ldap.NewAddRequest(dn, nil)
+		add.Attribute("objectClass", objectClasses)
+		add.Attribute("uid", []string{string(id)})
+		for _, name := range managed {
+			if len(values[name]) > 0 {
+				add.Attribute(name, values[name])
+			}
+		}
+		return conn.Add(add)
+	})
+	if refused(err) {
+		// The directory will not take these values (its schema or a
+		// constraint refuses one): retrying cannot help, and keeping the
+		// entry would keep values the subject no longer has. The entry is
+		// removed and the refusal logged; the next change of the subject
+		// tries again.
+		p.failed()
+		p.log.Warn("directory: the directory refused the subject's entry; it is removed", "subject", id, "error", describe(err))
+		return p.remove(ctx, dn)
+	}
+	return err
+}
+
+// remove deletes the entry dn; a missing entry is no error.
+func (p *Publisher) remove(ctx context.Context, dn string) error {
+	return p.withConn(ctx, func(conn *ldap.Conn) error {
+		err := conn.Del(ldap.NewDelRequest(dn, nil))
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return nil
+		}
+		return err
+	})
+}
+
+// values returns the managed attributes of a subject's entry. cn and sn are
+// required by the person class: cn falls back to given and surname, then the
+// e-mail address, then the subject id, all among the published attributes; sn
+// falls back to cn.
+func (p *Publisher) values(id domain.SubjectID, attrs map[string]string, certs []string) map[string][]string {
+	get := func(name string) string {
+		if p.attrs[name] {
+			return attrs[name]
+		}
+		return ""
+	}
+	cn := get("common_name")
+	if cn == "" {
+		cn = strings.TrimSpace(get("given_name") + " " + get("surname"))
+	}
+	if cn == "" {
+		cn = get("email")
+	}
+	if cn == "" {
+		cn = string(id)
+	}
+	sn := get("surname")
+	if sn == "" {
+		sn = cn
+	}
+	v := map[string][]string{"cn": {cn}, "sn": {sn}, certificateAttribute: certs}
+	for name, ldapName := range ldapNames {
+		if name == "common_name" || name == "surname" {
+			continue
+		}
+		if value := get(name); value != "" {
+			v[ldapName] = []string{value}
+		}
+	}
+	return v
+}
+
+// Sweep makes every entry of the base DN named by a subject id match what may
+// be published of its subject now, and returns how many it checked.
+func (p *Publisher) Sweep(ctx context.Context) (int, error) {
+	var ids []domain.SubjectID
+	err := p.withConn(ctx, func(conn *ldap.Conn) error {
+		req := ldap.NewSearchRequest(p.base.String(), ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+			"(uid=*)", []string{"uid"}, nil)
+		res, err := conn.SearchWithPaging(req, 500)
+		if err != nil {
+			return err
+		}
+		for _, e := range res.Entries {
+			for _, v := range e.GetAttributeValues("uid") {
+				id := domain.SubjectID(v)
+				if !id.Valid() {
+					continue
+				}
+				if dn, err := ldap.ParseDN(e.DN); err == nil && dn.EqualFold(mustDN(p.dn(id))) {
+					ids = append(ids, id)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	for i, id := range ids {
+		if err := p.retry(ctx, id, func() error { return p.Reconcile(ctx, id) }); err != nil {
+			return i, err
+		}
+	}
+	return len(ids), nil
+}
+
+func mustDN(s string) *ldap.DN {
+	dn, err := ldap.ParseDN(s)
+	if err != nil {
+		panic(err) // p.dn of a valid id under a parsed base always parses
+	}
+	return dn
+}
+
+func (p *Publisher) sweepLoop(ctx context.Context) {
+	for {
+		start := time.Now()
+		n, err := p.Sweep(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			p.failed()
+			p.log.Warn("directory: the sweep failed", "error", describe(err))
+		} else {
+			p.log.Info("directory: swept", "entries", n, "took", time.Since(start).Round(time.Millisecond))
+		}
+		if p.opts.SweepInterval < 0 {
+			return
+		}
+		select {
+		case <-time.After(p.opts.SweepInterval):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// withConn runs f on the connection to the directory, dialling and binding
+// first if there is none. A request still running when ctx ends is abandoned by
+// closing the connection; a connection failure drops the connection, so the
+// next call dials again.
+func (p *Publisher) withConn(ctx context.Context, f func(*ldap.Conn) error) error {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	if p.conn == nil {
+		conn, err := p.dial(ctx)
+		if err != nil {
+			return err
+		}
+		p.conn = conn
+	}
+	conn := p.conn
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	err := f(conn)
+	if !stop() {
+		p.conn = nil
+		return errors.Join(err, ctx.Err())
+	}
+	var le *ldap.Error
+	if err != nil && (!errors.As(err, &le) || le.ResultCode >= ldap.ErrorNetwork || le.ResultCode == ldap.LDAPResultUnavailable) {
+		p.dropConn()
+	}
+	return err
+}
+
+func (p *Publisher) dropConn() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+		p.conn = nil
+	}
+}
+
+func (p *Publisher) dial(ctx context.Context) (*ldap.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cfg := p.opts.TLS.Clone()
+	if cfg.ServerName == "" {
+		if u, err := url.Parse(p.opts.URL); err == nil {
+			cfg.ServerName = u.Hostname()
+		}
+	}
+	conn, err := ldap.DialURL(p.opts.URL, ldap.DialWithTLSConfig(cfg), ldap.DialWithDialer(&net.Dialer{Timeout: p.opts.Timeout}))
+	if err != nil {
+		return nil, err
+	}
+	conn.SetTimeout(p.opts.Timeout)
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if p.opts.StartTLS {
+		if err := conn.StartTLS(cfg); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	if p.opts.BindDN != "" {
+		if err := conn.Bind(p.opts.BindDN, p.opts.Password); err != nil {
+			conn.Close()
+			return nil, err
+		}
+	}
+	return conn, nil
+}
+
+// refused reports whether err is the directory refusing an entry's values, a
+// refusal that retrying cannot change.
+func refused(err error) bool {
+	var le *ldap.Error
+	if !errors.As(err, &le) {
+		return false
+	}
+	switch le.ResultCode {
+	case ldap.LDAPResultUndefinedAttributeType, ldap.LDAPResultInappropriateMatching, ldap.LDAPResultConstraintViolation,
+		ldap.LDAPResultAttributeOrValueExists, ldap.LDAPResultInvalidAttributeSyntax, ldap.LDAPResultObjectClassViolation:
+		return true
+	}
+	return false
+}
+
+// describe returns err for the logs. An LDAP result is told by its code, not its
+// diagnostic message, which may quote a value; errors of the connection and of
+// the ledger carry no personal data.
+func describe(err error) string {
+	var le *ldap.Error
+	if errors.As(err, &le) && le.ResultCode < ldap.ErrorNetwork {
+		return fmt.Sprintf("LDAP result %d (%s)", le.ResultCode, ldap.LDAPResultCodeMap[le.ResultCode])
+	}
+	return err.Error()
+}
