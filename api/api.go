@@ -68,6 +68,9 @@ type Config struct {
 	// vault how far an erasure has gone.
 	Eraser       Eraser
 	ErasureState ErasureState
+	// DirectoryErasure, when set, adds to erasure receipts whether the LDAP
+	// directory has caught up with the erasure.
+	DirectoryErasure DirectoryErasure
 
 	// ProfileRole returns the role certificates of a profile carry, "" for
 	// none. Issuing, revoking or deleting a certificate of a role profile (a

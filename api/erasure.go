@@ -42,7 +42,20 @@ type ErasureReceipt struct {
 	// absent when the ledger's Merkle tree did not cover the erasure in time:
 	// ask again.
 	Evidence []Evidence `json:"evidence,omitempty" doc:"Per subject.erased event: its canonical bytes and an inclusion proof in a signed checkpoint. Absent while the ledger's Merkle tree does not cover the erasure yet."`
+	// Directory says whether the LDAP directory certificates are published
+	// to has caught up with the erasure: "removed" once the subject's entry
+	// is deleted (or, for key groups, holds none of their values), "pending"
+	// while the directory is unreachable or behind. Absent when no directory
+	// is configured.
+	Directory string `json:"directory,omitempty" enum:"removed,pending" doc:"removed: the LDAP directory holds nothing the erasure covers; pending: the directory has not caught up yet (unreachable or behind). Absent without a directory."`
 }
+
+// DirectoryErasure reports whether the directory publisher has published the
+// subject's latest erasure, waiting up to wait for it.
+type DirectoryErasure func(ctx context.Context, id domain.SubjectID, wait time.Duration) (removed bool, err error)
+
+// directoryWait bounds how long an erasure's answer waits for the directory.
+const directoryWait = 2 * time.Second
 
 // ErasureState says how far the erasure of a subject has gone (Status and the
 // fields after it in ErasureReceipt), given what the ledger records as erased:
@@ -77,7 +90,7 @@ func (s *server) registerErasure(hapi huma.API) {
 			return nil, s.problem(ctx, err)
 		}
 		s.waitForHead(ctx)
-		receipt, err := s.erasureState(ctx, id)
+		receipt, err := s.erasureState(ctx, id, directoryWait)
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
@@ -94,7 +107,7 @@ func (s *server) registerErasure(hapi huma.API) {
 		if _, err := require(ctx, RoleCompliance); err != nil {
 			return nil, err
 		}
-		receipt, err := s.erasureState(ctx, domain.SubjectID(in.ID))
+		receipt, err := s.erasureState(ctx, domain.SubjectID(in.ID), 0)
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}
@@ -102,7 +115,9 @@ func (s *server) registerErasure(hapi huma.API) {
 	})
 }
 
-func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (ErasureReceipt, error) {
+// erasureState returns the receipt of subject id's erasure, waiting up to
+// directoryWait for the directory to catch up.
+func (s *server) erasureState(ctx context.Context, id domain.SubjectID, directoryWait time.Duration) (ErasureReceipt, error) {
 	r := ErasureReceipt{SubjectID: id}
 	all, groups, err := s.cfg.Eraser.ErasedGroups(ctx, id)
 	if err != nil {
@@ -121,6 +136,16 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID) (Erasure
 	r.Status, r.PendingEpochs = status, pending
 	if !at.IsZero() {
 		r.CompleteAt = &at
+	}
+	if s.cfg.DirectoryErasure != nil {
+		removed, err := s.cfg.DirectoryErasure(ctx, id, directoryWait)
+		if err != nil {
+			return r, err
+		}
+		r.Directory = "pending"
+		if removed {
+			r.Directory = "removed"
+		}
 	}
 	if s.cfg.Ledger != nil {
 		// The evidence is worth waiting for, but the erasure stands without

@@ -66,6 +66,9 @@ type config struct {
 	// api.DefaultSoftTokenHeaders, and an empty header name takes an
 	// attribute from no header.
 	SoftTokenHeaders map[string]string `json:"soft_token_headers,omitempty"`
+	// Directory, when set, publishes certificates to an LDAP directory
+	// (docs/directory.md).
+	Directory *directoryConfig `json:"directory,omitempty"`
 }
 
 // pkcs11Options locate the token of the CA keys. The PIN is never stored: it

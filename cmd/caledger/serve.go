@@ -23,6 +23,7 @@ import (
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/revocation"
 	"github.com/caledger/caledger/crypto/softtoken"
+	"github.com/caledger/caledger/projections/directory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -139,6 +140,13 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := n.openTree(ctx); err != nil {
 		return err
 	}
+	var publisher *directory.Publisher
+	if cfg.Directory != nil {
+		if publisher, err = n.openDirectory(cfg.Directory); err != nil {
+			return err
+		}
+		defer publisher.Close()
+	}
 
 	// The views follow the ledger until the server stops.
 	viewsCtx, stopViews := context.WithCancel(context.WithoutCancel(ctx))
@@ -150,6 +158,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			wg.Go(func() { n.runSharedVault(viewsCtx) })
 		}
 		wg.Go(func() { n.runTree(viewsCtx) })
+		if publisher != nil {
+			wg.Go(func() { n.runDirectory(viewsCtx, publisher) })
+		}
 		n.runViews(viewsCtx)
 		wg.Wait()
 	}()
@@ -169,28 +180,34 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	metrics.MustRegister(n.collectors()...)
+	var directoryErasure api.DirectoryErasure
+	if publisher != nil {
+		metrics.MustRegister(n.directoryCollector(publisher))
+		directoryErasure = n.directoryErasure(publisher)
+	}
 
 	clientCAs := n.cas.Pool()
 	for _, c := range n.cas.Intermediates() {
 		clientCAs.AddCert(c)
 	}
 	handler := api.New(api.Config{
-		Version:      version(),
-		Ready:        n,
-		Metrics:      metrics,
-		Logger:       logger,
-		Commands:     n.handlers,
-		Eraser:       n.handlers,
-		Reporter:     n.views,
-		ErasureState: n.erasureState(),
-		Views:        n.views,
-		CAs:          n.cas,
-		Head:         n.store.Head,
-		OCSP:         ocsp,
-		Ledger:       &ledgerLog{store: n.store, tree: n.tree, signer: signer},
-		Auth:         n.cas,
-		Allow:        allow,
-		ProfileRole:  n.issuer.ProfileRole,
+		Version:          version(),
+		Ready:            n,
+		Metrics:          metrics,
+		Logger:           logger,
+		Commands:         n.handlers,
+		Eraser:           n.handlers,
+		Reporter:         n.views,
+		ErasureState:     n.erasureState(),
+		DirectoryErasure: directoryErasure,
+		Views:            n.views,
+		CAs:              n.cas,
+		Head:             n.store.Head,
+		OCSP:             ocsp,
+		Ledger:           &ledgerLog{store: n.store, tree: n.tree, signer: signer},
+		Auth:             n.cas,
+		Allow:            allow,
+		ProfileRole:      n.issuer.ProfileRole,
 		SoftTokens: &softtoken.Service{Commands: n.handlers, Checker: n.issuer,
 			Chain: func(caID string) ([]*x509.Certificate, error) { return api.CAChain(n.cas, caID) }},
 		SoftTokenHeaders: cfg.SoftTokenHeaders,

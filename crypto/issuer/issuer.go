@@ -258,6 +258,9 @@ func (i *Issuer) ProfileRole(name string) string {
 	return ""
 }
 
+// HasProfile reports whether the issuer has a profile of that name.
+func (i *Issuer) HasProfile(name string) bool { return i.profiles[name] != nil }
+
 // CheckGenerated makes, before anything is recorded, the checks SignCertificate
 // makes of a request whose key pair caledger is about to generate (a soft
 // token) at now: the profile and the CA exist, the CA has not expired, the

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caledger/caledger/crypto/secretfile"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections/directory"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// directoryCheckpointFile is where serve keeps the directory publisher's
+// checkpoint. Deleting it (with serve stopped) republishes everything.
+const directoryCheckpointFile = "directory-checkpoint.json"
+
+// directoryConfig is caledger.json's "directory": the LDAP directory that
+// certificates are published to (docs/directory.md).
+type directoryConfig struct {
+	// URL is ldap://host[:port], ldaps://host[:port] or ldapi://.
+	URL    string `json:"url"`
+	BindDN string `json:"bind_dn,omitempty"`
+	// PasswordFile holds the bind password (a path relative to the data
+	// directory, or absolute; mode 0600). The password is never in this file.
+	PasswordFile string `json:"password_file,omitempty"`
+	StartTLS     bool   `json:"start_tls,omitempty"`
+	// CAFile holds the PEM certificates the directory's TLS certificate must
+	// chain to (relative to the data directory, or absolute); empty: the
+	// system's roots.
+	CAFile string `json:"ca_file,omitempty"`
+	BaseDN string `json:"base_dn"`
+	// Profiles and Attributes are what is published; empty: the publisher's
+	// defaults (email-protection; common_name and email).
+	Profiles   []string `json:"profiles,omitempty"`
+	Attributes []string `json:"attributes,omitempty"`
+	// SweepInterval is a Go duration such as "1h" (the default), "0" for the
+	// sweep at start only.
+	SweepInterval string `json:"sweep_interval,omitempty"`
+}
+
+// openDirectory returns the publisher cfg describes, checked against the
+// node's profiles. Nothing is contacted yet.
+func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s: directory: %s", configFile, fmt.Sprintf(format, args...))
+	}
+	inData := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(n.dataDir, p)
+	}
+	opts := directory.Options{URL: cfg.URL, BindDN: cfg.BindDN, StartTLS: cfg.StartTLS, BaseDN: cfg.BaseDN,
+		Profiles: cfg.Profiles, Attributes: cfg.Attributes, Logger: n.logger,
+		Checkpoints: fileCheckpoints{path: filepath.Join(n.dataDir, directoryCheckpointFile)}}
+	for _, p := range cfg.Profiles {
+		if !n.issuer.HasProfile(p) {
+			return nil, bad("profile %q does not exist", p)
+		}
+	}
+	if cfg.BindDN != "" {
+		if cfg.PasswordFile == "" {
+			return nil, bad("bind_dn needs a password_file")
+		}
+		pw, err := secretfile.Read(inData(cfg.PasswordFile), 4096)
+		if err != nil {
+			return nil, bad("password_file: %v", err)
+		}
+		opts.Password = strings.TrimRight(string(pw), "\r\n")
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(inData(cfg.CAFile))
+		if err != nil {
+			return nil, bad("ca_file: %v", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, bad("ca_file %s holds no PEM certificate", cfg.CAFile)
+		}
+		opts.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	switch cfg.SweepInterval {
+	case "":
+	case "0":
+		opts.SweepInterval = -1
+	default:
+		d, err := time.ParseDuration(cfg.SweepInterval)
+		if err != nil || d <= 0 {
+			return nil, bad("sweep_interval %q is not a positive duration such as 1h", cfg.SweepInterval)
+		}
+		opts.SweepInterval = d
+	}
+	p, err := directory.New(opts, n.handlers)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", configFile, err)
+	}
+	return p, nil
+}
+
+// runDirectory keeps the directory in step with the ledger until ctx ends.
+func (n *node) runDirectory(ctx context.Context, p *directory.Publisher) {
+	n.supervise(ctx, "directory publication stopped; restarting", func(ctx context.Context) error { return p.Run(ctx, n.store) }, nil)
+}
+
+// directoryErasure reports whether the publisher has published the subject's
+// latest erasure (its entry is gone, or holds nothing of the erased groups),
+// waiting up to wait for it.
+func (n *node) directoryErasure(p *directory.Publisher) func(ctx context.Context, id domain.SubjectID, wait time.Duration) (bool, error) {
+	return func(ctx context.Context, id domain.SubjectID, wait time.Duration) (bool, error) {
+		var last uint64
+		for e, err := range n.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
+			if err != nil {
+				return false, err
+			}
+			if e.Type == domain.TypeSubjectErased {
+				last = e.Position
+			}
+		}
+		if wait > 0 {
+			wctx, cancel := context.WithTimeout(ctx, wait)
+			defer cancel()
+			_ = p.WaitFor(wctx, last)
+		}
+		return p.Applied() >= last, nil
+	}
+}
+
+// fileCheckpoints keeps the directory checkpoint in a JSON file, replaced
+// atomically.
+type fileCheckpoints struct{ path string }
+
+func (f fileCheckpoints) Load(context.Context) (directory.Checkpoint, error) {
+	var c directory.Checkpoint
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, err
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return directory.Checkpoint{}, fmt.Errorf("%s: %w", f.path, err)
+	}
+	return c, nil
+}
+
+func (f fileCheckpoints) Save(_ context.Context, c directory.Checkpoint) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(f.path, b, 0o600)
+}
+
+// directoryCollector returns the publisher's metrics: how many ledger events
+// it has not published yet, and how many attempts failed.
+func (n *node) directoryCollector(p *directory.Publisher) prometheus.Collector {
+	behind := prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet.", nil, nil)
+	failures := prometheus.NewDesc("caledger_directory_failures_total", "Attempts to update the LDAP directory that failed (see the logs; they are retried).", nil, nil)
+	return collectorFunc{descs: []*prometheus.Desc{behind, failures}, collect: func(ch chan<- prometheus.Metric) {
+		ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(p.Errors()))
+		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+		defer cancel()
+		h, err := n.store.Head(ctx)
+		if err != nil {
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, float64(h-min(h, p.Applied())))
+	}}
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/projections/directory/slapdtest"
+)
+
+// directoryRig is a served data directory publishing to a slapd.
+func directoryRig(t *testing.T) (*auditRig, *slapdtest.Server) {
+	t.Helper()
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	data := initData(t)
+	if err := os.WriteFile(filepath.Join(data, "directory-password"), []byte(slapdtest.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setConfig(t, data, "directory", map[string]any{"url": srv.URL, "bind_dn": slapdtest.RootDN,
+		"password_file": "directory-password", "base_dn": slapdtest.People, "sweep_interval": "0"})
+	r := &auditRig{t: t, data: data, serveArgs: []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}}
+	r.start()
+	return r, srv
+}
+
+// waitEntry waits until subject's entry exists (want) or not.
+func waitEntry(t *testing.T, srv *slapdtest.Server, subject string, want bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if got := len(srv.Entries(t.Context(), "(uid="+subject+")")) == 1; got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("entry of %s present: %v after 15 s, want %v", subject, !want, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestDirectoryPublication: serve publishes an S/MIME certificate to the LDAP
+// directory, an erasure removes the entry and its receipt says so, and a
+// receipt made while the directory is down says "pending" until it is back.
+func TestDirectoryPublication(t *testing.T) {
+	r, srv := directoryRig(t)
+	subject, serial := r.issue("Secret Person One")
+	waitEntry(t, srv, subject, true)
+	e := srv.Entries(t.Context(), "(mail=secret@example.org)")
+	if len(e) != 1 || e[0].GetAttributeValue("uid") != subject {
+		t.Fatalf("search by mail found %d entries", len(e))
+	}
+	der := e[0].GetRawAttributeValue("userCertificate;binary")
+	cert, err := x509.ParseCertificate(der)
+	if err != nil || cert.SerialNumber.Text(16) != serial {
+		t.Fatalf("published certificate: %v, serial %v, want %s", err, cert, serial)
+	}
+	for deadline := time.Now().Add(10 * time.Second); r.metric("caledger_directory_lag_events") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("caledger_directory_lag_events = %v", r.metric("caledger_directory_lag_events"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if f := r.metric("caledger_directory_failures_total"); f != 0 {
+		t.Fatalf("caledger_directory_failures_total = %v", f)
+	}
+
+	var receipt struct{ Status, Directory string }
+	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	if receipt.Directory != "removed" {
+		t.Fatalf("erasure receipt: directory %q, want removed", receipt.Directory)
+	}
+	waitEntry(t, srv, subject, false)
+
+	// With the directory down, the receipt does not claim the removal.
+	other, _ := r.issue("Secret Person Two")
+	waitEntry(t, srv, other, true)
+	srv.Stop()
+	r.admin.json("POST", "/v1/subjects/"+other+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	if receipt.Directory != "pending" {
+		t.Fatalf("erasure receipt with the directory down: directory %q, want pending", receipt.Directory)
+	}
+	if r.metric("caledger_directory_lag_events") < 1 || r.metric("caledger_directory_failures_total") < 1 {
+		t.Fatal("the metrics do not show the directory behind")
+	}
+	srv.Restart()
+	for deadline := time.Now().Add(15 * time.Second); receipt.Directory != "removed"; {
+		if time.Now().After(deadline) {
+			t.Fatalf("erasure receipt: directory %q 15 s after the directory came back", receipt.Directory)
+		}
+		time.Sleep(50 * time.Millisecond)
+		r.admin.json("GET", "/v1/subjects/"+other+"/erasure", nil, http.StatusOK, &receipt)
+	}
+	waitEntry(t, srv, other, false)
+
+	// The checkpoint survives the server, and names the ledger's event.
+	r.stop()
+	cp, err := fileCheckpoints{path: filepath.Join(r.data, directoryCheckpointFile)}.Load(t.Context())
+	if err != nil || cp.Position == 0 || !strings.Contains(cp.Target, srv.URL) {
+		t.Fatalf("checkpoint %+v, %v", cp, err)
+	}
+	if logs := r.s.logs.String(); strings.Contains(logs, "Secret Person") || strings.Contains(logs, "secret@") {
+		t.Fatalf("the logs hold personal data:\n%s", logs)
+	}
+}
+
+// TestServeRefusesBadDirectory: a directory configuration serve cannot use
+// stops the start with an error naming caledger.json.
+func TestServeRefusesBadDirectory(t *testing.T) {
+	data := initData(t)
+	pw := filepath.Join(data, "directory-password")
+	if err := os.WriteFile(pw, []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]any{"url": "ldap://127.0.0.1:1", "base_dn": slapdtest.People}
+	for name, c := range map[string]struct {
+		set  map[string]any
+		want string
+	}{
+		"unknown profile":   {map[string]any{"profiles": []string{"no-such-profile"}}, "no-such-profile"},
+		"readable password": {map[string]any{"bind_dn": slapdtest.RootDN, "password_file": "directory-password"}, "chmod 600"},
+		"no password":       {map[string]any{"bind_dn": slapdtest.RootDN}, "password_file"},
+		"national id":       {map[string]any{"attributes": []string{"serial_number"}}, "serial_number"},
+		"bad sweep":         {map[string]any{"sweep_interval": "hourly"}, "sweep_interval"},
+		"bad URL":           {map[string]any{"url": "http://127.0.0.1"}, "ldap://"},
+		"bad CA file":       {map[string]any{"ca_file": "directory-password"}, "no PEM"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg := map[string]any{}
+			for k, v := range base {
+				cfg[k] = v
+			}
+			for k, v := range c.set {
+				cfg[k] = v
+			}
+			setConfig(t, data, "directory", cfg)
+			err := run(t.Context(), []string{"serve", "--data", data, "--addr", "127.0.0.1:0", "--public-addr", ""}, noEnv, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), configFile) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("serve: %v; want an error naming %s and %q", err, configFile, c.want)
+			}
+		})
+	}
+}
