@@ -53,7 +53,7 @@ var (
 		"organization": "Analytical Engines", "country": "GB"}
 )
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -89,7 +89,7 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-func (r *rig) register(t *testing.T, attrs map[string]string) domain.SubjectID {
+func (r *rig) register(t testing.TB, attrs map[string]string) domain.SubjectID {
 	t.Helper()
 	id, err := r.h.RegisterSubject(context.Background(), officer, attrs)
 	if err != nil {
@@ -98,7 +98,7 @@ func (r *rig) register(t *testing.T, attrs map[string]string) domain.SubjectID {
 	return id
 }
 
-func (r *rig) issue(t *testing.T, id domain.SubjectID, profile string) domain.Issued {
+func (r *rig) issue(t testing.TB, id domain.SubjectID, profile string) domain.Issued {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
@@ -112,7 +112,7 @@ func (r *rig) issue(t *testing.T, id domain.SubjectID, profile string) domain.Is
 	return issued
 }
 
-func (r *rig) head(t *testing.T) uint64 {
+func (r *rig) head(t testing.TB) uint64 {
 	t.Helper()
 	h, err := r.store.Head(context.Background())
 	if err != nil {
@@ -197,7 +197,7 @@ func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp func()) {
 }
 
 // entry returns subject id's entry, or nil.
-func entry(t *testing.T, srv *slapdtest.Server, id domain.SubjectID) *ldap.Entry {
+func entry(t testing.TB, srv *slapdtest.Server, id domain.SubjectID) *ldap.Entry {
 	t.Helper()
 	es := srv.Entries(context.Background(), "(uid="+string(id)+")")
 	switch len(es) {
