@@ -18,7 +18,11 @@ type Publication struct {
 	// Attributes are the current values, without those of erased key groups.
 	Attributes map[string]string
 	// Certificates are the subject's certificates that are issued, neither
-	// revoked nor deleted, and not expired, in the order they were linked.
+	// revoked nor deleted, and not expired, in the order they were linked,
+	// and were linked after the subject's latest erasure of key groups: a
+	// certificate carries the attributes the subject had when it was signed,
+	// which may include values an erasure since covers (the national id of
+	// the national-id group, or everything of the identity group).
 	Certificates []PublishedCertificate
 }
 
@@ -35,7 +39,7 @@ type PublishedCertificate struct {
 // subject's personal data for the CA's own processing, like SubjectAttributes,
 // and records no access: what is published follows from the ledger's events and
 // the directory's configuration. A certificate whose sealed material can no
-// longer be opened (its key group was erased) is left out.
+// longer be opened is left out too.
 func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, error) {
 	p := Publication{SubjectID: id}
 	s, events, err := h.loadSubject(ctx, id)
@@ -53,8 +57,31 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 	if p.Attributes, err = h.attributes(ctx, &s, events); err != nil {
 		return Publication{SubjectID: id}, err
 	}
+	// The whole stream, for the versions of the links and erasures.
+	stream, err := h.read(ctx, SubjectStream(id))
+	if err != nil {
+		return Publication{SubjectID: id}, err
+	}
+	var erasedAt uint64
+	linkedAt := map[Serial]uint64{}
+	for i := range stream {
+		e := &stream[i]
+		switch e.Type {
+		case TypeSubjectErased:
+			erasedAt = e.Version
+		case TypeSubjectCertificateLinked:
+			var l SubjectCertificateLinked
+			if err := UnmarshalPublic(e, &l); err != nil {
+				return Publication{SubjectID: id}, unavailable("subject stream", err)
+			}
+			linkedAt[l.Serial] = e.Version
+		}
+	}
 	now := h.Now()
 	for _, serial := range s.Serials {
+		if linkedAt[serial] < erasedAt {
+			continue // its data may include what the erasure covers
+		}
 		c, cevents, err := h.loadCertificateEvents(ctx, serial)
 		if errors.Is(err, ErrNotFound) {
 			continue // a link whose issuance failed

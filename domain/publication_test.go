@@ -58,7 +58,9 @@ func TestPublication(t *testing.T) {
 		t.Fatalf("certificates = %+v, want only %s", p.Certificates, kept.Serial)
 	}
 
-	// A key group erased alone takes its attributes with it.
+	// A key group erased alone takes its attributes with it, and the
+	// certificates signed before, which may carry them; one signed after
+	// cannot.
 	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupNationalID}, domain.BasisConsentWithdrawn); err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +68,15 @@ func TestPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(want, "serial_number")
-	if !maps.Equal(p.Attributes, want) || len(p.Certificates) != 1 {
+	if !maps.Equal(p.Attributes, want) || len(p.Certificates) != 0 {
 		t.Fatalf("after the national-id erasure: attributes %v, %d certificates", p.Attributes, len(p.Certificates))
+	}
+	after := issue()
+	if p, err = r.h.Publication(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Certificates) != 1 || p.Certificates[0].Serial != after.Serial {
+		t.Fatalf("certificates after the erasure: %+v, want only %s", p.Certificates, after.Serial)
 	}
 
 	// An expired certificate is not in force.
@@ -96,3 +105,36 @@ func TestPublication(t *testing.T) {
 		t.Fatalf("unknown subject: %+v, %v", p, err)
 	}
 }
+
+// TestPublicationAfterIdentityErasure: once the identity group is erased, no
+// certificate is in the publication, even before (or without) the destruction
+// of its key: the erasure is recorded first.
+func TestPublicationAfterIdentityErasure(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	// The vault keeps the key: the publication must not rely on the shred.
+	r.h.Vault = keepKeys{r.h.Vault}
+	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupIdentity}, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.h.Publication(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Certificates) != 0 || len(p.Attributes) != 0 {
+		t.Fatalf("after the identity erasure: %d certificates, attributes %v", len(p.Certificates), p.Attributes)
+	}
+}
+
+// keepKeys is a vault whose Shred destroys nothing, as a failed destruction
+// would leave it.
+type keepKeys struct{ domain.Sealer }
+
+func (keepKeys) Shred(context.Context, domain.SubjectID, ...string) error { return nil }

@@ -1,6 +1,7 @@
 // Package directory publishes subjects' certificates to an LDAP directory (an
-// X.500 directory such as OpenLDAP or Active Directory), where mail clients and
-// other relying parties look up a person's certificate, and removes them again.
+// X.500 directory such as OpenLDAP, whose schema has inetOrgPerson entries named
+// by uid), where mail clients and other relying parties look up a person's
+// certificate, and removes them again.
 //
 // # What is published
 //
@@ -14,9 +15,10 @@
 //
 // A subject with no such certificate has no entry: revocation, deletion and
 // expiry remove the certificate, and the entry goes with the last one. An
-// erasure removes the entry (a key group erased alone removes its attributes),
-// and a correction replaces the published values, so the directory never keeps
-// what the CA itself no longer holds (GDPR articles 16, 17 and 19).
+// erasure removes the entry; a key group erased alone removes its attributes
+// and every certificate signed before it, which may carry them. A correction
+// replaces the published values, so the directory never keeps what the CA
+// itself no longer holds (GDPR articles 16, 17 and 19).
 //
 // # How
 //
@@ -27,18 +29,27 @@
 // or a delete. Making an entry match is idempotent, so the checkpoint (the
 // position of the last event published) may lag behind the directory, and a
 // replay from position 1 converges to the same directory. A failure (the
-// directory down, a refused write) is logged and retried with backoff; the
-// checkpoint does not pass an event until its entry matched, so no removal is
-// ever skipped.
+// directory down, a write it refuses for a reason that may pass) is logged and
+// retried with backoff; the checkpoint does not pass an event until its entry
+// matched, so no removal is ever skipped. Values the directory refuses for
+// good (schema, constraints) are dropped down to cn, sn and the certificates,
+// and, if even those are refused, the entry is removed. When what may be
+// published cannot be read (the vault fails) maxAttempts times in a row, the
+// entry is removed: publishing less is always safe.
 //
 // A sweep, at start and then every Options.SweepInterval, makes every entry of
 // the base DN named by a subject id match too: it removes expired certificates
-// (expiry is not an event) and entries added or changed behind the CA's back.
+// (expiry is not an event) and entries added, or whose managed attributes
+// were changed, behind the CA's back.
 // The base DN belongs to caledger: entries under it whose uid is not a subject
 // id are left alone, every other one is made to match the ledger.
 //
-// Nothing personal is logged: errors from the directory are reported by their
-// LDAP result code only, since a diagnostic message may quote a value.
+// Nothing personal is logged: errors from the directory are kept by their LDAP
+// result code only (withConn drops the diagnostic message, which may quote a
+// value).
+//
+// One publisher per directory: in a cluster of caledger nodes, configure the
+// directory on one node only.
 package directory
 
 import (
@@ -47,6 +58,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -149,10 +161,11 @@ type Publisher struct {
 	reconcileMu sync.Mutex // held by each Reconcile
 	conn        *ldap.Conn // guarded by connMu
 	connMu      sync.Mutex
-	errors      uint64 // failed attempts; guarded by mu
-	mu          sync.Mutex
-	applied     uint64
-	notify      chan struct{} // closed and replaced when applied grows
+
+	mu       sync.Mutex // guards the fields below
+	failures uint64     // failed attempts
+	applied  uint64
+	notify   chan struct{} // closed and replaced when applied changes
 }
 
 // New checks opts and returns a publisher; it does not contact the directory.
@@ -169,6 +182,9 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 	base, err := ldap.ParseDN(opts.BaseDN)
 	if err != nil || len(base.RDNs) == 0 {
 		return nil, fmt.Errorf("directory: base DN %q is not a distinguished name", opts.BaseDN)
+	}
+	if opts.BindDN != "" && opts.Password == "" {
+		return nil, errors.New("directory: a bind DN needs a password")
 	}
 	if opts.Checkpoints == nil {
 		return nil, errors.New("directory: Options.Checkpoints is required")
@@ -205,7 +221,11 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 	if p.opts.TLS == nil {
 		p.opts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	p.target = opts.URL + " " + base.String()
+	// Any change of what is published makes a new target, so publication
+	// starts over and every subject's entry follows the new configuration.
+	profiles, attrs := slices.Sorted(maps.Keys(p.profiles)), slices.Sorted(maps.Keys(p.attrs))
+	p.target = fmt.Sprintf("%s %s profiles=%s attributes=%s", opts.URL, opts.BaseDN,
+		strings.Join(profiles, ","), strings.Join(attrs, ","))
 	return p, nil
 }
 
@@ -226,11 +246,11 @@ func (p *Publisher) Applied() uint64 {
 	return p.applied
 }
 
-// Errors returns how many attempts to make an entry match have failed.
-func (p *Publisher) Errors() uint64 {
+// Failures returns how many attempts to update the directory have failed.
+func (p *Publisher) Failures() uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.errors
+	return p.failures
 }
 
 // WaitFor returns once the event at position pos is published, or ctx ends.
@@ -254,19 +274,31 @@ func (p *Publisher) advance(pos uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if pos > p.applied {
-		p.applied = pos
-		close(p.notify)
-		p.notify = make(chan struct{})
+		p.setApplied(pos)
 	}
+}
+
+// restart lowers applied to 0 when publication starts over.
+func (p *Publisher) restart() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.setApplied(0)
+}
+
+func (p *Publisher) setApplied(pos uint64) {
+	p.applied = pos
+	close(p.notify)
+	p.notify = make(chan struct{})
 }
 
 func (p *Publisher) failed() {
 	p.mu.Lock()
-	p.errors++
+	p.failures++
 	p.mu.Unlock()
 }
 
-// Close closes the connection to the directory.
+// Close closes the connection to the directory. It does not stop Run, which
+// would dial again: end Run's context first.
 func (p *Publisher) Close() error {
 	p.connMu.Lock()
 	defer p.connMu.Unlock()
@@ -274,7 +306,7 @@ func (p *Publisher) Close() error {
 	return nil
 }
 
-// dn is the name of subject id's entry.
+// dn is the name of subject id's entry, under the base DN as configured.
 func (p *Publisher) dn(id domain.SubjectID) string {
-	return "uid=" + string(id) + "," + p.base.String()
+	return "uid=" + string(id) + "," + p.opts.BaseDN
 }

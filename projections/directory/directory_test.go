@@ -172,20 +172,24 @@ func (r *rig) options(srv *slapdtest.Server, cps directory.CheckpointStore) dire
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 }
 
-// run starts p.Run until the test ends and returns a function that waits for
-// the ledger's head to be published.
-func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp func()) {
+// run starts p.Run until the test ends (or stop is called) and returns a
+// function that waits for the ledger's head to be published.
+func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, r.store) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run returned %v, want context.Canceled", err)
-		}
-		p.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Run returned %v, want context.Canceled", err)
+			}
+			p.Close()
+		})
+	}
+	t.Cleanup(stop)
 	return func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -193,7 +197,7 @@ func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp func()) {
 		if err := p.WaitFor(ctx, r.head(t)); err != nil {
 			t.Fatalf("the publisher did not reach the head %d (at %d): %v\nlogs:\n%s", r.head(t), p.Applied(), err, r.logs.String())
 		}
-	}
+	}, stop
 }
 
 // entry returns subject id's entry, or nil.
@@ -240,7 +244,7 @@ func TestPublisherFollowsTheLedger(t *testing.T) {
 	bob := r.register(t, map[string]string{"common_name": "Bob Example", "email": "bob@example.org"})
 	first := r.issue(t, adaID, "email-protection")
 	r.issue(t, bob, "tls-client") // not a published profile
-	caughtUp := r.run(t, p)
+	caughtUp, stop := r.run(t, p)
 	caughtUp()
 
 	e := entry(t, srv, adaID)
@@ -309,11 +313,12 @@ func TestPublisherFollowsTheLedger(t *testing.T) {
 		t.Fatal("the entry outlived the subject's erasure")
 	}
 
+	stop() // saves the checkpoint
 	if cp := cps.get(); cp.Position != r.head(t) || cp.EventID == (domain.EventID{}) || cp.Target == "" {
 		t.Fatalf("checkpoint %+v, head %d", cp, r.head(t))
 	}
-	if p.Errors() != 0 {
-		t.Fatalf("%d failures:\n%s", p.Errors(), r.logs.String())
+	if p.Failures() != 0 {
+		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
 	}
 	noPersonalData(t, r.logs.String())
 }
@@ -341,7 +346,7 @@ func TestPublisherOutlivesAnOutage(t *testing.T) {
 	}
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
-	caughtUp := r.run(t, p)
+	caughtUp, _ := r.run(t, p)
 	caughtUp()
 	wantCerts(t, entry(t, srv, id), issued)
 
@@ -353,7 +358,7 @@ func TestPublisherOutlivesAnOutage(t *testing.T) {
 	// Wait for failed attempts, then check the publisher is still short of
 	// the revocation.
 	deadline := time.Now().Add(20 * time.Second)
-	for p.Errors() < 2 {
+	for p.Failures() < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("no failed attempt while the directory is down")
 		}
@@ -385,7 +390,10 @@ func TestSweep(t *testing.T) {
 	}
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
-	r.run(t, p)()
+	if err := p.Reconcile(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
 
 	conn := srv.Admin()
 	defer conn.Close()
@@ -439,8 +447,9 @@ func TestSweep(t *testing.T) {
 }
 
 // TestRefusedEntry: a value the directory refuses (here a constraint on mail)
-// does not stop publication; the subject's entry is removed rather than left
-// with values the subject no longer has, and the next subject is published.
+// does not stop publication; the subject's entry is written without it rather
+// than left with values the subject no longer has, and the next subject is
+// published.
 func TestRefusedEntry(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{Modules: []string{"constraint"},
 		Config: "overlay constraint\nconstraint_attribute mail regex \"^[a-z.]+@example[.]org$\"\n"})
@@ -450,8 +459,8 @@ func TestRefusedEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 	adaID := r.register(t, ada)
-	r.issue(t, adaID, "email-protection")
-	caughtUp := r.run(t, p)
+	adaCert := r.issue(t, adaID, "email-protection")
+	caughtUp, _ := r.run(t, p)
 	caughtUp()
 	if entry(t, srv, adaID) == nil {
 		t.Fatal("no entry")
@@ -462,12 +471,16 @@ func TestRefusedEntry(t *testing.T) {
 	grace := r.register(t, map[string]string{"common_name": "Grace Hopper", "email": "grace@example.org"})
 	graceCert := r.issue(t, grace, "email-protection")
 	caughtUp()
-	if e := entry(t, srv, adaID); e != nil {
-		t.Fatalf("the entry kept its old values after the directory refused the new ones: %v", e.Attributes)
+	// The modify and a fresh add are refused; the entry is written with cn,
+	// sn and the certificate only: the old address is gone.
+	e := entry(t, srv, adaID)
+	wantCerts(t, e, adaCert)
+	if e.GetAttributeValue("mail") != "" || e.GetAttributeValue("cn") != "Ada Lovelace" {
+		t.Fatalf("the entry after the refusal: %v", e.Attributes)
 	}
 	wantCerts(t, entry(t, srv, grace), graceCert)
-	if p.Errors() != 1 || !strings.Contains(r.logs.String(), "Constraint Violation") {
-		t.Fatalf("%d failures; logs:\n%s", p.Errors(), r.logs.String())
+	if p.Failures() != 2 || !strings.Contains(r.logs.String(), "Constraint Violation") {
+		t.Fatalf("%d failures; logs:\n%s", p.Failures(), r.logs.String())
 	}
 	noPersonalData(t, r.logs.String())
 }
@@ -530,13 +543,18 @@ func TestCheckpoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.run(t, p)()
+			wait, stop := r.run(t, p)
+			if !c.republish && p.Applied() != 0 && p.Applied() != c.appliedNow {
+				t.Fatalf("applied %d at start, want the checkpoint's %d", p.Applied(), c.appliedNow)
+			}
+			wait()
 			if got := entry(t, srv, id) != nil; got != c.republish {
 				t.Fatalf("entry republished: %v, want %v", got, c.republish)
 			}
 			if c.republish {
 				wantCerts(t, entry(t, srv, id), issued)
 			}
+			stop()
 			if cp := cps.get(); cp.Position != r.head(t) || cp.Target != saved.Target {
 				t.Fatalf("checkpoint after the run: %+v", cp)
 			}
@@ -684,5 +702,47 @@ func TestTLS(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestIdentityErasureAndFallbacks: with only email published, cn and sn fall
+// back to the address; a deletion is followed; and an erasure of the identity
+// key group alone removes the entry, since every certificate carries it.
+func TestIdentityErasureAndFallbacks(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	opts := r.options(srv, &memCheckpoints{})
+	opts.Attributes = []string{"email"}
+	p, err := directory.New(opts, r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, map[string]string{"common_name": "Grace Hopper", "email": "grace@example.org"})
+	old, kept := r.issue(t, id, "email-protection"), r.issue(t, id, "email-protection")
+	caughtUp, _ := r.run(t, p)
+	caughtUp()
+	e := entry(t, srv, id)
+	wantCerts(t, e, old, kept)
+	if e.GetAttributeValue("cn") != "grace@example.org" || e.GetAttributeValue("sn") != "grace@example.org" || e.GetAttributeValue("mail") != "grace@example.org" {
+		t.Fatalf("entry: %v", e.Attributes)
+	}
+	if err := r.h.RevokeCertificate(context.Background(), officer, old.Serial, domain.ReasonSuperseded); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.h.DeleteCertificate(context.Background(), officer, old.Serial, false); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	wantCerts(t, entry(t, srv, id), kept)
+
+	if err := r.h.EraseSubject(context.Background(), compliance, id, []string{domain.GroupIdentity}, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	if e := entry(t, srv, id); e != nil {
+		t.Fatalf("the entry outlived the erasure of the identity group: %v", e.Attributes)
+	}
+	if p.Failures() != 0 {
+		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
 	}
 }

@@ -18,9 +18,12 @@ import (
 const (
 	firstRetry = 200 * time.Millisecond
 	lastRetry  = 30 * time.Second
-	// saveEvery bounds how long a checkpoint past events that changed no entry
-	// stays unsaved.
+	// saveEvery bounds how long a checkpoint stays unsaved while events
+	// arrive. Replays are idempotent, so a crash costs only their repetition.
 	saveEvery = time.Second
+	// maxAttempts is how many times in a row what may be published of a
+	// subject can fail to be read before its entry is removed instead.
+	maxAttempts = 5
 )
 
 // Run publishes the ledger's events from the checkpoint on until ctx ends (it
@@ -50,6 +53,7 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 			return
 		}
 		if err := p.opts.Checkpoints.Save(ctx, pending); err != nil {
+			p.failed()
 			p.log.Warn("directory: the checkpoint was not saved; publication will resume from the last one saved", "error", err)
 			return
 		}
@@ -73,13 +77,13 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 			return err
 		}
 		if changes {
-			if err := p.retry(ctx, id, func() error { return p.Reconcile(ctx, id) }); err != nil {
+			if err := p.reconcileUntilDone(ctx, id); err != nil {
 				return err
 			}
 		}
 		p.advance(e.Position)
 		pending = Checkpoint{Target: p.target, Position: e.Position, EventID: e.ID}
-		if changes || time.Since(saved) >= saveEvery {
+		if time.Since(saved) >= saveEvery {
 			save(ctx)
 		}
 	}
@@ -95,10 +99,12 @@ func (p *Publisher) start(ctx context.Context, src projections.Source) (uint64, 
 		return 0, fmt.Errorf("directory: load the checkpoint: %w", err)
 	}
 	if cp.Position == 0 {
+		p.restart()
 		return 1, nil
 	}
 	if cp.Target != p.target {
-		p.log.Info("directory: the directory or base DN changed; publishing from the start", "position", cp.Position)
+		p.log.Info("directory: the directory, base DN, profiles or attributes changed; publishing from the start", "position", cp.Position)
+		p.restart()
 		return 1, nil
 	}
 	head, err := src.Head(ctx)
@@ -107,6 +113,7 @@ func (p *Publisher) start(ctx context.Context, src projections.Source) (uint64, 
 	}
 	if cp.Position > head {
 		p.log.Warn("directory: the checkpoint is past the ledger's head; publishing from the start", "checkpoint", cp.Position, "head", head)
+		p.restart()
 		return 1, nil
 	}
 	for e, err := range src.Follow(ctx, cp.Position) {
@@ -115,6 +122,7 @@ func (p *Publisher) start(ctx context.Context, src projections.Source) (uint64, 
 		}
 		if e.ID != cp.EventID {
 			p.log.Warn("directory: the checkpoint names another event; publishing from the start", "checkpoint", cp.Position)
+			p.restart()
 			return 1, nil
 		}
 		break
@@ -187,6 +195,33 @@ func (p *Publisher) retry(ctx context.Context, id domain.SubjectID, f func() err
 	}
 }
 
+// reconcileUntilDone reconciles id until it succeeds or ctx ends. When what
+// may be published of the subject cannot be read maxAttempts times in a row,
+// its entry is removed instead.
+func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID) error {
+	attempts := 0
+	return p.retry(ctx, id, func() error {
+		attempts++
+		err := p.Reconcile(ctx, id)
+		var u unreadable
+		if err == nil || attempts < maxAttempts || !errors.As(err, &u) {
+			return err
+		}
+		if rerr := p.remove(ctx, p.dn(id)); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+		p.failed()
+		p.log.Warn("directory: what may be published of the subject could not be read; its entry is removed", "subject", id, "error", describe(err))
+		return nil
+	})
+}
+
+// unreadable is a failure to read what may be published of a subject.
+type unreadable struct{ err error }
+
+func (u unreadable) Error() string { return "read the publication: " + u.err.Error() }
+func (u unreadable) Unwrap() error { return u.err }
+
 // Reconcile makes subject id's entry match what may be published of it now.
 // Reconciles run one at a time, each reading the subject after the one before
 // wrote, so the last write always reflects the latest read.
@@ -195,7 +230,7 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 	defer p.reconcileMu.Unlock()
 	pub, err := p.subjects.Publication(ctx, id)
 	if err != nil {
-		return err
+		return unreadable{err}
 	}
 	var certs []string
 	for _, c := range pub.Certificates {
@@ -208,7 +243,34 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 		return p.remove(ctx, dn)
 	}
 	values := p.values(id, pub.Attributes, certs)
-	err = p.withConn(ctx, func(conn *ldap.Conn) error {
+	minimal := map[string][]string{"cn": values["cn"], "sn": values["sn"], certificateAttribute: certs}
+	// The directory may refuse values for good (its schema or a constraint):
+	// retrying cannot help. Then the entry is written anew (an entry made by
+	// someone else may have other object classes), then with cn, sn and the
+	// certificates only, and if even that is refused it is removed: keeping
+	// it would keep values the subject no longer has.
+	attempts := []func(*ldap.Conn) error{
+		func(conn *ldap.Conn) error { return put(conn, dn, id, values, true) },
+		func(conn *ldap.Conn) error { return put(conn, dn, id, values, false) },
+		func(conn *ldap.Conn) error { return put(conn, dn, id, minimal, false) },
+	}
+	for _, attempt := range attempts {
+		err = p.withConn(ctx, attempt)
+		if !refused(err) {
+			return err
+		}
+		p.failed()
+		p.log.Warn("directory: the directory refused the subject's entry", "subject", id, "error", describe(err))
+	}
+	p.log.Warn("directory: the subject's entry is removed", "subject", id)
+	return p.remove(ctx, dn)
+}
+
+// put writes values to the entry dn: with modify, replacing every managed
+// attribute (and adding the entry when it is missing), or by deleting any
+// entry there and adding it anew.
+func put(conn *ldap.Conn, dn string, id domain.SubjectID, values map[string][]string, modify bool) error {
+	if modify {
 		mod := ldap.NewModifyRequest(dn, nil)
 		for _, name := range managed {
 			mod.Replace(name, values[name])
@@ -217,27 +279,18 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 		if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
 			return err
 		}
-		add := ldap.NewAddRequest(dn, nil)
-		add.Attribute("objectClass", objectClasses)
-		add.Attribute("uid", []string{string(id)})
-		for _, name := range managed {
-			if len(values[name]) > 0 {
-				add.Attribute(name, values[name])
-			}
-		}
-		return conn.Add(add)
-	})
-	if refused(err) {
-		// The directory will not take these values (its schema or a
-		// constraint refuses one): retrying cannot help, and keeping the
-		// entry would keep values the subject no longer has. The entry is
-		// removed and the refusal logged; the next change of the subject
-		// tries again.
-		p.failed()
-		p.log.Warn("directory: the directory refused the subject's entry; it is removed", "subject", id, "error", describe(err))
-		return p.remove(ctx, dn)
+	} else if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil && !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return err
 	}
-	return err
+	add := ldap.NewAddRequest(dn, nil)
+	add.Attribute("objectClass", objectClasses)
+	add.Attribute("uid", []string{string(id)})
+	for _, name := range managed {
+		if len(values[name]) > 0 {
+			add.Attribute(name, values[name])
+		}
+	}
+	return conn.Add(add)
 }
 
 // remove deletes the entry dn; a missing entry is no error.
@@ -289,66 +342,77 @@ func (p *Publisher) values(id domain.SubjectID, attrs map[string]string, certs [
 }
 
 // Sweep makes every entry of the base DN named by a subject id match what may
-// be published of its subject now, and returns how many it checked.
+// be published of its subject now, and returns how many it checked. When the
+// listing fails part way (a size limit of the bind DN, say) the entries listed
+// are still checked, and the error is returned after.
 func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 	var ids []domain.SubjectID
-	err := p.withConn(ctx, func(conn *ldap.Conn) error {
-		req := ldap.NewSearchRequest(p.base.String(), ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
+	listErr := p.withConn(ctx, func(conn *ldap.Conn) error {
+		req := ldap.NewSearchRequest(p.opts.BaseDN, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
 			"(uid=*)", []string{"uid"}, nil)
 		res, err := conn.SearchWithPaging(req, 500)
-		if err != nil {
-			return err
-		}
-		for _, e := range res.Entries {
-			for _, v := range e.GetAttributeValues("uid") {
-				id := domain.SubjectID(v)
-				if !id.Valid() {
-					continue
-				}
-				if dn, err := ldap.ParseDN(e.DN); err == nil && dn.EqualFold(mustDN(p.dn(id))) {
+		if res != nil {
+			for _, e := range res.Entries {
+				if id, ok := p.subjectEntry(e); ok {
 					ids = append(ids, id)
 				}
 			}
 		}
-		return nil
+		return err
 	})
-	if err != nil {
-		return 0, err
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
 	for i, id := range ids {
-		if err := p.retry(ctx, id, func() error { return p.Reconcile(ctx, id) }); err != nil {
+		if err := p.reconcileUntilDone(ctx, id); err != nil {
 			return i, err
 		}
 	}
-	return len(ids), nil
+	return len(ids), listErr
 }
 
-func mustDN(s string) *ldap.DN {
-	dn, err := ldap.ParseDN(s)
-	if err != nil {
-		panic(err) // p.dn of a valid id under a parsed base always parses
+// subjectEntry returns the subject e is the entry of: e must be named
+// uid=<subject id> directly under the base DN.
+func (p *Publisher) subjectEntry(e *ldap.Entry) (domain.SubjectID, bool) {
+	dn, err := ldap.ParseDN(e.DN)
+	if err != nil || len(dn.RDNs) != len(p.base.RDNs)+1 || len(dn.RDNs[0].Attributes) != 1 {
+		return "", false
 	}
-	return dn
+	rdn := dn.RDNs[0].Attributes[0]
+	id := domain.SubjectID(rdn.Value)
+	if !strings.EqualFold(rdn.Type, "uid") || !id.Valid() || !(&ldap.DN{RDNs: dn.RDNs[1:]}).EqualFold(p.base) {
+		return "", false
+	}
+	return id, true
 }
 
+// sweepLoop sweeps at start and every SweepInterval; a failed sweep is
+// retried with backoff (up to the interval) until one succeeds.
 func (p *Publisher) sweepLoop(ctx context.Context) {
+	delay := firstRetry
 	for {
 		start := time.Now()
 		n, err := p.Sweep(ctx)
 		if ctx.Err() != nil {
 			return
 		}
+		wait := p.opts.SweepInterval
 		if err != nil {
 			p.failed()
-			p.log.Warn("directory: the sweep failed", "error", describe(err))
+			if wait < 0 || delay < wait {
+				wait = delay
+			}
+			delay = min(2*delay, lastRetry)
+			p.log.Warn("directory: the sweep failed; retrying", "checked", n, "error", describe(err), "retry_in", wait)
 		} else {
+			delay = firstRetry
 			p.log.Info("directory: swept", "entries", n, "took", time.Since(start).Round(time.Millisecond))
-		}
-		if p.opts.SweepInterval < 0 {
-			return
+			if wait < 0 {
+				return
+			}
 		}
 		select {
-		case <-time.After(p.opts.SweepInterval):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return
 		}
@@ -365,13 +429,13 @@ func (p *Publisher) withConn(ctx context.Context, f func(*ldap.Conn) error) erro
 	if p.conn == nil {
 		conn, err := p.dial(ctx)
 		if err != nil {
-			return err
+			return sanitize(err)
 		}
 		p.conn = conn
 	}
 	conn := p.conn
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	err := f(conn)
+	err := sanitize(f(conn))
 	if !stop() {
 		p.conn = nil
 		return errors.Join(err, ctx.Err())
@@ -383,6 +447,16 @@ func (p *Publisher) withConn(ctx context.Context, f func(*ldap.Conn) error) erro
 	return err
 }
 
+// sanitize replaces an LDAP result by one that keeps only its code: the
+// server's diagnostic message and matched DN may quote values.
+func sanitize(err error) error {
+	var le *ldap.Error
+	if err == nil || !errors.As(err, &le) || le.ResultCode >= ldap.ErrorNetwork {
+		return err
+	}
+	return &ldap.Error{ResultCode: le.ResultCode, Err: errors.New(ldap.LDAPResultCodeMap[le.ResultCode])}
+}
+
 func (p *Publisher) dropConn() {
 	if p.conn != nil {
 		_ = p.conn.Close()
@@ -391,6 +465,9 @@ func (p *Publisher) dropConn() {
 }
 
 func (p *Publisher) dial(ctx context.Context) (*ldap.Conn, error) {
+	// The TLS handshake of StartTLS has no deadline of its own.
+	ctx, cancel := context.WithTimeout(ctx, p.opts.Timeout)
+	defer cancel()
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
