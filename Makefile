@@ -10,7 +10,8 @@ MODULE  := github.com/caledger/caledger
 # System packages: gcc and libc6-dev build SQLite and the PKCS#11 bindings (cgo);
 # softhsm2 stands in for an HSM in tests; openssl is the outside peer in
 # interoperability tests and the README's examples, which a test runs with curl;
-# slapd is the LDAP directory certificates are published to, and ldap-utils'
+# slapd is the LDAP directory certificates are published to (tests start their
+# own; the package is told to configure no system directory), and ldap-utils'
 # ldapsearch reads it as a mail client would.
 RUN_PACKAGES  := gcc libc6-dev
 TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl slapd ldap-utils
@@ -19,7 +20,7 @@ TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl slapd ldap-utils
 
 help:
 	@echo "make run     build and serve on https://$(ADDR) (publication on http://127.0.0.1:8080) with data in $(DATA)"
-	@echo "make test    every test (installs softhsm2, openssl, gcc if missing)"
+	@echo "make test    every test (installs softhsm2, openssl, curl, slapd, ldap-utils, gcc if missing)"
 	@echo "make bench   benchmarks and the figures of BENCHMARKS.md"
 	@echo "make fuzz    run each fuzz target for FUZZTIME (default 30s)"
 
@@ -76,5 +77,6 @@ apt:
 	  echo "installing:$$missing"; \
 	  sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && \
+	  echo "slapd slapd/no_configuration boolean true" | $$sudo debconf-set-selections && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/directory"
@@ -26,7 +27,8 @@ const directoryCheckpointFile = "directory-checkpoint.json"
 // directoryConfig is caledger.json's "directory": the LDAP directory that
 // certificates are published to (docs/directory.md).
 type directoryConfig struct {
-	// URL is ldap://host[:port], ldaps://host[:port] or ldapi://.
+	// URL is ldap://host[:port], ldaps://host[:port] or
+	// ldapi://<escaped socket path>.
 	URL    string `json:"url"`
 	BindDN string `json:"bind_dn,omitempty"`
 	// PasswordFile holds the bind password (a path relative to the data
@@ -42,8 +44,8 @@ type directoryConfig struct {
 	// defaults (email-protection; common_name and email).
 	Profiles   []string `json:"profiles,omitempty"`
 	Attributes []string `json:"attributes,omitempty"`
-	// SweepInterval is a Go duration such as "1h" (the default), "0" for the
-	// sweep at start only.
+	// SweepInterval is a Go duration such as "1h" (the default); zero ("0",
+	// "0s") sweeps at start only.
 	SweepInterval string `json:"sweep_interval,omitempty"`
 }
 
@@ -62,9 +64,17 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 	opts := directory.Options{URL: cfg.URL, BindDN: cfg.BindDN, StartTLS: cfg.StartTLS, BaseDN: cfg.BaseDN,
 		Profiles: cfg.Profiles, Attributes: cfg.Attributes, Logger: n.logger,
 		Checkpoints: fileCheckpoints{path: filepath.Join(n.dataDir, directoryCheckpointFile)}}
-	for _, p := range cfg.Profiles {
+	profiles := cfg.Profiles
+	if len(profiles) == 0 {
+		profiles = []string{"email-protection"}
+	}
+	for _, p := range profiles {
 		if !n.issuer.HasProfile(p) {
 			return nil, bad("profile %q does not exist", p)
+		}
+		// Staff credentials say who may act on the CA: not for a directory.
+		if role := n.issuer.ProfileRole(p); role != "" {
+			return nil, bad("profile %q makes %s credentials, which are not published", p, role)
 		}
 	}
 	if cfg.BindDN != "" {
@@ -76,8 +86,14 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 			return nil, bad("password_file: %v", err)
 		}
 		opts.Password = strings.TrimRight(string(pw), "\r\n")
+		if opts.Password == "" {
+			return nil, bad("password_file %s is empty", cfg.PasswordFile)
+		}
 	}
 	if cfg.CAFile != "" {
+		if !strings.HasPrefix(cfg.URL, "ldaps://") && !cfg.StartTLS {
+			return nil, bad("ca_file applies to ldaps:// URLs and start_tls only")
+		}
 		pem, err := os.ReadFile(inData(cfg.CAFile))
 		if err != nil {
 			return nil, bad("ca_file: %v", err)
@@ -88,16 +104,15 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 		}
 		opts.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	}
-	switch cfg.SweepInterval {
-	case "":
-	case "0":
-		opts.SweepInterval = -1
-	default:
+	if cfg.SweepInterval != "" {
 		d, err := time.ParseDuration(cfg.SweepInterval)
-		if err != nil || d <= 0 {
-			return nil, bad("sweep_interval %q is not a positive duration such as 1h", cfg.SweepInterval)
+		if err != nil || d < 0 {
+			return nil, bad("sweep_interval %q is not a duration such as 1h (or 0: at start only)", cfg.SweepInterval)
 		}
 		opts.SweepInterval = d
+		if d == 0 {
+			opts.SweepInterval = -1
+		}
 	}
 	p, err := directory.New(opts, n.handlers)
 	if err != nil {
@@ -114,7 +129,7 @@ func (n *node) runDirectory(ctx context.Context, p *directory.Publisher) {
 // directoryErasure reports whether the publisher has published the subject's
 // latest erasure (its entry is gone, or holds nothing of the erased groups),
 // waiting up to wait for it.
-func (n *node) directoryErasure(p *directory.Publisher) func(ctx context.Context, id domain.SubjectID, wait time.Duration) (bool, error) {
+func (n *node) directoryErasure(p *directory.Publisher) api.DirectoryErasure {
 	return func(ctx context.Context, id domain.SubjectID, wait time.Duration) (bool, error) {
 		var last uint64
 		for e, err := range n.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
@@ -167,11 +182,12 @@ func (n *node) directoryCollector(p *directory.Publisher) prometheus.Collector {
 	behind := prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet.", nil, nil)
 	failures := prometheus.NewDesc("caledger_directory_failures_total", "Attempts to update the LDAP directory that failed (see the logs; they are retried).", nil, nil)
 	return collectorFunc{descs: []*prometheus.Desc{behind, failures}, collect: func(ch chan<- prometheus.Metric) {
-		ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(p.Errors()))
+		ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(p.Failures()))
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 		defer cancel()
 		h, err := n.store.Head(ctx)
 		if err != nil {
+			ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, -1)
 			return
 		}
 		ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, float64(h-min(h, p.Applied())))
