@@ -180,7 +180,7 @@ func (f fileCheckpoints) Save(_ context.Context, c directory.Checkpoint) error {
 // it has not published yet, and how many attempts failed.
 func (n *node) directoryCollector(p *directory.Publisher) prometheus.Collector {
 	behind := prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet.", nil, nil)
-	failures := prometheus.NewDesc("caledger_directory_failures_total", "Attempts to update the LDAP directory that failed (see the logs; they are retried).", nil, nil)
+	failures := prometheus.NewDesc("caledger_directory_failures_total", "Failures of the LDAP directory publisher: writes that failed (retried), values the directory refused, subjects whose publication could not be read, failed sweeps and checkpoint saves (see the logs).", nil, nil)
 	return collectorFunc{descs: []*prometheus.Desc{behind, failures}, collect: func(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(p.Failures()))
 		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)

@@ -35,7 +35,8 @@
 // good (schema, constraints) are dropped down to cn, sn and the certificates,
 // and, if even those are refused, the entry is removed. When what may be
 // published cannot be read (the vault fails) maxAttempts times in a row, the
-// entry is removed: publishing less is always safe.
+// entry is removed, since publishing less is always safe, and the sweep
+// retries the subject with backoff until it can be read.
 //
 // A sweep, at start and then every Options.SweepInterval, makes every entry of
 // the base DN named by a subject id match too: it removes expired certificates
@@ -78,8 +79,9 @@ type Subjects interface {
 
 // Checkpoint is the publisher's progress, kept by a CheckpointStore.
 type Checkpoint struct {
-	// Target names the directory and base DN published to; a checkpoint of
-	// another target is ignored, and publication starts over from position 1.
+	// Target names the directory, base DN, profiles and attributes published;
+	// a checkpoint of another target is ignored, and publication starts over
+	// from position 1.
 	Target string `json:"target"`
 	// Position and EventID are those of the last event published.
 	Position uint64         `json:"position"`
@@ -165,7 +167,11 @@ type Publisher struct {
 	mu       sync.Mutex // guards the fields below
 	failures uint64     // failed attempts
 	applied  uint64
-	notify   chan struct{} // closed and replaced when applied changes
+	// unpublished are subjects whose entry was removed because what may be
+	// published of them could not be read; the sweeps retry them.
+	unpublished map[domain.SubjectID]bool
+	kick        chan struct{} // signalled when a subject is left unpublished
+	notify      chan struct{} // closed and replaced when applied changes
 }
 
 // New checks opts and returns a publisher; it does not contact the directory.
@@ -199,7 +205,8 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 		opts.Attributes = []string{"common_name", "email"}
 	}
 	p := &Publisher{opts: opts, subjects: subjects, log: opts.Logger, base: base,
-		profiles: map[string]bool{}, attrs: map[string]bool{}, notify: make(chan struct{})}
+		profiles: map[string]bool{}, attrs: map[string]bool{}, notify: make(chan struct{}),
+		unpublished: map[domain.SubjectID]bool{}, kick: make(chan struct{}, 1)}
 	for _, name := range opts.Profiles {
 		p.profiles[name] = true
 	}

@@ -746,3 +746,62 @@ func TestIdentityErasureAndFallbacks(t *testing.T) {
 		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
 	}
 }
+
+// failingSubjects fails Publication while fail is set, as a key vault that is
+// down would.
+type failingSubjects struct {
+	directory.Subjects
+	fail atomic.Bool
+}
+
+func (f *failingSubjects) Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error) {
+	if f.fail.Load() {
+		return domain.Publication{}, errors.New("key vault unavailable")
+	}
+	return f.Subjects.Publication(ctx, id)
+}
+
+// TestUnreadablePublication: when what may be published of a subject cannot
+// be read, its entry is removed after maxAttempts tries and publication goes
+// on; once it can be read again, the sweep publishes the entry again.
+func TestUnreadablePublication(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	subjects := &failingSubjects{Subjects: r.h}
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	caughtUp, _ := r.run(t, p)
+	caughtUp()
+	wantCerts(t, entry(t, srv, id), issued)
+
+	subjects.fail.Store(true)
+	if err := r.h.CorrectSubject(context.Background(), officer, id, map[string]string{"email": "ada.lovelace@example.org"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp() // the checkpoint passes the correction once the entry is removed
+	if e := entry(t, srv, id); e != nil {
+		t.Fatalf("the entry kept values that could not be checked: %v", e.Attributes)
+	}
+	if p.Failures() < 5 {
+		t.Fatalf("%d failures, want at least the 5 attempts", p.Failures())
+	}
+
+	subjects.fail.Store(false)
+	deadline := time.Now().Add(30 * time.Second)
+	for entry(t, srv, id) == nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("the entry was not published again once readable; logs:\n%s", r.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e := entry(t, srv, id)
+	wantCerts(t, e, issued)
+	if e.GetAttributeValue("mail") != "ada.lovelace@example.org" {
+		t.Fatalf("mail = %q", e.GetAttributeValue("mail"))
+	}
+	noPersonalData(t, r.logs.String())
+}

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -197,23 +199,54 @@ func (p *Publisher) retry(ctx context.Context, id domain.SubjectID, f func() err
 
 // reconcileUntilDone reconciles id until it succeeds or ctx ends. When what
 // may be published of the subject cannot be read maxAttempts times in a row,
-// its entry is removed instead.
+// its entry is removed instead, and the subject is kept for the sweeps, which
+// reconcile it again until it is read.
 func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID) error {
-	attempts := 0
+	unreadableInARow := 0
 	return p.retry(ctx, id, func() error {
-		attempts++
 		err := p.Reconcile(ctx, id)
 		var u unreadable
-		if err == nil || attempts < maxAttempts || !errors.As(err, &u) {
+		if !errors.As(err, &u) {
+			unreadableInARow = 0
+			if err == nil {
+				p.setUnpublished(id, false)
+			}
+			return err
+		}
+		if unreadableInARow++; unreadableInARow < maxAttempts {
 			return err
 		}
 		if rerr := p.remove(ctx, p.dn(id)); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 		p.failed()
-		p.log.Warn("directory: what may be published of the subject could not be read; its entry is removed", "subject", id, "error", describe(err))
+		p.setUnpublished(id, true)
+		p.log.Warn("directory: what may be published of the subject could not be read; its entry is removed until it can be", "subject", id, "error", describe(err))
 		return nil
 	})
+}
+
+// setUnpublished records (or forgets) a subject whose entry was removed
+// because what may be published of it could not be read.
+func (p *Publisher) setUnpublished(id domain.SubjectID, removed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if removed {
+		p.unpublished[id] = true
+		select {
+		case p.kick <- struct{}{}:
+		default:
+		}
+	} else {
+		delete(p.unpublished, id)
+	}
+}
+
+// pendingUnpublished returns the subjects setUnpublished recorded, sorted.
+func (p *Publisher) pendingUnpublished() []domain.SubjectID {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(maps.Keys(p.unpublished))
 }
 
 // unreadable is a failure to read what may be published of a subject.
@@ -341,10 +374,11 @@ func (p *Publisher) values(id domain.SubjectID, attrs map[string]string, certs [
 	return v
 }
 
-// Sweep makes every entry of the base DN named by a subject id match what may
-// be published of its subject now, and returns how many it checked. When the
-// listing fails part way (a size limit of the bind DN, say) the entries listed
-// are still checked, and the error is returned after.
+// Sweep makes every entry of the base DN named by a subject id, and every
+// subject whose entry was removed because it could not be read, match what
+// may be published of its subject now, and returns how many it checked. When
+// the listing fails part way (a size limit of the bind DN, say) the entries
+// listed are still checked, and the error is returned after.
 func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 	var ids []domain.SubjectID
 	listErr := p.withConn(ctx, func(conn *ldap.Conn) error {
@@ -362,6 +396,11 @@ func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 	})
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
+	}
+	for _, id := range p.pendingUnpublished() {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
 	}
 	for i, id := range ids {
 		if err := p.reconcileUntilDone(ctx, id); err != nil {
@@ -386,8 +425,11 @@ func (p *Publisher) subjectEntry(e *ldap.Entry) (domain.SubjectID, bool) {
 	return id, true
 }
 
-// sweepLoop sweeps at start and every SweepInterval; a failed sweep is
-// retried with backoff (up to the interval) until one succeeds.
+// sweepLoop sweeps at start and every SweepInterval (or only at start, when it
+// is negative); a failed sweep, or one that leaves subjects unpublished
+// because they could not be read, is retried with backoff (up to the
+// interval) until one succeeds, and a subject left unpublished meanwhile
+// brings the next sweep forward.
 func (p *Publisher) sweepLoop(ctx context.Context) {
 	delay := firstRetry
 	for {
@@ -397,6 +439,9 @@ func (p *Publisher) sweepLoop(ctx context.Context) {
 			return
 		}
 		wait := p.opts.SweepInterval
+		if err == nil && len(p.pendingUnpublished()) > 0 {
+			err = errors.New("subjects whose publication could not be read are still unpublished")
+		}
 		if err != nil {
 			p.failed()
 			if wait < 0 || delay < wait {
@@ -407,12 +452,19 @@ func (p *Publisher) sweepLoop(ctx context.Context) {
 		} else {
 			delay = firstRetry
 			p.log.Info("directory: swept", "entries", n, "took", time.Since(start).Round(time.Millisecond))
-			if wait < 0 {
-				return
-			}
+		}
+		var timer <-chan time.Time
+		if wait >= 0 {
+			timer = time.After(wait)
 		}
 		select {
-		case <-time.After(wait):
+		case <-timer:
+		case <-p.kick: // a subject left unpublished: sweep soon
+			select {
+			case <-time.After(firstRetry):
+			case <-ctx.Done():
+				return
+			}
 		case <-ctx.Done():
 			return
 		}
