@@ -87,7 +87,7 @@ func (v *Views) verify(ctx context.Context, src Source) error {
 		}
 		id, ok := ids[cp]
 		if !ok {
-			e, err := eventAt(ctx, src, cp)
+			e, err := EventAt(ctx, src, cp)
 			if err != nil {
 				return err
 			}
@@ -108,9 +108,10 @@ func (v *Views) verify(ctx context.Context, src Source) error {
 	return v.reset(ctx, stale)
 }
 
-// eventAt reads the event at position p, which must be at most the head, so that
-// Follow yields it without waiting.
-func eventAt(ctx context.Context, src Source, p uint64) (domain.Event, error) {
+// EventAt reads the event at position p, which must be at most the head, so that
+// Follow yields it without waiting. The tree and the directory publisher check
+// their checkpoints with it too.
+func EventAt(ctx context.Context, src Source, p uint64) (domain.Event, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	for e, err := range src.Follow(ctx, p) {

@@ -304,7 +304,7 @@ func (v *Views) Lag(ctx context.Context, src Source) (map[string]Lag, error) {
 		}
 		age, ok := ages[cp]
 		if !ok {
-			e, err := eventAt(ctx, src, cp+1)
+			e, err := EventAt(ctx, src, cp+1)
 			if err != nil {
 				return nil, err
 			}

@@ -118,16 +118,14 @@ func (p *Publisher) start(ctx context.Context, src projections.Source) (uint64, 
 		p.restart()
 		return 1, nil
 	}
-	for e, err := range src.Follow(ctx, cp.Position) {
-		if err != nil {
-			return 0, err
-		}
-		if e.ID != cp.EventID {
-			p.log.Warn("directory: the checkpoint names another event; publishing from the start", "checkpoint", cp.Position)
-			p.restart()
-			return 1, nil
-		}
-		break
+	e, err := projections.EventAt(ctx, src, cp.Position)
+	if err != nil {
+		return 0, err
+	}
+	if e.ID != cp.EventID {
+		p.log.Warn("directory: the checkpoint names another event; publishing from the start", "checkpoint", cp.Position)
+		p.restart()
+		return 1, nil
 	}
 	p.advance(cp.Position)
 	return cp.Position + 1, nil
@@ -148,29 +146,30 @@ func (p *Publisher) subjectOf(ctx context.Context, e *domain.Event) (domain.Subj
 		var pl domain.CertificateIssued
 		err := domain.UnmarshalPublic(e, &pl)
 		return pl.SubjectID, err == nil && p.profiles[pl.Profile], err
-	case domain.TypeCertificateRevoked, domain.TypeCertificateDeleted:
-		// The subject and profile are in the certificate's first event.
-		var serial domain.Serial
-		if e.Type == domain.TypeCertificateRevoked {
-			var pl domain.CertificateRevoked
-			if err := domain.UnmarshalPublic(e, &pl); err != nil {
-				return "", false, err
-			}
-			serial = pl.Serial
-		} else {
-			var pl domain.CertificateDeleted
-			if err := domain.UnmarshalPublic(e, &pl); err != nil {
-				return "", false, err
-			}
-			serial = pl.Serial
-		}
-		c, err := p.subjects.CertificateState(ctx, serial)
-		if err != nil {
-			return "", false, err
-		}
-		return c.SubjectID, p.profiles[c.Profile], nil
+	case domain.TypeCertificateRevoked:
+		var pl domain.CertificateRevoked
+		err := domain.UnmarshalPublic(e, &pl)
+		return p.certificateSubject(ctx, pl.Serial, err)
+	case domain.TypeCertificateDeleted:
+		var pl domain.CertificateDeleted
+		err := domain.UnmarshalPublic(e, &pl)
+		return p.certificateSubject(ctx, pl.Serial, err)
 	}
 	return "", false, nil
+}
+
+// certificateSubject returns the subject of certificate serial, and whether
+// its profile is published: both are in the certificate's first event. err is
+// that of decoding the event that named serial.
+func (p *Publisher) certificateSubject(ctx context.Context, serial domain.Serial, err error) (domain.SubjectID, bool, error) {
+	if err != nil {
+		return "", false, err
+	}
+	c, err := p.subjects.CertificateState(ctx, serial)
+	if err != nil {
+		return "", false, err
+	}
+	return c.SubjectID, p.profiles[c.Profile], nil
 }
 
 // retry runs f until it succeeds or ctx ends, logging each failure by its LDAP

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"iter"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,20 +20,14 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/projections"
 	"github.com/caledger/caledger/projections/handoff"
 	"github.com/caledger/caledger/projections/sqlitefile"
 )
 
-// Source is the ledger the tree follows. eventstore.Store implements it, and
-// projections.Source has the same methods.
-type Source interface {
-	// Follow yields every event from position from on, in order, with no gap,
-	// then waits for new ones until ctx ends (it then yields ctx's error) or the
-	// ledger closes.
-	Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event, error]
-	// Head returns the position of the last committed event (0: empty ledger).
-	Head(ctx context.Context) (uint64, error)
-}
+// Source is the ledger the tree follows, as the views follow it.
+// eventstore.Store implements it.
+type Source = projections.Source
 
 // ErrRange is matched (errors.Is) by the errors of Root, InclusionProof and
 // ConsistencyProof for a size or index outside the tree, or an invalid
@@ -542,25 +535,18 @@ func (t *Tree) checkLedger(ctx context.Context, src Source) error {
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for e, err := range src.Follow(rctx, size) {
-		if err != nil {
-			return fmt.Errorf("tree: read ledger: %w", err)
-		}
-		if e.Position != size {
-			return fmt.Errorf("tree: the ledger yielded position %d where %d was due", e.Position, size)
-		}
-		b, err := domain.Encode(&e)
-		if err != nil {
-			return fmt.Errorf("tree: event at position %d: %w", size, err)
-		}
-		if !bytes.Equal(rfc6962.DefaultHasher.HashLeaf(b), want[0]) {
-			return fmt.Errorf("tree: the ledger's event at position %d is not the one the tree holds as leaf %d: the ledger is not the one the tree was built from (restored from an older backup?); delete %s to rebuild the tree", size, size-1, t.path)
-		}
-		return nil
+	e, err := projections.EventAt(ctx, src, size)
+	if err != nil {
+		return fmt.Errorf("tree: %w", err)
 	}
-	return fmt.Errorf("tree: the ledger has no event at position %d", size)
+	b, err := domain.Encode(&e)
+	if err != nil {
+		return fmt.Errorf("tree: event at position %d: %w", size, err)
+	}
+	if !bytes.Equal(rfc6962.DefaultHasher.HashLeaf(b), want[0]) {
+		return fmt.Errorf("tree: the ledger's event at position %d is not the one the tree holds as leaf %d: the ledger is not the one the tree was built from (restored from an older backup?); delete %s to rebuild the tree", size, size-1, t.path)
+	}
+	return nil
 }
 
 // node is a node of the tree with its hash.
