@@ -57,31 +57,9 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 	if p.Attributes, err = h.attributes(ctx, &s, events); err != nil {
 		return Publication{SubjectID: id}, err
 	}
-	// The whole stream, for the versions of the links and erasures.
-	stream, err := h.read(ctx, SubjectStream(id))
-	if err != nil {
-		return Publication{SubjectID: id}, err
-	}
-	var erasedAt uint64
-	linkedAt := map[Serial]uint64{}
-	for i := range stream {
-		e := &stream[i]
-		switch e.Type {
-		case TypeSubjectErased:
-			erasedAt = e.Version
-		case TypeSubjectCertificateLinked:
-			var l SubjectCertificateLinked
-			if err := UnmarshalPublic(e, &l); err != nil {
-				return Publication{SubjectID: id}, unavailable("subject stream", err)
-			}
-			linkedAt[l.Serial] = e.Version
-		}
-	}
 	now := h.Now()
-	for _, serial := range s.Serials {
-		if linkedAt[serial] < erasedAt {
-			continue // its data may include what the erasure covers
-		}
+	// Certificates linked before the latest erasure may carry what it covers.
+	for _, serial := range s.Serials[s.SerialsBeforeErasure:] {
 		c, cevents, err := h.loadCertificateEvents(ctx, serial)
 		if errors.Is(err, ErrNotFound) {
 			continue // a link whose issuance failed

@@ -24,6 +24,10 @@ type Subject struct {
 	Attributes []string
 	// Serials lists the certificates linked to the subject, in order.
 	Serials []Serial
+	// SerialsBeforeErasure counts the Serials linked before the subject's
+	// latest erasure of key groups: those certificates may carry values the
+	// erasure covers.
+	SerialsBeforeErasure int
 }
 
 // Change is an event an aggregate decided on, before a handler gives it an envelope
@@ -65,6 +69,7 @@ func (s *Subject) Apply(e *Event) error {
 		} else {
 			s.ErasedGroups = mergeNames(s.ErasedGroups, p.KeyGroups)
 		}
+		s.SerialsBeforeErasure = len(s.Serials)
 	case TypeSubjectCertificateLinked:
 		var p SubjectCertificateLinked
 		if err := UnmarshalPublic(e, &p); err != nil {
