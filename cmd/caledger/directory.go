@@ -17,7 +17,6 @@ import (
 	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/directory"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // directoryCheckpointFile is where serve keeps the directory publisher's
@@ -174,22 +173,4 @@ func (f fileCheckpoints) Save(_ context.Context, c directory.Checkpoint) error {
 		return err
 	}
 	return writeFileAtomic(f.path, b, 0o600)
-}
-
-// directoryCollector returns the publisher's metrics: how many ledger events
-// it has not published yet, and how many attempts failed.
-func (n *node) directoryCollector(p *directory.Publisher) prometheus.Collector {
-	behind := prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet.", nil, nil)
-	failures := prometheus.NewDesc("caledger_directory_failures_total", "Failures of the LDAP directory publisher: writes that failed (retried), values the directory refused, subjects whose publication could not be read, failed sweeps and checkpoint saves (see the logs).", nil, nil)
-	return collectorFunc{descs: []*prometheus.Desc{behind, failures}, collect: func(ch chan<- prometheus.Metric) {
-		ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(p.Failures()))
-		ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-		defer cancel()
-		h, err := n.store.Head(ctx)
-		if err != nil {
-			ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, -1)
-			return
-		}
-		ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, float64(h-min(h, p.Applied())))
-	}}
 }

@@ -179,10 +179,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	metrics.MustRegister(n.collectors()...)
+	metrics.MustRegister(n.collectors(publisher)...)
 	var directoryErasure api.DirectoryErasure
 	if publisher != nil {
-		metrics.MustRegister(n.directoryCollector(publisher))
 		directoryErasure = n.directoryErasure(publisher)
 	}
 
@@ -286,28 +285,48 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 const scrapeTimeout = 2 * time.Second
 
 // collectors returns the node's metrics: the ledger head, each view's lag,
-// and the Merkle tree's size and lag.
-func (n *node) collectors() []prometheus.Collector {
+// the Merkle tree's size and lag, and the directory publisher's lag and
+// failures when dir is not nil.
+func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
 	behind := prometheus.NewDesc("caledger_view_lag_events", "Ledger events a view has not applied yet.", []string{"view"}, nil)
 	head := prometheus.NewDesc("caledger_ledger_head_position", "Global position of the last event committed to the ledger.", nil, nil)
 	treeSize := prometheus.NewDesc("caledger_ledger_tree_size", "Events the ledger's Merkle tree covers: the size of the checkpoints it signs.", nil, nil)
 	treeBehind := prometheus.NewDesc("caledger_ledger_tree_lag_events", "Ledger events the Merkle tree does not cover yet. It grows without bound when the tree stopped (see the logs).", nil, nil)
+	headDescs := []*prometheus.Desc{head, treeSize, treeBehind}
+	var dirBehind, dirFailures *prometheus.Desc
+	if dir != nil {
+		dirBehind = prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet (-1: the head could not be read).", nil, nil)
+		dirFailures = prometheus.NewDesc("caledger_directory_failures_total", "Failures of the LDAP directory publisher: writes that failed (retried), values the directory refused, subjects whose publication could not be read, failed sweeps and checkpoint saves (see the logs).", nil, nil)
+		headDescs = append(headDescs, dirBehind, dirFailures)
+	}
 	return []prometheus.Collector{
-		// One read of the head serves the head and the tree's lag.
-		collectorFunc{descs: []*prometheus.Desc{head, treeSize, treeBehind}, collect: func(ch chan<- prometheus.Metric) {
+		// One read of the head serves the head and the lags of the tree and
+		// the directory.
+		collectorFunc{descs: headDescs, collect: func(ch chan<- prometheus.Metric) {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 			defer cancel()
-			// The size first: read after the head, it could pass it.
+			// The positions first: read after the head, they could pass it.
 			size := n.tree.Size()
 			ch <- prometheus.MustNewConstMetric(treeSize, prometheus.GaugeValue, float64(size))
+			var published uint64
+			if dir != nil {
+				published = dir.Applied()
+				ch <- prometheus.MustNewConstMetric(dirFailures, prometheus.CounterValue, float64(dir.Failures()))
+			}
 			h, err := n.store.Head(ctx)
 			if err != nil {
 				ch <- prometheus.MustNewConstMetric(head, prometheus.GaugeValue, -1)
+				if dir != nil {
+					ch <- prometheus.MustNewConstMetric(dirBehind, prometheus.GaugeValue, -1)
+				}
 				return
 			}
 			ch <- prometheus.MustNewConstMetric(head, prometheus.GaugeValue, float64(h))
 			ch <- prometheus.MustNewConstMetric(treeBehind, prometheus.GaugeValue, float64(h-min(h, size)))
+			if dir != nil {
+				ch <- prometheus.MustNewConstMetric(dirBehind, prometheus.GaugeValue, float64(h-min(h, published)))
+			}
 		}},
 		collectorFunc{descs: []*prometheus.Desc{lag, behind}, collect: func(ch chan<- prometheus.Metric) {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
