@@ -200,7 +200,10 @@ func TestRules(t *testing.T) {
 			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1"}, "", "")
 		}, "position 3: certificate"},
 		{"a serial that is not one", func(l *ledger) {
-			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1\nOK: all verified"}, "", "")
+			l.add("cert-a1", domain.CertificateRevoked{Serial: "a1\nOK: all verified ada@example.org"}, "", "")
+		}, "position 1: malformed"},
+		{"a subject id that is not one", func(l *ledger) {
+			l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: "ada@example.org", Basis: domain.BasisErasureRequest}, "", "")
 		}, "position 1: malformed"},
 		{"sealed after the race window", func(l *ledger) {
 			l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
@@ -243,6 +246,9 @@ func TestRules(t *testing.T) {
 			f, total := r.Findings()
 			if total != 1 || len(f) != 1 || !strings.HasPrefix(f[0].String(), tc.want+": ") {
 				t.Fatalf("findings (%d):\n%s\nwant one %q", total, findings(r), tc.want)
+			}
+			if strings.Contains(findings(r), "ada@") {
+				t.Fatalf("a finding repeats the value the server put there:\n%s", findings(r))
 			}
 			if root, _ := r.Root(); r.Size() != uint64(len(l.events)) || !bytes.Equal(root, mth(l.events)) {
 				t.Fatalf("size %d root %x, want %d %x", r.Size(), root, len(l.events), mth(l.events))
