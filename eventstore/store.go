@@ -112,14 +112,16 @@ type EncodedEvent struct {
 }
 
 // VersionMismatch checks the versions the caller set in an append's events (0:
-// none) against those they get when appended to a stream at version current. It
-// returns nil if every one matches, else wrong (the store's
-// *domain.WrongVersionError) wrapped with the first event that does not, which is
-// how every Store reports it.
-func VersionMismatch(versions []uint64, current uint64, wrong error) error {
+// none) against those they get when appended to stream at version current, the
+// append expecting expected. It returns nil if every one matches, else a
+// *domain.WrongVersionError wrapped with the first event that does not, which is
+// how every Store reports it. The error is built only then: this runs for every
+// append.
+func VersionMismatch(versions []uint64, stream string, expected domain.Expected, current uint64) error {
 	for i, v := range versions {
 		if v != 0 && v != current+uint64(i)+1 {
-			return fmt.Errorf("event %d was made for version %d: %w", i, v, wrong)
+			return fmt.Errorf("event %d was made for version %d: %w", i, v,
+				&domain.WrongVersionError{Stream: stream, Expected: expected, Actual: current})
 		}
 	}
 	return nil

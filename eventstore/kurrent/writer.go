@@ -175,7 +175,7 @@ func (r *request) wrongVersion(actual uint64) error {
 	// As in the embedded store: the expected version is checked first, then
 	// the versions the events were made for.
 	if r.expected.Allows(actual) {
-		if mismatch := eventstore.VersionMismatch(r.versions, actual, err); mismatch != nil {
+		if mismatch := eventstore.VersionMismatch(r.versions, r.stream, r.expected, actual); mismatch != nil {
 			return mismatch
 		}
 	}

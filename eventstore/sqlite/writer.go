@@ -237,8 +237,7 @@ func (s *Store) commit(group []*request) {
 			r.reply(domain.Appended{}, &domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current})
 			continue
 		}
-		if err := eventstore.VersionMismatch(r.versions, current,
-			&domain.WrongVersionError{Stream: r.stream, Expected: r.expected, Actual: current}); err != nil {
+		if err := eventstore.VersionMismatch(r.versions, r.stream, r.expected, current); err != nil {
 			r.reply(domain.Appended{}, err)
 			continue
 		}
