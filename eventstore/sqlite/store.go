@@ -86,6 +86,10 @@ type Store struct {
 
 var _ eventstore.Store = (*Store)(nil)
 
+// ErrInUse is matched by the error of Open when another process (or another
+// Store in this one) has the directory open.
+var ErrInUse = errors.New("in use by another process")
+
 const (
 	ledgerFile = "ledger.db"
 	indexFile  = "ledger-index.db"
@@ -427,7 +431,7 @@ func lockDir(path string) (*os.File, error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("event store: %s is in use by another process", filepath.Dir(path))
+			return nil, fmt.Errorf("event store: %s: %w", filepath.Dir(path), ErrInUse)
 		}
 		return nil, fmt.Errorf("event store: lock %s: %w", path, err)
 	}
