@@ -646,3 +646,86 @@ func checkGroup(group string) error {
 	}
 	return nil
 }
+
+// Backup writes to dst, a file that must not exist, a consistent copy of the
+// vault file at path, which may be open meanwhile, in this process or another
+// (a running server): SQLite copies it inside one read transaction (VACUUM
+// INTO). The copy holds the live rows only (wrapped keys, shred tombstones,
+// KEK ids): it is built afresh, so no page of a shredded key, in the file's
+// free pages or its -wal, is carried into it. It is made with mode 0600,
+// checked and synced.
+//
+// A backup holds every key that was not yet shredded when it was taken: it
+// must be kept no longer than erasures may take, and restoring it must
+// shred again every erasure the ledger records (docs/backup.md).
+func Backup(ctx context.Context, path, dst string) (err error) {
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("keyvault backup: %w", err)
+	}
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("keyvault backup: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("keyvault backup: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	if err := vacuumInto(ctx, path, dst); err != nil {
+		return fmt.Errorf("keyvault backup: %w", err)
+	}
+	if f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
+		return fmt.Errorf("keyvault backup: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(dst))
+	}
+	if err != nil {
+		return fmt.Errorf("keyvault backup: sync %s: %w", dst, err)
+	}
+	return nil
+}
+
+// vacuumInto copies the vault file src into the empty file dst and checks the
+// copy. The connection to src sets no pragma: it changes nothing there.
+func vacuumInto(ctx context.Context, src, dst string) error {
+	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
+	db, err := sql.Open("sqlite3", "file:"+p.Replace(src)+"?_busy_timeout="+strconv.Itoa(busyTimeoutMS))
+	if err != nil {
+		return err
+	}
+	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, dst)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
+	}
+	c, err := sql.Open("sqlite3", "file:"+p.Replace(dst))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var check string
+	var version int
+	if err := c.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
+		return fmt.Errorf("check the copy: %w", err)
+	}
+	if check != "ok" {
+		return fmt.Errorf("check the copy: %s", check)
+	}
+	if err := c.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
+		return fmt.Errorf("check the copy: %w", err)
+	}
+	if version < 1 || version > schemaVersion {
+		return fmt.Errorf("the copy has schema version %d, this program knows 1 to %d", version, schemaVersion)
+	}
+	return nil
+}

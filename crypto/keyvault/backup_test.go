@@ -1,0 +1,106 @@
+package keyvault
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/domain"
+)
+
+// TestBackup: a copy of an open vault holds the surviving keys and the
+// tombstones, and no byte of a shredded key.
+func TestBackup(t *testing.T) {
+	ctx := context.Background()
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "vault.db")
+	v, err := Open(ctx, path, k, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	const n = 60
+	subjects := make([]domain.SubjectID, n)
+	sealed := make([]domain.Sealed, n)
+	for i := range subjects {
+		if subjects[i], err = domain.NewSubjectID(rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range []string{"profile", "nid"} {
+			if sealed[i], err = v.Seal(ctx, subjects[i], g, []byte("x"), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var all []keyBytes
+	for _, s := range subjects {
+		for _, g := range []string{"profile", "nid"} {
+			all = append(all, readKey(t, v, s, g))
+		}
+	}
+	victim := subjects[5]
+	if err := v.Shred(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "vault.db")
+	if err := Backup(ctx, path, dst); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("backup mode %v, want 0600", st.Mode().Perm())
+	}
+	files := vaultFiles(t, dir)
+	var survivors [][]byte
+	for _, kb := range all {
+		if kb.subject != victim {
+			survivors = append(survivors, kb.wrapped)
+		}
+	}
+	for _, kb := range all {
+		if kb.subject == victim {
+			if where := leaked(files, kb.wrapped, survivors); len(where) > 0 {
+				t.Errorf("shredded %s/%s: wrapped key bytes in the backup at %v", kb.subject, kb.group, where)
+			}
+		} else if !foundWhole(files, kb.wrapped) {
+			t.Errorf("surviving %s/%s: wrapped key not in the backup", kb.subject, kb.group)
+		}
+	}
+
+	b, err := Open(ctx, dst, k, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Open(ctx, &sealed[6], nil); err != nil {
+		t.Errorf("a surviving key does not open in the backup: %v", err)
+	}
+	if _, err := b.Seal(ctx, victim, "profile", []byte("y"), nil); !errors.Is(err, domain.ErrShredded) {
+		t.Errorf("Seal for a shredded subject in the backup gave %v, want ErrShredded (the tombstone must be carried)", err)
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "taken"), []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := Backup(ctx, path, filepath.Join(dir, "taken")); err == nil {
+		t.Error("Backup over an existing file succeeded")
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "taken")); string(got) != "keep" {
+		t.Errorf("Backup changed an existing file: %q", got)
+	}
+	if err := Backup(ctx, filepath.Join(t.TempDir(), "none.db"), filepath.Join(dir, "none.db")); err == nil {
+		t.Error("Backup of a missing vault succeeded")
+	}
+}
