@@ -47,6 +47,10 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return runProjections(ctx, rest, env, stdout, stderr)
 	case "audit":
 		return runAudit(ctx, rest, env, stdout, stderr)
+	case "backup":
+		return runBackup(ctx, rest, env, stdout, stderr)
+	case "restore":
+		return runRestore(ctx, rest, env, stdout, stderr)
 	case "verify-erasure":
 		return runVerifyErasure(ctx, rest, env, stdout, stderr)
 	case "version":
@@ -76,6 +80,8 @@ Commands:
                 recreate the views from the ledger
   audit         verify the ledger over the API as an auditor: signed checkpoint,
                 Merkle root, consistency with the last audit, public rules
+  backup        write a backup of the data directory, with the server running or not
+  restore       restore a backup into a new data directory
   verify-erasure
                 check offline that an erasure receipt's erasure is in the ledger
   version       print the version

@@ -1,0 +1,507 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/secretfile"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlite"
+)
+
+// A backup is a directory: the files below, at their paths in the data
+// directory, and manifest.json, which lists them with their SHA-256 sums.
+// docs/backup.md describes it.
+const (
+	backupManifestFile = "manifest.json"
+	backupFormat       = "caledger-backup/1"
+	// maxBackupManifest bounds what is read of a manifest; one lists a few
+	// dozen files.
+	maxBackupManifest = 1 << 20
+	// maxKEKFile bounds what is read of a KEK file given to restore.
+	maxKEKFile = 64 << 10
+)
+
+// backupLedgerFile is the ledger's copy in a backup.
+const backupLedgerFile = ledgerDir + "/ledger.db"
+
+// plainFile is a file a backup copies as it is.
+type plainFile struct {
+	rel      string
+	optional bool // the checkpoint key appears on the first serve
+}
+
+// backupPlainFiles are the files copied as they are. The ledger and the vault
+// are copied by their own packages, and every file of caKeysDir is copied.
+func backupPlainFiles() []plainFile {
+	return []plainFile{
+		{configFile, false},
+		{rootPEM, false},
+		{tlsCertFile, false},
+		{tlsKeyFile, false},
+		{checkpointKeyFile, true},
+		{checkpointVKeyFile, true},
+	}
+}
+
+// backupManifest is manifest.json. It holds no personal data: paths, sizes,
+// sums, the ledger's head and the time.
+type backupManifest struct {
+	Format  string    `json:"format"`
+	Created time.Time `json:"created"`
+	Version string    `json:"caledger_version"`
+	// LedgerHead is the position of the last event the backup's ledger
+	// holds: the backup's point in time.
+	LedgerHead uint64       `json:"ledger_head"`
+	Files      []backupFile `json:"files"`
+}
+
+type backupFile struct {
+	Path   string `json:"path"` // slash-separated, relative to the data directory
+	Mode   uint32 `json:"mode"` // permission bits
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
+}
+
+// backupPathAllowed reports whether rel may appear in a backup: the known
+// files, and plain file names in caKeysDir. restore writes nothing else.
+func backupPathAllowed(rel string) bool {
+	if !fs.ValidPath(rel) || strings.Contains(rel, "\\") {
+		return false
+	}
+	switch rel {
+	case backupLedgerFile, vaultFile:
+		return true
+	}
+	for _, f := range backupPlainFiles() {
+		if rel == f.rel {
+			return true
+		}
+	}
+	dir, name := path.Split(rel)
+	return dir == caKeysDir+"/" && name != "" && !strings.HasPrefix(name, ".")
+}
+
+func runBackup(ctx context.Context, args []string, env func(string) string, stdout, _ io.Writer) error {
+	flags := flag.NewFlagSet("backup", flag.ContinueOnError)
+	dataDir := flags.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
+	out := flags.String("out", "", "the backup `directory` to create; it must not exist, or be empty")
+	setUsage(flags, "backup --out DIR [--data DIR]", `Write a backup of the data directory to a new directory, with the server
+running or stopped. The ledger and the key vault are copied inside SQLite read
+transactions, the ledger first: the backup's point in time is the ledger's
+last event. Also copied: caledger.json, the CA certificate, the software CA
+keys (wrapped by the KEK), the checkpoint key and the server's TLS
+credential, with a manifest of SHA-256 sums.
+
+Left out: the KEK (keys/kek.json; keep a copy apart from the backups), the
+views and the Merkle tree (rebuilt on restore), the directory publisher's
+checkpoint (everything is republished) and the first admin credential.
+'caledger restore' puts a backup back. docs/backup.md has the details.`)
+	if help, err := parseFlags(flags, args, stdout); help || err != nil {
+		return err
+	}
+	if *out == "" {
+		return &usageError{msg: "backup: --out is required (run 'caledger backup -h')"}
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	target, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return err
+	}
+	if cfg.Store == "kurrent" {
+		return errors.New("backup: this data directory's ledger and data keys are in the KurrentDB cluster; back the cluster up with its own tools (docs/distributed.md)")
+	}
+	if rel, err := filepath.Rel(dir, target); err == nil && filepath.IsLocal(rel) {
+		return fmt.Errorf("backup: %s is inside the data directory; write the backup elsewhere", target)
+	}
+	stage, err := stageDir(target)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(stage)
+		}
+	}()
+	for _, d := range []string{ledgerDir, caKeysDir} {
+		if err := os.MkdirAll(filepath.Join(stage, d), 0o700); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+	}
+	start := time.Now()
+	// The ledger first, then the vault: an erasure in the ledger's copy had
+	// its keys destroyed before the vault's copy was taken, or restore
+	// destroys them again. An erasure after the ledger's copy is after the
+	// backup's point in time.
+	head, err := sqlite.Backup(ctx, filepath.Join(dir, ledgerDir), filepath.Join(stage, filepath.FromSlash(backupLedgerFile)), sqlite.Options{})
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := keyvault.Backup(ctx, filepath.Join(dir, vaultFile), filepath.Join(stage, filepath.FromSlash(vaultFile))); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	rels := []string{backupLedgerFile, vaultFile}
+	for _, f := range backupPlainFiles() {
+		err := copyFile(filepath.Join(dir, filepath.FromSlash(f.rel)), filepath.Join(stage, filepath.FromSlash(f.rel)), 0)
+		if f.optional && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		rels = append(rels, f.rel)
+	}
+	keys, err := os.ReadDir(filepath.Join(dir, caKeysDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("backup: %w", err)
+	}
+	for _, k := range keys {
+		rel := caKeysDir + "/" + k.Name()
+		if !k.Type().IsRegular() || !backupPathAllowed(rel) {
+			continue
+		}
+		if err := copyFile(filepath.Join(dir, filepath.FromSlash(rel)), filepath.Join(stage, filepath.FromSlash(rel)), 0); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		rels = append(rels, rel)
+	}
+	m := backupManifest{Format: backupFormat, Created: time.Now().UTC().Truncate(time.Second), Version: version(), LedgerHead: head}
+	var total int64
+	for _, rel := range rels {
+		f, err := describeFile(filepath.Join(stage, filepath.FromSlash(rel)), rel)
+		if err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+		m.Files = append(m.Files, f)
+		total += f.Size
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	for _, d := range []string{ledgerDir, "keys", caKeysDir, "ca", "tls"} {
+		if err := syncDir(filepath.Join(stage, d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("backup: %w", err)
+		}
+	}
+	if err := commitDir(stage, target); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	done = true
+	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
+		head, len(m.Files), byteSize(total), target, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "the KEK (%s) is not in the backup: keep a copy of it apart, or the backup cannot be restored\n", filepath.Join(dir, kekFile))
+	return nil
+}
+
+func runRestore(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	flags := flag.NewFlagSet("restore", flag.ContinueOnError)
+	from := flags.String("from", "", "the backup `directory`")
+	kekPath := flags.String("kek", "", "the KEK `file` (keys/kek.json) of the data directory the backup was taken from")
+	dataDir := flags.String("data", envOr(env, "CALEDGER_DATA", "./data"), "the data `directory` to create; it must not exist, or be empty; env CALEDGER_DATA")
+	setUsage(flags, "restore --from DIR --kek FILE [--data DIR]", `Restore a backup made by 'caledger backup' into a new data directory, then
+start the server on it. Every file is checked against the manifest; the KEK
+must be the one that wraps the backup's keys. The keys of every erasure the
+ledger records are destroyed again (a vault copy may predate some), and the
+views are rebuilt, with a progress bar on stderr. If a step fails, nothing is
+left in the data directory.
+
+Erasures recorded after the backup's point in time are not in it: repeat them
+from their receipts. docs/backup.md has the details.`)
+	if help, err := parseFlags(flags, args, stdout); help || err != nil {
+		return err
+	}
+	if *from == "" || *kekPath == "" {
+		return &usageError{msg: "restore: --from and --kek are required (run 'caledger restore -h')"}
+	}
+	src, err := filepath.Abs(*from)
+	if err != nil {
+		return err
+	}
+	target, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	m, err := readBackupManifest(src)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	kekBytes, err := secretfile.Read(*kekPath, maxKEKFile)
+	if err != nil {
+		return fmt.Errorf("restore: the KEK: %w", err)
+	}
+	if _, err := kek.OpenFile(ctx, *kekPath); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	stage, err := stageDir(target)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(stage)
+		}
+	}()
+	start := time.Now()
+	for _, f := range m.Files {
+		if err := restoreFile(src, stage, f); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(stage, "keys"), 0o700); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(stage, kekFile), kekBytes, 0o600); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	cfg, err := readConfig(stage)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if cfg.Store != "" && cfg.Store != "sqlite" {
+		return fmt.Errorf("restore: the backup's store is %q; only the embedded store is backed up", cfg.Store)
+	}
+	erasures, events, err := restoreNode(ctx, stage, cfg, m.LedgerHead, env, stderr)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := commitDir(stage, target); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	done = true
+	fmt.Fprintf(stdout, "restored the ledger through position %d (backup of %s) into %s in %s\n",
+		m.LedgerHead, m.Created.Format(time.RFC3339), target, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "destroyed again the keys of %d erasures the ledger records; rebuilt the views from %d events\n", erasures, events)
+	fmt.Fprintf(stdout, "erasures recorded after position %d are not in the backup: repeat them from their receipts (docs/backup.md)\n", m.LedgerHead)
+	return nil
+}
+
+// restoreNode opens the restored data directory as serve would, checks that
+// the ledger holds what the manifest says, destroys again the keys of every
+// erasure, rebuilds the views and loads the CAs (which proves their keys
+// open). It returns the number of erasures and of events.
+func restoreNode(ctx context.Context, dir string, cfg config, head uint64, env func(string) string, stderr io.Writer) (int, uint64, error) {
+	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer n.close()
+	got, err := n.store.Head(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	if got != head {
+		return 0, 0, fmt.Errorf("the backup's ledger ends at position %d, its manifest says %d", got, head)
+	}
+	// Before the views: no erased subject's data is opened, even for a moment.
+	erasures, err := domain.ReapplyErasures(ctx, n.store.ReadAll(ctx, 1), n.vault)
+	if err != nil {
+		return 0, 0, fmt.Errorf("destroy the keys of recorded erasures: %w", err)
+	}
+	bar := &progressBar{w: stderr}
+	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
+		return 0, 0, err
+	}
+	bar.done()
+	if err := n.loadCAs(ctx, cfg, env); err != nil {
+		return 0, 0, fmt.Errorf("load the CAs: %w", err)
+	}
+	return erasures, bar.total, n.close()
+}
+
+// readBackupManifest reads and checks dir's manifest: a known format, paths
+// restore may write, each once, the files restore needs, and no file in dir
+// the manifest does not list.
+func readBackupManifest(dir string) (backupManifest, error) {
+	var m backupManifest
+	f, err := os.Open(filepath.Join(dir, backupManifestFile))
+	if err != nil {
+		return m, fmt.Errorf("%s is not a backup: %w", dir, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxBackupManifest+1))
+	if err != nil {
+		return m, err
+	}
+	if len(b) > maxBackupManifest {
+		return m, fmt.Errorf("%s is larger than %d bytes", backupManifestFile, maxBackupManifest)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("%s: %w", backupManifestFile, err)
+	}
+	if m.Format != backupFormat {
+		return m, fmt.Errorf("%s: format %q is not known (want %q)", backupManifestFile, m.Format, backupFormat)
+	}
+	listed := map[string]bool{backupManifestFile: true}
+	for _, f := range m.Files {
+		if !backupPathAllowed(f.Path) {
+			return m, fmt.Errorf("%s lists %q, which is not a file a backup holds", backupManifestFile, f.Path)
+		}
+		if listed[f.Path] {
+			return m, fmt.Errorf("%s lists %q twice", backupManifestFile, f.Path)
+		}
+		listed[f.Path] = true
+	}
+	for _, need := range []string{configFile, backupLedgerFile, vaultFile, rootPEM, tlsCertFile, tlsKeyFile} {
+		if !listed[need] {
+			return m, fmt.Errorf("%s does not list %s", backupManifestFile, need)
+		}
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		if !listed[filepath.ToSlash(rel)] {
+			return fmt.Errorf("%s holds %s, which its manifest does not list", dir, rel)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// restoreFile copies f from the backup src into stage, checking its size and
+// SHA-256 against the manifest.
+func restoreFile(src, stage string, f backupFile) error {
+	from := filepath.Join(src, filepath.FromSlash(f.Path))
+	to := filepath.Join(stage, filepath.FromSlash(f.Path))
+	if err := copyFile(from, to, fs.FileMode(f.Mode)&0o644|0o600); err != nil {
+		return err
+	}
+	got, err := describeFile(to, f.Path)
+	if err != nil {
+		return err
+	}
+	if got.Size != f.Size || got.SHA256 != f.SHA256 {
+		return fmt.Errorf("%s does not match the backup's manifest: the backup is damaged or was altered", f.Path)
+	}
+	return nil
+}
+
+// copyFile copies the regular file from to the new file to, synced, with
+// mode perm (0: from's permission bits), making to's directory (0700) if
+// needed.
+func copyFile(from, to string, perm fs.FileMode) (err error) {
+	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return err
+	}
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", from)
+	}
+	if perm == 0 {
+		perm = fi.Mode().Perm()
+	}
+	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	if err := out.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copy %s: %w", from, err)
+	}
+	return out.Sync()
+}
+
+// describeFile returns the manifest entry of the file at p, named rel.
+func describeFile(p, rel string) (backupFile, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return backupFile{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return backupFile{}, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return backupFile{}, fmt.Errorf("read %s: %w", rel, err)
+	}
+	return backupFile{Path: rel, Mode: uint32(fi.Mode().Perm()), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// stageDir checks that target does not exist or is an empty directory, and
+// makes a hidden directory beside it to build its content in.
+func stageDir(target string) (string, error) {
+	entries, err := os.ReadDir(target)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return "", err
+	case len(entries) > 0:
+		return "", fmt.Errorf("%s is not empty", target)
+	}
+	return os.MkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".partial-*")
+}
+
+// commitDir moves the finished stage to target (replacing target if it is an
+// empty directory) and makes that durable.
+func commitDir(stage, target string) error {
+	if err := syncDir(stage); err != nil {
+		return err
+	}
+	if err := os.Rename(stage, target); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(target))
+}
+
+// byteSize formats n bytes for people.
+func byteSize(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	f, i := float64(n), 0
+	for f >= 1024 && i < len(units)-1 {
+		f, i = f/1024, i+1
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", f, units[i])
+}
