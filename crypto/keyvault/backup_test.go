@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -103,4 +104,60 @@ func TestBackup(t *testing.T) {
 	if err := Backup(ctx, filepath.Join(t.TempDir(), "none.db"), filepath.Join(dir, "none.db")); err == nil {
 		t.Error("Backup of a missing vault succeeded")
 	}
+}
+
+// BenchmarkBackup copies a vault of 100,000 subjects with two keys each
+// (rows of the size real wrapped keys have, inserted in one transaction),
+// open in this process as in a running server.
+func BenchmarkBackup(b *testing.B) {
+	ctx := context.Background()
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(b.TempDir(), "kek.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "vault.db")
+	v, err := Open(ctx, path, k)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close()
+	s, err := domain.NewSubjectID(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := v.Seal(ctx, s, "profile", []byte("x"), nil); err != nil {
+		b.Fatal(err)
+	}
+	wrapped := readKey(b, v, s, "profile").wrapped
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 100_000 {
+		id, _ := domain.NewSubjectID(rand.Reader)
+		for _, g := range []string{"identity", "national-id"} {
+			w := make([]byte, len(wrapped))
+			rand.Read(w)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (subject, key_group, kek_id, wrapped, created_ns) VALUES (?, ?, ?, ?, 0)`, id, g, v.kekID, w); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	out := b.TempDir()
+	i := 0
+	var size int64
+	for b.Loop() {
+		i++
+		dst := filepath.Join(out, fmt.Sprintf("vault-%d.db", i))
+		if err := Backup(ctx, path, dst); err != nil {
+			b.Fatal(err)
+		}
+		fi, _ := os.Stat(dst)
+		size = fi.Size()
+		os.Remove(dst)
+	}
+	b.ReportMetric(float64(size)/(1<<20), "MiB")
 }

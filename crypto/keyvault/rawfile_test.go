@@ -29,7 +29,7 @@ type keyBytes struct {
 	raw     []byte // the AES-256 key itself
 }
 
-func readKey(t *testing.T, v *Vault, subject domain.SubjectID, group string) keyBytes {
+func readKey(t testing.TB, v *Vault, subject domain.SubjectID, group string) keyBytes {
 	t.Helper()
 	ctx := context.Background()
 	var wrapped []byte
