@@ -14,7 +14,9 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caledger/caledger/crypto/kek"
@@ -165,7 +167,7 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	rels := []string{backupLedgerFile, vaultFile}
 	for _, f := range backupPlainFiles() {
-		err := copyFile(filepath.Join(dir, filepath.FromSlash(f.rel)), filepath.Join(stage, filepath.FromSlash(f.rel)), 0)
+		_, err := copyFile(ctx, filepath.Join(dir, filepath.FromSlash(f.rel)), filepath.Join(stage, filepath.FromSlash(f.rel)), 0, -1)
 		if f.optional && errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -180,10 +182,13 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	for _, k := range keys {
 		rel := caKeysDir + "/" + k.Name()
-		if !k.Type().IsRegular() || !backupPathAllowed(rel) {
-			continue
+		if strings.HasPrefix(k.Name(), ".") {
+			continue // a temporary file of a key being written
 		}
-		if err := copyFile(filepath.Join(dir, filepath.FromSlash(rel)), filepath.Join(stage, filepath.FromSlash(rel)), 0); err != nil {
+		if !k.Type().IsRegular() || !backupPathAllowed(rel) {
+			return fmt.Errorf("backup: %s is not a plain file; the CA keys directory holds only key files", filepath.Join(dir, filepath.FromSlash(rel)))
+		}
+		if _, err := copyFile(ctx, filepath.Join(dir, filepath.FromSlash(rel)), filepath.Join(stage, filepath.FromSlash(rel)), 0, -1); err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
 		rels = append(rels, rel)
@@ -191,7 +196,7 @@ checkpoint (everything is republished) and the first admin credential.
 	m := backupManifest{Format: backupFormat, Created: time.Now().UTC().Truncate(time.Second), Version: version(), LedgerHead: head}
 	var total int64
 	for _, rel := range rels {
-		f, err := describeFile(filepath.Join(stage, filepath.FromSlash(rel)), rel)
+		f, err := describeFile(ctx, filepath.Join(stage, filepath.FromSlash(rel)), rel)
 		if err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
@@ -200,15 +205,13 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("backup: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	for _, d := range []string{ledgerDir, "keys", caKeysDir, "ca", "tls"} {
-		if err := syncDir(filepath.Join(stage, d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("backup: %w", err)
-		}
+	if err := syncTree(stage); err != nil {
+		return fmt.Errorf("backup: %w", err)
 	}
 	if err := commitDir(stage, target); err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -216,6 +219,7 @@ checkpoint (everything is republished) and the first admin credential.
 	done = true
 	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
 		head, len(m.Files), byteSize(total), target, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "position %d is the backup's point in time; a running server's commits of the last few tens of milliseconds may be after it\n", head)
 	fmt.Fprintf(stdout, "the KEK (%s) is not in the backup: keep a copy of it apart, or the backup cannot be restored\n", filepath.Join(dir, kekFile))
 	return nil
 }
@@ -256,7 +260,8 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return fmt.Errorf("restore: the KEK: %w", err)
 	}
-	if _, err := kek.OpenFile(ctx, *kekPath); err != nil {
+	k, err := kek.OpenFile(ctx, *kekPath)
+	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	stage, err := stageDir(target)
@@ -271,15 +276,9 @@ from their receipts. docs/backup.md has the details.`)
 	}()
 	start := time.Now()
 	for _, f := range m.Files {
-		if err := restoreFile(src, stage, f); err != nil {
+		if err := restoreFile(ctx, src, stage, f); err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
-	}
-	if err := os.MkdirAll(filepath.Join(stage, "keys"), 0o700); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
-	if err := writeFileAtomic(filepath.Join(stage, kekFile), kekBytes, 0o600); err != nil {
-		return fmt.Errorf("restore: %w", err)
 	}
 	cfg, err := readConfig(stage)
 	if err != nil {
@@ -288,8 +287,20 @@ from their receipts. docs/backup.md has the details.`)
 	if cfg.Store != "" && cfg.Store != "sqlite" {
 		return fmt.Errorf("restore: the backup's store is %q; only the embedded store is backed up", cfg.Store)
 	}
-	erasures, events, err := restoreNode(ctx, stage, cfg, m.LedgerHead, env, stderr)
+	// The keys of recorded erasures go before the KEK joins them: a restore
+	// killed half-way never leaves the KEK beside a key it should not open.
+	erasures, shredded, err := reapplyErasures(ctx, stage, k, m.LedgerHead)
 	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(stage, kekFile), kekBytes, 0o600); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	events, err := restoreNode(ctx, stage, cfg, env, stderr)
+	if err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
+	if err := syncTree(stage); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	if err := commitDir(stage, target); err != nil {
@@ -298,42 +309,84 @@ from their receipts. docs/backup.md has the details.`)
 	done = true
 	fmt.Fprintf(stdout, "restored the ledger through position %d (backup of %s) into %s in %s\n",
 		m.LedgerHead, m.Created.Format(time.RFC3339), target, time.Since(start).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "destroyed again the keys of %d erasures the ledger records; rebuilt the views from %d events\n", erasures, events)
+	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d had keys left in the backup's vault, now destroyed; rebuilt the views from %d events\n", erasures, shredded, events)
 	fmt.Fprintf(stdout, "erasures recorded after position %d are not in the backup: repeat them from their receipts (docs/backup.md)\n", m.LedgerHead)
 	return nil
 }
 
-// restoreNode opens the restored data directory as serve would, checks that
-// the ledger holds what the manifest says, destroys again the keys of every
-// erasure, rebuilds the views and loads the CAs (which proves their keys
-// open). It returns the number of erasures and of events.
-func restoreNode(ctx context.Context, dir string, cfg config, head uint64, env func(string) string, stderr io.Writer) (int, uint64, error) {
-	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+// reapplyErasures opens the ledger and the vault of the restored directory
+// dir (the vault with k, which must be the KEK that wrapped its keys), checks
+// that the ledger ends at head, and destroys the keys of every erasure the
+// ledger records that the vault still holds. It returns the number of
+// erasures and how many of them had keys left.
+func reapplyErasures(ctx context.Context, dir string, k *kek.File, head uint64) (erasures, shredded int, err error) {
+	store, err := sqlite.Open(ctx, filepath.Join(dir, ledgerDir), sqlite.Options{})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, fmt.Errorf("open the ledger: %w", err)
 	}
-	defer n.close()
-	got, err := n.store.Head(ctx)
+	defer store.Close()
+	got, err := store.Head(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
 	if got != head {
 		return 0, 0, fmt.Errorf("the backup's ledger ends at position %d, its manifest says %d", got, head)
 	}
-	// Before the views: no erased subject's data is opened, even for a moment.
-	erasures, err := domain.ReapplyErasures(ctx, n.store.ReadAll(ctx, 1), n.vault)
+	v, err := keyvault.Open(ctx, filepath.Join(dir, vaultFile), k)
 	if err != nil {
+		return 0, 0, fmt.Errorf("open the key vault: %w", err)
+	}
+	defer v.Close()
+	owed := &owedShreds{Vault: v}
+	if erasures, err = domain.ReapplyErasures(ctx, store.ReadAll(ctx, 1), owed); err != nil {
 		return 0, 0, fmt.Errorf("destroy the keys of recorded erasures: %w", err)
 	}
+	if err := v.Close(); err != nil {
+		return 0, 0, err
+	}
+	return erasures, owed.shredded, store.Close()
+}
+
+// owedShreds passes on only the shreds the vault does not already hold. A
+// tombstone is recorded in the transaction that deletes its keys, and a vault
+// copy carries no WAL, so a tombstoned erasure needs nothing more; the others
+// get Shred's own transaction and checkpoint, one fsync each.
+type owedShreds struct {
+	*keyvault.Vault
+	shredded int
+}
+
+func (v *owedShreds) Shred(ctx context.Context, subject domain.SubjectID, groups ...string) error {
+	st, err := v.ErasureStatus(ctx, subject)
+	if err != nil {
+		return err
+	}
+	covered := slices.Contains(st.Groups, "*") || len(groups) > 0 && !slices.ContainsFunc(groups, func(g string) bool { return !slices.Contains(st.Groups, g) })
+	if covered && !st.CheckpointPending {
+		return nil
+	}
+	v.shredded++
+	return v.Vault.Shred(ctx, subject, groups...)
+}
+
+// restoreNode opens the restored data directory as serve would, rebuilds the
+// views and loads the CAs (which proves their keys open). It returns the
+// number of events.
+func restoreNode(ctx context.Context, dir string, cfg config, env func(string) string, stderr io.Writer) (uint64, error) {
+	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+	if err != nil {
+		return 0, err
+	}
+	defer n.close()
 	bar := &progressBar{w: stderr}
 	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	bar.done()
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
-		return 0, 0, fmt.Errorf("load the CAs: %w", err)
+		return 0, fmt.Errorf("load the CAs: %w", err)
 	}
-	return erasures, bar.total, n.close()
+	return bar.total, n.close()
 }
 
 // readBackupManifest reads and checks dir's manifest: a known format, paths
@@ -382,6 +435,9 @@ func readBackupManifest(dir string) (backupManifest, error) {
 		if err != nil {
 			return err
 		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("%s holds %s, which is not a regular file", dir, rel)
+		}
 		if !listed[filepath.ToSlash(rel)] {
 			return fmt.Errorf("%s holds %s, which its manifest does not list", dir, rel)
 		}
@@ -391,14 +447,11 @@ func readBackupManifest(dir string) (backupManifest, error) {
 }
 
 // restoreFile copies f from the backup src into stage, checking its size and
-// SHA-256 against the manifest.
-func restoreFile(src, stage string, f backupFile) error {
+// SHA-256 against the manifest as it copies.
+func restoreFile(ctx context.Context, src, stage string, f backupFile) error {
 	from := filepath.Join(src, filepath.FromSlash(f.Path))
 	to := filepath.Join(stage, filepath.FromSlash(f.Path))
-	if err := copyFile(from, to, fs.FileMode(f.Mode)&0o644|0o600); err != nil {
-		return err
-	}
-	got, err := describeFile(to, f.Path)
+	got, err := copyFile(ctx, from, to, fs.FileMode(f.Mode)&0o644|0o600, f.Size+1)
 	if err != nil {
 		return err
 	}
@@ -410,29 +463,30 @@ func restoreFile(src, stage string, f backupFile) error {
 
 // copyFile copies the regular file from to the new file to, synced, with
 // mode perm (0: from's permission bits), making to's directory (0700) if
-// needed.
-func copyFile(from, to string, perm fs.FileMode) (err error) {
-	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
-		return err
-	}
+// needed. It copies at most limit bytes (no limit when negative) and returns
+// the size and SHA-256 of what it copied.
+func copyFile(ctx context.Context, from, to string, perm fs.FileMode, limit int64) (_ backupFile, err error) {
 	in, err := os.Open(from)
 	if err != nil {
-		return err
+		return backupFile{}, err
 	}
 	defer in.Close()
 	fi, err := in.Stat()
 	if err != nil {
-		return err
+		return backupFile{}, err
 	}
 	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", from)
+		return backupFile{}, fmt.Errorf("%s is not a regular file", from)
 	}
 	if perm == 0 {
 		perm = fi.Mode().Perm()
 	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o700); err != nil {
+		return backupFile{}, err
+	}
 	out, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return err
+		return backupFile{}, err
 	}
 	defer func() {
 		if cerr := out.Close(); err == nil {
@@ -440,16 +494,25 @@ func copyFile(from, to string, perm fs.FileMode) (err error) {
 		}
 	}()
 	if err := out.Chmod(perm); err != nil {
-		return err
+		return backupFile{}, err
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		return fmt.Errorf("copy %s: %w", from, err)
+	var r io.Reader = ctxReader{ctx, in}
+	if limit >= 0 {
+		r = io.LimitReader(r, limit)
 	}
-	return out.Sync()
+	h := sha256.New()
+	n, err := io.Copy(io.MultiWriter(out, h), r)
+	if err != nil {
+		return backupFile{}, fmt.Errorf("copy %s: %w", from, err)
+	}
+	if err := out.Sync(); err != nil {
+		return backupFile{}, fmt.Errorf("sync %s: %w", to, err)
+	}
+	return backupFile{Mode: uint32(perm), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
 // describeFile returns the manifest entry of the file at p, named rel.
-func describeFile(p, rel string) (backupFile, error) {
+func describeFile(ctx context.Context, p, rel string) (backupFile, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return backupFile{}, err
@@ -460,16 +523,53 @@ func describeFile(p, rel string) (backupFile, error) {
 		return backupFile{}, err
 	}
 	h := sha256.New()
-	n, err := io.Copy(h, f)
+	n, err := io.Copy(h, ctxReader{ctx, f})
 	if err != nil {
 		return backupFile{}, fmt.Errorf("read %s: %w", rel, err)
 	}
 	return backupFile{Path: rel, Mode: uint32(fi.Mode().Perm()), Size: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// stageDir checks that target does not exist or is an empty directory, and
-// makes a hidden directory beside it to build its content in.
+// ctxReader ends a long copy once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
+// syncTree syncs every directory under dir, dir included, so that the files
+// made in them stay after a crash.
+func syncTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if err := syncDir(p); err != nil {
+			return fmt.Errorf("sync %s: %w", p, err)
+		}
+		return nil
+	})
+}
+
+// stageDir checks that target does not exist or is an empty directory on
+// its parent's filesystem, and makes a hidden directory beside it to build its
+// content in. It refuses while a hidden directory of an interrupted run is
+// there: that may hold keys and personal data, and is for its owner to remove.
 func stageDir(target string) (string, error) {
+	parent, base := filepath.Split(target)
+	stale, err := filepath.Glob(filepath.Join(parent, "."+base+".partial-*"))
+	if err != nil {
+		return "", err
+	}
+	if len(stale) > 0 {
+		return "", fmt.Errorf("%s was left by an interrupted backup or restore; it may hold keys and personal data: remove it, then run again", stale[0])
+	}
 	entries, err := os.ReadDir(target)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -477,8 +577,19 @@ func stageDir(target string) (string, error) {
 		return "", err
 	case len(entries) > 0:
 		return "", fmt.Errorf("%s is not empty", target)
+	default:
+		ts, perr := os.Stat(parent)
+		tt, terr := os.Stat(target)
+		if perr != nil || terr != nil {
+			return "", errors.Join(perr, terr)
+		}
+		pd, ok1 := ts.Sys().(*syscall.Stat_t)
+		td, ok2 := tt.Sys().(*syscall.Stat_t)
+		if ok1 && ok2 && pd.Dev != td.Dev {
+			return "", fmt.Errorf("%s is a mount point, and the result is renamed into place from beside it: name a new directory inside it", target)
+		}
 	}
-	return os.MkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".partial-*")
+	return os.MkdirTemp(parent, "."+base+".partial-*")
 }
 
 // commitDir moves the finished stage to target (replacing target if it is an
@@ -487,8 +598,10 @@ func commitDir(stage, target string) error {
 	if err := syncDir(stage); err != nil {
 		return err
 	}
-	if err := os.Rename(stage, target); err != nil {
-		return err
+	// rename(2) itself, which replaces an empty directory in one step;
+	// os.Rename refuses any directory as the new name.
+	if err := syscall.Rename(stage, target); err != nil {
+		return &os.LinkError{Op: "rename", Old: stage, New: target, Err: err}
 	}
 	return syncDir(filepath.Dir(target))
 }

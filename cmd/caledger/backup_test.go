@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
@@ -12,12 +13,40 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 )
+
+// waitDrained waits until the served ledger's ledger.db holds every event the
+// API lists. A backup beside a running server copies ledger.db, which the
+// store fills from its commit log every 20 ms or so.
+func waitDrained(t *testing.T, r *auditRig) {
+	t.Helper()
+	var events []struct{ Position uint64 }
+	r.admin.json("GET", "/v1/ledger/events?from=1&limit=1000", nil, http.StatusOK, &events)
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(r.data, ledgerDir, "ledger.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var last int
+		if err := db.QueryRow(`SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&last); err != nil {
+			t.Fatal(err)
+		}
+		if last >= len(events) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ledger.db holds %d of %d events after 10 s", last, len(events))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // backup runs "caledger backup" of data into out and returns its output.
 func backup(t *testing.T, data, out string) string {
@@ -56,6 +85,7 @@ func TestBackupRestore(t *testing.T) {
 	r.admin.json("GET", "/v1/ledger/events?from=1&limit=1000", nil, http.StatusOK, &before)
 
 	out := filepath.Join(t.TempDir(), "backup")
+	waitDrained(t, r)
 	msg := backup(t, r.data, out)
 	if !strings.Contains(msg, "through position") || !strings.Contains(msg, "KEK") {
 		t.Errorf("backup output: %s", msg)
@@ -76,7 +106,12 @@ func TestBackupRestore(t *testing.T) {
 	var paths []string
 	for _, f := range m.Files {
 		paths = append(paths, f.Path)
-		checkMode(t, filepath.Join(out, filepath.FromSlash(f.Path)), os.FileMode(f.Mode))
+		if strings.HasPrefix(f.Path, "keys/") || f.Path == tlsKeyFile || f.Path == configFile || f.Path == backupLedgerFile {
+			checkMode(t, filepath.Join(out, filepath.FromSlash(f.Path)), 0o600)
+			if f.Mode != 0o600 {
+				t.Errorf("the manifest gives %s mode %o, want 0600", f.Path, f.Mode)
+			}
+		}
 	}
 	for _, want := range []string{configFile, backupLedgerFile, vaultFile, rootPEM, tlsCertFile, tlsKeyFile, checkpointKeyFile} {
 		if !slices.Contains(paths, want) {
@@ -88,7 +123,6 @@ func TestBackupRestore(t *testing.T) {
 			t.Errorf("the backup holds %s", p)
 		}
 	}
-	checkMode(t, filepath.Join(out, filepath.FromSlash(vaultFile)), 0o600)
 	// Personal data is only in sealed parts.
 	_ = filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -111,7 +145,7 @@ func TestBackupRestore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if !strings.Contains(msg, "keys of 1 erasures") || !strings.Contains(msg, "repeat them from their receipts") {
+	if !strings.Contains(msg, "checked the 1 erasures the ledger records: 0 had keys left") || !strings.Contains(msg, "repeat them from their receipts") {
 		t.Errorf("restore output: %s", msg)
 	}
 	checkMode(t, filepath.Join(restored, kekFile), 0o600)
@@ -175,9 +209,11 @@ func TestRestoreReappliesErasures(t *testing.T) {
 	victim, _ := r.issue("Secret Person Victim")
 	kept, _ := r.issue("Secret Person Kept")
 	old := filepath.Join(t.TempDir(), "old")
+	waitDrained(t, r)
 	backup(t, r.data, old)
 	r.admin.json("POST", "/v1/subjects/"+victim+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, nil)
 	mixed := filepath.Join(t.TempDir(), "mixed")
+	waitDrained(t, r)
 	backup(t, r.data, mixed)
 	r.stop()
 
@@ -197,7 +233,7 @@ func TestRestoreReappliesErasures(t *testing.T) {
 	}
 	for i, f := range m.Files {
 		if f.Path == vaultFile {
-			if m.Files[i], err = describeFile(vaultPath, vaultFile); err != nil {
+			if m.Files[i], err = describeFile(t.Context(), vaultPath, vaultFile); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -213,23 +249,27 @@ func TestRestoreReappliesErasures(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(filepath.Join(probe, rel)), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := copyFile(filepath.Join(mixed, rel), filepath.Join(probe, rel), 0o600); err != nil {
+		if _, err := copyFile(t.Context(), filepath.Join(mixed, rel), filepath.Join(probe, rel), 0o600, -1); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := copyFile(filepath.Join(r.data, kekFile), filepath.Join(probe, kekFile), 0o600); err != nil {
+	if _, err := copyFile(t.Context(), filepath.Join(r.data, kekFile), filepath.Join(probe, kekFile), 0o600, -1); err != nil {
 		t.Fatal(err)
 	}
 	if !sealedOpens(t, probe, domain.SubjectID(victim)) {
 		t.Fatal("the older vault does not open the victim's data: the test would prove nothing")
 	}
 
+	// Into an existing empty directory: the result replaces it.
 	restored := filepath.Join(t.TempDir(), "restored")
+	if err := os.Mkdir(restored, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	msg, err := restore(t, mixed, filepath.Join(r.data, kekFile), restored)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}
-	if !strings.Contains(msg, "keys of 1 erasures") {
+	if !strings.Contains(msg, "checked the 1 erasures the ledger records: 1 had keys left") {
 		t.Errorf("restore output: %s", msg)
 	}
 	if sealedOpens(t, restored, domain.SubjectID(victim)) {
@@ -282,6 +322,7 @@ func TestRestoreRefuses(t *testing.T) {
 	r := newAuditRig(t)
 	r.issue("Secret Person")
 	good := filepath.Join(t.TempDir(), "backup")
+	waitDrained(t, r)
 	backup(t, r.data, good)
 	r.stop()
 	kekPath := filepath.Join(r.data, kekFile)
@@ -290,7 +331,7 @@ func TestRestoreRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	looseKEK := filepath.Join(t.TempDir(), "loose-kek.json")
-	if err := copyFile(kekPath, looseKEK, 0o644); err != nil {
+	if _, err := copyFile(t.Context(), kekPath, looseKEK, 0o644, -1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -340,6 +381,15 @@ func TestRestoreRefuses(t *testing.T) {
 		})
 		os.Remove(filepath.Join(dir, filepath.FromSlash(vaultFile)))
 	})
+	symlink := altered(func(dir string) {
+		p := filepath.Join(dir, filepath.FromSlash(rootPEM))
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(r.data, rootPEM), p); err != nil {
+			t.Fatal(err)
+		}
+	})
 	head := altered(func(dir string) {
 		editManifest(dir, func(m *backupManifest) { m.LedgerHead++ })
 	})
@@ -360,6 +410,7 @@ func TestRestoreRefuses(t *testing.T) {
 		"path outside":                       {escape, kekPath, "", "not a file a backup holds"},
 		"missing vault":                      {missing, kekPath, "", "does not list keys/vault.db"},
 		"head mismatch":                      {head, kekPath, "", "its manifest says"},
+		"symlink":                            {symlink, kekPath, "", "not a regular file"},
 		"wrong KEK":                          {good, otherKEK, "", "wrapped under another KEK"},
 		"wrong KEK, stopped server's backup": {fresh, otherKEK, "", "wrapped under another KEK"},
 		"readable KEK":                       {good, looseKEK, "", "group or others can read"},
@@ -392,6 +443,19 @@ func TestRestoreRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A hidden directory an interrupted restore left is not touched, and
+	// stops the next one until removed.
+	parent := t.TempDir()
+	stale := filepath.Join(parent, ".data.partial-1")
+	if err := os.Mkdir(stale, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := restore(t, good, kekPath, filepath.Join(parent, "data")); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Errorf("restore beside a stale hidden directory: %v", err)
+	}
+	if _, err := os.Stat(stale); err != nil {
+		t.Errorf("restore removed another run's directory: %v", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(nonEmpty, "keep")); string(b) != "x" {
 		t.Error("restore changed a file in a non-empty directory")

@@ -694,7 +694,9 @@ func Backup(ctx context.Context, path, dst string) (err error) {
 }
 
 // vacuumInto copies the vault file src into the empty file dst and checks the
-// copy. The connection to src sets no pragma: it changes nothing there.
+// copy. The connection to src sets no pragma and writes nothing to its
+// content. (As any SQLite connection, the last one to close a WAL database
+// checkpoints it.)
 func vacuumInto(ctx context.Context, src, dst string) error {
 	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
 	db, err := sql.Open("sqlite3", "file:"+p.Replace(src)+"?_busy_timeout="+strconv.Itoa(busyTimeoutMS))

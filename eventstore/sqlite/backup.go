@@ -73,12 +73,16 @@ func Backup(ctx context.Context, dir, dst string, opts Options) (head uint64, er
 	if serr != nil {
 		return 0, fmt.Errorf("event store backup: sync %s: %w", dst, serr)
 	}
-	return head, syncDir(filepath.Dir(dst))
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return 0, fmt.Errorf("event store backup: %w", err)
+	}
+	return head, nil
 }
 
 // vacuumInto copies the database src into the empty file dst. The connection
-// sets no pragma, so it changes nothing in src, and it reads inside SQLite's
-// locks: a writer in another process goes on meanwhile.
+// sets no pragma and writes nothing to src's content; it reads inside SQLite's
+// locks, so a writer in another process goes on meanwhile. (As any SQLite
+// connection, the last one to close a WAL database checkpoints it.)
 func vacuumInto(ctx context.Context, src, dst string) error {
 	db, err := sql.Open("sqlite3", dsn(src, map[string]string{"_busy_timeout": "5000"}))
 	if err != nil {
