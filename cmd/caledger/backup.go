@@ -99,7 +99,7 @@ func backupPathAllowed(rel string) bool {
 	return dir == caKeysDir+"/" && name != "" && !strings.HasPrefix(name, ".")
 }
 
-func runBackup(ctx context.Context, args []string, env func(string) string, stdout, _ io.Writer) error {
+func runBackup(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("backup", flag.ContinueOnError)
 	dataDir := flags.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	out := flags.String("out", "", "the backup `directory` to create; it must not exist, or be empty")
@@ -145,7 +145,7 @@ checkpoint (everything is republished) and the first admin credential.
 	done := false
 	defer func() {
 		if !done {
-			os.RemoveAll(stage)
+			removeStage(stage, stderr)
 		}
 	}()
 	for _, d := range []string{ledgerDir, caKeysDir} {
@@ -217,6 +217,9 @@ checkpoint (everything is republished) and the first admin credential.
 		return fmt.Errorf("backup: %w", err)
 	}
 	done = true
+	if err := syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("backup: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
+	}
 	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
 		head, len(m.Files), byteSize(total), target, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "position %d is the backup's point in time; a running server's commits of the last few tens of milliseconds may be after it\n", head)
@@ -248,6 +251,11 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return err
 	}
+	// A link to the backup (say /backups/latest) is followed once, here;
+	// inside the backup only regular files are accepted.
+	if src, err = filepath.EvalSymlinks(src); err != nil {
+		return fmt.Errorf("restore: %s is not a backup: %w", *from, err)
+	}
 	target, err := filepath.Abs(*dataDir)
 	if err != nil {
 		return err
@@ -271,7 +279,7 @@ from their receipts. docs/backup.md has the details.`)
 	done := false
 	defer func() {
 		if !done {
-			os.RemoveAll(stage)
+			removeStage(stage, stderr)
 		}
 	}()
 	start := time.Now()
@@ -307,9 +315,12 @@ from their receipts. docs/backup.md has the details.`)
 		return fmt.Errorf("restore: %w", err)
 	}
 	done = true
+	if err := syncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("restore: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
+	}
 	fmt.Fprintf(stdout, "restored the ledger through position %d (backup of %s) into %s in %s\n",
 		m.LedgerHead, m.Created.Format(time.RFC3339), target, time.Since(start).Round(time.Millisecond))
-	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d had keys left in the backup's vault, now destroyed; rebuilt the views from %d events\n", erasures, shredded, events)
+	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d were not complete in the backup's vault and are now; rebuilt the views from %d events\n", erasures, shredded, events)
 	fmt.Fprintf(stdout, "erasures recorded after position %d are not in the backup: repeat them from their receipts (docs/backup.md)\n", m.LedgerHead)
 	return nil
 }
@@ -563,37 +574,45 @@ func syncTree(dir string) error {
 // there: that may hold keys and personal data, and is for its owner to remove.
 func stageDir(target string) (string, error) {
 	parent, base := filepath.Split(target)
-	stale, err := filepath.Glob(filepath.Join(parent, "."+base+".partial-*"))
+	siblings, err := os.ReadDir(parent)
 	if err != nil {
 		return "", err
 	}
-	if len(stale) > 0 {
-		return "", fmt.Errorf("%s was left by an interrupted backup or restore; it may hold keys and personal data: remove it, then run again", stale[0])
+	for _, e := range siblings {
+		if strings.HasPrefix(e.Name(), "."+base+".partial-") {
+			return "", fmt.Errorf("%s was left by an interrupted (or running) backup or restore; it may hold keys and personal data: remove it, then run again", filepath.Join(parent, e.Name()))
+		}
 	}
-	entries, err := os.ReadDir(target)
+	tt, err := os.Lstat(target)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		return os.MkdirTemp(parent, "."+base+".partial-*")
 	case err != nil:
 		return "", err
-	case len(entries) > 0:
+	case !tt.IsDir():
+		return "", fmt.Errorf("%s exists and is not a directory", target)
+	}
+	entries, err := os.ReadDir(target)
+	if err != nil {
+		return "", err
+	}
+	if len(entries) > 0 {
 		return "", fmt.Errorf("%s is not empty", target)
-	default:
-		ts, perr := os.Stat(parent)
-		tt, terr := os.Stat(target)
-		if perr != nil || terr != nil {
-			return "", errors.Join(perr, terr)
-		}
-		pd, ok1 := ts.Sys().(*syscall.Stat_t)
-		td, ok2 := tt.Sys().(*syscall.Stat_t)
-		if ok1 && ok2 && pd.Dev != td.Dev {
-			return "", fmt.Errorf("%s is a mount point, and the result is renamed into place from beside it: name a new directory inside it", target)
-		}
+	}
+	ts, err := os.Stat(parent)
+	if err != nil {
+		return "", err
+	}
+	pd, ok1 := ts.Sys().(*syscall.Stat_t)
+	td, ok2 := tt.Sys().(*syscall.Stat_t)
+	if ok1 && ok2 && pd.Dev != td.Dev {
+		return "", fmt.Errorf("%s is on another filesystem than its parent (a mount point), and the result is renamed into place from beside it: name a new directory inside it", target)
 	}
 	return os.MkdirTemp(parent, "."+base+".partial-*")
 }
 
 // commitDir moves the finished stage to target (replacing target if it is an
-// empty directory) and makes that durable.
+// empty directory). The caller syncs target's parent.
 func commitDir(stage, target string) error {
 	if err := syncDir(stage); err != nil {
 		return err
@@ -603,7 +622,15 @@ func commitDir(stage, target string) error {
 	if err := syscall.Rename(stage, target); err != nil {
 		return &os.LinkError{Op: "rename", Old: stage, New: target, Err: err}
 	}
-	return syncDir(filepath.Dir(target))
+	return nil
+}
+
+// removeStage removes a stage after a failure; one it cannot remove is
+// reported, since it may hold keys and personal data.
+func removeStage(stage string, stderr io.Writer) {
+	if err := os.RemoveAll(stage); err != nil {
+		fmt.Fprintf(stderr, "caledger: could not remove %s, which may hold keys and personal data: %v\n", stage, err)
+	}
 }
 
 // byteSize formats n bytes for people.

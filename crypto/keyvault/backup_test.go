@@ -3,6 +3,7 @@ package keyvault
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -160,4 +161,64 @@ func BenchmarkBackup(b *testing.B) {
 		os.Remove(dst)
 	}
 	b.ReportMetric(float64(size)/(1<<20), "MiB")
+}
+
+// TestBackupLeavesOwedBytes: while a reader elsewhere keeps Shred's checkpoint
+// from running, the shredded key's old pages stay in the vault's -wal file;
+// a backup taken then does not carry them.
+func TestBackupLeavesOwedBytes(t *testing.T) {
+	ctx := context.Background()
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcDir := t.TempDir()
+	path := filepath.Join(srcDir, "vault.db")
+	v, err := Open(ctx, path, k, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	victim, _ := domain.NewSubjectID(rand.Reader)
+	survivor, _ := domain.NewSubjectID(rand.Reader)
+	for _, s := range []domain.SubjectID{victim, survivor} {
+		if _, err := v.Seal(ctx, s, "profile", []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, kept := readKey(t, v, victim, "profile"), readKey(t, v, survivor, "profile")
+
+	// A reader outside the vault, holding a snapshot from before the shred.
+	reader, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	tx, err := reader.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM data_keys").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Shred(ctx, victim); err == nil {
+		t.Fatal("Shred's checkpoint ran despite the reader: the test would prove nothing")
+	}
+	if !foundWhole(vaultFiles(t, srcDir), gone.wrapped) {
+		t.Fatal("the shredded key's bytes are not in the vault's files while the checkpoint is owed: the scan is blind")
+	}
+
+	dir := t.TempDir()
+	if err := Backup(ctx, path, filepath.Join(dir, "vault.db")); err != nil {
+		t.Fatal(err)
+	}
+	tx.Rollback()
+	files := vaultFiles(t, dir)
+	if where := leaked(files, gone.wrapped, [][]byte{kept.wrapped}); len(where) > 0 {
+		t.Errorf("the backup carries the shredded key's bytes at %v", where)
+	}
+	if !foundWhole(files, kept.wrapped) {
+		t.Error("the backup lacks the surviving key")
+	}
 }
