@@ -286,16 +286,26 @@ func (s *server) issueRequest(in *issueInput) (domain.IssueRequest, error) {
 	if !req.SubjectID.Valid() {
 		return domain.IssueRequest{}, invalid("bad-subject-id", "subject_id must be a subject pseudonym: 32 lower-case hex digits")
 	}
-	if !domain.ValidSlug(req.Profile) {
-		return domain.IssueRequest{}, invalid("bad-profile", "profile must be a profile name: lower-case letters, digits and hyphens")
+	ca, err := s.profileAndCA(req.Profile, req.CA)
+	if err != nil {
+		return domain.IssueRequest{}, err
 	}
-	if req.CA == "" {
-		req.CA = s.cfg.CAs.DefaultIssuer()
+	return domain.IssueRequest{SubjectID: req.SubjectID, CAID: ca, Profile: req.Profile, CSR: csr}, nil
+}
+
+// profileAndCA checks an issuance's profile name and CA, and returns the CA:
+// the default issuer when ca is empty.
+func (s *server) profileAndCA(profile, ca string) (string, error) {
+	if !domain.ValidSlug(profile) {
+		return "", invalid("bad-profile", "profile must be a profile name: lower-case letters, digits and hyphens")
 	}
-	if _, ok := s.cfg.CAs.CA(req.CA); !ok {
-		return domain.IssueRequest{}, invalid("unknown-ca", "no such issuing CA")
+	if ca == "" {
+		ca = s.cfg.CAs.DefaultIssuer()
 	}
-	return domain.IssueRequest{SubjectID: req.SubjectID, CAID: req.CA, Profile: req.Profile, CSR: csr}, nil
+	if _, ok := s.cfg.CAs.CA(ca); !ok {
+		return "", invalid("unknown-ca", "no such issuing CA")
+	}
+	return ca, nil
 }
 
 // accepts reports whether the Accept header lists mediaType explicitly.

@@ -231,15 +231,11 @@ func (s *server) softTokenRequest(in *softTokenInput, headers map[string]string)
 	if body.Profile == "" {
 		body.Profile = "tls-client"
 	}
-	if !domain.ValidSlug(body.Profile) {
-		return softtoken.Request{}, invalid("bad-profile", "profile must be a profile name: lower-case letters, digits and hyphens")
+	ca, err := s.profileAndCA(body.Profile, body.CA)
+	if err != nil {
+		return softtoken.Request{}, err
 	}
-	if body.CA == "" {
-		body.CA = s.cfg.CAs.DefaultIssuer()
-	}
-	if _, ok := s.cfg.CAs.CA(body.CA); !ok {
-		return softtoken.Request{}, invalid("unknown-ca", "no such issuing CA")
-	}
+	body.CA = ca
 	h := in.headers
 	if len(h.Values(subjectIDHeader)) > 1 {
 		return softtoken.Request{}, invalid("bad-subject-header", "the header "+subjectIDHeader+" is given more than once")

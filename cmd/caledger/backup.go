@@ -165,17 +165,15 @@ checkpoint (everything is republished) and the first admin credential.
 	if err := keyvault.Backup(ctx, filepath.Join(dir, vaultFile), filepath.Join(stage, filepath.FromSlash(vaultFile))); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	rels := []string{backupLedgerFile, vaultFile}
-	for _, f := range backupPlainFiles() {
-		_, err := copyFile(ctx, filepath.Join(dir, filepath.FromSlash(f.rel)), filepath.Join(stage, filepath.FromSlash(f.rel)), 0, -1)
-		if f.optional && errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
+	m := backupManifest{Format: backupFormat, Created: time.Now().UTC().Truncate(time.Second), Version: version(), LedgerHead: head}
+	for _, rel := range []string{backupLedgerFile, vaultFile} {
+		f, err := describeFile(ctx, filepath.Join(stage, filepath.FromSlash(rel)), rel)
 		if err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
-		rels = append(rels, f.rel)
+		m.Files = append(m.Files, f)
 	}
+	copies := backupPlainFiles()
 	keys, err := os.ReadDir(filepath.Join(dir, caKeysDir))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("backup: %w", err)
@@ -188,19 +186,21 @@ checkpoint (everything is republished) and the first admin credential.
 		if !k.Type().IsRegular() || !backupPathAllowed(rel) {
 			return fmt.Errorf("backup: %s is not a plain file; the CA keys directory holds only key files", filepath.Join(dir, filepath.FromSlash(rel)))
 		}
-		if _, err := copyFile(ctx, filepath.Join(dir, filepath.FromSlash(rel)), filepath.Join(stage, filepath.FromSlash(rel)), 0, -1); err != nil {
-			return fmt.Errorf("backup: %w", err)
-		}
-		rels = append(rels, rel)
+		copies = append(copies, plainFile{rel: rel})
 	}
-	m := backupManifest{Format: backupFormat, Created: time.Now().UTC().Truncate(time.Second), Version: version(), LedgerHead: head}
-	var total int64
-	for _, rel := range rels {
-		f, err := describeFile(ctx, filepath.Join(stage, filepath.FromSlash(rel)), rel)
+	for _, c := range copies {
+		f, err := copyFile(ctx, filepath.Join(dir, filepath.FromSlash(c.rel)), filepath.Join(stage, filepath.FromSlash(c.rel)), 0, -1)
+		if c.optional && errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("backup: %w", err)
 		}
+		f.Path = c.rel
 		m.Files = append(m.Files, f)
+	}
+	var total int64
+	for _, f := range m.Files {
 		total += f.Size
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
@@ -433,9 +433,15 @@ func readBackupManifest(dir string) (backupManifest, error) {
 		}
 		listed[f.Path] = true
 	}
-	for _, need := range []string{configFile, backupLedgerFile, vaultFile, rootPEM, tlsCertFile, tlsKeyFile} {
-		if !listed[need] {
-			return m, fmt.Errorf("%s does not list %s", backupManifestFile, need)
+	need := []string{backupLedgerFile, vaultFile}
+	for _, f := range backupPlainFiles() {
+		if !f.optional {
+			need = append(need, f.rel)
+		}
+	}
+	for _, rel := range need {
+		if !listed[rel] {
+			return m, fmt.Errorf("%s does not list %s", backupManifestFile, rel)
 		}
 	}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {

@@ -141,14 +141,19 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 // _txlock=immediate takes the write lock at BEGIN, so a transaction never fails
 // half-way on a lock upgrade.
 func dsn(path string) string {
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 	q := url.Values{}
 	q.Set("_journal_mode", "WAL")
 	q.Set("_synchronous", "FULL")
 	q.Set("_secure_delete", "on")
 	q.Set("_busy_timeout", strconv.Itoa(busyTimeoutMS))
 	q.Set("_txlock", "immediate")
-	return "file:" + p + "?" + q.Encode()
+	return fileURI(path) + "?" + q.Encode()
+}
+
+// fileURI is path as an SQLite URI: the characters that start its query or
+// fragment, and the escape character itself, escaped.
+func fileURI(path string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }
 
 // createFile makes sure path exists with mode 0600 before SQLite opens it: SQLite
@@ -698,8 +703,7 @@ func Backup(ctx context.Context, path, dst string) (err error) {
 // content. (As any SQLite connection, the last one to close a WAL database
 // checkpoints it.)
 func vacuumInto(ctx context.Context, src, dst string) error {
-	p := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")
-	db, err := sql.Open("sqlite3", "file:"+p.Replace(src)+"?_busy_timeout="+strconv.Itoa(busyTimeoutMS))
+	db, err := sql.Open("sqlite3", fileURI(src)+"?_busy_timeout="+strconv.Itoa(busyTimeoutMS))
 	if err != nil {
 		return err
 	}
@@ -710,7 +714,7 @@ func vacuumInto(ctx context.Context, src, dst string) error {
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
 	}
-	c, err := sql.Open("sqlite3", "file:"+p.Replace(dst))
+	c, err := sql.Open("sqlite3", fileURI(dst))
 	if err != nil {
 		return err
 	}
