@@ -39,6 +39,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/transparency-dev/merkle/compact"
@@ -94,7 +95,6 @@ type Stats struct {
 // Replay checks events appended in position order. The zero Replay is not
 // usable; call New.
 type Replay struct {
-	rf  compact.RangeFactory
 	rng *compact.Range
 
 	versions map[string]uint64 // stream -> last version seen
@@ -128,7 +128,6 @@ type certificate struct {
 func New() *Replay {
 	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 	return &Replay{
-		rf:       rf,
 		rng:      rf.NewEmptyRange(0),
 		versions: make(map[string]uint64),
 		erased:   make(map[domain.SubjectID]erasure),
@@ -185,7 +184,7 @@ func (r *Replay) Add(canonical []byte) (domain.Event, error) {
 	}
 	r.count(&e)
 	if last := r.versions[e.Stream]; e.Version != last+1 {
-		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", e.Stream, last, e.Version))
+		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", streamName(e.Stream), last, e.Version))
 	}
 	r.versions[e.Stream] = max(r.versions[e.Stream], e.Version)
 	r.checkSealed(pos, &e)
@@ -230,8 +229,12 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 	if within(e.Time, at.time) && within(r.stats.Last, at.time) {
 		return
 	}
-	r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s of %s seals data under key group %q of subject %s, erased at position %d",
-		e.Type, e.Time.Format(time.RFC3339Nano), e.Sealed.KeyGroup, e.Sealed.SubjectID, at.pos))
+	group := fmt.Sprintf("%q", e.Sealed.KeyGroup)
+	if !domain.KnownKeyGroup(e.Sealed.KeyGroup) {
+		group = fmt.Sprintf("(a name of %d bytes)", len(e.Sealed.KeyGroup))
+	}
+	r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s of %s seals data under key group %s of subject %s, erased at position %d",
+		e.Type, e.Time.Format(time.RFC3339Nano), group, e.Sealed.SubjectID, at.pos))
 }
 
 // within reports whether a and b are at most RaceWindow apart.
@@ -347,8 +350,29 @@ func (r *Replay) serial(pos uint64, e *domain.Event, s domain.Serial) bool {
 // stream finds an event recorded in another stream than want, its own.
 func (r *Replay) stream(pos uint64, e *domain.Event, want string) {
 	if e.Stream != want {
-		r.find(pos, RuleStream, fmt.Sprintf("%s is recorded in stream %s, not %s", e.Type, e.Stream, want))
+		r.find(pos, RuleStream, fmt.Sprintf("%s is recorded in stream %s, not %s", e.Type, streamName(e.Stream), want))
 	}
+}
+
+// streamName is stream as a finding prints it: as it is when it has one of
+// the ledger's forms (a pseudonym after subject-, access- or vault-, a serial
+// after cert-, a CA id after ca-, vault.epochs), otherwise only its length.
+// Where a pseudonym belongs, a faulty server may have put a name.
+func streamName(stream string) string {
+	prefix, rest, _ := strings.Cut(stream, "-")
+	ok := stream == "vault.epochs"
+	switch prefix {
+	case "subject", "access", "vault":
+		ok = domain.SubjectID(rest).Valid()
+	case "cert":
+		ok = domain.Serial(rest).Valid()
+	case "ca":
+		ok = domain.ValidSlug(rest)
+	}
+	if ok {
+		return stream
+	}
+	return fmt.Sprintf("(a name of %d bytes in none of the ledger's forms)", len(stream))
 }
 
 func (r *Replay) find(pos uint64, rule, detail string) {

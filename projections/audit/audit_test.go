@@ -377,3 +377,19 @@ func BenchmarkReplay(b *testing.B) {
 		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
 	})
 }
+
+// TestStreamName: a stream in one of the ledger's forms is printed; any other
+// only by its length.
+func TestStreamName(t *testing.T) {
+	id := strings.Repeat("ab", 16)
+	for _, s := range []string{"subject-" + id, "access-" + id, "vault-" + id, "cert-1f", "ca-issuing-1", "vault.epochs"} {
+		if got := streamName(s); got != s {
+			t.Errorf("streamName(%q) = %q", s, got)
+		}
+	}
+	for _, s := range []string{"subject-ada.lovelace@example.org", "cert-Ada", "ca-Ada Lovelace", "ada", "access-" + id + "x"} {
+		if got := streamName(s); strings.Contains(got, s) || !strings.Contains(got, fmt.Sprint(len(s))) {
+			t.Errorf("streamName(%q) = %q, want only its length", s, got)
+		}
+	}
+}
