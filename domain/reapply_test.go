@@ -58,6 +58,9 @@ func TestReapplyErasures(t *testing.T) {
 	if o := opens(whole); !o[domain.GroupIdentity] {
 		t.Fatal("the failed shred destroyed the key anyway; the test would prove nothing")
 	}
+	if o := opens(partial); !o[domain.GroupNationalID] {
+		t.Fatal("the national id does not open before ReapplyErasures; the test would prove nothing")
+	}
 
 	n, err := domain.ReapplyErasures(ctx, r.store.ReadAll(ctx, 1), r.vault)
 	if err != nil || n != 2 {

@@ -150,6 +150,12 @@ func TestStatusCacheBounds(t *testing.T) {
 	if n := def.m.Len(); n != DefaultStatusCacheEntries/2-1 {
 		t.Errorf("size 0 holds %d answers before its first turn, want the default's %d", n, DefaultStatusCacheEntries/2-1)
 	}
+	for i := range 2 * DefaultStatusCacheEntries {
+		def.put("ca", domain.Serial(fmt.Sprintf("%x", i+1)), CertificateStatus{}, def.gen)
+	}
+	if n := def.m.Len(); n > DefaultStatusCacheEntries {
+		t.Errorf("size 0 holds %d answers, more than the default's %d", n, DefaultStatusCacheEntries)
+	}
 	c := newStatusCache(8)
 	for i := range 100 {
 		c.put("ca", domain.Serial(fmt.Sprintf("%x", i+1)), CertificateStatus{Issued: true}, c.gen)

@@ -124,14 +124,16 @@ func TestBackupRestore(t *testing.T) {
 		}
 	}
 	// Personal data is only in sealed parts.
-	_ = filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+	scanned := 0
+	err := filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		b, err := os.ReadFile(p)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
+		scanned++
 		for _, s := range []string{"Secret Person", "secret@example.org"} {
 			if bytes.Contains(b, []byte(s)) {
 				t.Errorf("%s holds %q in the clear", p, s)
@@ -139,6 +141,9 @@ func TestBackupRestore(t *testing.T) {
 		}
 		return nil
 	})
+	if err != nil || scanned != len(m.Files)+1 {
+		t.Fatalf("scanned %d files of the backup's %d: %v", scanned, len(m.Files)+1, err)
+	}
 
 	// Through a link to the backup, as a "latest" link would be.
 	latest := filepath.Join(t.TempDir(), "latest")
@@ -146,7 +151,7 @@ func TestBackupRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	restored := filepath.Join(t.TempDir(), "restored")
-	msg, err := restore(t, latest, filepath.Join(r.data, kekFile), restored)
+	msg, err = restore(t, latest, filepath.Join(r.data, kekFile), restored)
 	if err != nil {
 		t.Fatalf("restore: %v", err)
 	}

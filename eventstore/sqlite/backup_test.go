@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -78,19 +79,41 @@ func TestBackupWhileOpen(t *testing.T) {
 	if _, err := Open(ctx, dir, opts); !errors.Is(err, ErrInUse) {
 		t.Fatalf("a second Open gave %v, want ErrInUse: the backup below would not take the live path", err)
 	}
+	// Appends go on until the backup returns; it starts after the first.
+	events := make([]domain.Event, 5000)
+	for i := range events {
+		events[i] = storetest.NewEvent(t, "t", []byte(`{}`))
+	}
 	var wg sync.WaitGroup
-	wg.Go(func() { appendN(200) })
+	var stop atomic.Bool
+	started := make(chan struct{})
+	wg.Go(func() {
+		for i, e := range events {
+			if _, err := s.Append(ctx, "a", domain.Any, e); err != nil {
+				t.Error(err)
+				break
+			}
+			if i == 0 {
+				close(started)
+			}
+			if stop.Load() {
+				break
+			}
+		}
+	})
+	<-started
 	restored := filepath.Join(t.TempDir(), "restored")
 	if err := os.MkdirAll(restored, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	head, err := Backup(ctx, dir, filepath.Join(restored, ledgerFile), opts)
+	stop.Store(true)
 	wg.Wait()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if head < 50 || head > 250 {
-		t.Fatalf("backup head %d, want 50..250", head)
+	if head < 50 || head > 50+uint64(len(events)) {
+		t.Fatalf("backup head %d, want 50..%d", head, 50+len(events))
 	}
 	sameEvents(t, readEvents(t, s), openEvents(t, restored, opts), int(head))
 

@@ -570,13 +570,22 @@ func TestHungDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	// asked is closed once the publisher has sent its first request (the
+	// bind), which is never answered.
+	asked := make(chan struct{})
 	go func() {
+		var once sync.Once
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			defer c.Close()
+			go func() {
+				if _, err := c.Read(make([]byte, 1)); err == nil {
+					once.Do(func() { close(asked) })
+				}
+			}()
 		}
 	}()
 	r := newRig(t)
@@ -591,7 +600,11 @@ func TestHungDirectory(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, r.store) }()
-	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-asked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the publisher sent the directory nothing")
+	}
 	cancel()
 	select {
 	case err := <-done:
