@@ -209,19 +209,8 @@ func syncDir(dir string) error {
 func (v *Vault) init(ctx context.Context) error {
 	// Checked on a connection from the pool rather than trusted: a driver that
 	// ignored a DSN parameter would silently void the shredding guarantee.
-	var mode string
-	var syncMode, secure int
-	if err := v.db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("keyvault: %w", err)
-	}
-	if err := v.db.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&syncMode); err != nil {
-		return fmt.Errorf("keyvault: %w", err)
-	}
-	if err := v.db.QueryRowContext(ctx, "PRAGMA secure_delete").Scan(&secure); err != nil {
-		return fmt.Errorf("keyvault: %w", err)
-	}
-	if mode != "wal" || syncMode != 2 || secure != 1 {
-		return fmt.Errorf("keyvault: connection settings journal_mode=%s synchronous=%d secure_delete=%d, want wal, 2 (FULL), 1", mode, syncMode, secure)
+	if err := v.checkSettings(ctx); err != nil {
+		return err
 	}
 
 	tx, err := v.db.BeginTx(ctx, nil)

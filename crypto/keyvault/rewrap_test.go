@@ -1,0 +1,206 @@
+package keyvault
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/domain"
+)
+
+func fileKEK(t *testing.T) *kek.File {
+	t.Helper()
+	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestRewrap: a rewrap stopped after one batch leaves a file that opens under
+// neither KEK; a second run completes it, after which every surviving key
+// opens under the new KEK only, shredded keys stay shredded, the old KEK is
+// off the file's list, and no row's old wrapping is left in the vault's files.
+func TestRewrap(t *testing.T) {
+	ctx := context.Background()
+	oldKEK, newKEK := fileKEK(t), fileKEK(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vault.db")
+	v, err := Open(ctx, path, oldKEK, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	groups := []string{"profile", "nid"}
+	subjects := make([]domain.SubjectID, n)
+	sealed := map[domain.SubjectID]map[string]domain.Sealed{}
+	for i := range subjects {
+		if subjects[i], err = domain.NewSubjectID(rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		sealed[subjects[i]] = map[string]domain.Sealed{}
+		for _, g := range groups {
+			s, err := v.Seal(ctx, subjects[i], g, []byte("data of "+g), []byte(g))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealed[subjects[i]][g] = s
+		}
+	}
+	if err := v.Shred(ctx, subjects[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Shred(ctx, subjects[1], "nid"); err != nil {
+		t.Fatal(err)
+	}
+	var oldWraps [][]byte
+	for _, s := range subjects[1:] {
+		for _, g := range groups {
+			if s == subjects[1] && g == "nid" {
+				continue
+			}
+			oldWraps = append(oldWraps, readKey(t, v, s, g).wrapped)
+		}
+	}
+	const live = 2*n - 3
+	if len(oldWraps) != live {
+		t.Fatalf("%d surviving keys, want %d", len(oldWraps), live)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Stopped after the first batch.
+	stopCtx, stop := context.WithCancel(ctx)
+	done, err := rewrap(stopCtx, path, oldKEK, newKEK, 16, func(done, total int) {
+		if total != live {
+			t.Errorf("progress total %d, want %d", total, live)
+		}
+		stop()
+	})
+	if !errors.Is(err, context.Canceled) || done != 16 {
+		t.Fatalf("stopped rewrap: %d keys, %v; want 16 and context.Canceled", done, err)
+	}
+	for _, k := range []KEK{oldKEK, newKEK} {
+		if v, err := Open(ctx, path, k); !errors.Is(err, ErrWrongKEK) {
+			if err == nil {
+				v.Close()
+			}
+			t.Fatalf("Open of a half-rewrapped file with %s: %v, want ErrWrongKEK", k.ID(), err)
+		}
+	}
+
+	var last [2]int
+	done, err = rewrap(ctx, path, oldKEK, newKEK, 16, func(done, total int) { last = [2]int{done, total} })
+	if err != nil || done != live-16 || last != [2]int{live - 16, live - 16} {
+		t.Fatalf("resumed rewrap: %d keys (last progress %v), %v; want %d", done, last, err, live-16)
+	}
+	if v, err := Open(ctx, path, oldKEK); !errors.Is(err, ErrWrongKEK) {
+		if err == nil {
+			v.Close()
+		}
+		t.Fatalf("Open with the old KEK after the rewrap: %v, want ErrWrongKEK", err)
+	}
+	v, err = Open(ctx, path, newKEK, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range subjects {
+		for _, g := range groups {
+			sl := sealed[s][g]
+			pt, err := v.Open(ctx, &sl, []byte(g))
+			shredded := s == subjects[0] || (s == subjects[1] && g == "nid")
+			switch {
+			case shredded && !errors.Is(err, ErrShredded):
+				t.Fatalf("shredded key %s/%s after the rewrap: %v, want ErrShredded", s, g, err)
+			case !shredded && (err != nil || string(pt) != "data of "+g):
+				t.Fatalf("key %s/%s after the rewrap: %q, %v", s, g, pt, err)
+			}
+		}
+	}
+	if _, err := v.Seal(ctx, subjects[0], "profile", []byte("x"), nil); !errors.Is(err, ErrShredded) {
+		t.Fatalf("Seal for an erased subject after the rewrap: %v, want ErrShredded", err)
+	}
+	var keks []string
+	rows, err := v.db.QueryContext(ctx, "SELECT kek_id FROM keks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		keks = append(keks, id)
+	}
+	rows.Close()
+	if len(keks) != 1 || keks[0] != newKEK.ID() {
+		t.Fatalf("keks lists %q, want only the new KEK %q", keks, newKEK.ID())
+	}
+	newWrap := readKey(t, v, subjects[2], "profile").wrapped
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	files := vaultFiles(t, dir)
+	if !foundWhole(files, newWrap) {
+		t.Fatal("a new wrapping is not found in the vault's files: the scan cannot see rows")
+	}
+	for i, w := range oldWraps {
+		if foundWhole(files, w) {
+			t.Fatalf("old wrapping %d of %d is still in the vault's files", i, len(oldWraps))
+		}
+	}
+
+	// Done: a rerun has nothing to do.
+	if done, err := Rewrap(ctx, path, oldKEK, newKEK, nil); err != nil || done != 0 {
+		t.Fatalf("rewrap of a done file: %d, %v", done, err)
+	}
+}
+
+// TestRewrapRefuses: keys under a third KEK, the same KEK twice and a missing
+// file are refused, and nothing is written.
+func TestRewrapRefuses(t *testing.T) {
+	ctx := context.Background()
+	a, b, c := fileKEK(t), fileKEK(t), fileKEK(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vault.db")
+	v, err := Open(ctx, path, a, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := domain.NewSubjectID(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := v.Seal(ctx, s, "profile", []byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+
+	if _, err := Rewrap(ctx, path, b, c, nil); !errors.Is(err, ErrWrongKEK) {
+		t.Fatalf("rewrap of keys under a third KEK: %v, want ErrWrongKEK", err)
+	}
+	if _, err := Rewrap(ctx, path, a, a, nil); err == nil {
+		t.Fatal("rewrap to the same KEK succeeded")
+	}
+	missing := filepath.Join(dir, "none.db")
+	if _, err := Rewrap(ctx, missing, a, b, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("rewrap of a missing file: %v", err)
+	}
+	if _, err := os.Stat(missing); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("rewrap of a missing file created it: %v", err)
+	}
+	v, err = Open(ctx, path, a)
+	if err != nil {
+		t.Fatalf("the refused rewraps changed the file: %v", err)
+	}
+	defer v.Close()
+	if pt, err := v.Open(ctx, &sl, nil); err != nil || string(pt) != "x" {
+		t.Fatalf("key after the refused rewraps: %q, %v", pt, err)
+	}
+}
