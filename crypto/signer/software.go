@@ -1,6 +1,7 @@
 package signer
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -12,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 )
 
@@ -229,5 +231,120 @@ func (s *Software) usable(ctx context.Context) error {
 // erase them.
 func (s *Software) Close() error {
 	s.closed.Store(true)
+	return nil
+}
+
+// Rewrap re-wraps every key file of the provider's directory that is wrapped
+// under the provider's Wrapper so that it is wrapped under to instead, and
+// returns how many it re-wrapped; files already under to are left alone, so a
+// stopped Rewrap resumes. A file under any other KEK, or that does not open,
+// is an error, and the files after it are not touched. Each file is replaced
+// whole: the new bytes are checked to unwrap under to, written to a temporary
+// file, synced and renamed over the old one, and the directory is synced.
+// Hidden files (the temporary files of an interrupted Generate or Rewrap) are
+// skipped. The directory must not be in use meanwhile: a Generate or Load
+// running at the same time may see either KEK.
+func (s *Software) Rewrap(ctx context.Context, to Wrapper) (int, error) {
+	if err := s.usable(ctx); err != nil {
+		return 0, err
+	}
+	if to.ID() == s.w.ID() {
+		return 0, fmt.Errorf("signer: software: rewrap: the old and the new KEK are the same (%q)", to.ID())
+	}
+	entries, err := os.ReadDir(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil // no software key was ever made
+	}
+	if err != nil {
+		return 0, fmt.Errorf("signer: software: rewrap: %w", err)
+	}
+	n := 0
+	for _, e := range entries {
+		label, ok := strings.CutSuffix(e.Name(), ".key")
+		if !ok || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		done, err := s.rewrapFile(ctx, label, to)
+		if err != nil {
+			return n, err
+		}
+		if done {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// rewrapFile re-wraps label's key file under to; false if it already was.
+func (s *Software) rewrapFile(ctx context.Context, label string, to Wrapper) (bool, error) {
+	where := "signer: software: rewrap: key file " + label + ".key"
+	if err := CheckLabel(label); err != nil {
+		return false, fmt.Errorf("%s: %w", where, err)
+	}
+	b, err := readKeyFile(s.path(label))
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", where, err)
+	}
+	f, err := parseKeyFile(b)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", where, err)
+	}
+	switch f.kekID {
+	case to.ID():
+		return false, nil
+	case s.w.ID():
+	default:
+		return false, fmt.Errorf("%s: wrapped under KEK %q, neither the old KEK %q nor the new %q", where, f.kekID, s.w.ID(), to.ID())
+	}
+	der, err := s.w.Unwrap(ctx, f.ciphertext, f.ad(label))
+	if err != nil {
+		return false, fmt.Errorf("%s: unwrap: %w", where, err)
+	}
+	defer clear(der)
+	nf, err := newKeyFile(f.alg, to.ID())
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", where, err)
+	}
+	if nf.ciphertext, err = to.Wrap(ctx, der, nf.ad(label)); err != nil {
+		return false, fmt.Errorf("%s: wrap: %w", where, err)
+	}
+	check, err := to.Unwrap(ctx, nf.ciphertext, nf.ad(label))
+	if err != nil || !bytes.Equal(check, der) {
+		clear(check)
+		return false, fmt.Errorf("%s: the new wrapping does not unwrap to the key", where)
+	}
+	clear(check)
+	if err := s.replace(label, nf.encode()); err != nil {
+		return false, fmt.Errorf("%s: %w", where, err)
+	}
+	return true, nil
+}
+
+// replace puts b at label's path in place of the file there, durably.
+func (s *Software) replace(label string, b []byte) error {
+	tmp, err := os.CreateTemp(s.dir, "."+label+"-*.tmp") // mode 0600
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), s.path(label)); err != nil {
+		return err
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
 	return nil
 }

@@ -276,3 +276,63 @@ func TestSoftwareErrorsHideKeyBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftwareRewrap: after Rewrap every key loads under the new KEK only, is
+// the same key, and a rerun, a file made meanwhile under the old KEK and a
+// file under a third KEK are handled as documented.
+func TestSoftwareRewrap(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	oldKEK, newKEK, third := newKEK(t), newKEK(t), newKEK(t)
+	old := signer.NewSoftware(dir, oldKEK)
+	refs := map[string]signer.Ref{}
+	pubs := map[string]crypto.PublicKey{}
+	for i, alg := range allAlgs {
+		label := fmt.Sprintf("ca-%d", i)
+		s, ref := generate(t, old, label, alg)
+		refs[label], pubs[label] = ref, s.Public()
+	}
+	// A temporary file of an interrupted write is skipped.
+	if err := os.WriteFile(filepath.Join(dir, ".ca-0-123.tmp"), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, err := old.Rewrap(ctx, newKEK)
+	if err != nil || n != len(allAlgs) {
+		t.Fatalf("Rewrap: %d, %v; want %d", n, err, len(allAlgs))
+	}
+	loaded := signer.NewSoftware(dir, newKEK)
+	for label, ref := range refs {
+		if _, err := old.Load(ctx, ref); err == nil {
+			t.Fatalf("%s still loads under the old KEK", label)
+		}
+		s, err := loaded.Load(ctx, ref)
+		if err != nil {
+			t.Fatalf("%s under the new KEK: %v", label, err)
+		}
+		if !s.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(pubs[label]) {
+			t.Fatalf("%s is another key after the rewrap", label)
+		}
+		fi, err := os.Stat(filepath.Join(dir, label+".key"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s after the rewrap: %v, mode %v", label, err, fi.Mode())
+		}
+	}
+	if n, err := old.Rewrap(ctx, newKEK); err != nil || n != 0 {
+		t.Fatalf("rerun: %d, %v; want 0", n, err)
+	}
+	// A key made under the old KEK after a stop is picked up by the next run.
+	generate(t, old, "late", signer.P256)
+	if n, err := old.Rewrap(ctx, newKEK); err != nil || n != 1 {
+		t.Fatalf("resumed: %d, %v; want 1", n, err)
+	}
+	generate(t, signer.NewSoftware(dir, third), "stray", signer.P256)
+	if _, err := old.Rewrap(ctx, newKEK); err == nil || !strings.Contains(err.Error(), third.ID()) {
+		t.Fatalf("a key under a third KEK: %v, want an error naming it", err)
+	}
+	if _, err := old.Rewrap(ctx, oldKEK); err == nil {
+		t.Fatal("Rewrap to the same KEK succeeded")
+	}
+	if n, err := signer.NewSoftware(filepath.Join(dir, "absent"), oldKEK).Rewrap(ctx, newKEK); err != nil || n != 0 {
+		t.Fatalf("no directory: %d, %v", n, err)
+	}
+}
