@@ -163,3 +163,56 @@ func (f *File) Unwrap(ctx context.Context, ciphertext, ad []byte) ([]byte, error
 	}
 	return pt, nil
 }
+
+// ErrNotOverwritten is matched by a ReplaceFile error when the new KEK file is
+// in place but the old file's bytes could not be overwritten.
+var ErrNotOverwritten = errors.New("kek: the old KEK file's bytes were not overwritten")
+
+// ReplaceFile makes the KEK file at next the KEK file at path, and destroys
+// the file that was at path: it checks that next holds a KEK, renames it over
+// path, syncs the directory, then overwrites the old file's bytes with zeros
+// (through a descriptor opened before the rename) and syncs them. Both paths
+// must be in the same directory.
+//
+// Overwriting reaches the bytes the filesystem still maps to the old file;
+// journaling and copy-on-write filesystems, snapshots and flash remapping may
+// keep older copies, and copies made elsewhere (of the file, or of the disk)
+// are the operator's to destroy. If only the overwrite fails, the error
+// matches ErrNotOverwritten and the new KEK is in place.
+func ReplaceFile(ctx context.Context, path, next string) error {
+	if filepath.Dir(filepath.Clean(path)) != filepath.Dir(filepath.Clean(next)) {
+		return fmt.Errorf("kek: %s and %s are not in one directory", path, next)
+	}
+	if _, err := OpenFile(ctx, next); err != nil {
+		return err
+	}
+	old, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("kek: %w", err)
+	}
+	defer old.Close()
+	fi, err := old.Stat()
+	if err != nil {
+		return fmt.Errorf("kek: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("kek: %s is not a regular file", path)
+	}
+	if err := os.Rename(next, path); err != nil {
+		return fmt.Errorf("kek: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("kek: sync %s: %w", filepath.Dir(path), err)
+	}
+	_, err = old.WriteAt(make([]byte, fi.Size()), 0)
+	if err == nil {
+		err = old.Sync()
+	}
+	if cerr := old.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrNotOverwritten, err)
+	}
+	return nil
+}

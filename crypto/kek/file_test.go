@@ -174,3 +174,61 @@ func TestFileConcurrentCreate(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceFile: the new KEK takes the old one's path, and the old file's
+// bytes are zeros (seen through a second link to the old file, which the
+// rename leaves).
+func TestReplaceFile(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, next := filepath.Join(dir, "kek.json"), filepath.Join(dir, "kek.next.json")
+	oldKEK, err := kek.OpenOrCreateFile(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKEK, err := kek.OpenOrCreateFile(ctx, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := filepath.Join(t.TempDir(), "old-inode")
+	if err := os.Link(path, spy); err != nil {
+		t.Fatal(err)
+	}
+
+	// A next that is not a KEK changes nothing.
+	bad := filepath.Join(dir, "bad.json")
+	if err := os.WriteFile(bad, []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := kek.ReplaceFile(ctx, path, bad); err == nil {
+		t.Fatal("ReplaceFile with a file that is no KEK succeeded")
+	}
+	if err := kek.ReplaceFile(ctx, path, filepath.Join(t.TempDir(), "kek.json")); err == nil {
+		t.Fatal("ReplaceFile across directories succeeded")
+	}
+	if k, err := kek.OpenFile(ctx, path); err != nil || k.ID() != oldKEK.ID() {
+		t.Fatalf("after refused replacements: %v", err)
+	}
+
+	if err := kek.ReplaceFile(ctx, path, next); err != nil {
+		t.Fatal(err)
+	}
+	k, err := kek.OpenFile(ctx, path)
+	if err != nil || k.ID() != newKEK.ID() {
+		t.Fatalf("%s after ReplaceFile: %v", path, err)
+	}
+	if _, err := os.Stat(next); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s after ReplaceFile: %v, want it gone", next, err)
+	}
+	got, err := os.ReadFile(spy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(before) || !bytes.Equal(got, make([]byte, len(before))) {
+		t.Fatalf("the old KEK file's %d bytes are not zeros after ReplaceFile", len(before))
+	}
+}
