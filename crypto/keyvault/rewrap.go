@@ -14,7 +14,7 @@ import (
 
 // rewrapBatch is how many keys one transaction of Rewrap re-wraps: one commit
 // (and fsync) per batch, and a stop loses at most one batch's work.
-const rewrapBatch = 512
+const rewrapBatch = 4096
 
 // Rewrap re-wraps every data key of the vault file at path that is wrapped
 // under from so that it is wrapped under to instead, and returns how many it
@@ -210,9 +210,13 @@ func (v *Vault) storeRewrapped(ctx context.Context, from string, rows []wrappedR
 		return err
 	}
 	defer tx.Rollback()
+	stmt, err := tx.PrepareContext(ctx, `UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE subject = ? AND key_group = ? AND kek_id = ?`)
+	if err != nil {
+		return err
+	}
+	defer stmt.Close()
 	for _, r := range rows {
-		if _, err := tx.ExecContext(ctx, `UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE subject = ? AND key_group = ? AND kek_id = ?`,
-			v.kekID, r.wrapped, r.subject, r.group, from); err != nil {
+		if _, err := stmt.ExecContext(ctx, v.kekID, r.wrapped, r.subject, r.group, from); err != nil {
 			return err
 		}
 	}

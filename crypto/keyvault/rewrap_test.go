@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
@@ -203,4 +204,85 @@ func TestRewrapRefuses(t *testing.T) {
 	if pt, err := v.Open(ctx, &sl, nil); err != nil || string(pt) != "x" {
 		t.Fatalf("key after the refused rewraps: %q, %v", pt, err)
 	}
+}
+
+// BenchmarkRewrap re-wraps a vault of 20,000 subjects with two real keys
+// each; the iterations alternate between two KEKs, so each one re-wraps every
+// key. BenchmarkRewrapCrypto is its baseline: the unwrap and wrap of one key,
+// with no file.
+func BenchmarkRewrap(b *testing.B) {
+	ctx := context.Background()
+	a, c := benchKEK(b), benchKEK(b)
+	path := filepath.Join(b.TempDir(), "vault.db")
+	v, err := Open(ctx, path, a)
+	if err != nil {
+		b.Fatal(err)
+	}
+	const subjects = 20_000
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range subjects {
+		id, _ := domain.NewSubjectID(rand.Reader)
+		for _, g := range []string{"identity", "national-id"} {
+			h, _, err := datakey.New()
+			if err != nil {
+				b.Fatal(err)
+			}
+			w, err := datakey.Wrap(ctx, h, a, wrapAD(string(id), g))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (subject, key_group, kek_id, wrapped, created_ns) VALUES (?, ?, ?, ?, 0)`, id, g, a.ID(), w); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	v.Close()
+	from, to := a, c
+	for b.Loop() {
+		n, err := Rewrap(ctx, path, from, to, nil)
+		if err != nil || n != 2*subjects {
+			b.Fatalf("%d keys, %v", n, err)
+		}
+		from, to = to, from
+	}
+	b.ReportMetric(float64(2*subjects*b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+func BenchmarkRewrapCrypto(b *testing.B) {
+	ctx := context.Background()
+	a, c := benchKEK(b), benchKEK(b)
+	h, _, err := datakey.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ad := wrapAD("0123456789abcdef0123456789abcdef", "identity")
+	w, err := datakey.Wrap(ctx, h, a, ad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		h, err := datakey.Unwrap(ctx, w, a, ad)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := datakey.Wrap(ctx, h, c, ad); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+func benchKEK(b *testing.B) *kek.File {
+	b.Helper()
+	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(b.TempDir(), "kek.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return k
 }
