@@ -155,6 +155,11 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 		n.store = s
 		n.closers = append(n.closers, s.Close)
 		v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
+		if errors.Is(err, keyvault.ErrWrongKEK) {
+			if _, serr := os.Stat(filepath.Join(dataDir, kekNextFile)); serr == nil {
+				return nil, fmt.Errorf("open the key vault: a KEK rotation was interrupted: run 'caledger kek rotate' to complete it (%w)", err)
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open the key vault: %w", err)
 		}

@@ -138,6 +138,10 @@ checkpoint (everything is republished) and the first admin credential.
 	if rel, err := filepath.Rel(dir, target); err == nil && filepath.IsLocal(rel) {
 		return fmt.Errorf("backup: %s is inside the data directory; write the backup elsewhere", target)
 	}
+	kekBefore, err := noKEKRotation(dir, nil)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
 	stage, err := stageDir(target)
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
@@ -205,6 +209,11 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	// A rotation that ran meanwhile (it takes the ledger's lock, as a
+	// server does) may have re-wrapped part of what was copied.
+	if _, err := noKEKRotation(dir, kekBefore); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
@@ -323,6 +332,26 @@ from their receipts. docs/backup.md has the details.`)
 	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d were not complete in the backup's vault and are now; rebuilt the views from %d events\n", erasures, shredded, events)
 	fmt.Fprintf(stdout, "erasures recorded after position %d are not in the backup: repeat them from their receipts (docs/backup.md)\n", m.LedgerHead)
 	return nil
+}
+
+// noKEKRotation fails if a rotation of the KEK of the data directory dir is
+// unfinished, or if the KEK file is no longer the file before (when before is
+// not nil): a backup taken across a rotation may hold keys wrapped under each
+// KEK, and would open under neither. It returns the KEK file's FileInfo.
+func noKEKRotation(dir string, before os.FileInfo) (os.FileInfo, error) {
+	if _, err := os.Lstat(filepath.Join(dir, kekNextFile)); err == nil {
+		return nil, fmt.Errorf("a KEK rotation is unfinished (%s exists): complete it with 'caledger kek rotate', then back up", kekNextFile)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	fi, err := os.Stat(filepath.Join(dir, kekFile))
+	if err != nil {
+		return nil, err
+	}
+	if before != nil && !os.SameFile(before, fi) {
+		return nil, errors.New("the KEK was rotated while the backup ran: run the backup again")
+	}
+	return fi, nil
 }
 
 // reapplyErasures opens the ledger and the vault of the restored directory

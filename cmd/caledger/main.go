@@ -51,6 +51,8 @@ func run(ctx context.Context, args []string, env func(string) string, stdout, st
 		return runBackup(ctx, rest, env, stdout, stderr)
 	case "restore":
 		return runRestore(ctx, rest, env, stdout, stderr)
+	case "kek":
+		return runKEK(ctx, rest, env, stdout, stderr)
 	case "verify-erasure":
 		return runVerifyErasure(ctx, rest, env, stdout, stderr)
 	case "version":
@@ -82,6 +84,8 @@ Commands:
                 Merkle root, consistency with the last audit, public rules
   backup        write a backup of the data directory, with the server running or not
   restore       restore a backup into a new data directory
+  kek rotate    re-wrap every key under a new key-encryption key and destroy the
+                old one, so that older copies of the vault open no key
   verify-erasure
                 check offline that an erasure receipt's erasure is in the ledger
   version       print the version

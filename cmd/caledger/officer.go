@@ -112,6 +112,7 @@ sealed parts no longer open. The server must be stopped.`)
 // progressBar draws "[#####     ]  52%  520000/1000000 events" on one line.
 type progressBar struct {
 	w     io.Writer
+	unit  string // what is counted; "events" if empty
 	total uint64
 	last  time.Time
 }
@@ -136,7 +137,11 @@ func (p *progressBar) update(done, total uint64) {
 			bar[i] = '#'
 		}
 	}
-	fmt.Fprintf(p.w, "\r[%s] %3d%%  %d/%d events", bar, pct, done, total)
+	unit := p.unit
+	if unit == "" {
+		unit = "events"
+	}
+	fmt.Fprintf(p.w, "\r[%s] %3d%%  %d/%d %s", bar, pct, done, total, unit)
 }
 
 func (p *progressBar) done() {

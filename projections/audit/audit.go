@@ -356,11 +356,11 @@ func (r *Replay) stream(pos uint64, e *domain.Event, want string) {
 
 // streamName is stream as a finding prints it: as it is when it has one of
 // the ledger's forms (a pseudonym after subject-, access- or vault-, a serial
-// after cert-, a CA id after ca-, vault.epochs), otherwise only its length.
+// after cert-, a CA id after ca-, vault.epochs, vault.kek), otherwise only its length.
 // Where a pseudonym belongs, a faulty server may have put a name.
 func streamName(stream string) string {
 	prefix, rest, _ := strings.Cut(stream, "-")
-	ok := stream == "vault.epochs"
+	ok := stream == "vault.epochs" || stream == "vault.kek"
 	switch prefix {
 	case "subject", "access", "vault":
 		ok = domain.SubjectID(rest).Valid()

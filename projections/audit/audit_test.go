@@ -382,7 +382,7 @@ func BenchmarkReplay(b *testing.B) {
 // only by its length.
 func TestStreamName(t *testing.T) {
 	id := strings.Repeat("ab", 16)
-	for _, s := range []string{"subject-" + id, "access-" + id, "vault-" + id, "cert-1f", "ca-issuing-1", "vault.epochs"} {
+	for _, s := range []string{"subject-" + id, "access-" + id, "vault-" + id, "cert-1f", "ca-issuing-1", "vault.epochs", "vault.kek"} {
 		if got := streamName(s); got != s {
 			t.Errorf("streamName(%q) = %q", s, got)
 		}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"time"
+
+	"github.com/caledger/caledger/crypto/kek"
+	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/signer"
+	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/eventstore/sqlite"
+)
+
+// The ledger's record of the local KEK's rotations (docs/events.md). The
+// stream is not a domain stream: the views skip "vault." streams, and the
+// auditor's replay checks no rule on them.
+const (
+	kekStream = "vault.kek"
+	// typeKEKRotationStarted is appended before the first key is wrapped
+	// under the new KEK: a key under a KEK the ledger does not name never
+	// exists.
+	typeKEKRotationStarted = "vault.kek-rotation-started"
+	// typeKEKRetired is appended once no key needs the old KEK and its file
+	// in the data directory has been replaced and overwritten.
+	typeKEKRetired = "vault.kek-retired"
+	kekEventSchema = 1
+
+	// kekNextFile holds the new KEK while a rotation runs.
+	kekNextFile = "keys/kek.next.json"
+)
+
+// kekRotation is the public part of both event types: the KEKs' ids, which
+// are key ids, never key material.
+type kekRotation struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
+// kekActor records the rotation: an operator with the data directory, as
+// for init.
+var kekActor = domain.Actor{ID: "caledger-kek-rotate", Role: "admin"}
+
+func runKEK(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rotate" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprintln(stdout, "Usage: caledger kek rotate [--data DIR]")
+			return nil
+		}
+		return &usageError{msg: "kek: the only subcommand is 'rotate' (run 'caledger kek rotate -h')"}
+	}
+	fs := flag.NewFlagSet("kek rotate", flag.ContinueOnError)
+	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
+	setUsage(fs, "kek rotate [--data DIR]", `Start a new KEK epoch: make a new key-encryption key, re-wrap under it every
+data key of the key vault and every software CA key, then put it in place of
+keys/kek.json and overwrite the old file. Once every copy of the old KEK is
+destroyed, no copy of the vault made before (a backup, freed disk blocks)
+opens any key, so no erasure made before can be undone from one.
+
+The ledger records the rotation's start and end. The server must be stopped.
+A rotation that was interrupted is completed by running the command again;
+until then the server refuses to start. docs/keyvault.md has the details.`)
+	if help, err := parseFlags(fs, args[1:], stdout); help || err != nil {
+		return err
+	}
+	dir, err := filepath.Abs(*dataDir)
+	if err != nil {
+		return err
+	}
+	cfg, err := readConfig(dir)
+	if err != nil {
+		return err
+	}
+	if cfg.Store != "" && cfg.Store != "sqlite" {
+		return fmt.Errorf("kek rotate: the %s store's key vault is shared by the nodes: its KEKs rotate as epochs (docs/distributed.md)", cfg.Store)
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(dir, ledgerDir), sqlite.Options{})
+	if errors.Is(err, sqlite.ErrInUse) {
+		return errors.New("kek rotate: the ledger is in use: stop the server first")
+	}
+	if err != nil {
+		return fmt.Errorf("kek rotate: open the ledger: %w", err)
+	}
+	defer store.Close()
+	start := time.Now()
+	r, err := rotateKEK(ctx, store, dir, stderr)
+	if err != nil {
+		return fmt.Errorf("kek rotate: %w", err)
+	}
+	if err := store.Close(); err != nil {
+		return fmt.Errorf("kek rotate: %w", err)
+	}
+	if r.resumed {
+		fmt.Fprintf(stdout, "completed the interrupted rotation from KEK %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(stdout, "rotated the KEK from %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
+	}
+	fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; %s holds the new KEK, and the old file's bytes were overwritten\n", r.dataKeys, r.caKeys, filepath.Join(dir, kekFile))
+	fmt.Fprintf(stdout, "backups taken before now open only with a copy of the old KEK %s: destroy every copy of it when the last of them expires, which makes every erasure before now final in them\n", r.From)
+	fmt.Fprintln(stdout, "keep a copy of the new KEK apart from the backups taken from now on, or they cannot be restored")
+	return nil
+}
+
+// rotated is what rotateKEK did.
+type rotated struct {
+	kekRotation
+	dataKeys, caKeys int
+	// resumed is set when the rotation was started by an earlier run.
+	resumed bool
+}
+
+// rotateKEK runs or completes a rotation of the KEK of the data directory dir,
+// whose ledger is store (opened, so the server is stopped). The steps, each of
+// which a later run finds done or redoes:
+//
+//  1. the new KEK file, kekNextFile, is made (or an unrecorded one from a run
+//     that stopped before step 2 is taken: nothing is wrapped under it);
+//  2. vault.kek-rotation-started {from, to} is appended;
+//  3. the vault's data keys are re-wrapped (keyvault.Rewrap), then the CA key
+//     files (signer.Software.Rewrap);
+//  4. kekNextFile replaces kekFile, whose old bytes are overwritten
+//     (kek.ReplaceFile);
+//  5. vault.kek-retired {from, to} is appended.
+//
+// A later run tells where an earlier one stopped from the ledger's last record
+// and the ID of kekFile: after step 4, kekFile is the new KEK.
+func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr io.Writer) (rotated, error) {
+	var r rotated
+	pending, version, err := readKEKRotations(ctx, store)
+	if err != nil {
+		return r, err
+	}
+	curPath, nextPath := filepath.Join(dir, kekFile), filepath.Join(dir, kekNextFile)
+	cur, err := kek.OpenFile(ctx, curPath)
+	if err != nil {
+		return r, err
+	}
+	var next *kek.File
+	switch {
+	case pending != nil && cur.ID() == pending.To:
+		// Stopped between steps 4 and 5.
+		r.kekRotation, r.resumed = *pending, true
+	case pending != nil && cur.ID() == pending.From:
+		r.kekRotation, r.resumed = *pending, true
+		if next, err = kek.OpenFile(ctx, nextPath); err != nil {
+			return r, fmt.Errorf("the ledger records a rotation to KEK %s, which should be in %s: %w", pending.To, nextPath, err)
+		}
+		if next.ID() != pending.To {
+			return r, fmt.Errorf("the ledger records a rotation to KEK %s, but %s holds KEK %s", pending.To, nextPath, next.ID())
+		}
+	case pending != nil:
+		return r, fmt.Errorf("the ledger records a rotation from KEK %s to %s, but %s holds KEK %s", pending.From, pending.To, curPath, cur.ID())
+	default:
+		if next, err = kek.OpenOrCreateFile(ctx, nextPath); err != nil {
+			return r, err
+		}
+		if next.ID() == cur.ID() {
+			return r, fmt.Errorf("%s holds the current KEK %s: remove it and run again", nextPath, cur.ID())
+		}
+		r.kekRotation = kekRotation{From: cur.ID(), To: next.ID()}
+		if err := appendKEKEvent(ctx, store, typeKEKRotationStarted, r.kekRotation, version); err != nil {
+			return r, err
+		}
+		version++
+	}
+	if next != nil {
+		bar := &progressBar{w: stderr, unit: "data keys"}
+		if r.dataKeys, err = keyvault.Rewrap(ctx, filepath.Join(dir, vaultFile), cur, next, func(done, total int) {
+			bar.update(uint64(done), uint64(total))
+		}); err != nil {
+			return r, err
+		}
+		if bar.total > 0 {
+			bar.done()
+		}
+		if r.caKeys, err = signer.NewSoftware(filepath.Join(dir, caKeysDir), cur).Rewrap(ctx, next); err != nil {
+			return r, err
+		}
+		if err := kek.ReplaceFile(ctx, curPath, nextPath); errors.Is(err, kek.ErrNotOverwritten) {
+			fmt.Fprintf(stderr, "warning: the new KEK is in place, but %v\n", err)
+		} else if err != nil {
+			return r, err
+		}
+	}
+	if err := appendKEKEvent(ctx, store, typeKEKRetired, r.kekRotation, version); err != nil {
+		return r, err
+	}
+	return r, nil
+}
+
+// readKEKRotations returns the rotation the ledger records as started and
+// not yet retired, if any, and the version of kekStream.
+func readKEKRotations(ctx context.Context, store eventstore.Store) (*kekRotation, uint64, error) {
+	var pending *kekRotation
+	var version uint64
+	for e, err := range store.ReadStream(ctx, kekStream, 1) {
+		if err != nil {
+			return nil, 0, fmt.Errorf("read %s: %w", kekStream, err)
+		}
+		version = e.Version
+		if e.Schema != kekEventSchema {
+			return nil, 0, fmt.Errorf("%s version %d: %s schema %d, this program knows %d", kekStream, e.Version, e.Type, e.Schema, kekEventSchema)
+		}
+		var p kekRotation
+		if err := json.Unmarshal(e.Public, &p); err != nil || p.From == "" || p.To == "" {
+			return nil, 0, fmt.Errorf("%s version %d: %s does not name two KEKs", kekStream, e.Version, e.Type)
+		}
+		switch {
+		case e.Type == typeKEKRotationStarted && pending == nil:
+			pending = &p
+		case e.Type == typeKEKRetired && pending != nil && *pending == p:
+			pending = nil
+		default:
+			return nil, 0, fmt.Errorf("%s version %d: %s out of order", kekStream, e.Version, e.Type)
+		}
+	}
+	return pending, version, nil
+}
+
+func appendKEKEvent(ctx context.Context, store eventstore.Store, typ string, p kekRotation, version uint64) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	id, err := domain.NewEventID(rand.Reader)
+	if err != nil {
+		return err
+	}
+	ev := domain.Event{ID: id, Type: typ, Schema: kekEventSchema, Time: time.Now().UTC(), Actor: kekActor, Public: b}
+	if _, err := store.Append(ctx, kekStream, domain.Exact(version), ev); err != nil {
+		return fmt.Errorf("record %s: %w", typ, err)
+	}
+	return nil
+}
