@@ -107,25 +107,14 @@ func (s *Software) writeNew(label string, b []byte) error {
 	if err := os.MkdirAll(s.dir, 0o700); err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
-	// Labels hold no '.', so a temporary name never collides with a key file.
-	tmp, err := os.CreateTemp(s.dir, "."+label+"-*.tmp") // mode 0600
+	tmp, err := s.writeTemp(label, b)
 	if err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("%s: write: %w", where, err)
-	}
+	defer os.Remove(tmp)
 	// A link, not a rename: rename replaces an existing file, and a CA key that
 	// another process created meanwhile must never be overwritten.
-	if err := os.Link(tmp.Name(), s.path(label)); err != nil {
+	if err := os.Link(tmp, s.path(label)); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%w: %s", ErrExists, where)
 		}
@@ -135,6 +124,28 @@ func (s *Software) writeNew(label string, b []byte) error {
 		return fmt.Errorf("%s: sync directory: %w", where, err)
 	}
 	return nil
+}
+
+// writeTemp writes b to a new hidden file (mode 0600) in the directory,
+// synced, and returns its name; the caller removes it. Labels hold no '.', so
+// a temporary name never collides with a key file.
+func (s *Software) writeTemp(label string, b []byte) (string, error) {
+	tmp, err := os.CreateTemp(s.dir, "."+label+"-*.tmp")
+	if err != nil {
+		return "", err
+	}
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("write: %w", err)
+	}
+	return tmp.Name(), nil
 }
 
 func syncDir(dir string) error {
@@ -325,22 +336,12 @@ func (s *Software) rewrapFile(ctx context.Context, label string, to Wrapper) (bo
 
 // replace puts b at label's path in place of the file there, durably.
 func (s *Software) replace(label string, b []byte) error {
-	tmp, err := os.CreateTemp(s.dir, "."+label+"-*.tmp") // mode 0600
+	tmp, err := s.writeTemp(label, b)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.path(label)); err != nil {
+	defer os.Remove(tmp)
+	if err := os.Rename(tmp, s.path(label)); err != nil {
 		return err
 	}
 	if err := syncDir(s.dir); err != nil {
