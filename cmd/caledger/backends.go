@@ -154,12 +154,16 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 		}
 		n.store = s
 		n.closers = append(n.closers, s.Close)
-		v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
-		if errors.Is(err, keyvault.ErrWrongKEK) {
-			if _, serr := os.Stat(filepath.Join(dataDir, kekNextFile)); serr == nil {
-				return nil, fmt.Errorf("open the key vault: a KEK rotation was interrupted: run 'caledger kek rotate' to complete it (%w)", err)
-			}
+		// Between a rotation's first record and its last, keys may be under
+		// either KEK, and the old KEK's file not yet overwritten.
+		rot, _, err := readKEKRotations(ctx, s)
+		if err != nil {
+			return nil, err
 		}
+		if rot != nil {
+			return nil, fmt.Errorf("the rotation of the KEK from %s to %s is unfinished: run 'caledger kek rotate' to complete it", rot.From, rot.To)
+		}
+		v, err := keyvault.Open(ctx, filepath.Join(dataDir, vaultFile), k)
 		if err != nil {
 			return nil, fmt.Errorf("open the key vault: %w", err)
 		}

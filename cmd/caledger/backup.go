@@ -138,7 +138,7 @@ checkpoint (everything is republished) and the first admin credential.
 	if rel, err := filepath.Rel(dir, target); err == nil && filepath.IsLocal(rel) {
 		return fmt.Errorf("backup: %s is inside the data directory; write the backup elsewhere", target)
 	}
-	kekBefore, err := noKEKRotation(dir, nil)
+	kekBefore, err := noKEKRotation(ctx, dir, "")
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -213,7 +213,7 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	// A rotation that ran meanwhile (it takes the ledger's lock, as a
 	// server does) may have re-wrapped part of what was copied.
-	if _, err := noKEKRotation(dir, kekBefore); err != nil {
+	if _, err := noKEKRotation(ctx, dir, kekBefore); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
@@ -335,23 +335,26 @@ from their receipts. docs/backup.md has the details.`)
 }
 
 // noKEKRotation fails if a rotation of the KEK of the data directory dir is
-// unfinished, or if the KEK file is no longer the file before (when before is
-// not nil): a backup taken across a rotation may hold keys wrapped under each
-// KEK, and would open under neither. It returns the KEK file's FileInfo.
-func noKEKRotation(dir string, before os.FileInfo) (os.FileInfo, error) {
-	if _, err := os.Lstat(filepath.Join(dir, kekNextFile)); err == nil {
-		return nil, fmt.Errorf("a KEK rotation is unfinished (%s exists): complete it with 'caledger kek rotate', then back up", kekNextFile)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+// unfinished (its marker file exists), or if the KEK is no longer the one
+// named before (when before is not empty): a backup taken across a rotation
+// may hold keys wrapped under each KEK, and would open under neither. It
+// returns the KEK's id.
+func noKEKRotation(ctx context.Context, dir, before string) (string, error) {
+	for _, f := range []string{kekMarkerFile, kekNextFile} {
+		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+			return "", fmt.Errorf("a KEK rotation is unfinished (%s exists): complete it with 'caledger kek rotate', then back up", f)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
 	}
-	fi, err := os.Stat(filepath.Join(dir, kekFile))
+	k, err := kek.OpenFile(ctx, filepath.Join(dir, kekFile))
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	if before != nil && !os.SameFile(before, fi) {
-		return nil, errors.New("the KEK was rotated while the backup ran: run the backup again")
+	if before != "" && k.ID() != before {
+		return "", errors.New("the KEK was rotated while the backup ran: run the backup again")
 	}
-	return fi, nil
+	return k.ID(), nil
 }
 
 // reapplyErasures opens the ledger and the vault of the restored directory

@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -31,10 +33,19 @@ const (
 	// typeKEKRetired is appended once no key needs the old KEK and its file
 	// in the data directory has been replaced and overwritten.
 	typeKEKRetired = "vault.kek-retired"
-	kekEventSchema = 1
+	// typeKEKRotationAbandoned ends a started rotation whose new KEK file was
+	// lost before any key was wrapped under it.
+	typeKEKRotationAbandoned = "vault.kek-rotation-abandoned"
+	kekEventSchema           = 1
 
 	// kekNextFile holds the new KEK while a rotation runs.
 	kekNextFile = "keys/kek.next.json"
+	// kekRetiredFile is a second name of the old KEK file from just before
+	// the new one takes its place until its bytes are overwritten.
+	kekRetiredFile = "keys/.kek.retired.json"
+	// kekMarkerFile exists from a rotation's first step to its last; backup
+	// refuses to run while it does.
+	kekMarkerFile = "keys/kek.rotating"
 )
 
 // kekRotation is the public part of both event types: the KEKs' ids, which
@@ -83,7 +94,7 @@ until then the server refuses to start. docs/keyvault.md has the details.`)
 	}
 	store, err := sqlite.Open(ctx, filepath.Join(dir, ledgerDir), sqlite.Options{})
 	if errors.Is(err, sqlite.ErrInUse) {
-		return errors.New("kek rotate: the ledger is in use: stop the server first")
+		return errors.New("kek rotate: the ledger is in use by another process (a server, or a backup of a stopped server): stop it first")
 	}
 	if err != nil {
 		return fmt.Errorf("kek rotate: open the ledger: %w", err)
@@ -97,13 +108,16 @@ until then the server refuses to start. docs/keyvault.md has the details.`)
 	if err := store.Close(); err != nil {
 		return fmt.Errorf("kek rotate: %w", err)
 	}
+	if r.abandoned != nil {
+		fmt.Fprintf(stdout, "abandoned the rotation to KEK %s, whose file was missing and which wrapped no key\n", r.abandoned.To)
+	}
 	if r.resumed {
 		fmt.Fprintf(stdout, "completed the interrupted rotation from KEK %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
 	} else {
 		fmt.Fprintf(stdout, "rotated the KEK from %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
 	}
-	fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; %s holds the new KEK, and the old file's bytes were overwritten\n", r.dataKeys, r.caKeys, filepath.Join(dir, kekFile))
-	fmt.Fprintf(stdout, "backups taken before now open only with a copy of the old KEK %s: destroy every copy of it when the last of them expires, which makes every erasure before now final in them\n", r.From)
+	fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; %s holds the new KEK, and the old KEK file's bytes were overwritten\n", r.dataKeys, r.caKeys, filepath.Join(dir, kekFile))
+	fmt.Fprintf(stdout, "backups taken before now open only with a copy of the old KEK %s: destroy every copy of it when the last of them expires; from then on no erasure before now can be undone from them\n", r.From)
 	fmt.Fprintln(stdout, "keep a copy of the new KEK apart from the backups taken from now on, or they cannot be restored")
 	return nil
 }
@@ -114,20 +128,26 @@ type rotated struct {
 	dataKeys, caKeys int
 	// resumed is set when the rotation was started by an earlier run.
 	resumed bool
+	// abandoned is the started rotation this run gave up: its new KEK file
+	// was missing and no key was wrapped under it.
+	abandoned *kekRotation
 }
 
 // rotateKEK runs or completes a rotation of the KEK of the data directory dir,
-// whose ledger is store (opened, so the server is stopped). The steps, each of
-// which a later run finds done or redoes:
+// whose ledger is store (opened, so no server runs). The steps, each of which
+// a later run finds done or redoes:
 //
-//  1. the new KEK file, kekNextFile, is made (or an unrecorded one from a run
-//     that stopped before step 2 is taken: nothing is wrapped under it);
+//  1. kekMarkerFile is made, then the new KEK file, kekNextFile (or an
+//     unrecorded one from a run that stopped before step 2 is taken: nothing
+//     is wrapped under it);
 //  2. vault.kek-rotation-started {from, to} is appended;
 //  3. the vault's data keys are re-wrapped (keyvault.Rewrap), then the CA key
 //     files (signer.Software.Rewrap);
-//  4. kekNextFile replaces kekFile, whose old bytes are overwritten
+//  4. kekNextFile replaces kekFile, the old file being kept as
+//     kekRetiredFile until its bytes are overwritten and it is removed
 //     (kek.ReplaceFile);
-//  5. vault.kek-retired {from, to} is appended.
+//  5. once no key names another KEK than the new one, vault.kek-retired
+//     {from, to} is appended and kekMarkerFile removed.
 //
 // A later run tells where an earlier one stopped from the ledger's last record
 // and the ID of kekFile: after step 4, kekFile is the new KEK.
@@ -142,34 +162,53 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 	if err != nil {
 		return r, err
 	}
+	if err := touchMarker(filepath.Join(dir, kekMarkerFile)); err != nil {
+		return r, err
+	}
 	var next *kek.File
 	switch {
 	case pending != nil && cur.ID() == pending.To:
-		// Stopped between steps 4 and 5.
+		// Stopped in step 4 after the rename, or before step 5.
 		r.kekRotation, r.resumed = *pending, true
 	case pending != nil && cur.ID() == pending.From:
-		r.kekRotation, r.resumed = *pending, true
-		if next, err = kek.OpenFile(ctx, nextPath); err != nil {
+		next, err = kek.OpenFile(ctx, nextPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			// The new KEK is lost. If nothing is wrapped under it, the
+			// rotation is abandoned and a new one starts.
+			n, cerr := keysUnder(ctx, dir, pending.To)
+			if cerr != nil {
+				return r, cerr
+			}
+			if n > 0 {
+				return r, fmt.Errorf("the ledger records a rotation to KEK %s, and %d keys are wrapped under it, but its file %s is missing: put the file back (from a copy) and run again; without it those keys cannot be opened", pending.To, n, nextPath)
+			}
+			if err := appendKEKEvent(ctx, store, typeKEKRotationAbandoned, *pending, version); err != nil {
+				return r, err
+			}
+			version++
+			r.abandoned, pending = pending, nil
+			if next, version, err = startKEKRotation(ctx, store, cur, nextPath, version); err != nil {
+				return r, err
+			}
+			r.kekRotation = kekRotation{From: cur.ID(), To: next.ID()}
+			break
+		}
+		if err != nil {
 			return r, fmt.Errorf("the ledger records a rotation to KEK %s, which should be in %s: %w", pending.To, nextPath, err)
 		}
 		if next.ID() != pending.To {
 			return r, fmt.Errorf("the ledger records a rotation to KEK %s, but %s holds KEK %s", pending.To, nextPath, next.ID())
 		}
+		r.kekRotation, r.resumed = *pending, true
 	case pending != nil:
 		return r, fmt.Errorf("the ledger records a rotation from KEK %s to %s, but %s holds KEK %s", pending.From, pending.To, curPath, cur.ID())
 	default:
-		if next, err = kek.OpenOrCreateFile(ctx, nextPath); err != nil {
+		if next, version, err = startKEKRotation(ctx, store, cur, nextPath, version); err != nil {
 			return r, err
-		}
-		if next.ID() == cur.ID() {
-			return r, fmt.Errorf("%s holds the current KEK %s: remove it and run again", nextPath, cur.ID())
 		}
 		r.kekRotation = kekRotation{From: cur.ID(), To: next.ID()}
-		if err := appendKEKEvent(ctx, store, typeKEKRotationStarted, r.kekRotation, version); err != nil {
-			return r, err
-		}
-		version++
 	}
+	retiredPath := filepath.Join(dir, kekRetiredFile)
 	if next != nil {
 		bar := &progressBar{w: stderr, unit: "data keys"}
 		if r.dataKeys, err = keyvault.Rewrap(ctx, filepath.Join(dir, vaultFile), cur, next, func(done, total int) {
@@ -183,16 +222,94 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 		if r.caKeys, err = signer.NewSoftware(filepath.Join(dir, caKeysDir), cur).Rewrap(ctx, next); err != nil {
 			return r, err
 		}
-		if err := kek.ReplaceFile(ctx, curPath, nextPath); errors.Is(err, kek.ErrNotOverwritten) {
-			fmt.Fprintf(stderr, "warning: the new KEK is in place, but %v\n", err)
-		} else if err != nil {
+		if err := kek.ReplaceFile(ctx, curPath, nextPath, retiredPath); err != nil {
 			return r, err
 		}
+	} else if err := kek.DestroyFile(ctx, retiredPath); err != nil {
+		return r, err
+	}
+	// The KEK file alone does not prove step 3 done (a file moved by hand
+	// would pass): the keys themselves must name the new KEK only.
+	if err := onlyUnder(ctx, dir, r.To); err != nil {
+		return r, err
 	}
 	if err := appendKEKEvent(ctx, store, typeKEKRetired, r.kekRotation, version); err != nil {
 		return r, err
 	}
-	return r, nil
+	if err := os.Remove(filepath.Join(dir, kekMarkerFile)); err != nil {
+		return r, err
+	}
+	return r, syncDir(filepath.Join(dir, filepath.Dir(kekMarkerFile)))
+}
+
+// startKEKRotation makes (or takes) the new KEK file at nextPath and records
+// the rotation from cur to it at the stream version given; it returns the new
+// KEK and the stream's version after the record.
+func startKEKRotation(ctx context.Context, store eventstore.Store, cur *kek.File, nextPath string, version uint64) (*kek.File, uint64, error) {
+	next, err := kek.OpenOrCreateFile(ctx, nextPath)
+	if err != nil {
+		return nil, 0, err
+	}
+	if next.ID() == cur.ID() {
+		return nil, 0, fmt.Errorf("%s holds the current KEK %s: remove it and run again", nextPath, cur.ID())
+	}
+	if err := appendKEKEvent(ctx, store, typeKEKRotationStarted, kekRotation{From: cur.ID(), To: next.ID()}, version); err != nil {
+		return nil, 0, err
+	}
+	return next, version + 1, nil
+}
+
+// touchMarker creates the empty file path if it does not exist, durably.
+func touchMarker(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	return err
+}
+
+// keyKEKs counts the data keys of dir's vault and its software CA key files
+// per KEK id.
+func keyKEKs(ctx context.Context, dir string) (map[string]int, error) {
+	counts, err := keyvault.KEKCounts(ctx, filepath.Join(dir, vaultFile))
+	if err != nil {
+		return nil, err
+	}
+	files, err := signer.KeyFileKEKs(filepath.Join(dir, caKeysDir))
+	if err != nil {
+		return nil, err
+	}
+	for id, n := range files {
+		counts[id] += n
+	}
+	return counts, nil
+}
+
+// keysUnder returns how many keys of dir are wrapped under the KEK id.
+func keysUnder(ctx context.Context, dir, id string) (int, error) {
+	counts, err := keyKEKs(ctx, dir)
+	return counts[id], err
+}
+
+// onlyUnder fails unless every key of dir is wrapped under the KEK id.
+func onlyUnder(ctx context.Context, dir, id string) error {
+	counts, err := keyKEKs(ctx, dir)
+	if err != nil {
+		return err
+	}
+	for other, n := range counts {
+		if other != id {
+			return fmt.Errorf("%d keys are still wrapped under KEK %s, not the new KEK %s: the retirement is not recorded", n, other, id)
+		}
+	}
+	return nil
 }
 
 // readKEKRotations returns the rotation the ledger records as started and
@@ -215,7 +332,7 @@ func readKEKRotations(ctx context.Context, store eventstore.Store) (*kekRotation
 		switch {
 		case e.Type == typeKEKRotationStarted && pending == nil:
 			pending = &p
-		case e.Type == typeKEKRetired && pending != nil && *pending == p:
+		case (e.Type == typeKEKRetired || e.Type == typeKEKRotationAbandoned) && pending != nil && *pending == p:
 			pending = nil
 		default:
 			return nil, 0, fmt.Errorf("%s version %d: %s out of order", kekStream, e.Version, e.Type)

@@ -2,8 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"database/sql"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -12,10 +11,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/signer"
+	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 )
 
@@ -60,26 +61,11 @@ func kekEvents(t *testing.T, data string) []string {
 // vaultKEKs returns the count of the vault file's data keys per KEK id.
 func vaultKEKs(t *testing.T, data string) map[string]int {
 	t.Helper()
-	db, err := sql.Open("sqlite3", "file:"+filepath.Join(data, vaultFile)+"?mode=ro")
+	counts, err := keyvault.KEKCounts(t.Context(), filepath.Join(data, vaultFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	rows, err := db.Query("SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			t.Fatal(err)
-		}
-		out[id] = n
-	}
-	return out
+	return counts
 }
 
 // TestKEKRotate rotates the KEK of a data directory with subjects, an
@@ -102,7 +88,7 @@ func TestKEKRotate(t *testing.T) {
 	}
 	oldID := kekID(t, kekPath)
 
-	if _, err := rotateKEKCmd(t, r.data); err == nil || !strings.Contains(err.Error(), "stop the server first") {
+	if _, err := rotateKEKCmd(t, r.data); err == nil || !strings.Contains(err.Error(), "in use by another process") {
 		t.Fatalf("kek rotate beside a running server: %v", err)
 	}
 	r.settle()
@@ -176,6 +162,17 @@ func TestKEKRotate(t *testing.T) {
 		t.Fatalf("audit after the rotation: %v\n%s", err, out)
 	}
 	r.stop()
+	// A backup that began before the rotation is refused at its end.
+	if _, err := noKEKRotation(t.Context(), r.data, oldID); err == nil || !strings.Contains(err.Error(), "rotated while the backup ran") {
+		t.Errorf("backup across a rotation: %v", err)
+	}
+	// A second rotation appends at the stream's next versions.
+	if _, err := rotateKEKCmd(t, r.data); err != nil {
+		t.Fatalf("second kek rotate: %v", err)
+	}
+	if got := kekEvents(t, r.data); len(got) != 4 || !strings.HasPrefix(got[2], typeKEKRotationStarted+` {"from":"`+newID+`"`) || !strings.HasPrefix(got[3], typeKEKRetired) {
+		t.Errorf("ledger after a second rotation: %q", got)
+	}
 
 	// The backup from before opens only with the old KEK's copy.
 	if _, err := restore(t, oldBackup, kekPath, filepath.Join(t.TempDir(), "restored")); !errors.Is(err, keyvault.ErrWrongKEK) {
@@ -194,7 +191,16 @@ func equalStrings(a, b []string) bool {
 // the steps up to there by hand, and checks that the server, the backup and
 // the command see the state for what it is and that the command completes it.
 func TestKEKRotateResumes(t *testing.T) {
-	// steps runs the rotation's steps 1 to n (rotateKEK's list) on data.
+	// Steps as rotateKEK numbers them; 3 is split between the vault and the
+	// CA keys, and 4 may stop after the rename (renamed) or not (done).
+	const (
+		made = iota + 1
+		recorded
+		vaultDone
+		caDone
+		renamed
+		replaced
+	)
 	steps := func(t *testing.T, data string, n int) (from, to string) {
 		t.Helper()
 		ctx := t.Context()
@@ -202,11 +208,14 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if err := touchMarker(filepath.Join(data, kekMarkerFile)); err != nil {
+			t.Fatal(err)
+		}
 		next, err := kek.OpenOrCreateFile(ctx, filepath.Join(data, kekNextFile))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n >= 2 {
+		if n >= recorded {
 			store, err := sqlite.Open(ctx, filepath.Join(data, ledgerDir), sqlite.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -219,16 +228,26 @@ func TestKEKRotateResumes(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n >= 3 {
+		if n >= vaultDone {
 			if _, err := keyvault.Rewrap(ctx, filepath.Join(data, vaultFile), cur, next, nil); err != nil {
 				t.Fatal(err)
 			}
+		}
+		if n >= caDone {
 			if _, err := signer.NewSoftware(filepath.Join(data, caKeysDir), cur).Rewrap(ctx, next); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if n >= 4 {
-			if err := kek.ReplaceFile(ctx, filepath.Join(data, kekFile), filepath.Join(data, kekNextFile)); err != nil {
+		switch n {
+		case renamed:
+			if err := os.Link(filepath.Join(data, kekFile), filepath.Join(data, kekRetiredFile)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(data, kekNextFile), filepath.Join(data, kekFile)); err != nil {
+				t.Fatal(err)
+			}
+		case replaced:
+			if err := kek.ReplaceFile(ctx, filepath.Join(data, kekFile), filepath.Join(data, kekNextFile), filepath.Join(data, kekRetiredFile)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -238,67 +257,173 @@ func TestKEKRotateResumes(t *testing.T) {
 	usable := func(t *testing.T, data string) error {
 		return run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred")}, noEnv, io.Discard, io.Discard)
 	}
+	wantRotation := func(t *testing.T, data, from, to string) {
+		t.Helper()
+		if id := kekID(t, filepath.Join(data, kekFile)); id != to {
+			t.Errorf("KEK after the rotation is %s, want %s", id, to)
+		}
+		for _, f := range []string{kekNextFile, kekRetiredFile, kekMarkerFile} {
+			if _, err := os.Lstat(filepath.Join(data, f)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s after the rotation: %v", f, err)
+			}
+		}
+		if err := usable(t, data); err != nil {
+			t.Errorf("the data directory after the rotation: %v", err)
+		}
+	}
 
 	for _, tc := range []struct {
-		name    string
-		steps   int
-		resumed bool
+		name  string
+		steps int
 	}{
-		{"the new KEK made, nothing recorded", 1, false},
-		{"the rotation recorded", 2, true},
-		{"every key re-wrapped", 3, true},
-		{"the new KEK in place", 4, true},
+		{"the new KEK made, nothing recorded", made},
+		{"the rotation recorded", recorded},
+		{"the vault re-wrapped", vaultDone},
+		{"every key re-wrapped", caDone},
+		{"the new KEK renamed into place", renamed},
+		{"the old KEK file destroyed", replaced},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := initData(t)
-			from, to := steps(t, data, tc.steps)
-			if tc.steps == 3 {
-				// The vault's keys are under the new KEK, the KEK file is the old.
-				if err := usable(t, data); err == nil || !strings.Contains(err.Error(), "caledger kek rotate") {
-					t.Errorf("a node on a half-rotated directory: %v, want the hint to complete the rotation", err)
-				}
+			oldFile := filepath.Join(t.TempDir(), "old-inode")
+			if err := os.Link(filepath.Join(data, kekFile), oldFile); err != nil {
+				t.Fatal(err)
 			}
-			if tc.steps < 4 {
-				if _, err := noKEKRotation(data, nil); err == nil || !strings.Contains(err.Error(), "unfinished") {
-					t.Errorf("backup of a half-rotated directory: %v", err)
-				}
+			oldSize := len(readFile(t, oldFile))
+			from, to := steps(t, data, tc.steps)
+			err := usable(t, data)
+			if tc.steps == made && err != nil {
+				t.Errorf("a node before the rotation is recorded: %v", err)
+			}
+			if tc.steps > made && (err == nil || !strings.Contains(err.Error(), "unfinished: run 'caledger kek rotate'")) {
+				t.Errorf("a node on a half-rotated directory: %v, want the hint to complete the rotation", err)
+			}
+			if _, err := noKEKRotation(t.Context(), data, ""); err == nil || !strings.Contains(err.Error(), "unfinished") {
+				t.Errorf("backup of a half-rotated directory: %v", err)
 			}
 			out, err := rotateKEKCmd(t, data)
 			if err != nil {
 				t.Fatalf("kek rotate: %v", err)
 			}
-			if got := strings.Contains(out, "completed the interrupted rotation from KEK "+from+" to "+to); got != tc.resumed {
-				t.Errorf("resumed %v, want %v:\n%s", got, tc.resumed, out)
+			resumed := tc.steps > made
+			if got := strings.Contains(out, "completed the interrupted rotation from KEK "+from+" to "+to); got != resumed {
+				t.Errorf("resumed %v, want %v:\n%s", got, resumed, out)
 			}
-			if !tc.resumed && !strings.Contains(out, "rotated the KEK from "+from+" to "+to) {
+			if !resumed && !strings.Contains(out, "rotated the KEK from "+from+" to "+to) {
 				t.Errorf("kek rotate did not use the KEK the stopped run made:\n%s", out)
-			}
-			if id := kekID(t, filepath.Join(data, kekFile)); id != to {
-				t.Errorf("KEK after the rotation is %s, want %s", id, to)
 			}
 			rotation := fmt.Sprintf(`{"from":%q,"to":%q}`, from, to)
 			if got, want := kekEvents(t, data), []string{typeKEKRotationStarted + " " + rotation, typeKEKRetired + " " + rotation}; !equalStrings(got, want) {
 				t.Errorf("ledger records %q, want %q", got, want)
 			}
-			if err := usable(t, data); err != nil {
-				t.Errorf("the data directory after the rotation: %v", err)
+			if got := readFile(t, oldFile); !bytes.Equal(got, make([]byte, oldSize)) {
+				t.Error("the old KEK file's bytes are not overwritten")
 			}
+			wantRotation(t, data, from, to)
 		})
 	}
 
+	t.Run("the new KEK moved into place by hand", func(t *testing.T) {
+		data := initData(t)
+		steps(t, data, recorded)
+		if err := os.Rename(filepath.Join(data, kekNextFile), filepath.Join(data, kekFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "still wrapped under KEK") {
+			t.Errorf("kek rotate: %v, want a refusal to record the retirement", err)
+		}
+		if got := kekEvents(t, data); len(got) != 1 {
+			t.Errorf("ledger records %q, want the start only", got)
+		}
+	})
+
+	t.Run("the new KEK lost before any key used it", func(t *testing.T) {
+		data := initData(t)
+		from, lost := steps(t, data, recorded)
+		if err := os.Remove(filepath.Join(data, kekNextFile)); err != nil {
+			t.Fatal(err)
+		}
+		out, err := rotateKEKCmd(t, data)
+		if err != nil {
+			t.Fatalf("kek rotate: %v", err)
+		}
+		to := kekID(t, filepath.Join(data, kekFile))
+		if !strings.Contains(out, "abandoned the rotation to KEK "+lost) || !strings.Contains(out, "rotated the KEK from "+from+" to "+to) {
+			t.Errorf("kek rotate output:\n%s", out)
+		}
+		abandoned, rotation := fmt.Sprintf(`{"from":%q,"to":%q}`, from, lost), fmt.Sprintf(`{"from":%q,"to":%q}`, from, to)
+		want := []string{typeKEKRotationStarted + " " + abandoned, typeKEKRotationAbandoned + " " + abandoned,
+			typeKEKRotationStarted + " " + rotation, typeKEKRetired + " " + rotation}
+		if got := kekEvents(t, data); !equalStrings(got, want) {
+			t.Errorf("ledger records %q, want %q", got, want)
+		}
+		wantRotation(t, data, from, to)
+	})
+
+	t.Run("the new KEK lost after keys used it", func(t *testing.T) {
+		data := initData(t)
+		steps(t, data, vaultDone)
+		if err := os.Remove(filepath.Join(data, kekNextFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "keys are wrapped under it, but its file") {
+			t.Errorf("kek rotate: %v", err)
+		}
+	})
+
 	t.Run("the ledger names other KEKs", func(t *testing.T) {
 		data := initData(t)
-		store, err := sqlite.Open(context.Background(), filepath.Join(data, ledgerDir), sqlite.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = appendKEKEvent(t.Context(), store, typeKEKRotationStarted, kekRotation{From: "file:00000001", To: "file:00000002"}, 0)
-		store.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		appendRaw(t, data, typeKEKRotationStarted, 1, `{"from":"file:00000001","to":"file:00000002"}`)
 		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "the ledger records a rotation from KEK file:00000001") {
 			t.Errorf("kek rotate: %v", err)
 		}
 	})
+
+	for name, ev := range map[string]struct {
+		typ     string
+		schema  uint16
+		payload string
+	}{
+		"a retirement never started": {typeKEKRetired, 1, `{"from":"file:00000001","to":"file:00000002"}`},
+		"an unknown schema":          {typeKEKRotationStarted, 2, `{"from":"file:00000001","to":"file:00000002"}`},
+		"a payload without KEKs":     {typeKEKRotationStarted, 1, `{}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			data := initData(t)
+			appendRaw(t, data, ev.typ, ev.schema, ev.payload)
+			if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), kekStream+" version 1") {
+				t.Errorf("kek rotate: %v", err)
+			}
+			if err := usable(t, data); err == nil {
+				t.Error("a node opened on a ledger with a damaged KEK record")
+			}
+		})
+	}
+}
+
+// appendRaw appends one event to the ledger's KEK stream of data.
+func appendRaw(t *testing.T, data, typ string, schema uint16, payload string) {
+	t.Helper()
+	store, err := sqlite.Open(t.Context(), filepath.Join(data, ledgerDir), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	id, err := domain.NewEventID(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := domain.Event{ID: id, Type: typ, Schema: schema, Time: time.Now().UTC(), Actor: kekActor, Public: []byte(payload)}
+	if _, err := store.Append(t.Context(), kekStream, domain.NoStream, ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -164,55 +164,101 @@ func (f *File) Unwrap(ctx context.Context, ciphertext, ad []byte) ([]byte, error
 	return pt, nil
 }
 
-// ErrNotOverwritten is matched by a ReplaceFile error when the new KEK file is
-// in place but the old file's bytes could not be overwritten.
-var ErrNotOverwritten = errors.New("kek: the old KEK file's bytes were not overwritten")
-
 // ReplaceFile makes the KEK file at next the KEK file at path, and destroys
-// the file that was at path: it checks that next holds a KEK, renames it over
-// path, syncs the directory, then overwrites the old file's bytes with zeros
-// (through a descriptor opened before the rename) and syncs them. Both paths
-// must be in the same directory.
+// the file that was at path. All three paths must be in one directory, and
+// path and next must hold two different KEKs. The steps, each durable before
+// the next:
 //
-// Overwriting reaches the bytes the filesystem still maps to the old file;
-// journaling and copy-on-write filesystems, snapshots and flash remapping may
-// keep older copies, and copies made elsewhere (of the file, or of the disk)
-// are the operator's to destroy. If only the overwrite fails, the error
-// matches ErrNotOverwritten and the new KEK is in place.
-func ReplaceFile(ctx context.Context, path, next string) error {
-	if filepath.Dir(filepath.Clean(path)) != filepath.Dir(filepath.Clean(next)) {
-		return fmt.Errorf("kek: %s and %s are not in one directory", path, next)
+//  1. path's file is linked to retired as well (a rerun finds the link
+//     there and goes on);
+//  2. next is renamed over path;
+//  3. DestroyFile(retired) overwrites the old KEK's bytes and removes it.
+//
+// A stop after step 2 leaves the old KEK at retired, where DestroyFile
+// finishes the work; the caller tells the case from the KEK at path.
+func ReplaceFile(ctx context.Context, path, next, retired string) error {
+	dir := filepath.Dir(filepath.Clean(path))
+	if filepath.Dir(filepath.Clean(next)) != dir || filepath.Dir(filepath.Clean(retired)) != dir {
+		return fmt.Errorf("kek: %s, %s and %s are not in one directory", path, next, retired)
 	}
-	if _, err := OpenFile(ctx, next); err != nil {
+	nk, err := OpenFile(ctx, next)
+	if err != nil {
 		return err
 	}
-	old, err := os.OpenFile(path, os.O_WRONLY, 0)
+	ck, err := OpenFile(ctx, path)
+	if err != nil {
+		return err
+	}
+	if nk.ID() == ck.ID() {
+		return fmt.Errorf("kek: %s and %s hold the same KEK %s", path, next, ck.ID())
+	}
+	oldFi, err := os.Lstat(path)
 	if err != nil {
 		return fmt.Errorf("kek: %w", err)
 	}
-	defer old.Close()
-	fi, err := old.Stat()
+	switch fi, err := os.Lstat(retired); {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.Link(path, retired); err != nil {
+			return fmt.Errorf("kek: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("kek: %w", err)
+	case !os.SameFile(fi, oldFi):
+		return fmt.Errorf("kek: %s exists and is not %s", retired, path)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("kek: sync %s: %w", dir, err)
+	}
+	if err := os.Rename(next, path); err != nil {
+		return fmt.Errorf("kek: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("kek: sync %s: %w", dir, err)
+	}
+	return DestroyFile(ctx, retired)
+}
+
+// DestroyFile overwrites the bytes of the KEK file at path with zeros, syncs
+// them, removes the file and syncs its directory. A missing file is not an
+// error (a rerun after the removal).
+//
+// Overwriting reaches the bytes the file system still maps to the file;
+// journaling and copy-on-write file systems, snapshots and flash remapping may
+// keep older copies, and copies made elsewhere (of the file, or of the disk)
+// are the operator's to destroy.
+func DestroyFile(ctx context.Context, path string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("kek: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("kek: %s is not a regular file", path)
 	}
-	if err := os.Rename(next, path); err != nil {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("kek: %w", err)
+	}
+	_, err = f.WriteAt(make([]byte, fi.Size()), 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("kek: overwrite %s: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("kek: %w", err)
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("kek: sync %s: %w", filepath.Dir(path), err)
-	}
-	_, err = old.WriteAt(make([]byte, fi.Size()), 0)
-	if err == nil {
-		err = old.Sync()
-	}
-	if cerr := old.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrNotOverwritten, err)
 	}
 	return nil
 }

@@ -177,11 +177,12 @@ func TestFileConcurrentCreate(t *testing.T) {
 
 // TestReplaceFile: the new KEK takes the old one's path, and the old file's
 // bytes are zeros (seen through a second link to the old file, which the
-// rename leaves).
+// rename leaves); one KEK twice, a file that is no KEK and paths in other
+// directories are refused before anything changes.
 func TestReplaceFile(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	path, next := filepath.Join(dir, "kek.json"), filepath.Join(dir, "kek.next.json")
+	path, next, retired := filepath.Join(dir, "kek.json"), filepath.Join(dir, "kek.next.json"), filepath.Join(dir, ".kek.retired.json")
 	oldKEK, err := kek.OpenOrCreateFile(ctx, path)
 	if err != nil {
 		t.Fatal(err)
@@ -199,30 +200,46 @@ func TestReplaceFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A next that is not a KEK changes nothing.
 	bad := filepath.Join(dir, "bad.json")
 	if err := os.WriteFile(bad, []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := kek.ReplaceFile(ctx, path, bad); err == nil {
-		t.Fatal("ReplaceFile with a file that is no KEK succeeded")
+	same := filepath.Join(dir, "same.json")
+	if err := os.Link(path, same); err != nil {
+		t.Fatal(err)
 	}
-	if err := kek.ReplaceFile(ctx, path, filepath.Join(t.TempDir(), "kek.json")); err == nil {
-		t.Fatal("ReplaceFile across directories succeeded")
+	for name, args := range map[string][3]string{
+		"no KEK":            {path, bad, retired},
+		"the same path":     {path, path, retired},
+		"a link to path":    {path, same, retired},
+		"another directory": {path, filepath.Join(t.TempDir(), "kek.json"), retired},
+		"retired elsewhere": {path, next, filepath.Join(t.TempDir(), "retired.json")},
+	} {
+		if err := kek.ReplaceFile(ctx, args[0], args[1], args[2]); err == nil {
+			t.Fatalf("ReplaceFile with %s succeeded", name)
+		}
+	}
+	if err := os.Remove(same); err != nil {
+		t.Fatal(err)
 	}
 	if k, err := kek.OpenFile(ctx, path); err != nil || k.ID() != oldKEK.ID() {
 		t.Fatalf("after refused replacements: %v", err)
 	}
+	if _, err := os.Lstat(retired); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused replacement left %s: %v", retired, err)
+	}
 
-	if err := kek.ReplaceFile(ctx, path, next); err != nil {
+	if err := kek.ReplaceFile(ctx, path, next, retired); err != nil {
 		t.Fatal(err)
 	}
 	k, err := kek.OpenFile(ctx, path)
 	if err != nil || k.ID() != newKEK.ID() {
 		t.Fatalf("%s after ReplaceFile: %v", path, err)
 	}
-	if _, err := os.Stat(next); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("%s after ReplaceFile: %v, want it gone", next, err)
+	for _, p := range []string{next, retired} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s after ReplaceFile: %v, want it gone", p, err)
+		}
 	}
 	got, err := os.ReadFile(spy)
 	if err != nil {
@@ -230,5 +247,36 @@ func TestReplaceFile(t *testing.T) {
 	}
 	if len(got) != len(before) || !bytes.Equal(got, make([]byte, len(before))) {
 		t.Fatalf("the old KEK file's %d bytes are not zeros after ReplaceFile", len(before))
+	}
+}
+
+// TestDestroyFileAfterStop: a replacement stopped after the rename leaves the
+// old KEK at the retired path, which DestroyFile overwrites and removes.
+func TestDestroyFileAfterStop(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	retired := filepath.Join(dir, ".kek.retired.json")
+	if _, err := kek.OpenOrCreateFile(ctx, retired); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.ReadFile(retired)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := filepath.Join(t.TempDir(), "old-inode")
+	if err := os.Link(retired, spy); err != nil {
+		t.Fatal(err)
+	}
+	if err := kek.DestroyFile(ctx, retired); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(retired); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("%s after DestroyFile: %v", retired, err)
+	}
+	if got, _ := os.ReadFile(spy); !bytes.Equal(got, make([]byte, len(before))) {
+		t.Fatal("DestroyFile left the KEK's bytes")
+	}
+	if err := kek.DestroyFile(ctx, retired); err != nil {
+		t.Fatalf("DestroyFile of a removed file: %v", err)
 	}
 }

@@ -41,49 +41,57 @@ func Rewrap(ctx context.Context, path string, from, to KEK, progress func(done, 
 
 func rewrap(ctx context.Context, path string, from, to KEK, batch int, progress func(done, total int)) (int, error) {
 	if from == nil || to == nil || from.ID() == "" || to.ID() == "" {
-		return 0, errors.New("keyvault rewrap: two KEKs with non-empty IDs are required")
+		return 0, errors.New("keyvault: rewrap: two KEKs with non-empty IDs are required")
 	}
 	if from.ID() == to.ID() {
-		return 0, fmt.Errorf("keyvault rewrap: the old and the new KEK are the same (%q)", from.ID())
+		return 0, fmt.Errorf("keyvault: rewrap: the old and the new KEK are the same (%q)", from.ID())
 	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return 0, fmt.Errorf("keyvault rewrap: %w", err)
+		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
 	}
 	// The file must exist: rewrapping a file that is not there would make one.
 	if _, err := os.Stat(abs); err != nil {
-		return 0, fmt.Errorf("keyvault rewrap: %w", err)
+		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
 	}
 	if err := createFile(abs); err != nil { // the mode checks
-		return 0, fmt.Errorf("keyvault rewrap: %w", err)
+		return 0, err
 	}
 	db, err := sql.Open("sqlite3", dsn(abs))
 	if err != nil {
-		return 0, fmt.Errorf("keyvault rewrap: %w", err)
+		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
 	}
 	v := &Vault{db: db, kek: to, kekID: to.ID(), wal: abs + "-wal", now: time.Now}
 	defer db.Close()
+	if err := v.checkSettings(ctx); err != nil {
+		return 0, err
+	}
 	n, err := v.rewrapFrom(ctx, from, batch, progress)
 	if err != nil {
-		return n, fmt.Errorf("keyvault rewrap: %w", err)
+		return n, fmt.Errorf("keyvault: rewrap: %w", err)
 	}
 	return n, nil
 }
 
 // rewrapFrom is Rewrap on an unshared Vault whose KEK is the new one.
 func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress func(done, total int)) (int, error) {
-	if err := v.checkSettings(ctx); err != nil {
-		return 0, err
-	}
 	var version int
 	if err := v.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
 		return 0, err
 	}
+	// Open creates and migrates the schema; a file without it has never been
+	// opened as a vault, and one with a later version is not this program's.
 	if version != schemaVersion {
 		return 0, fmt.Errorf("the file has schema version %d, want %d (is it a vault?)", version, schemaVersion)
 	}
 	total, err := v.countUnder(ctx, from.ID())
 	if err != nil {
+		return 0, err
+	}
+	// A key that does not unwrap (a damaged row, or one copied to another
+	// subject) would stop the run half-way, with the file under two KEKs:
+	// every key is checked before the first is re-wrapped.
+	if err := v.checkUnwrap(ctx, from); err != nil {
 		return 0, err
 	}
 	// Recorded before the first key is wrapped under it, as Open would.
@@ -118,7 +126,7 @@ func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress fu
 			progress(done, total)
 		}
 	}
-	if _, err := v.db.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ? AND NOT EXISTS (SELECT 1 FROM data_keys WHERE kek_id = ?)`, from.ID(), from.ID()); err != nil {
+	if err := v.retire(ctx, from.ID()); err != nil {
 		return done, err
 	}
 	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
@@ -216,9 +224,106 @@ func (v *Vault) storeRewrapped(ctx context.Context, from string, rows []wrappedR
 	}
 	defer stmt.Close()
 	for _, r := range rows {
-		if _, err := stmt.ExecContext(ctx, v.kekID, r.wrapped, r.subject, r.group, from); err != nil {
+		res, err := stmt.ExecContext(ctx, v.kekID, r.wrapped, r.subject, r.group, from)
+		if err != nil {
 			return err
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n != 1 {
+			return fmt.Errorf("subject %s group %s: the row changed during the rewrap (is the vault open elsewhere?)", r.subject, r.group)
 		}
 	}
 	return tx.Commit()
+}
+
+// checkUnwrap unwraps every key under from, in one pass over the rows (one
+// read transaction: nothing else writes the file), and fails if any does not
+// unwrap, saying how many and which first.
+func (v *Vault) checkUnwrap(ctx context.Context, from KEK) error {
+	rows, err := v.db.QueryContext(ctx, `SELECT subject, key_group, wrapped FROM data_keys WHERE kek_id = ?`, from.ID())
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	var bad int
+	var first string
+	for rows.Next() {
+		var r wrappedRow
+		if err := rows.Scan(&r.subject, &r.group, &r.wrapped); err != nil {
+			return err
+		}
+		if _, err := datakey.Unwrap(ctx, r.wrapped, from, wrapAD(r.subject, r.group)); err != nil {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if bad == 0 {
+				first = fmt.Sprintf("subject %s group %s: %v", r.subject, r.group, err)
+			}
+			bad++
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if bad > 0 {
+		return fmt.Errorf("%d keys under the old KEK do not unwrap, so nothing was re-wrapped (the first: %s)", bad, first)
+	}
+	return nil
+}
+
+// retire drops from the file's list of KEKs, in one transaction with the
+// check that no key is under it any more.
+func (v *Vault) retire(ctx context.Context, from string) error {
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var left int
+	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM data_keys WHERE kek_id = ?`, from).Scan(&left); err != nil {
+		return err
+	}
+	if left > 0 {
+		return fmt.Errorf("%d keys under the old KEK appeared during the rewrap (is the vault open elsewhere?)", left)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ?`, from); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// KEKCounts returns how many data keys of the vault file at path are wrapped
+// under each KEK id. The file must exist.
+func KEKCounts(ctx context.Context, path string) (map[string]int, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	db, err := sql.Open("sqlite3", dsn(abs))
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
+	if err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, fmt.Errorf("keyvault: %w", err)
+		}
+		out[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("keyvault: %w", err)
+	}
+	return out, nil
 }

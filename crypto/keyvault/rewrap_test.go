@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caledger/caledger/crypto/datakey"
@@ -126,21 +127,8 @@ func TestRewrap(t *testing.T) {
 	if _, err := v.Seal(ctx, subjects[0], "profile", []byte("x"), nil); !errors.Is(err, ErrShredded) {
 		t.Fatalf("Seal for an erased subject after the rewrap: %v, want ErrShredded", err)
 	}
-	var keks []string
-	rows, err := v.db.QueryContext(ctx, "SELECT kek_id FROM keks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		keks = append(keks, id)
-	}
-	rows.Close()
-	if len(keks) != 1 || keks[0] != newKEK.ID() {
-		t.Fatalf("keks lists %q, want only the new KEK %q", keks, newKEK.ID())
+	if keks := fileKEKs(t, v); len(keks) != 1 || keks[0] != newKEK.ID() {
+		t.Fatalf("keks lists %q, want only the new KEK %q", fileKEKs(t, v), newKEK.ID())
 	}
 	newWrap := readKey(t, v, subjects[2], "profile").wrapped
 	if err := v.Close(); err != nil {
@@ -204,6 +192,67 @@ func TestRewrapRefuses(t *testing.T) {
 	if pt, err := v.Open(ctx, &sl, nil); err != nil || string(pt) != "x" {
 		t.Fatalf("key after the refused rewraps: %q, %v", pt, err)
 	}
+	if keks := fileKEKs(t, v); len(keks) != 1 || keks[0] != a.ID() {
+		t.Fatalf("keks lists %q after the refused rewraps, want only %q", keks, a.ID())
+	}
+}
+
+// TestRewrapRefusesBadRow: a key that does not unwrap (here a row copied to
+// another subject, so its associated data no longer matches) is found before
+// anything is re-wrapped, and the file is left as it was.
+func TestRewrapRefusesBadRow(t *testing.T) {
+	ctx := context.Background()
+	a, b := fileKEK(t), fileKEK(t)
+	path := filepath.Join(t.TempDir(), "vault.db")
+	v, err := Open(ctx, path, a, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subjects []domain.SubjectID
+	for range 3 {
+		s, err := domain.NewSubjectID(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Seal(ctx, s, "profile", []byte("x"), nil); err != nil {
+			t.Fatal(err)
+		}
+		subjects = append(subjects, s)
+	}
+	moved := readKey(t, v, subjects[0], "profile").wrapped
+	if _, err := v.db.ExecContext(ctx, `UPDATE data_keys SET wrapped = ? WHERE subject = ?`, moved, subjects[2]); err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	_, err = rewrap(ctx, path, a, b, 1, nil)
+	if err == nil || !strings.Contains(err.Error(), "1 keys under the old KEK do not unwrap") || !strings.Contains(err.Error(), string(subjects[2])) {
+		t.Fatalf("rewrap with a moved row: %v", err)
+	}
+	counts, err := KEKCounts(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(counts) != 1 || counts[a.ID()] != 3 {
+		t.Fatalf("the refused rewrap changed the file: %v", counts)
+	}
+}
+
+func fileKEKs(t *testing.T, v *Vault) []string {
+	t.Helper()
+	var keks []string
+	rows, err := v.db.QueryContext(context.Background(), "SELECT kek_id FROM keks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		keks = append(keks, id)
+	}
+	return keks
 }
 
 // BenchmarkRewrap re-wraps a vault of 20,000 subjects with two real keys

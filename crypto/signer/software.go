@@ -349,3 +349,32 @@ func (s *Software) replace(label string, b []byte) error {
 	}
 	return nil
 }
+
+// KeyFileKEKs returns how many key files of the software provider directory
+// dir are wrapped under each KEK id, from their headers; a missing directory
+// has none. Hidden files are skipped, as by Rewrap.
+func KeyFileKEKs(dir string) (map[string]int, error) {
+	out := map[string]int{}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("signer: software: %w", err)
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".key") || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		b, err := readKeyFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("signer: software: key file %s: %w", e.Name(), err)
+		}
+		f, err := parseKeyFile(b)
+		if err != nil {
+			return nil, fmt.Errorf("signer: software: key file %s: %w", e.Name(), err)
+		}
+		out[f.kekID]++
+	}
+	return out, nil
+}

@@ -293,7 +293,7 @@ func TestSoftwareRewrap(t *testing.T) {
 		refs[label], pubs[label] = ref, s.Public()
 	}
 	// A temporary file of an interrupted write is skipped.
-	if err := os.WriteFile(filepath.Join(dir, ".ca-0-123.tmp"), []byte("junk"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, ".ca-0-123.key"), []byte("junk"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	n, err := old.Rewrap(ctx, newKEK)
@@ -313,8 +313,11 @@ func TestSoftwareRewrap(t *testing.T) {
 			t.Fatalf("%s is another key after the rewrap", label)
 		}
 		fi, err := os.Stat(filepath.Join(dir, label+".key"))
-		if err != nil || fi.Mode().Perm() != 0o600 {
-			t.Fatalf("%s after the rewrap: %v, mode %v", label, err, fi.Mode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s after the rewrap has mode %v", label, fi.Mode())
 		}
 	}
 	if n, err := old.Rewrap(ctx, newKEK); err != nil || n != 0 {
@@ -325,9 +328,22 @@ func TestSoftwareRewrap(t *testing.T) {
 	if n, err := old.Rewrap(ctx, newKEK); err != nil || n != 1 {
 		t.Fatalf("resumed: %d, %v; want 1", n, err)
 	}
-	generate(t, signer.NewSoftware(dir, third), "stray", signer.P256)
+	// A file under a third KEK stops the run there: "0-stray" sorts first,
+	// so "later" (under the old KEK) is not touched.
+	generate(t, signer.NewSoftware(dir, third), "0-stray", signer.P256)
+	_, laterRef := generate(t, old, "later", signer.P256)
 	if _, err := old.Rewrap(ctx, newKEK); err == nil || !strings.Contains(err.Error(), third.ID()) {
 		t.Fatalf("a key under a third KEK: %v, want an error naming it", err)
+	}
+	if _, err := old.Load(ctx, laterRef); err != nil {
+		t.Fatalf("a key after the refused file was touched: %v", err)
+	}
+	counts, err := signer.KeyFileKEKs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{newKEK.ID(): len(allAlgs) + 1, oldKEK.ID(): 1, third.ID(): 1}; fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Fatalf("KeyFileKEKs: %v, want %v", counts, want)
 	}
 	if _, err := old.Rewrap(ctx, oldKEK); err == nil {
 		t.Fatal("Rewrap to the same KEK succeeded")
