@@ -48,8 +48,8 @@ const (
 	kekMarkerFile = "keys/kek.rotating"
 )
 
-// kekRotation is the public part of both event types: the KEKs' ids, which
-// are key ids, never key material.
+// kekRotation is the public part of the three event types: the KEKs' ids,
+// which are key ids, never key material.
 type kekRotation struct {
 	From string `json:"from"`
 	To   string `json:"to"`
@@ -186,7 +186,7 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 				return r, err
 			}
 			version++
-			r.abandoned, pending = pending, nil
+			r.abandoned = pending
 			if next, version, err = startKEKRotation(ctx, store, cur, nextPath, version); err != nil {
 				return r, err
 			}
