@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/keyvault/vaulttest"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 )
@@ -39,24 +39,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		store.Close()
-		vault.Close()
-	})
+	dir, store, vault := vaulttest.Open(t)
 	r := &rig{store: store, vault: vault, dir: dir, now: time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)}
 	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: newTestSigner(t), Now: func() time.Time { return r.now }, Rand: rand.Reader}
 	return r

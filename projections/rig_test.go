@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/keyvault/vaulttest"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 )
@@ -77,24 +77,7 @@ type rig struct {
 
 func newRig(t testing.TB) *rig {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		store.Close()
-		vault.Close()
-	})
+	dir, store, vault := vaulttest.Open(t)
 	r := &rig{dir: dir, store: store, vault: vault, sealer: &countingSealer{Sealer: vault}, clock: &clock{now: start}}
 	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: newTestSigner(t), Now: r.clock.Now, Rand: rand.Reader}
 	return r

@@ -24,8 +24,8 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/crypto/issuer"
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/keyvault/vaulttest"
 	"github.com/caledger/caledger/crypto/softtoken"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
@@ -54,23 +54,7 @@ type rig struct {
 func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		store.Close()
-		vault.Close()
-	})
+	dir, store, vault := vaulttest.Open(t)
 	now := time.Now()
 	rootKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	root, err := issuer.NewRoot(ctx, rootKey, pkix.Name{CommonName: "soft token test root"}, 10*365*24*time.Hour, big.NewInt(1), now.Add(-time.Hour))

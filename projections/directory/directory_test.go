@@ -28,8 +28,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/caledger/caledger/crypto/issuer"
-	"github.com/caledger/caledger/crypto/kek"
-	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/keyvault/vaulttest"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 	"github.com/caledger/caledger/projections/directory"
@@ -56,23 +55,7 @@ var (
 func newRig(t testing.TB) *rig {
 	t.Helper()
 	ctx := context.Background()
-	dir := t.TempDir()
-	store, err := sqlite.Open(ctx, filepath.Join(dir, "ledger"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dir, "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	vault, err := keyvault.Open(ctx, filepath.Join(dir, "vault", "vault.db"), k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		store.Close()
-		vault.Close()
-	})
+	_, store, vault := vaulttest.Open(t)
 	now := time.Now()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca, err := issuer.NewRoot(ctx, key, pkix.Name{CommonName: "directory test CA"}, 10*365*24*time.Hour, big.NewInt(1), now.Add(-time.Hour))
