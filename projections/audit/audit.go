@@ -37,6 +37,7 @@ package audit
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -329,10 +330,26 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 // public parses e's public part into p, or records a malformed event.
 func (r *Replay) public(pos uint64, e *domain.Event, p any) bool {
 	if err := json.Unmarshal(e.Public, p); err != nil {
-		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %v", e.Type, err))
+		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %s", e.Type, jsonProblem(err)))
 		return false
 	}
 	return true
+}
+
+// jsonProblem says what is wrong with a public part without quoting it: the
+// decoder's own messages may quote the server's bytes, which a faulty server
+// may have filled with a name.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("not JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s holds a JSON %s", typ.Field, typ.Value)
+	default:
+		return "not the type's layout"
+	}
 }
 
 // serial checks that a certificate event names a serial (lower-case hex), so
