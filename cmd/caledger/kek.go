@@ -162,7 +162,7 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 	if err != nil {
 		return r, err
 	}
-	if err := touchMarker(filepath.Join(dir, kekMarkerFile)); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, kekMarkerFile), nil, 0o600); err != nil {
 		return r, err
 	}
 	var next *kek.File
@@ -257,22 +257,6 @@ func startKEKRotation(ctx context.Context, store eventstore.Store, cur *kek.File
 		return nil, 0, err
 	}
 	return next, version + 1, nil
-}
-
-// touchMarker creates the empty file path if it does not exist, durably.
-func touchMarker(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(path))
-	}
-	return err
 }
 
 // keyKEKs counts the data keys of dir's vault and its software CA key files

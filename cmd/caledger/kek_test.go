@@ -208,7 +208,7 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := touchMarker(filepath.Join(data, kekMarkerFile)); err != nil {
+		if err := writeFileAtomic(filepath.Join(data, kekMarkerFile), nil, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		next, err := kek.OpenOrCreateFile(ctx, filepath.Join(data, kekNextFile))
