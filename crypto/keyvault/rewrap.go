@@ -158,34 +158,39 @@ func (v *Vault) checkSettings(ctx context.Context) error {
 // countUnder returns how many keys are wrapped under kekID, and refuses a file
 // with keys under a KEK that is neither kekID nor the vault's.
 func (v *Vault) countUnder(ctx context.Context, kekID string) (int, error) {
-	rows, err := v.db.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
+	counts, err := kekCounts(ctx, v.db)
 	if err != nil {
 		return 0, err
 	}
-	defer rows.Close()
-	n := 0
 	var others []string
-	for rows.Next() {
-		var id string
-		var c int
-		if err := rows.Scan(&id, &c); err != nil {
-			return 0, err
-		}
-		switch id {
-		case kekID:
-			n = c
-		case v.kekID:
-		default:
+	for id := range counts {
+		if id != kekID && id != v.kekID {
 			others = append(others, id)
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, err
 	}
 	if len(others) > 0 {
 		return 0, fmt.Errorf("%w: the file has keys under %q, neither the old KEK %q nor the new %q", ErrWrongKEK, others, kekID, v.kekID)
 	}
-	return n, nil
+	return counts[kekID], nil
+}
+
+// kekCounts returns how many data keys of db are wrapped under each KEK id.
+func kekCounts(ctx context.Context, db *sql.DB) (map[string]int, error) {
+	rows, err := db.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			return nil, err
+		}
+		out[id] = n
+	}
+	return out, rows.Err()
 }
 
 type wrappedRow struct {
@@ -308,21 +313,8 @@ func KEKCounts(ctx context.Context, path string) (map[string]int, error) {
 		return nil, fmt.Errorf("keyvault: %w", err)
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
+	out, err := kekCounts(ctx, db)
 	if err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			return nil, fmt.Errorf("keyvault: %w", err)
-		}
-		out[id] = n
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("keyvault: %w", err)
 	}
 	return out, nil
