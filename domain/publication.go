@@ -67,7 +67,7 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 		if err != nil {
 			return Publication{SubjectID: id}, err
 		}
-		if c.Revoked || c.Deleted || !now.Before(c.NotAfter) {
+		if !c.Issued || c.Revoked || c.Deleted || !now.Before(c.NotAfter) {
 			continue
 		}
 		var m CertificateMaterial
