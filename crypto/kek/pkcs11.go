@@ -25,10 +25,22 @@ type PKCS11Config struct {
 	// the token may carry it.
 	KeyLabel string
 	// Generate creates the key (sensitive, non-extractable) when the token has none
-	// with KeyLabel. Without it, a missing key is an error, which is what a production
-	// start wants: a typo must not silently mint a new KEK.
+	// with KeyLabel. Without it, a missing key is an error matching ErrKeyNotFound,
+	// which is what a production start wants: a typo must not silently mint a new KEK.
 	Generate bool
+	// Exclusive, with Generate, refuses a key that already carries KeyLabel
+	// (ErrKeyExists): a new KEK must not turn out to be a key another user of the
+	// token made, and may one day destroy.
+	Exclusive bool
 }
+
+// ErrKeyNotFound is matched by the error of OpenPKCS11 when no secret key on the
+// token carries the label and Generate is not set.
+var ErrKeyNotFound = errors.New("kek: pkcs11: no secret key carries this label")
+
+// ErrKeyExists is matched by the error of OpenPKCS11 when Exclusive is set and a
+// secret key on the token already carries the label.
+var ErrKeyExists = errors.New("kek: pkcs11: a secret key already carries this label")
 
 const (
 	gcmNonceSize = 12
@@ -82,8 +94,10 @@ func openKey(p11 *crypto11.Context, cfg PKCS11Config) (*PKCS11, error) {
 	switch {
 	case len(keys) > 1:
 		return nil, fmt.Errorf("%s: %d secret keys carry this label; keep exactly one", where, len(keys))
+	case len(keys) > 0 && cfg.Generate && cfg.Exclusive:
+		return nil, fmt.Errorf("%s: %w", where, ErrKeyExists)
 	case len(keys) == 0 && !cfg.Generate:
-		return nil, fmt.Errorf("%s: no secret key carries this label", where)
+		return nil, fmt.Errorf("%s: %w", where, ErrKeyNotFound)
 	case len(keys) == 0:
 		var id [16]byte
 		if _, err := rand.Read(id[:]); err != nil {
@@ -111,6 +125,38 @@ func openKey(p11 *crypto11.Context, cfg PKCS11Config) (*PKCS11, error) {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return &PKCS11{p11: p11, gcm: gcm, id: "pkcs11:" + cfg.TokenLabel + "/" + cfg.KeyLabel}, nil
+}
+
+// DestroyPKCS11 deletes every secret key carrying cfg.KeyLabel from the token
+// (C_DestroyObject), through a Context of its own; cfg.Generate is ignored. A
+// token with no such key is not an error: a destroy that was interrupted is
+// completed by calling it again. A PKCS11 open on the key fails from then on.
+func DestroyPKCS11(ctx context.Context, cfg PKCS11Config) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if cfg.Library == "" || cfg.TokenLabel == "" || cfg.KeyLabel == "" {
+		return errors.New("kek: pkcs11: library, token label and key label are required")
+	}
+	where := fmt.Sprintf("kek: pkcs11: destroy token %q key %q", cfg.TokenLabel, cfg.KeyLabel)
+	p11, err := crypto11.Configure(&crypto11.Config{Path: cfg.Library, TokenLabel: cfg.TokenLabel, Pin: cfg.PIN})
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	keys, err := p11.FindKeys(nil, []byte(cfg.KeyLabel))
+	for _, key := range keys {
+		if err != nil {
+			break
+		}
+		err = key.Delete()
+	}
+	if cerr := p11.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return nil
 }
 
 // ulong decodes a CK_ULONG attribute value, which is in the host's byte order.

@@ -65,8 +65,58 @@ func TestPKCS11MissingKey(t *testing.T) {
 	_, err := kek.OpenPKCS11(context.Background(), kek.PKCS11Config{
 		Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "absent",
 	})
-	if err == nil || !strings.Contains(err.Error(), "no secret key") {
-		t.Fatalf("got %v, want a missing-key error", err)
+	if !errors.Is(err, kek.ErrKeyNotFound) {
+		t.Fatalf("got %v, want ErrKeyNotFound", err)
+	}
+}
+
+// TestPKCS11Exclusive: a new KEK made with Exclusive is never a key that was
+// on the token before.
+func TestPKCS11Exclusive(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	cfg := kek.PKCS11Config{Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "kek-1", Generate: true, Exclusive: true}
+	k, err := kek.OpenPKCS11(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	if _, err := kek.OpenPKCS11(t.Context(), cfg); !errors.Is(err, kek.ErrKeyExists) {
+		t.Fatalf("second exclusive open: %v, want ErrKeyExists", err)
+	}
+}
+
+// TestDestroyPKCS11 deletes the key from the token: it no longer opens, and
+// what it wrapped cannot be unwrapped by a new key under the same label.
+func TestDestroyPKCS11(t *testing.T) {
+	ctx := t.Context()
+	tok := softhsmtest.NewToken(t)
+	cfg := kek.PKCS11Config{Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "kek-1"}
+	k := openPKCS11(t, tok, "kek-1", true)
+	other := openPKCS11(t, tok, "kek-2", true)
+	ct, err := k.Wrap(ctx, []byte("data key"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := kek.DestroyPKCS11(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kek.OpenPKCS11(ctx, cfg); !errors.Is(err, kek.ErrKeyNotFound) {
+		t.Fatalf("open after destroy: %v, want ErrKeyNotFound", err)
+	}
+	// Again: nothing left to destroy is not an error.
+	if err := kek.DestroyPKCS11(ctx, cfg); err != nil {
+		t.Fatalf("second destroy: %v", err)
+	}
+	again := openPKCS11(t, tok, "kek-1", true)
+	if _, err := again.Unwrap(ctx, ct, nil); !errors.Is(err, kek.ErrInvalidCiphertext) {
+		t.Fatalf("a new key under the old label unwrapped: %v", err)
+	}
+	// The other label's key is untouched.
+	if _, err := other.Wrap(ctx, []byte("x"), nil); err != nil {
+		t.Fatalf("the other key: %v", err)
 	}
 }
 

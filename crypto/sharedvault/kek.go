@@ -9,8 +9,6 @@ import (
 	"path/filepath"
 	"sync"
 
-	"github.com/ThalesGroup/crypto11"
-
 	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
@@ -165,8 +163,7 @@ func shredFile(path string) error {
 }
 
 // PKCS11KEK is a kek.PKCS11 that can be destroyed: Destroy deletes the AES key from
-// the token (C_DestroyObject). crypto/kek keeps its crypto11 key private, so Destroy
-// finds the key again by its label through a Context of its own.
+// the token (kek.DestroyPKCS11, which finds the key again by its label).
 type PKCS11KEK struct {
 	cfg kek.PKCS11Config
 	id  string
@@ -217,24 +214,10 @@ func (k *PKCS11KEK) Destroy(ctx context.Context) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	where := fmt.Sprintf("sharedvault: destroy KEK %s", k.id)
-	p11, err := crypto11.Configure(&crypto11.Config{Path: k.cfg.Library, TokenLabel: k.cfg.TokenLabel, Pin: k.cfg.PIN})
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+	if err := kek.DestroyPKCS11(ctx, k.cfg); err != nil {
+		return fmt.Errorf("sharedvault: destroy KEK %s: %w", k.id, err)
 	}
-	keys, err := p11.FindKeys(nil, []byte(k.cfg.KeyLabel))
-	for _, key := range keys {
-		if err != nil {
-			break
-		}
-		err = key.Delete()
-	}
-	if cerr := p11.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
-	}
+	var err error
 	if k.k != nil {
 		err = k.k.Close()
 		k.k = nil
