@@ -17,7 +17,6 @@ import (
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/authority"
 	"github.com/caledger/caledger/crypto/issuer"
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/sharedvault"
 	"github.com/caledger/caledger/crypto/signer"
@@ -59,6 +58,8 @@ type config struct {
 	// KEK) or "pkcs11".
 	KeyProvider string         `json:"key_provider"`
 	PKCS11      *pkcs11Options `json:"pkcs11,omitempty"`
+	// KEK is where the local KEK lives; absent means the file keys/kek.json.
+	KEK *kekOptions `json:"kek,omitempty"`
 	// Profiles is a JSON profiles file; empty means the built-in profiles.
 	Profiles string `json:"profiles,omitempty"`
 	// SoftTokenHeaders maps subject attributes to the request headers a
@@ -76,6 +77,15 @@ type config struct {
 type pkcs11Options struct {
 	Library string `json:"library"`
 	Token   string `json:"token"`
+}
+
+// writeConfig replaces dataDir's config file by cfg, atomically.
+func writeConfig(dataDir string, cfg config) error {
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dataDir, configFile), append(b, '\n'), 0o600)
 }
 
 func readConfig(dataDir string) (config, error) {
@@ -105,7 +115,7 @@ type node struct {
 	// shared is the vault when it is shared with other nodes (store kurrent):
 	// serve must run it to hear their erasures.
 	shared   *sharedvault.Vault
-	kek      *kek.File
+	kek      openedKEK
 	views    *projections.Views
 	tree     *tree.Tree // the Merkle log over the ledger; serve opens it (openTree)
 	handlers *domain.Handlers
@@ -118,18 +128,19 @@ type node struct {
 	viewsErr error
 }
 
-// openNode opens the backends in dataDir, by an explicit switch on the store
-// name: "sqlite" (the embedded default: ledger and key vault in dataDir) or
-// "kurrent" (the ledger on the KurrentDB cluster env("KURRENTDB_URL") names,
-// with the key vault shared through it: crypto/sharedvault). close releases
-// them; call it after the HTTP server has stopped.
-func openNode(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string) (*node, error) {
-	return openNodeFor(ctx, storeName, dataDir, logger, env, false)
+// openNode opens the backends in dataDir that cfg names, by an explicit switch
+// on the store name: "sqlite" (the embedded default: ledger and key vault in
+// dataDir) or "kurrent" (the ledger on the KurrentDB cluster
+// env("KURRENTDB_URL") names, with the key vault shared through it:
+// crypto/sharedvault). close releases them; call it after the HTTP server has
+// stopped.
+func openNode(ctx context.Context, cfg config, dataDir string, logger *slog.Logger, env func(string) string) (*node, error) {
+	return openNodeFor(ctx, cfg, dataDir, logger, env, false)
 }
 
-// openNodeFor is openNode; creating is set by init, which may make the shared
-// vault's first KEK.
-func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Logger, env func(string) string, creating bool) (_ *node, err error) {
+// openNodeFor is openNode; creating is set by init, which makes the local
+// KEK and may make the shared vault's first KEK.
+func openNodeFor(ctx context.Context, cfg config, dataDir string, logger *slog.Logger, env func(string) string, creating bool) (_ *node, err error) {
 	n := &node{dataDir: dataDir, logger: logger}
 	defer func() {
 		if err != nil {
@@ -140,13 +151,18 @@ func openNodeFor(ctx context.Context, storeName, dataDir string, logger *slog.Lo
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	// The local KEK wraps the software CA keys, and the data keys of the
-	// embedded vault.
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(dataDir, kekFile))
+	// embedded vault. It is closed last.
+	home, err := kekHomeFor(dataDir, cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	k, err := home.open(ctx, creating)
 	if err != nil {
 		return nil, fmt.Errorf("open the key-encryption key: %w", err)
 	}
 	n.kek = k
-	switch storeName {
+	n.closers = append(n.closers, k.Close)
+	switch storeName := cfg.Store; storeName {
 	case "sqlite", "":
 		s, err := sqlite.Open(ctx, filepath.Join(dataDir, ledgerDir), sqlite.Options{Logger: logger})
 		if err != nil {

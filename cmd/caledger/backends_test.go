@@ -14,7 +14,7 @@ import (
 // once the vault holds a tombstone covering it.
 func TestEmbeddedErasureState(t *testing.T) {
 	ctx := context.Background()
-	n, err := openNode(ctx, "sqlite", t.TempDir(), slog.New(slog.DiscardHandler), noEnv)
+	n, err := openNodeFor(ctx, config{Store: "sqlite"}, t.TempDir(), slog.New(slog.DiscardHandler), noEnv, true)
 	if err != nil {
 		t.Fatal(err)
 	}

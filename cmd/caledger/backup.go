@@ -138,7 +138,7 @@ checkpoint (everything is republished) and the first admin credential.
 	if rel, err := filepath.Rel(dir, target); err == nil && filepath.IsLocal(rel) {
 		return fmt.Errorf("backup: %s is inside the data directory; write the backup elsewhere", target)
 	}
-	kekBefore, err := noKEKRotation(ctx, dir, "")
+	kekBefore, kekWhere, err := noKEKRotation(ctx, dir, "")
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
@@ -213,7 +213,7 @@ checkpoint (everything is republished) and the first admin credential.
 	}
 	// A rotation that ran meanwhile (it takes the ledger's lock, as a
 	// server does) may have re-wrapped part of what was copied.
-	if _, err := noKEKRotation(ctx, dir, kekBefore); err != nil {
+	if _, _, err := noKEKRotation(ctx, dir, kekBefore); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
@@ -232,18 +232,23 @@ checkpoint (everything is republished) and the first admin credential.
 	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
 		head, len(m.Files), byteSize(total), target, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "position %d is the backup's point in time; a running server's commits of the last few tens of milliseconds may be after it\n", head)
-	fmt.Fprintf(stdout, "the KEK (%s) is not in the backup: keep a copy of it apart, or the backup cannot be restored\n", filepath.Join(dir, kekFile))
+	if pkcs11KEK(cfg) {
+		fmt.Fprintf(stdout, "the KEK (%s) is not in the backup: the backup can be restored only while the token holds that key, and a KEK rotation deletes it\n", kekWhere)
+	} else {
+		fmt.Fprintf(stdout, "the KEK (%s) is not in the backup: keep a copy of it apart, or the backup cannot be restored\n", kekWhere)
+	}
 	return nil
 }
 
 func runRestore(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
 	flags := flag.NewFlagSet("restore", flag.ContinueOnError)
 	from := flags.String("from", "", "the backup `directory`")
-	kekPath := flags.String("kek", "", "the KEK `file` (keys/kek.json) of the data directory the backup was taken from")
+	kekPath := flags.String("kek", "", "the KEK `file` (keys/kek.json) of the data directory the backup was taken from; not given for a KEK on a PKCS#11 token, whose PIN comes from env "+kekPINEnv)
 	dataDir := flags.String("data", envOr(env, "CALEDGER_DATA", "./data"), "the data `directory` to create; it must not exist, or be empty; env CALEDGER_DATA")
-	setUsage(flags, "restore --from DIR --kek FILE [--data DIR]", `Restore a backup made by 'caledger backup' into a new data directory, then
+	setUsage(flags, "restore --from DIR [--kek FILE] [--data DIR]", `Restore a backup made by 'caledger backup' into a new data directory, then
 start the server on it. Every file is checked against the manifest; the KEK
-must be the one that wraps the backup's keys. The keys of every erasure the
+(the file --kek names, or the key on the PKCS#11 token the backup's config
+names) must be the one that wraps the backup's keys. The keys of every erasure the
 ledger records are destroyed again (a vault copy may predate some), and the
 views are rebuilt, with a progress bar on stderr. If a step fails, nothing is
 left in the data directory.
@@ -253,8 +258,8 @@ from their receipts. docs/backup.md has the details.`)
 	if help, err := parseFlags(flags, args, stdout); help || err != nil {
 		return err
 	}
-	if *from == "" || *kekPath == "" {
-		return &usageError{msg: "restore: --from and --kek are required (run 'caledger restore -h')"}
+	if *from == "" {
+		return &usageError{msg: "restore: --from is required (run 'caledger restore -h')"}
 	}
 	src, err := filepath.Abs(*from)
 	if err != nil {
@@ -273,13 +278,10 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	kekBytes, err := secretfile.Read(*kekPath, maxKEKFile)
-	if err != nil {
-		return fmt.Errorf("restore: the KEK: %w", err)
-	}
-	k, err := kek.OpenFile(ctx, *kekPath)
-	if err != nil {
-		return fmt.Errorf("restore: %w", err)
+	// A missing --kek is reported before anything is copied; the copied
+	// (checked) config decides below.
+	if peek, err := readConfig(src); err == nil && *kekPath == "" && !pkcs11KEK(peek) {
+		return &usageError{msg: "restore: --kek is required: the backup's KEK is a file (run 'caledger restore -h')"}
 	}
 	stage, err := stageDir(target)
 	if err != nil {
@@ -304,14 +306,42 @@ from their receipts. docs/backup.md has the details.`)
 	if cfg.Store != "" && cfg.Store != "sqlite" {
 		return fmt.Errorf("restore: the backup's store is %q; only the embedded store is backed up", cfg.Store)
 	}
+	var k openedKEK
+	var kekBytes []byte
+	switch {
+	case pkcs11KEK(cfg) && *kekPath != "":
+		return &usageError{msg: "restore: the backup's KEK is a key on a PKCS#11 token, not a file: drop --kek and set " + kekPINEnv}
+	case pkcs11KEK(cfg):
+		home, err := kekHomeFor(stage, cfg, env)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		if k, err = home.open(ctx, false); err != nil {
+			return fmt.Errorf("restore: the KEK (%s): %w", home.describe(), err)
+		}
+	case *kekPath == "":
+		return &usageError{msg: "restore: --kek is required: the backup's KEK is a file (run 'caledger restore -h')"}
+	default:
+		if kekBytes, err = secretfile.Read(*kekPath, maxKEKFile); err != nil {
+			return fmt.Errorf("restore: the KEK: %w", err)
+		}
+		f, err := kek.OpenFile(ctx, *kekPath)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		k = fileKEK{f}
+	}
+	defer k.Close()
 	// The keys of recorded erasures go before the KEK joins them: a restore
 	// killed half-way never leaves the KEK beside a key it should not open.
 	erasures, shredded, err := reapplyErasures(ctx, stage, k, m.LedgerHead)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(stage, kekFile), kekBytes, 0o600); err != nil {
-		return fmt.Errorf("restore: %w", err)
+	if kekBytes != nil {
+		if err := writeFileAtomic(filepath.Join(stage, kekFile), kekBytes, 0o600); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
 	}
 	events, err := restoreNode(ctx, stage, cfg, env, stderr)
 	if err != nil {
@@ -338,31 +368,47 @@ from their receipts. docs/backup.md has the details.`)
 // unfinished (its marker file exists), or if the KEK is no longer the one
 // named before (when before is not empty): a backup taken across a rotation
 // may hold keys wrapped under each KEK, and would open under neither. It
-// returns the KEK's id.
-func noKEKRotation(ctx context.Context, dir, before string) (string, error) {
+// returns the KEK's id and where it lives.
+func noKEKRotation(ctx context.Context, dir, before string) (id, where string, err error) {
 	for _, f := range []string{kekMarkerFile, kekNextFile} {
 		if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
-			return "", fmt.Errorf("a KEK rotation is unfinished (%s exists): complete it with 'caledger kek rotate', then back up", f)
+			return "", "", fmt.Errorf("a KEK rotation is unfinished (%s exists): complete it with 'caledger kek rotate', then back up", f)
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return "", err
+			return "", "", err
 		}
 	}
-	k, err := kek.OpenFile(ctx, filepath.Join(dir, kekFile))
+	// The config is read again each time: a rotation of a PKCS#11 KEK
+	// changes the label it names.
+	cfg, err := readConfig(dir)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	if before != "" && k.ID() != before {
-		return "", errors.New("the KEK was rotated while the backup ran: run the backup again")
+	// The ID needs no PIN.
+	home, err := kekHomeFor(dir, cfg, noPIN)
+	if err != nil {
+		return "", "", err
 	}
-	return k.ID(), nil
+	if id, err = home.id(ctx); err != nil {
+		return "", "", err
+	}
+	if before != "" && id != before {
+		return "", "", errors.New("the KEK was rotated while the backup ran: run the backup again")
+	}
+	return id, home.describe(), nil
 }
+
+// pkcs11KEK reports whether cfg's KEK is a key on a PKCS#11 token.
+func pkcs11KEK(cfg config) bool { return cfg.KEK != nil && cfg.KEK.Provider == "pkcs11" }
+
+// noPIN is the environment of a KEK home that reaches no token.
+func noPIN(string) string { return "" }
 
 // reapplyErasures opens the ledger and the vault of the restored directory
 // dir (the vault with k, which must be the KEK that wrapped its keys), checks
 // that the ledger ends at head, and destroys the keys of every erasure the
 // ledger records that the vault still holds. It returns the number of
 // erasures and how many of them had keys left.
-func reapplyErasures(ctx context.Context, dir string, k *kek.File, head uint64) (erasures, shredded int, err error) {
+func reapplyErasures(ctx context.Context, dir string, k keyvault.KEK, head uint64) (erasures, shredded int, err error) {
 	store, err := sqlite.Open(ctx, filepath.Join(dir, ledgerDir), sqlite.Options{})
 	if err != nil {
 		return 0, 0, fmt.Errorf("open the ledger: %w", err)
@@ -416,7 +462,7 @@ func (v *owedShreds) Shred(ctx context.Context, subject domain.SubjectID, groups
 // views and loads the CAs (which proves their keys open). It returns the
 // number of events.
 func restoreNode(ctx context.Context, dir string, cfg config, env func(string) string, stderr io.Writer) (uint64, error) {
-	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+	n, err := openNode(ctx, cfg, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
 	if err != nil {
 		return 0, err
 	}

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -43,6 +42,10 @@ func runInit(ctx context.Context, args []string, env func(string) string, stdout
 	provider := fs.String("key-provider", "software", "where CA keys are made: software (DIR/keys/ca, wrapped by the KEK) or pkcs11")
 	p11lib := fs.String("pkcs11-library", "", "PKCS#11 module `path` (key provider pkcs11)")
 	p11token := fs.String("pkcs11-token", "", "PKCS#11 token `label` (key provider pkcs11); the PIN comes from env CALEDGER_PKCS11_PIN")
+	kekProvider := fs.String("kek-provider", "file", "where the KEK that wraps the vault's data keys and the software CA keys lives: file (DIR/keys/kek.json) or pkcs11 (an AES key on a token, which never leaves it)")
+	kekLib := fs.String("kek-pkcs11-library", "", "PKCS#11 module `path` of the KEK (KEK provider pkcs11); default: --pkcs11-library")
+	kekToken := fs.String("kek-pkcs11-token", "", "PKCS#11 token `label` of the KEK (KEK provider pkcs11); default: --pkcs11-token; the PIN comes from env "+kekPINEnv)
+	kekLabel := fs.String("kek-pkcs11-label", "caledger-kek", "base `label` of the KEK's key on the token (KEK provider pkcs11): each KEK epoch's key is labelled BASE@ and eight random hex digits")
 	retain := fs.Bool("retain-until-expiry", false, "CA policy: certificates may be deleted only once expired")
 	store := fs.String("store", envOr(env, "CALEDGER_STORE", "sqlite"), "ledger `backend`: sqlite (embedded, in DIR/ledger) or kurrent (the KurrentDB cluster KURRENTDB_URL names); env CALEDGER_STORE")
 	hosts := fs.String("server-names", "localhost,127.0.0.1,::1", "comma-separated DNS names and IP addresses of the server's TLS certificate")
@@ -98,8 +101,35 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if *provider == "pkcs11" {
 		cfg.PKCS11 = &pkcs11Options{Library: *p11lib, Token: *p11token}
 	}
+	switch *kekProvider {
+	case "file":
+		cfg.KEK = &kekOptions{Provider: "file"}
+	case "pkcs11":
+		o := kekOptions{Provider: "pkcs11", Library: *kekLib, Token: *kekToken}
+		if o.Library == "" {
+			o.Library = *p11lib
+		}
+		if o.Token == "" {
+			o.Token = *p11token
+		}
+		if o.Library == "" || o.Token == "" {
+			return &usageError{msg: "init: KEK provider pkcs11 needs --kek-pkcs11-library and --kek-pkcs11-token (or --pkcs11-library and --pkcs11-token)"}
+		}
+		if *kekLabel == "" || strings.Contains(*kekLabel, "@") {
+			return &usageError{msg: "init: --kek-pkcs11-label must be a non-empty label without '@'"}
+		}
+		if env(kekPINEnv) == "" {
+			return &usageError{msg: "init: KEK provider pkcs11: set " + kekPINEnv + " to the token's user PIN"}
+		}
+		if o.Label, err = newKEKLabel(*kekLabel); err != nil {
+			return err
+		}
+		cfg.KEK = &o
+	default:
+		return &usageError{msg: fmt.Sprintf("init: unknown KEK provider %q (known: file, pkcs11)", *kekProvider)}
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	n, err := openNodeFor(ctx, *store, dir, logger, env, true)
+	n, err := openNodeFor(ctx, cfg, dir, logger, env, true)
 	if err != nil {
 		return err
 	}
@@ -128,8 +158,7 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if err != nil {
 		return fmt.Errorf("admin credential: %w", err)
 	}
-	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := writeFileAtomic(filepath.Join(dir, configFile), append(b, '\n'), 0o600); err != nil {
+	if err := writeConfig(dir, cfg); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, `initialised %s

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/signer"
 	"github.com/caledger/caledger/domain"
@@ -71,7 +70,10 @@ func runKEK(ctx context.Context, args []string, env func(string) string, stdout,
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	setUsage(fs, "kek rotate [--data DIR]", `Start a new KEK epoch: make a new key-encryption key, re-wrap under it every
 data key of the key vault and every software CA key, then put it in place of
-keys/kek.json and overwrite the old file. Once every copy of the old KEK is
+the old KEK and destroy that: keys/kek.json is replaced and the old file
+overwritten, or, with a PKCS#11 KEK (init --kek-provider pkcs11), the config
+names the new key and the old one is deleted from the token (its PIN comes
+from env CALEDGER_KEK_PKCS11_PIN). Once every copy of the old KEK is
 destroyed, no copy of the vault made before (a backup, freed disk blocks)
 opens any key, so no erasure made before can be undone from one.
 
@@ -100,8 +102,12 @@ until then the server refuses to start. docs/keyvault.md has the details.`)
 		return fmt.Errorf("kek rotate: open the ledger: %w", err)
 	}
 	defer store.Close()
+	home, err := kekHomeFor(dir, cfg, env)
+	if err != nil {
+		return fmt.Errorf("kek rotate: %w", err)
+	}
 	start := time.Now()
-	r, err := rotateKEK(ctx, store, dir, stderr)
+	r, err := rotateKEK(ctx, store, dir, home, stderr)
 	if err != nil {
 		return fmt.Errorf("kek rotate: %w", err)
 	}
@@ -109,16 +115,21 @@ until then the server refuses to start. docs/keyvault.md has the details.`)
 		return fmt.Errorf("kek rotate: %w", err)
 	}
 	if r.abandoned != nil {
-		fmt.Fprintf(stdout, "abandoned the rotation to KEK %s, whose file was missing and which wrapped no key\n", r.abandoned.To)
+		fmt.Fprintf(stdout, "abandoned the rotation to KEK %s, which was missing and wrapped no key\n", r.abandoned.To)
 	}
 	if r.resumed {
 		fmt.Fprintf(stdout, "completed the interrupted rotation from KEK %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
 	} else {
 		fmt.Fprintf(stdout, "rotated the KEK from %s to %s in %s\n", r.From, r.To, time.Since(start).Round(time.Millisecond))
 	}
-	fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; %s holds the new KEK, and the old KEK file's bytes were overwritten\n", r.dataKeys, r.caKeys, filepath.Join(dir, kekFile))
-	fmt.Fprintf(stdout, "backups taken before now open only with a copy of the old KEK %s: destroy every copy of it when the last of them expires; from then on no erasure before now can be undone from them\n", r.From)
-	fmt.Fprintln(stdout, "keep a copy of the new KEK apart from the backups taken from now on, or they cannot be restored")
+	if _, ok := home.(fileKEKHome); ok {
+		fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; %s holds the new KEK, and the old KEK file's bytes were overwritten\n", r.dataKeys, r.caKeys, home.describe())
+		fmt.Fprintf(stdout, "backups taken before now open only with a copy of the old KEK %s: destroy every copy of it when the last of them expires; from then on no erasure before now can be undone from them\n", r.From)
+		fmt.Fprintln(stdout, "keep a copy of the new KEK apart from the backups taken from now on, or they cannot be restored")
+		return nil
+	}
+	fmt.Fprintf(stdout, "this run re-wrapped %d data keys and %d CA keys; the KEK is now %s, and the old key was deleted from the token\n", r.dataKeys, r.caKeys, home.describe())
+	fmt.Fprintln(stdout, "backups taken before now no longer open (their keys were wrapped under the deleted key), unless the token itself was backed up with it: no erasure before now can be undone from them")
 	return nil
 }
 
@@ -151,64 +162,78 @@ type rotated struct {
 //
 // A later run tells where an earlier one stopped from the ledger's last record
 // and the ID of kekFile: after step 4, kekFile is the new KEK.
-func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr io.Writer) (rotated, error) {
+func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kekHome, stderr io.Writer) (rotated, error) {
 	var r rotated
 	pending, version, err := readKEKRotations(ctx, store)
 	if err != nil {
 		return r, err
 	}
-	curPath, nextPath := filepath.Join(dir, kekFile), filepath.Join(dir, kekNextFile)
-	cur, err := kek.OpenFile(ctx, curPath)
+	cur, err := home.open(ctx, false)
 	if err != nil {
 		return r, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, kekMarkerFile), nil, 0o600); err != nil {
+	defer cur.Close()
+	// The marker keeps what an earlier run wrote in it (a PKCS#11 home names
+	// the new key there before it makes it).
+	marker := filepath.Join(dir, kekMarkerFile)
+	if _, err := os.Lstat(marker); errors.Is(err, fs.ErrNotExist) {
+		if err := writeFileAtomic(marker, nil, 0o600); err != nil {
+			return r, err
+		}
+	} else if err != nil {
 		return r, err
 	}
-	var next *kek.File
+	var next openedKEK
+	defer func() {
+		if next != nil {
+			next.Close()
+		}
+	}()
 	switch {
 	case pending != nil && cur.ID() == pending.To:
-		// Stopped in step 4 after the rename, or before step 5.
+		// Stopped in step 4 after the new KEK took the old one's place, or
+		// before step 5.
 		r.kekRotation, r.resumed = *pending, true
 	case pending != nil && cur.ID() == pending.From:
-		next, err = kek.OpenFile(ctx, nextPath)
-		if errors.Is(err, fs.ErrNotExist) {
-			// The new KEK is lost. If nothing is wrapped under it, the
-			// rotation is abandoned and a new one starts.
+		next, err = home.next(ctx, pending.To)
+		if errors.Is(err, errKEKLost) {
+			// If nothing is wrapped under the lost KEK, the rotation is
+			// abandoned and a new one starts.
 			n, cerr := keysUnder(ctx, dir, pending.To)
 			if cerr != nil {
 				return r, cerr
 			}
 			if n > 0 {
-				return r, fmt.Errorf("the ledger records a rotation to KEK %s, and %d keys are wrapped under it, but its file %s is missing: put the file back (from a copy) and run again; without it those keys cannot be opened", pending.To, n, nextPath)
+				return r, fmt.Errorf("the ledger records a rotation to KEK %s, and %d keys are wrapped under it, but %v: put it back (from a copy) and run again; without it those keys cannot be opened", pending.To, n, err)
 			}
 			if err := appendKEKEvent(ctx, store, typeKEKRotationAbandoned, *pending, version); err != nil {
 				return r, err
 			}
 			version++
 			r.abandoned = pending
-			if next, version, err = startKEKRotation(ctx, store, cur, nextPath, version); err != nil {
+			// A PKCS#11 home named the lost key in the marker: the new
+			// rotation's key gets a label of its own.
+			if err := writeFileAtomic(marker, nil, 0o600); err != nil {
+				return r, err
+			}
+			if next, version, err = startKEKRotation(ctx, store, home, cur, version); err != nil {
 				return r, err
 			}
 			r.kekRotation = kekRotation{From: cur.ID(), To: next.ID()}
 			break
 		}
 		if err != nil {
-			return r, fmt.Errorf("the ledger records a rotation to KEK %s, which should be in %s: %w", pending.To, nextPath, err)
-		}
-		if next.ID() != pending.To {
-			return r, fmt.Errorf("the ledger records a rotation to KEK %s, but %s holds KEK %s", pending.To, nextPath, next.ID())
+			return r, err
 		}
 		r.kekRotation, r.resumed = *pending, true
 	case pending != nil:
-		return r, fmt.Errorf("the ledger records a rotation from KEK %s to %s, but %s holds KEK %s", pending.From, pending.To, curPath, cur.ID())
+		return r, fmt.Errorf("the ledger records a rotation from KEK %s to %s, but the KEK in use is %s (%s)", pending.From, pending.To, cur.ID(), home.describe())
 	default:
-		if next, version, err = startKEKRotation(ctx, store, cur, nextPath, version); err != nil {
+		if next, version, err = startKEKRotation(ctx, store, home, cur, version); err != nil {
 			return r, err
 		}
 		r.kekRotation = kekRotation{From: cur.ID(), To: next.ID()}
 	}
-	retiredPath := filepath.Join(dir, kekRetiredFile)
 	if next != nil {
 		bar := &progressBar{w: stderr, unit: "data keys"}
 		if r.dataKeys, err = keyvault.Rewrap(ctx, filepath.Join(dir, vaultFile), cur, next, func(done, total int) {
@@ -222,13 +247,14 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 		if r.caKeys, err = signer.NewSoftware(filepath.Join(dir, caKeysDir), cur).Rewrap(ctx, next); err != nil {
 			return r, err
 		}
-		if err := kek.ReplaceFile(ctx, curPath, nextPath, retiredPath); err != nil {
+		if err := home.promote(ctx, cur, next); err != nil {
 			return r, err
 		}
-	} else if err := kek.DestroyFile(ctx, retiredPath); err != nil {
+	}
+	if err := home.destroy(ctx, r.From); err != nil {
 		return r, err
 	}
-	// The KEK file alone does not prove step 3 done (a file moved by hand
+	// The KEK in use alone does not prove step 3 done (a file moved by hand
 	// would pass): the keys themselves must name the new KEK only.
 	if err := onlyUnder(ctx, dir, r.To); err != nil {
 		return r, err
@@ -236,24 +262,26 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, stderr i
 	if err := appendKEKEvent(ctx, store, typeKEKRetired, r.kekRotation, version); err != nil {
 		return r, err
 	}
-	if err := os.Remove(filepath.Join(dir, kekMarkerFile)); err != nil {
+	if err := os.Remove(marker); err != nil {
 		return r, err
 	}
-	return r, syncDir(filepath.Join(dir, filepath.Dir(kekMarkerFile)))
+	return r, syncDir(filepath.Dir(marker))
 }
 
-// startKEKRotation makes (or takes) the new KEK file at nextPath and records
-// the rotation from cur to it at the stream version given; it returns the new
+// startKEKRotation makes (or takes) the new KEK in home and records the
+// rotation from cur to it at the stream version given; it returns the new
 // KEK and the stream's version after the record.
-func startKEKRotation(ctx context.Context, store eventstore.Store, cur *kek.File, nextPath string, version uint64) (*kek.File, uint64, error) {
-	next, err := kek.OpenOrCreateFile(ctx, nextPath)
+func startKEKRotation(ctx context.Context, store eventstore.Store, home kekHome, cur openedKEK, version uint64) (openedKEK, uint64, error) {
+	next, err := home.next(ctx, "")
 	if err != nil {
 		return nil, 0, err
 	}
 	if next.ID() == cur.ID() {
-		return nil, 0, fmt.Errorf("%s holds the current KEK %s: remove it and run again", nextPath, cur.ID())
+		next.Close()
+		return nil, 0, fmt.Errorf("the new KEK is the current KEK %s: remove %s and run again", cur.ID(), kekNextFile)
 	}
 	if err := appendKEKEvent(ctx, store, typeKEKRotationStarted, kekRotation{From: cur.ID(), To: next.ID()}, version); err != nil {
+		next.Close()
 		return nil, 0, err
 	}
 	return next, version + 1, nil

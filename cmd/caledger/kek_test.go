@@ -163,7 +163,7 @@ func TestKEKRotate(t *testing.T) {
 	}
 	r.stop()
 	// A backup that began before the rotation is refused at its end.
-	if _, err := noKEKRotation(t.Context(), r.data, oldID); err == nil || !strings.Contains(err.Error(), "rotated while the backup ran") {
+	if _, _, err := noKEKRotation(t.Context(), r.data, oldID); err == nil || !strings.Contains(err.Error(), "rotated while the backup ran") {
 		t.Errorf("backup across a rotation: %v", err)
 	}
 	// A second rotation appends at the stream's next versions.
@@ -298,7 +298,7 @@ func TestKEKRotateResumes(t *testing.T) {
 			if tc.steps > made && (err == nil || !strings.Contains(err.Error(), "unfinished: run 'caledger kek rotate'")) {
 				t.Errorf("a node on a half-rotated directory: %v, want the hint to complete the rotation", err)
 			}
-			if _, err := noKEKRotation(t.Context(), data, ""); err == nil || !strings.Contains(err.Error(), "unfinished") {
+			if _, _, err := noKEKRotation(t.Context(), data, ""); err == nil || !strings.Contains(err.Error(), "unfinished") {
 				t.Errorf("backup of a half-rotated directory: %v", err)
 			}
 			out, err := rotateKEKCmd(t, data)
@@ -366,7 +366,7 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err := os.Remove(filepath.Join(data, kekNextFile)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "keys are wrapped under it, but its file") {
+		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "keys are wrapped under it, but the new KEK is missing") {
 			t.Errorf("kek rotate: %v", err)
 		}
 	})

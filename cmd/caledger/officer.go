@@ -162,7 +162,7 @@ func openOffline(ctx context.Context, cmd, dataDir string, env func(string) stri
 	if err != nil {
 		return nil, "", config{}, err
 	}
-	n, err := openNode(ctx, cfg.Store, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
+	n, err := openNode(ctx, cfg, dir, slog.New(slog.NewTextHandler(stderr, nil)), env)
 	if err != nil {
 		return nil, "", config{}, fmt.Errorf("%w (%s needs the server stopped)", err, cmd)
 	}

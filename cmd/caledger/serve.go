@@ -112,10 +112,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		logger.Warn("the server's TLS certificate has expired", "path", filepath.Join(dataDir, tlsCertFile), "not_after", cert.Leaf.NotAfter)
 	}
 
-	if storeName == "" {
-		storeName = cfg.Store
+	if storeName != "" {
+		cfg.Store = storeName
 	}
-	n, err := openNode(ctx, storeName, dataDir, logger, env)
+	n, err := openNode(ctx, cfg, dataDir, logger, env)
 	if err != nil {
 		return err
 	}
