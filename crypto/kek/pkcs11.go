@@ -124,7 +124,7 @@ func openKey(p11 *crypto11.Context, cfg PKCS11Config) (*PKCS11, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
-	return &PKCS11{p11: p11, gcm: gcm, id: "pkcs11:" + cfg.TokenLabel + "/" + cfg.KeyLabel}, nil
+	return &PKCS11{p11: p11, gcm: gcm, id: PKCS11ID(cfg.TokenLabel, cfg.KeyLabel)}, nil
 }
 
 // DestroyPKCS11 deletes every secret key carrying cfg.KeyLabel from the token
@@ -170,7 +170,11 @@ func ulong(b []byte) uint64 {
 	return 0
 }
 
-// ID returns "pkcs11:<token label>/<key label>". A new KEK epoch uses a new key label.
+// PKCS11ID returns the ID of the PKCS11 KEK labelled key on the token labelled
+// token: "pkcs11:<token label>/<key label>".
+func PKCS11ID(token, key string) string { return "pkcs11:" + token + "/" + key }
+
+// ID returns PKCS11ID of its token and key. A new KEK epoch uses a new key label.
 func (k *PKCS11) ID() string { return k.id }
 
 // Wrap encrypts plaintext with ad as associated data in the HSM.

@@ -114,9 +114,14 @@ func TestDestroyPKCS11(t *testing.T) {
 	if _, err := again.Unwrap(ctx, ct, nil); !errors.Is(err, kek.ErrInvalidCiphertext) {
 		t.Fatalf("a new key under the old label unwrapped: %v", err)
 	}
-	// The other label's key is untouched.
-	if _, err := other.Wrap(ctx, []byte("x"), nil); err != nil {
-		t.Fatalf("the other key: %v", err)
+	// The other label's key is untouched: it is found again, and unwraps
+	// what it wrapped before.
+	ct2, err := other.Wrap(ctx, []byte("x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := openPKCS11(t, tok, "kek-2", false).Unwrap(ctx, ct2, nil); err != nil || string(got) != "x" {
+		t.Fatalf("the other key after the destroy: %q, %v", got, err)
 	}
 }
 
