@@ -278,10 +278,30 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	// A missing --kek is reported before anything is copied; the copied
-	// (checked) config decides below.
-	if peek, err := readConfig(src); err == nil && *kekPath == "" && !pkcs11KEK(peek) {
-		return &usageError{msg: "restore: --kek is required: the backup's KEK is a file (run 'caledger restore -h')"}
+	// The KEK is checked before anything is copied, as far as the backup's
+	// config (checked against the manifest only once copied) says where it
+	// is; the copy's config decides below.
+	var kekBytes []byte
+	var k openedKEK
+	defer func() {
+		if k != nil {
+			k.Close()
+		}
+	}()
+	if peek, err := readConfig(src); err == nil {
+		if err := kekArgs(peek, *kekPath, env); err != nil {
+			return err
+		}
+	}
+	if *kekPath != "" {
+		if kekBytes, err = secretfile.Read(*kekPath, maxKEKFile); err != nil {
+			return fmt.Errorf("restore: the KEK: %w", err)
+		}
+		f, err := kek.OpenFile(ctx, *kekPath)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		k = fileKEK{f}
 	}
 	stage, err := stageDir(target)
 	if err != nil {
@@ -306,32 +326,20 @@ from their receipts. docs/backup.md has the details.`)
 	if cfg.Store != "" && cfg.Store != "sqlite" {
 		return fmt.Errorf("restore: the backup's store is %q; only the embedded store is backed up", cfg.Store)
 	}
-	var k openedKEK
-	var kekBytes []byte
-	switch {
-	case pkcs11KEK(cfg) && *kekPath != "":
-		return &usageError{msg: "restore: the backup's KEK is a key on a PKCS#11 token, not a file: drop --kek and set " + kekPINEnv}
-	case pkcs11KEK(cfg):
+	if err := kekArgs(cfg, *kekPath, env); err != nil {
+		return err
+	}
+	if pkcs11KEK(cfg) {
 		home, err := kekHomeFor(stage, cfg, env)
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}
-		if k, err = home.open(ctx, false); err != nil {
+		if k, err = home.open(ctx, false); errors.Is(err, kek.ErrKeyNotFound) {
+			return fmt.Errorf("restore: the backup's KEK, %s, is no longer on the token (a later 'caledger kek rotate' deletes it): this backup cannot be restored: %w", home.describe(), err)
+		} else if err != nil {
 			return fmt.Errorf("restore: the KEK (%s): %w", home.describe(), err)
 		}
-	case *kekPath == "":
-		return &usageError{msg: "restore: --kek is required: the backup's KEK is a file (run 'caledger restore -h')"}
-	default:
-		if kekBytes, err = secretfile.Read(*kekPath, maxKEKFile); err != nil {
-			return fmt.Errorf("restore: the KEK: %w", err)
-		}
-		f, err := kek.OpenFile(ctx, *kekPath)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
-		}
-		k = fileKEK{f}
 	}
-	defer k.Close()
 	// The keys of recorded erasures go before the KEK joins them: a restore
 	// killed half-way never leaves the KEK beside a key it should not open.
 	erasures, shredded, err := reapplyErasures(ctx, stage, k, m.LedgerHead)
@@ -361,6 +369,9 @@ from their receipts. docs/backup.md has the details.`)
 		m.LedgerHead, m.Created.Format(time.RFC3339), target, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d were not complete in the backup's vault and are now; rebuilt the views from %d events\n", erasures, shredded, events)
 	fmt.Fprintf(stdout, "erasures recorded after position %d are not in the backup: repeat them from their receipts (docs/backup.md)\n", m.LedgerHead)
+	if pkcs11KEK(cfg) {
+		fmt.Fprintf(stdout, "%s runs on the same KEK as the data directory the backup was taken from, the key labelled %q on PKCS#11 token %q: a 'caledger kek rotate' of either deletes the key the other needs, so rotate only the one that stays in service, after the other is gone\n", target, cfg.KEK.Label, cfg.KEK.Token)
+	}
 	return nil
 }
 
@@ -395,6 +406,20 @@ func noKEKRotation(ctx context.Context, dir, before string) (id, where string, e
 		return "", "", errors.New("the KEK was rotated while the backup ran: run the backup again")
 	}
 	return id, home.describe(), nil
+}
+
+// kekArgs checks restore's --kek against the backup's config cfg: a KEK file
+// needs it; a KEK on a PKCS#11 token refuses it and needs the token's PIN.
+func kekArgs(cfg config, kekPath string, env func(string) string) error {
+	switch {
+	case pkcs11KEK(cfg) && kekPath != "":
+		return &usageError{msg: "restore: the backup's KEK is a key on a PKCS#11 token, not a file: drop --kek and set " + kekPINEnv}
+	case pkcs11KEK(cfg) && env(kekPINEnv) == "":
+		return fmt.Errorf("restore: the backup's KEK is a key on PKCS#11 token %q: set %s to the token's user PIN", cfg.KEK.Token, kekPINEnv)
+	case !pkcs11KEK(cfg) && kekPath == "":
+		return &usageError{msg: "restore: --kek is required: the backup's KEK is a file (run 'caledger restore -h')"}
+	}
+	return nil
 }
 
 // pkcs11KEK reports whether cfg's KEK is a key on a PKCS#11 token.

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/crypto/issuer"
+	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/signer"
 	"github.com/caledger/caledger/domain"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
@@ -33,7 +34,7 @@ import (
 // authenticated yet.
 var initActor = domain.Actor{ID: "caledger-init", Role: "admin"}
 
-func runInit(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) error {
+func runInit(ctx context.Context, args []string, env func(string) string, stdout, stderr io.Writer) (err error) {
 	fs := flag.NewFlagSet("init", flag.ContinueOnError)
 	dataDir := fs.String("data", envOr(env, "CALEDGER_DATA", "./data"), "data `directory`; env CALEDGER_DATA")
 	ifNeeded := fs.Bool("if-needed", false, "do nothing if DIR is already initialised")
@@ -132,6 +133,19 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	n, err := openNodeFor(ctx, cfg, dir, logger, env, true)
 	if err != nil {
 		return err
+	}
+	if pkcs11KEK(cfg) {
+		// The key was made for this init (under a label no key carried):
+		// if init fails, nothing will ever use it. Deferred before
+		// n.close, so it runs after it.
+		defer func() {
+			if err != nil {
+				k := kek.PKCS11Config{Library: cfg.KEK.Library, TokenLabel: cfg.KEK.Token, PIN: env(kekPINEnv), KeyLabel: cfg.KEK.Label}
+				if derr := kek.DestroyPKCS11(ctx, k); derr != nil {
+					err = fmt.Errorf("%w (and the KEK this init made, %s, could not be deleted from the token: %v)", err, n.kek.ID(), derr)
+				}
+			}
+		}()
 	}
 	defer n.close()
 	if _, err := n.handlers.LoadCA(ctx, "root"); err == nil {

@@ -251,12 +251,13 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kek
 			return r, err
 		}
 	}
-	if err := home.destroy(ctx, r.From); err != nil {
+	// The KEK in use alone does not prove step 3 done (a file moved or a
+	// config edited by hand would pass): the keys themselves must name the
+	// new KEK only, before the old one is destroyed.
+	if err := onlyUnder(ctx, dir, r.To); err != nil {
 		return r, err
 	}
-	// The KEK in use alone does not prove step 3 done (a file moved by hand
-	// would pass): the keys themselves must name the new KEK only.
-	if err := onlyUnder(ctx, dir, r.To); err != nil {
+	if err := home.destroy(ctx, r.From); err != nil {
 		return r, err
 	}
 	if err := appendKEKEvent(ctx, store, typeKEKRetired, r.kekRotation, version); err != nil {

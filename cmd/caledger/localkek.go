@@ -99,6 +99,9 @@ func (h fileKEKHome) open(ctx context.Context, create bool) (openedKEK, error) {
 		open = kek.OpenOrCreateFile
 	}
 	k, err := open(ctx, h.path(kekFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: the KEK file wraps the key vault's keys and the software CA keys; put back the copy kept apart", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -162,22 +165,35 @@ func (h *pkcs11KEKHome) config(label string) kek.PKCS11Config {
 }
 
 // idOf is the kek.PKCS11 ID of label on the token.
-func (h *pkcs11KEKHome) idOf(label string) string { return "pkcs11:" + h.opts.Token + "/" + label }
+func (h *pkcs11KEKHome) idOf(label string) string { return kek.PKCS11ID(h.opts.Token, label) }
 
 // labelOf is the label of a KEK ID on the token; ok is false for a KEK
 // elsewhere.
 func (h *pkcs11KEKHome) labelOf(id string) (string, bool) {
-	l, ok := strings.CutPrefix(id, "pkcs11:"+h.opts.Token+"/")
+	l, ok := strings.CutPrefix(id, kek.PKCS11ID(h.opts.Token, ""))
 	return l, ok && l != ""
 }
 
-func (h *pkcs11KEKHome) openLabel(ctx context.Context, label string, generate, exclusive bool) (openedKEK, error) {
+// needPIN fails when the environment gave no PIN for the token.
+func (h *pkcs11KEKHome) needPIN() error {
 	if h.pin == "" {
-		return nil, fmt.Errorf("the KEK is on PKCS#11 token %q: set %s to the token's user PIN", h.opts.Token, kekPINEnv)
+		return fmt.Errorf("the KEK is on PKCS#11 token %q: set %s to the token's user PIN", h.opts.Token, kekPINEnv)
+	}
+	return nil
+}
+
+func (h *pkcs11KEKHome) openLabel(ctx context.Context, label string, generate, exclusive bool) (openedKEK, error) {
+	if err := h.needPIN(); err != nil {
+		return nil, err
 	}
 	cfg := h.config(label)
 	cfg.Generate, cfg.Exclusive = generate, exclusive
-	return kek.OpenPKCS11(ctx, cfg)
+	k, err := kek.OpenPKCS11(ctx, cfg)
+	if err != nil {
+		// Not k: a nil *PKCS11 in the interface would not be nil.
+		return nil, err
+	}
+	return k, nil
 }
 
 func (h *pkcs11KEKHome) open(ctx context.Context, create bool) (openedKEK, error) {
@@ -220,7 +236,15 @@ func (h *pkcs11KEKHome) next(ctx context.Context, recorded string) (openedKEK, e
 	if err := writeFileAtomic(marker, []byte(h.idOf(label)), 0o600); err != nil {
 		return nil, err
 	}
-	return h.openLabel(ctx, label, true, true)
+	k, err := h.openLabel(ctx, label, true, true)
+	if errors.Is(err, kek.ErrKeyExists) {
+		// Someone else's key under the label drawn: a rerun must not take
+		// it for the one this run would have made.
+		if werr := writeFileAtomic(marker, nil, 0o600); werr != nil {
+			return nil, errors.Join(err, werr)
+		}
+	}
+	return k, err
 }
 
 // promote points the config at the next key's label.
@@ -258,8 +282,8 @@ func (h *pkcs11KEKHome) destroy(ctx context.Context, from string) error {
 	if label == h.opts.Label {
 		return fmt.Errorf("KEK %s is still the one %s names: it is not destroyed", from, configFile)
 	}
-	if h.pin == "" {
-		return fmt.Errorf("the KEK is on PKCS#11 token %q: set %s to the token's user PIN", h.opts.Token, kekPINEnv)
+	if err := h.needPIN(); err != nil {
+		return err
 	}
 	return kek.DestroyPKCS11(ctx, h.config(label))
 }

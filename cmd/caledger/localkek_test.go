@@ -14,9 +14,11 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/ThalesGroup/crypto11"
 	"github.com/caledger/caledger/crypto/hsm/softhsmtest"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
@@ -82,11 +84,35 @@ func tokenHasKey(t *testing.T, tok softhsmtest.Config, id string) bool {
 	return true
 }
 
+// tokenKEKs returns the IDs of the secret keys on the token.
+func tokenKEKs(t *testing.T, tok softhsmtest.Config) []string {
+	t.Helper()
+	p11, err := crypto11.Configure(&crypto11.Config{Path: tok.Library, TokenLabel: tok.TokenLabel, Pin: tok.PIN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p11.Close()
+	keys, err := p11.FindAllKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range keys {
+		a, err := p11.GetAttribute(k, crypto11.CkaLabel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, kek.PKCS11ID(tok.TokenLabel, string(a.Value)))
+	}
+	slices.Sort(ids)
+	return ids
+}
+
 // keysUnderOnly fails the test unless every data key and CA key file of data
-// names the KEK id.
+// names the KEK id, and there are both.
 func keysUnderOnly(t *testing.T, data, id string) {
 	t.Helper()
-	counts, err := keyKEKs(t.Context(), data)
+	vault, err := keyvault.KEKCounts(t.Context(), filepath.Join(data, vaultFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +120,8 @@ func keysUnderOnly(t *testing.T, data, id string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(counts) != 1 || counts[id] == 0 || len(files) != 1 || files[id] == 0 {
-		t.Fatalf("keys per KEK %v (CA key files %v), want all under %s", counts, files, id)
+	if len(vault) != 1 || vault[id] == 0 || len(files) != 1 || files[id] == 0 {
+		t.Fatalf("data keys per KEK %v, CA key files per KEK %v, want all under %s", vault, files, id)
 	}
 }
 
@@ -120,6 +146,9 @@ func TestPKCS11KEK(t *testing.T) {
 		t.Fatalf("KEK %s", first)
 	}
 	keysUnderOnly(t, data, first)
+	if got := tokenKEKs(t, tok); !equalStrings(got, []string{first}) {
+		t.Fatalf("token keys after init %q, want %q", got, first)
+	}
 
 	serveArgs := []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}
 	if err := run(t.Context(), serveArgs, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), kekPINEnv) {
@@ -168,10 +197,14 @@ func TestPKCS11KEK(t *testing.T) {
 	if _, err := os.Stat(target); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a failed restore left %s: %v", target, err)
 	}
-	if err := run(t.Context(), restoreArgs(target), getenv, io.Discard, io.Discard); err != nil {
+	var restored bytes.Buffer
+	if err := run(t.Context(), restoreArgs(target), getenv, &restored, io.Discard); err != nil {
 		t.Fatalf("restore: %v", err)
 	}
 	keysUnderOnly(t, target, first)
+	if !strings.Contains(restored.String(), "runs on the same KEK as the data directory the backup was taken from") {
+		t.Errorf("restore does not warn that both directories share the token's key:\n%s", &restored)
+	}
 
 	// The rotation: without the PIN it refuses before it records anything.
 	rotate := []string{"kek", "rotate", "--data", data}
@@ -192,8 +225,8 @@ func TestPKCS11KEK(t *testing.T) {
 	if !strings.Contains(out.String(), "rotated the KEK from "+first+" to "+second) || !strings.Contains(out.String(), "deleted from the token") {
 		t.Errorf("kek rotate output:\n%s", &out)
 	}
-	if tokenHasKey(t, tok, first) {
-		t.Error("the old KEK is still on the token")
+	if got := tokenKEKs(t, tok); !equalStrings(got, []string{second}) {
+		t.Errorf("token keys after the rotation %q, want only %q", got, second)
 	}
 	keysUnderOnly(t, data, second)
 	rotation := fmt.Sprintf(`{"from":%q,"to":%q}`, first, second)
@@ -216,7 +249,7 @@ func TestPKCS11KEK(t *testing.T) {
 
 	// The backup from before the rotation: its KEK is gone from the token.
 	target = filepath.Join(t.TempDir(), "restored-after")
-	if err := run(t.Context(), restoreArgs(target), getenv, io.Discard, io.Discard); !errors.Is(err, kek.ErrKeyNotFound) {
+	if err := run(t.Context(), restoreArgs(target), getenv, io.Discard, io.Discard); !errors.Is(err, kek.ErrKeyNotFound) || !strings.Contains(err.Error(), "this backup cannot be restored") {
 		t.Errorf("restore of a backup whose KEK was deleted: %v, want ErrKeyNotFound", err)
 	}
 
@@ -236,8 +269,8 @@ func TestPKCS11KEK(t *testing.T) {
 // config names the new key but before the old one is deleted.
 func TestPKCS11KEKRotateResumes(t *testing.T) {
 	// start runs rotateKEK's first steps by hand: the marker, the new key
-	// (home.next), and with record the ledger's record. It returns the home,
-	// both KEKs, the ledger's stream version after it.
+	// (home.next), and with record the ledger's record. It returns the home
+	// and both KEKs.
 	start := func(t *testing.T, data string, env map[string]string, record bool) (kekHome, openedKEK, openedKEK) {
 		t.Helper()
 		ctx := t.Context()
@@ -343,6 +376,27 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 		keysUnderOnly(t, data, next)
 	})
 
+	t.Run("the config edited by hand to the new key before the re-wrap", func(t *testing.T) {
+		data, env, tok := pkcs11KEKData(t)
+		_, cur, next := start(t, data, env, true)
+		from, to := cur.ID(), next.ID()
+		cfg, err := readConfig(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.KEK.Label = strings.TrimPrefix(to, kek.PKCS11ID(tok.TokenLabel, ""))
+		if err := writeConfig(data, cfg); err != nil {
+			t.Fatal(err)
+		}
+		err = run(t.Context(), []string{"kek", "rotate", "--data", data}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "keys are still wrapped under KEK "+from) {
+			t.Errorf("kek rotate after the config was edited: %v", err)
+		}
+		if !tokenHasKey(t, tok, from) {
+			t.Error("the old key, which still wraps every key, was deleted")
+		}
+	})
+
 	t.Run("the config moved to the new key, the old one not yet deleted", func(t *testing.T) {
 		data, env, tok := pkcs11KEKData(t)
 		ctx := t.Context()
@@ -378,6 +432,33 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 			t.Errorf("marker after the rotation: %v", err)
 		}
 	})
+}
+
+// TestPKCS11KEKInitFails: an init that fails after it made the KEK deletes
+// it from the token, and leaves the other keys there alone.
+func TestPKCS11KEKInitFails(t *testing.T) {
+	tok := softhsmtest.NewToken(t)
+	other, err := kek.OpenPKCS11(t.Context(), kek.PKCS11Config{Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "someone-else", Generate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	data := filepath.Join(t.TempDir(), "data")
+	// A file where init writes the admin credential's directory.
+	if err := os.MkdirAll(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, adminDir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = run(t.Context(), []string{"init", "--data", data, "--kek-provider", "pkcs11", "--kek-pkcs11-library", tok.Library, "--kek-pkcs11-token", tok.TokenLabel},
+		func(k string) string { return map[string]string{kekPINEnv: tok.PIN}[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "admin credential") {
+		t.Fatalf("init: %v, want the admin credential's failure", err)
+	}
+	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !equalStrings(got, want) {
+		t.Errorf("token keys after the failed init %q, want %q", got, want)
+	}
 }
 
 // TestKEKConfigAbsent: a config written before the KEK's provider was
