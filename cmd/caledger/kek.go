@@ -29,11 +29,12 @@ const (
 	// under the new KEK: a key under a KEK the ledger does not name never
 	// exists.
 	typeKEKRotationStarted = "vault.kek-rotation-started"
-	// typeKEKRetired is appended once no key needs the old KEK and its file
-	// in the data directory has been replaced and overwritten.
+	// typeKEKRetired is appended once no key needs the old KEK and it has
+	// been destroyed: its file replaced and overwritten, or its key deleted
+	// from the token.
 	typeKEKRetired = "vault.kek-retired"
-	// typeKEKRotationAbandoned ends a started rotation whose new KEK file was
-	// lost before any key was wrapped under it.
+	// typeKEKRotationAbandoned ends a started rotation whose new KEK (file
+	// or token key) was lost before any key was wrapped under it.
 	typeKEKRotationAbandoned = "vault.kek-rotation-abandoned"
 	kekEventSchema           = 1
 
@@ -139,8 +140,8 @@ type rotated struct {
 	dataKeys, caKeys int
 	// resumed is set when the rotation was started by an earlier run.
 	resumed bool
-	// abandoned is the started rotation this run gave up: its new KEK file
-	// was missing and no key was wrapped under it.
+	// abandoned is the started rotation this run gave up: its new KEK was
+	// missing and no key was wrapped under it.
 	abandoned *kekRotation
 }
 
@@ -148,20 +149,22 @@ type rotated struct {
 // whose ledger is store (opened, so no server runs). The steps, each of which
 // a later run finds done or redoes:
 //
-//  1. kekMarkerFile is made, then the new KEK file, kekNextFile (or an
-//     unrecorded one from a run that stopped before step 2 is taken: nothing
-//     is wrapped under it);
+//  1. kekMarkerFile is made, then the new KEK (home.next: the file
+//     kekNextFile, or a key on the token; an unrecorded one from a run that
+//     stopped before step 2 is taken: nothing is wrapped under it);
 //  2. vault.kek-rotation-started {from, to} is appended;
 //  3. the vault's data keys are re-wrapped (keyvault.Rewrap), then the CA key
 //     files (signer.Software.Rewrap);
-//  4. kekNextFile replaces kekFile, the old file being kept as
-//     kekRetiredFile until its bytes are overwritten and it is removed
-//     (kek.ReplaceFile);
-//  5. once no key names another KEK than the new one, vault.kek-retired
-//     {from, to} is appended and kekMarkerFile removed.
+//  4. the new KEK takes the old one's place (home.promote: kekNextFile
+//     replaces kekFile, whose bytes are overwritten, or the config names the
+//     new key's label); once no key names another KEK than the new one, the
+//     old KEK is destroyed (home.destroy: what a stopped overwrite left, or
+//     the old key on the token);
+//  5. vault.kek-retired {from, to} is appended and kekMarkerFile removed.
 //
 // A later run tells where an earlier one stopped from the ledger's last record
-// and the ID of kekFile: after step 4, kekFile is the new KEK.
+// and the ID of the KEK in use (home.open): after step 4's promote, it is the
+// new KEK.
 func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kekHome, stderr io.Writer) (rotated, error) {
 	var r rotated
 	pending, version, err := readKEKRotations(ctx, store)
