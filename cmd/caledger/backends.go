@@ -145,6 +145,9 @@ func openNodeFor(ctx context.Context, cfg config, dataDir string, logger *slog.L
 	defer func() {
 		if err != nil {
 			_ = n.close()
+			if creating && n.kek != nil {
+				err = errors.Join(err, discardInitKEK(ctx, dataDir, cfg, env))
+			}
 		}
 	}()
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {

@@ -288,9 +288,15 @@ from their receipts. docs/backup.md has the details.`)
 			k.Close()
 		}
 	}()
-	if peek, err := readConfig(src); err == nil {
+	peek, err := readConfig(src)
+	if err == nil {
 		if err := kekArgs(peek, *kekPath, env); err != nil {
 			return err
+		}
+		if pkcs11KEK(peek) {
+			if k, err = openTokenKEK(ctx, src, peek, env); err != nil {
+				return err
+			}
 		}
 	}
 	if *kekPath != "" {
@@ -329,15 +335,14 @@ from their receipts. docs/backup.md has the details.`)
 	if err := kekArgs(cfg, *kekPath, env); err != nil {
 		return err
 	}
-	if pkcs11KEK(cfg) {
-		home, err := kekHomeFor(stage, cfg, env)
-		if err != nil {
-			return fmt.Errorf("restore: %w", err)
+	if pkcs11KEK(cfg) && (!pkcs11KEK(peek) || *cfg.KEK != *peek.KEK) {
+		// The copy's config, which the manifest vouches for, names another
+		// key than the one read before the copy.
+		if k != nil {
+			k.Close()
 		}
-		if k, err = home.open(ctx, false); errors.Is(err, kek.ErrKeyNotFound) {
-			return fmt.Errorf("restore: the backup's KEK, %s, is no longer on the token (a later 'caledger kek rotate' deletes it): this backup cannot be restored: %w", home.describe(), err)
-		} else if err != nil {
-			return fmt.Errorf("restore: the KEK (%s): %w", home.describe(), err)
+		if k, err = openTokenKEK(ctx, stage, cfg, env); err != nil {
+			return err
 		}
 	}
 	// The keys of recorded erasures go before the KEK joins them: a restore
@@ -406,6 +411,23 @@ func noKEKRotation(ctx context.Context, dir, before string) (id, where string, e
 		return "", "", errors.New("the KEK was rotated while the backup ran: run the backup again")
 	}
 	return id, home.describe(), nil
+}
+
+// openTokenKEK opens the PKCS#11 KEK the config cfg of the backup or data
+// directory dir names, for restore.
+func openTokenKEK(ctx context.Context, dir string, cfg config, env func(string) string) (openedKEK, error) {
+	home, err := kekHomeFor(dir, cfg, env)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	k, err := home.open(ctx, false)
+	if errors.Is(err, kek.ErrKeyNotFound) {
+		return nil, fmt.Errorf("restore: the backup's KEK, %s, is no longer on the token (a later 'caledger kek rotate' deletes it): this backup cannot be restored: %w", home.describe(), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("restore: the KEK (%s): %w", home.describe(), err)
+	}
+	return k, nil
 }
 
 // kekArgs checks restore's --kek against the backup's config cfg: a KEK file

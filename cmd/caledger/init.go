@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/crypto/issuer"
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/signer"
 	"github.com/caledger/caledger/domain"
 	pkcs12 "software.sslmate.com/src/go-pkcs12"
@@ -134,19 +133,12 @@ admin), written to DIR/admin as PEM and PKCS#12.`)
 	if err != nil {
 		return err
 	}
-	if pkcs11KEK(cfg) {
-		// The key was made for this init (under a label no key carried):
-		// if init fails, nothing will ever use it. Deferred before
-		// n.close, so it runs after it.
-		defer func() {
-			if err != nil {
-				k := kek.PKCS11Config{Library: cfg.KEK.Library, TokenLabel: cfg.KEK.Token, PIN: env(kekPINEnv), KeyLabel: cfg.KEK.Label}
-				if derr := kek.DestroyPKCS11(ctx, k); derr != nil {
-					err = fmt.Errorf("%w (and the KEK this init made, %s, could not be deleted from the token: %v)", err, n.kek.ID(), derr)
-				}
-			}
-		}()
-	}
+	// Deferred before n.close, so it runs after it.
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, discardInitKEK(ctx, dir, cfg, env))
+		}
+	}()
 	defer n.close()
 	if _, err := n.handlers.LoadCA(ctx, "root"); err == nil {
 		return fmt.Errorf("%s holds CAs from an init that did not finish (%s is missing); remove the directory and run init again", dir, configFile)

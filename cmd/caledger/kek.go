@@ -250,6 +250,11 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kek
 		if r.caKeys, err = signer.NewSoftware(filepath.Join(dir, caKeysDir), cur).Rewrap(ctx, next); err != nil {
 			return r, err
 		}
+		// Checked before promote too: a file home's promote overwrites the
+		// old KEK file.
+		if err := onlyUnder(ctx, dir, next.ID()); err != nil {
+			return r, err
+		}
 		if err := home.promote(ctx, cur, next); err != nil {
 			return r, err
 		}

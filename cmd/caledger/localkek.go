@@ -241,7 +241,7 @@ func (h *pkcs11KEKHome) next(ctx context.Context, recorded string) (openedKEK, e
 		// Someone else's key under the label drawn: a rerun must not take
 		// it for the one this run would have made.
 		if werr := writeFileAtomic(marker, nil, 0o600); werr != nil {
-			return nil, errors.Join(err, werr)
+			return nil, errors.Join(err, werr, os.Remove(marker))
 		}
 	}
 	return k, err
@@ -290,6 +290,25 @@ func (h *pkcs11KEKHome) destroy(ctx context.Context, from string) error {
 
 func (h *pkcs11KEKHome) describe() string {
 	return fmt.Sprintf("the key labelled %q on PKCS#11 token %q", h.opts.Label, h.opts.Token)
+}
+
+// discardInitKEK deletes the PKCS#11 KEK an init of dir made, when the init
+// failed before it wrote dir's config: nothing can use the key then (init
+// refuses a directory that has a config, and made the key under a label no
+// key carried). With a config in place, or a KEK file, it does nothing.
+func discardInitKEK(ctx context.Context, dir string, cfg config, env func(string) string) error {
+	if !pkcs11KEK(cfg) {
+		return nil
+	}
+	if _, err := os.Lstat(filepath.Join(dir, configFile)); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	// An interrupted init (its context cancelled) still deletes its key.
+	c := kek.PKCS11Config{Library: cfg.KEK.Library, TokenLabel: cfg.KEK.Token, PIN: env(kekPINEnv), KeyLabel: cfg.KEK.Label}
+	if err := kek.DestroyPKCS11(context.WithoutCancel(ctx), c); err != nil {
+		return fmt.Errorf("the KEK this init made, %s, could not be deleted from the token: %w", kek.PKCS11ID(c.TokenLabel, c.KeyLabel), err)
+	}
+	return nil
 }
 
 // newKEKLabel returns a label for a new KEK epoch: the base of label (what

@@ -435,7 +435,8 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 }
 
 // TestPKCS11KEKInitFails: an init that fails after it made the KEK deletes
-// it from the token, and leaves the other keys there alone.
+// it from the token, and leaves the other keys there alone, whether it fails
+// while the backends open or later.
 func TestPKCS11KEKInitFails(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	other, err := kek.OpenPKCS11(t.Context(), kek.PKCS11Config{Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: "someone-else", Generate: true})
@@ -458,6 +459,17 @@ func TestPKCS11KEKInitFails(t *testing.T) {
 	}
 	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !equalStrings(got, want) {
 		t.Errorf("token keys after the failed init %q, want %q", got, want)
+	}
+
+	// A failure while the backends open, after the KEK was made: the
+	// KurrentDB store without its URL.
+	err = run(t.Context(), []string{"init", "--data", filepath.Join(t.TempDir(), "data"), "--store", "kurrent", "--kek-provider", "pkcs11", "--kek-pkcs11-library", tok.Library, "--kek-pkcs11-token", tok.TokenLabel},
+		func(k string) string { return map[string]string{kekPINEnv: tok.PIN}[k] }, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "KURRENTDB_URL") {
+		t.Fatalf("init: %v, want the missing KURRENTDB_URL", err)
+	}
+	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !equalStrings(got, want) {
+		t.Errorf("token keys after the init that failed to open its backends %q, want %q", got, want)
 	}
 }
 
