@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/caledger/caledger/crypto/datakey"
+	"github.com/caledger/caledger/crypto/hsm/softhsmtest"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
@@ -258,10 +259,18 @@ func fileKEKs(t *testing.T, v *Vault) []string {
 // BenchmarkRewrap re-wraps a vault of 20,000 subjects with two real keys
 // each; the iterations alternate between two KEKs, so each one re-wraps every
 // key. BenchmarkRewrapCrypto is its baseline: the unwrap and wrap of one key,
-// with no file.
+// with no file. Each runs with KEK files and with two AES keys on a SoftHSM2
+// token (every unwrap and wrap a PKCS#11 call).
 func BenchmarkRewrap(b *testing.B) {
+	b.Run("file", func(b *testing.B) { benchRewrap(b, benchKEK(b), benchKEK(b)) })
+	b.Run("pkcs11", func(b *testing.B) {
+		a, c := benchPKCS11KEKs(b)
+		benchRewrap(b, a, c)
+	})
+}
+
+func benchRewrap(b *testing.B, a, c KEK) {
 	ctx := context.Background()
-	a, c := benchKEK(b), benchKEK(b)
 	path := filepath.Join(b.TempDir(), "vault.db")
 	v, err := Open(ctx, path, a)
 	if err != nil {
@@ -304,8 +313,15 @@ func BenchmarkRewrap(b *testing.B) {
 }
 
 func BenchmarkRewrapCrypto(b *testing.B) {
+	b.Run("file", func(b *testing.B) { benchRewrapCrypto(b, benchKEK(b), benchKEK(b)) })
+	b.Run("pkcs11", func(b *testing.B) {
+		a, c := benchPKCS11KEKs(b)
+		benchRewrapCrypto(b, a, c)
+	})
+}
+
+func benchRewrapCrypto(b *testing.B, a, c KEK) {
 	ctx := context.Background()
-	a, c := benchKEK(b), benchKEK(b)
 	h, _, err := datakey.New()
 	if err != nil {
 		b.Fatal(err)
@@ -325,6 +341,22 @@ func BenchmarkRewrapCrypto(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "keys/s")
+}
+
+// benchPKCS11KEKs returns two AES keys on a new SoftHSM2 token.
+func benchPKCS11KEKs(b *testing.B) (KEK, KEK) {
+	b.Helper()
+	tok := softhsmtest.NewToken(b)
+	var keks [2]KEK
+	for i, label := range []string{"kek-a", "kek-b"} {
+		k, err := kek.OpenPKCS11(context.Background(), kek.PKCS11Config{Library: tok.Library, TokenLabel: tok.TokenLabel, PIN: tok.PIN, KeyLabel: label, Generate: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { k.Close() })
+		keks[i] = k
+	}
+	return keks[0], keks[1]
 }
 
 func benchKEK(b *testing.B) *kek.File {
