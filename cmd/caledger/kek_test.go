@@ -216,17 +216,7 @@ func TestKEKRotateResumes(t *testing.T) {
 			t.Fatal(err)
 		}
 		if n >= recorded {
-			store, err := sqlite.Open(ctx, filepath.Join(data, ledgerDir), sqlite.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = appendKEKEvent(ctx, store, typeKEKRotationStarted, kekRotation{From: cur.ID(), To: next.ID()}, 0)
-			if cerr := store.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			recordKEKStart(t, data, cur.ID(), next.ID())
 		}
 		if n >= vaultDone {
 			if _, err := keyvault.Rewrap(ctx, filepath.Join(data, vaultFile), cur, next, nil); err != nil {
@@ -415,6 +405,23 @@ func appendRaw(t *testing.T, data, typ string, schema uint16, payload string) {
 	}
 	ev := domain.Event{ID: id, Type: typ, Schema: schema, Time: time.Now().UTC(), Actor: kekActor, Public: []byte(payload)}
 	if _, err := store.Append(t.Context(), kekStream, domain.NoStream, ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordKEKStart appends the first record of a rotation from one KEK to
+// another to data's ledger, as rotateKEK does.
+func recordKEKStart(t *testing.T, data, from, to string) {
+	t.Helper()
+	store, err := sqlite.Open(t.Context(), filepath.Join(data, ledgerDir), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = appendKEKEvent(t.Context(), store, typeKEKRotationStarted, kekRotation{From: from, To: to}, 0)
+	if cerr := store.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 }

@@ -23,7 +23,6 @@ import (
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/signer"
-	"github.com/caledger/caledger/eventstore/sqlite"
 )
 
 // pkcs11KEKData runs "caledger init" with the KEK on a new SoftHSM2 token and
@@ -296,17 +295,7 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 		}
 		t.Cleanup(func() { next.Close() })
 		if record {
-			store, err := sqlite.Open(ctx, filepath.Join(data, ledgerDir), sqlite.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = appendKEKEvent(ctx, store, typeKEKRotationStarted, kekRotation{From: cur.ID(), To: next.ID()}, 0)
-			if cerr := store.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			recordKEKStart(t, data, cur.ID(), next.ID())
 		}
 		return home, cur, next
 	}
