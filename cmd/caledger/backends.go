@@ -10,12 +10,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/authority"
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/sharedvault"
@@ -430,13 +430,11 @@ func (n *node) erasureState() api.ErasureState {
 		default:
 			return "", time.Time{}, nil, errors.New("erasure state: no key vault is open")
 		}
-		tomb := func(g string) bool { return slices.Contains(tombs, g) || slices.Contains(tombs, "*") }
-		pending := owed || all && !tomb("*")
-		for _, g := range groups {
-			pending = pending || !tomb(g)
+		if all {
+			groups = nil
 		}
 		switch {
-		case pending:
+		case owed || !datakey.Covers(tombs, groups...):
 			return "shred-pending", time.Time{}, nil, nil
 		case n.shared == nil:
 			return "keys-destroyed", time.Time{}, nil, nil

@@ -14,11 +14,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/crypto/keyvault"
 	"github.com/caledger/caledger/crypto/secretfile"
@@ -497,8 +497,7 @@ func (v *owedShreds) Shred(ctx context.Context, subject domain.SubjectID, groups
 	if err != nil {
 		return err
 	}
-	covered := slices.Contains(st.Groups, "*") || len(groups) > 0 && !slices.ContainsFunc(groups, func(g string) bool { return !slices.Contains(st.Groups, g) })
-	if covered && !st.CheckpointPending {
+	if datakey.Covers(st.Groups, groups...) && !st.CheckpointPending {
 		return nil
 	}
 	v.shredded++

@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/tink-crypto/tink-go/v2/aead"
 	"github.com/tink-crypto/tink-go/v2/aead/aesgcm"
@@ -112,6 +113,25 @@ func Printable(s string, maxLen int) bool {
 // ValidGroup reports whether group may name a key group: printable, and not "*",
 // which tombstones use for "every group".
 func ValidGroup(group string) bool { return Printable(group, domain.MaxNameLen) && group != "*" }
+
+// Covers reports whether the tombstones of a subject (its shredded key
+// groups, "*" for every group) cover an erasure of groups, or of every group
+// when groups is empty. An older tombstone of another group covers nothing
+// more.
+func Covers(tombstones []string, groups ...string) bool {
+	if slices.Contains(tombstones, "*") {
+		return true
+	}
+	if len(groups) == 0 {
+		return false
+	}
+	for _, g := range groups {
+		if !slices.Contains(tombstones, g) {
+			return false
+		}
+	}
+	return true
+}
 
 // KEK is a key-encryption key: the vaults store data keys only as Wrap output
 // (crypto/kek provides a local Tink keyset file and an AES key in an HSM
