@@ -303,7 +303,8 @@ from their receipts. docs/backup.md has the details.`)
 		if kekBytes, err = secretfile.Read(*kekPath, maxKEKFile); err != nil {
 			return fmt.Errorf("restore: the KEK: %w", err)
 		}
-		f, err := kek.OpenFile(ctx, *kekPath)
+		// The bytes checked are the bytes installed below.
+		f, err := kek.ParseFile(kekBytes, *kekPath)
 		if err != nil {
 			return fmt.Errorf("restore: %w", err)
 		}

@@ -45,10 +45,17 @@ func OpenFile(ctx context.Context, path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kek: %w", err)
 	}
+	return ParseFile(b, path)
+}
+
+// ParseFile loads a KEK from the bytes b of a KEK file, which name names in
+// errors: for a caller that reads the file itself (with secretfile.Read) and
+// needs its bytes, as a restore that installs them.
+func ParseFile(b []byte, name string) (*File, error) {
 	// The parser's error is not passed on: it may quote the file, that is, the key.
 	h, err := insecurecleartextkeyset.Read(keyset.NewJSONReader(bytes.NewReader(b)))
 	if err != nil {
-		return nil, fmt.Errorf("kek: %s is not a Tink JSON keyset", path)
+		return nil, fmt.Errorf("kek: %s is not a Tink JSON keyset", name)
 	}
 	return newFile(h)
 }
