@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/caledger/caledger/crypto/datakey"
@@ -111,7 +109,7 @@ func (k *FileKEK) Unwrap(ctx context.Context, ciphertext, ad []byte) ([]byte, er
 }
 
 // Destroy overwrites the file with zeros, syncs it, removes it and syncs its
-// directory, then makes Wrap and Unwrap fail. The overwrite is best effort: on a
+// directory (kek.DestroyFile), then makes Wrap and Unwrap fail. The overwrite is best effort: on a
 // copy-on-write or journaling filesystem, or flash, the old blocks may survive (see
 // docs/keyvault.md); the in-memory keyset is dropped, not zeroed.
 func (k *FileKEK) Destroy(ctx context.Context) error {
@@ -120,46 +118,11 @@ func (k *FileKEK) Destroy(ctx context.Context) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if err := shredFile(k.path); err != nil {
+	if err := kek.DestroyFile(ctx, k.path); err != nil {
 		return fmt.Errorf("sharedvault: destroy KEK %s: %w", k.id, err)
 	}
 	k.f = nil
 	return nil
-}
-
-func shredFile(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fi, err := f.Stat()
-	if err == nil {
-		_, err = f.WriteAt(make([]byte, fi.Size()), 0)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Remove(path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // PKCS11KEK is a kek.PKCS11 that can be destroyed: Destroy deletes the AES key from
