@@ -155,11 +155,11 @@ type rotated struct {
 //  2. vault.kek-rotation-started {from, to} is appended;
 //  3. the vault's data keys are re-wrapped (keyvault.Rewrap), then the CA key
 //     files (signer.Software.Rewrap);
-//  4. the new KEK takes the old one's place (home.promote: kekNextFile
-//     replaces kekFile, whose bytes are overwritten, or the config names the
-//     new key's label); once no key names another KEK than the new one, the
-//     old KEK is destroyed (home.destroy: what a stopped overwrite left, or
-//     the old key on the token);
+//  4. once no key names another KEK than the new one, the new KEK takes the
+//     old one's place (home.promote: kekNextFile replaces kekFile, whose
+//     bytes are overwritten, or the config names the new key's label), and
+//     the old KEK is destroyed (home.destroy: what a stopped overwrite left,
+//     or the old key on the token);
 //  5. vault.kek-retired {from, to} is appended and kekMarkerFile removed.
 //
 // A later run tells where an earlier one stopped from the ledger's last record
@@ -250,20 +250,18 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kek
 		if r.caKeys, err = signer.NewSoftware(filepath.Join(dir, caKeysDir), cur).Rewrap(ctx, next); err != nil {
 			return r, err
 		}
-		// Checked before promote too: a file home's promote overwrites the
-		// old KEK file.
-		if err := onlyUnder(ctx, dir, next.ID()); err != nil {
-			return r, err
-		}
-		if err := home.promote(ctx, cur, next); err != nil {
-			return r, err
-		}
 	}
 	// The KEK in use alone does not prove step 3 done (a file moved or a
 	// config edited by hand would pass): the keys themselves must name the
-	// new KEK only, before the old one is destroyed.
+	// new KEK only, before the old one is destroyed, which a file home's
+	// promote does.
 	if err := onlyUnder(ctx, dir, r.To); err != nil {
 		return r, err
+	}
+	if next != nil {
+		if err := home.promote(ctx, cur, next); err != nil {
+			return r, err
+		}
 	}
 	if err := home.destroy(ctx, r.From); err != nil {
 		return r, err
