@@ -79,6 +79,10 @@ type pkcs11Options struct {
 	Token   string `json:"token"`
 }
 
+// embedded reports whether the ledger and the key vault are the embedded
+// ones, files in the data directory (store sqlite, the default).
+func (c config) embedded() bool { return c.Store == "" || c.Store == "sqlite" }
+
 // writeConfig replaces dataDir's config file by cfg, atomically.
 func writeConfig(dataDir string, cfg config) error {
 	b, err := json.MarshalIndent(cfg, "", "  ")

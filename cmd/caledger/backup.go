@@ -132,8 +132,8 @@ checkpoint (everything is republished) and the first admin credential.
 	if err != nil {
 		return err
 	}
-	if cfg.Store == "kurrent" {
-		return errors.New("backup: this data directory's ledger and data keys are in the KurrentDB cluster; back the cluster up with its own tools (docs/distributed.md)")
+	if !cfg.embedded() {
+		return fmt.Errorf("backup: this data directory's store is %q: its ledger and data keys are not in the directory (a KurrentDB cluster is backed up with its own tools, docs/distributed.md)", cfg.Store)
 	}
 	if rel, err := filepath.Rel(dir, target); err == nil && filepath.IsLocal(rel) {
 		return fmt.Errorf("backup: %s is inside the data directory; write the backup elsewhere", target)
@@ -330,7 +330,7 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	if cfg.Store != "" && cfg.Store != "sqlite" {
+	if !cfg.embedded() {
 		return fmt.Errorf("restore: the backup's store is %q; only the embedded store is backed up", cfg.Store)
 	}
 	if err := kekArgs(cfg, *kekPath, env); err != nil {

@@ -92,7 +92,7 @@ until then the server refuses to start. docs/keyvault.md has the details.`)
 	if err != nil {
 		return err
 	}
-	if cfg.Store != "" && cfg.Store != "sqlite" {
+	if !cfg.embedded() {
 		return fmt.Errorf("kek rotate: the %s store's key vault is shared by the nodes: its KEKs rotate as epochs (docs/distributed.md)", cfg.Store)
 	}
 	store, err := sqlite.Open(ctx, filepath.Join(dir, ledgerDir), sqlite.Options{})
