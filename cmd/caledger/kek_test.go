@@ -20,12 +20,20 @@ import (
 	"github.com/caledger/caledger/eventstore/sqlite"
 )
 
-// rotateKEKCmd runs "caledger kek rotate" and returns its output and error.
-func rotateKEKCmd(t *testing.T, data string) (string, error) {
+// rotateKEKCmd runs "caledger kek rotate" with the environment env (nil:
+// none) and returns its output and error.
+func rotateKEKCmd(t *testing.T, data string, env map[string]string) (string, error) {
 	t.Helper()
 	var stdout bytes.Buffer
-	err := run(t.Context(), []string{"kek", "rotate", "--data", data}, noEnv, &stdout, io.Discard)
+	err := run(t.Context(), []string{"kek", "rotate", "--data", data}, func(k string) string { return env[k] }, &stdout, io.Discard)
 	return stdout.String(), err
+}
+
+// usable runs a command that opens the data directory and loads its CAs
+// (officer add), with the environment env, and returns its error.
+func usable(t *testing.T, data string, env map[string]string) error {
+	t.Helper()
+	return run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred")}, func(k string) string { return env[k] }, io.Discard, io.Discard)
 }
 
 func kekID(t *testing.T, path string) string {
@@ -88,7 +96,7 @@ func TestKEKRotate(t *testing.T) {
 	}
 	oldID := kekID(t, kekPath)
 
-	if _, err := rotateKEKCmd(t, r.data); err == nil || !strings.Contains(err.Error(), "in use by another process") {
+	if _, err := rotateKEKCmd(t, r.data, nil); err == nil || !strings.Contains(err.Error(), "in use by another process") {
 		t.Fatalf("kek rotate beside a running server: %v", err)
 	}
 	r.settle()
@@ -101,7 +109,7 @@ func TestKEKRotate(t *testing.T) {
 		t.Fatalf("vault before the rotation: %v, want keys under %s only", before, oldID)
 	}
 
-	out, err := rotateKEKCmd(t, r.data)
+	out, err := rotateKEKCmd(t, r.data, nil)
 	if err != nil {
 		t.Fatalf("kek rotate: %v", err)
 	}
@@ -167,7 +175,7 @@ func TestKEKRotate(t *testing.T) {
 		t.Errorf("backup across a rotation: %v", err)
 	}
 	// A second rotation appends at the stream's next versions.
-	if _, err := rotateKEKCmd(t, r.data); err != nil {
+	if _, err := rotateKEKCmd(t, r.data, nil); err != nil {
 		t.Fatalf("second kek rotate: %v", err)
 	}
 	if got := kekEvents(t, r.data); len(got) != 4 || !strings.HasPrefix(got[2], typeKEKRotationStarted+` {"from":"`+newID+`"`) || !strings.HasPrefix(got[3], typeKEKRetired) {
@@ -244,9 +252,6 @@ func TestKEKRotateResumes(t *testing.T) {
 		return cur.ID(), next.ID()
 	}
 	// usable checks that the data directory opens and its CAs sign.
-	usable := func(t *testing.T, data string) error {
-		return run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred")}, noEnv, io.Discard, io.Discard)
-	}
 	wantRotation := func(t *testing.T, data, from, to string) {
 		t.Helper()
 		if id := kekID(t, filepath.Join(data, kekFile)); id != to {
@@ -257,7 +262,7 @@ func TestKEKRotateResumes(t *testing.T) {
 				t.Errorf("%s after the rotation: %v", f, err)
 			}
 		}
-		if err := usable(t, data); err != nil {
+		if err := usable(t, data, nil); err != nil {
 			t.Errorf("the data directory after the rotation: %v", err)
 		}
 	}
@@ -281,7 +286,7 @@ func TestKEKRotateResumes(t *testing.T) {
 			}
 			oldSize := len(readFile(t, oldFile))
 			from, to := steps(t, data, tc.steps)
-			err := usable(t, data)
+			err := usable(t, data, nil)
 			if tc.steps == made && err != nil {
 				t.Errorf("a node before the rotation is recorded: %v", err)
 			}
@@ -291,7 +296,7 @@ func TestKEKRotateResumes(t *testing.T) {
 			if _, _, err := noKEKRotation(t.Context(), data, ""); err == nil || !strings.Contains(err.Error(), "unfinished") {
 				t.Errorf("backup of a half-rotated directory: %v", err)
 			}
-			out, err := rotateKEKCmd(t, data)
+			out, err := rotateKEKCmd(t, data, nil)
 			if err != nil {
 				t.Fatalf("kek rotate: %v", err)
 			}
@@ -319,7 +324,7 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err := os.Rename(filepath.Join(data, kekNextFile), filepath.Join(data, kekFile)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "still wrapped under KEK") {
+		if _, err := rotateKEKCmd(t, data, nil); err == nil || !strings.Contains(err.Error(), "still wrapped under KEK") {
 			t.Errorf("kek rotate: %v, want a refusal to record the retirement", err)
 		}
 		if got := kekEvents(t, data); len(got) != 1 {
@@ -333,7 +338,7 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err := os.Remove(filepath.Join(data, kekNextFile)); err != nil {
 			t.Fatal(err)
 		}
-		out, err := rotateKEKCmd(t, data)
+		out, err := rotateKEKCmd(t, data, nil)
 		if err != nil {
 			t.Fatalf("kek rotate: %v", err)
 		}
@@ -356,7 +361,7 @@ func TestKEKRotateResumes(t *testing.T) {
 		if err := os.Remove(filepath.Join(data, kekNextFile)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "keys are wrapped under it, but the new KEK is missing") {
+		if _, err := rotateKEKCmd(t, data, nil); err == nil || !strings.Contains(err.Error(), "keys are wrapped under it, but the new KEK is missing") {
 			t.Errorf("kek rotate: %v", err)
 		}
 	})
@@ -364,7 +369,7 @@ func TestKEKRotateResumes(t *testing.T) {
 	t.Run("the ledger names other KEKs", func(t *testing.T) {
 		data := initData(t)
 		appendRaw(t, data, typeKEKRotationStarted, 1, `{"from":"file:00000001","to":"file:00000002"}`)
-		if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), "the ledger records a rotation from KEK file:00000001") {
+		if _, err := rotateKEKCmd(t, data, nil); err == nil || !strings.Contains(err.Error(), "the ledger records a rotation from KEK file:00000001") {
 			t.Errorf("kek rotate: %v", err)
 		}
 	})
@@ -381,10 +386,10 @@ func TestKEKRotateResumes(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			data := initData(t)
 			appendRaw(t, data, ev.typ, ev.schema, ev.payload)
-			if _, err := rotateKEKCmd(t, data); err == nil || !strings.Contains(err.Error(), kekStream+" version 1") {
+			if _, err := rotateKEKCmd(t, data, nil); err == nil || !strings.Contains(err.Error(), kekStream+" version 1") {
 				t.Errorf("kek rotate: %v", err)
 			}
-			if err := usable(t, data); err == nil {
+			if err := usable(t, data, nil); err == nil {
 				t.Error("a node opened on a ledger with a damaged KEK record")
 			}
 		})

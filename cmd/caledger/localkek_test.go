@@ -301,11 +301,11 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 	}
 	rotate := func(t *testing.T, data string, env map[string]string) string {
 		t.Helper()
-		var out bytes.Buffer
-		if err := run(t.Context(), []string{"kek", "rotate", "--data", data}, func(k string) string { return env[k] }, &out, io.Discard); err != nil {
+		out, err := rotateKEKCmd(t, data, env)
+		if err != nil {
 			t.Fatalf("kek rotate: %v", err)
 		}
-		return out.String()
+		return out
 	}
 
 	t.Run("the new key made, nothing recorded", func(t *testing.T) {
@@ -377,7 +377,7 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 		if err := writeConfig(data, cfg); err != nil {
 			t.Fatal(err)
 		}
-		err = run(t.Context(), []string{"kek", "rotate", "--data", data}, func(k string) string { return env[k] }, io.Discard, io.Discard)
+		_, err = rotateKEKCmd(t, data, env)
 		if err == nil || !strings.Contains(err.Error(), "keys are still wrapped under KEK "+from) {
 			t.Errorf("kek rotate after the config was edited: %v", err)
 		}
@@ -405,8 +405,7 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 			t.Fatal("the steps by hand did not stop where this case needs")
 		}
 		// A node refuses to start on the half-rotated directory.
-		err := run(ctx, []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred")},
-			func(k string) string { return env[k] }, io.Discard, io.Discard)
+		err := usable(t, data, env)
 		if err == nil || !strings.Contains(err.Error(), "unfinished: run 'caledger kek rotate'") {
 			t.Errorf("a node on a half-rotated directory: %v", err)
 		}
@@ -471,13 +470,11 @@ func TestKEKConfigAbsent(t *testing.T) {
 		t.Fatalf("init's config KEK %+v (%v), want provider file", cfg.KEK, err)
 	}
 	setConfig(t, data, "kek", nil)
-	err = run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred")}, noEnv, io.Discard, io.Discard)
-	if err != nil {
+	if err := usable(t, data, nil); err != nil {
 		t.Fatalf("a node on a config without the KEK field: %v", err)
 	}
 	setConfig(t, data, "kek", map[string]string{"provider": "vault"})
-	err = run(t.Context(), []string{"officer", "add", "--data", data, "--role", "auditor", "--name", "Check Auditor", "--out", filepath.Join(t.TempDir(), "cred2")}, noEnv, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `unknown KEK provider "vault"`) {
+	if err := usable(t, data, nil); err == nil || !strings.Contains(err.Error(), `unknown KEK provider "vault"`) {
 		t.Errorf("a node on an unknown KEK provider: %v", err)
 	}
 }
