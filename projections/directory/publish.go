@@ -226,11 +226,17 @@ func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID)
 }
 
 // setUnpublished records (or forgets) a subject whose entry was removed
-// because what may be published of it could not be read.
+// because what may be published of it could not be read. Only a subject new
+// to the record brings the next sweep forward: one that a sweep still cannot
+// read waits for the sweep loop's backoff, rather than restarting the sweep
+// at once, over and over.
 func (p *Publisher) setUnpublished(id domain.SubjectID, removed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if removed {
+		if p.unpublished[id] {
+			return
+		}
 		p.unpublished[id] = true
 		select {
 		case p.kick <- struct{}{}:
@@ -396,8 +402,12 @@ func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
+	listed := make(map[domain.SubjectID]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
 	for _, id := range p.pendingUnpublished() {
-		if !slices.Contains(ids, id) {
+		if !listed[id] {
 			ids = append(ids, id)
 		}
 	}
