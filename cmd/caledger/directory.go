@@ -65,7 +65,7 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 		Checkpoints: fileCheckpoints{path: filepath.Join(n.dataDir, directoryCheckpointFile)}}
 	profiles := cfg.Profiles
 	if len(profiles) == 0 {
-		profiles = []string{"email-protection"}
+		profiles = directory.DefaultProfiles()
 	}
 	for _, p := range profiles {
 		if !n.issuer.HasProfile(p) {

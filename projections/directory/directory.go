@@ -146,7 +146,7 @@ const certificateAttribute = "userCertificate;binary"
 
 // managed are the attributes of an entry the publisher sets; a modify replaces
 // them all, so a value the subject no longer has is removed.
-var managed = []string{"cn", "sn", "givenName", "mail", "o", "ou", "l", certificateAttribute}
+var managed = append(slices.Sorted(maps.Values(ldapNames)), certificateAttribute)
 
 var objectClasses = []string{"top", "person", "organizationalPerson", "inetOrgPerson"}
 
@@ -199,7 +199,7 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 		return nil, errors.New("directory: no subjects")
 	}
 	if len(opts.Profiles) == 0 {
-		opts.Profiles = []string{"email-protection"}
+		opts.Profiles = DefaultProfiles()
 	}
 	if len(opts.Attributes) == 0 {
 		opts.Attributes = []string{"common_name", "email"}
@@ -237,14 +237,12 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 }
 
 // Publishable lists the subject attributes a directory may be given, sorted.
-func Publishable() []string {
-	names := make([]string, 0, len(ldapNames))
-	for name := range ldapNames {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	return names
-}
+func Publishable() []string { return slices.Sorted(maps.Keys(ldapNames)) }
+
+// DefaultProfiles are the profiles whose certificates are published when
+// Options.Profiles is empty: S/MIME certificates, which correspondents look
+// up in a directory.
+func DefaultProfiles() []string { return []string{"email-protection"} }
 
 // Applied returns the position of the last event published.
 func (p *Publisher) Applied() uint64 {
