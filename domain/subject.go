@@ -239,6 +239,19 @@ const attributeList = "common_name, given_name, surname, email, organization, or
 // 128 characters; 1024 bytes leaves room for any of them in UTF-8.
 const MaxAttributeLen = 1024
 
+// CheckRegistration checks the attributes of a subject to register as
+// Register will (known names, values neither empty, too long, nor holding
+// control characters), for a caller with costly work to do before it
+// registers, such as generating a key. Errors name the attribute, never its
+// value.
+func CheckRegistration(attrs map[string]string) error {
+	if len(attrs) == 0 {
+		return errorf(KindInvalid, "no-attributes", "a subject needs at least one attribute")
+	}
+	_, err := checkAttributes(attrs, false)
+	return err
+}
+
 // checkAttributes validates attribute names and values and returns the sorted names.
 // Errors name the attribute, never its value.
 func checkAttributes(attrs map[string]string, allowEmpty bool) ([]string, error) {

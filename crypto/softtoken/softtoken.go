@@ -147,6 +147,12 @@ func (s *Service) Issue(ctx context.Context, actor domain.Actor, req Request) (T
 	case len(req.Attributes) == 0:
 		return Token{}, &domain.Error{Kind: domain.KindInvalid, Code: CodeNoSubject,
 			Detail: "no subject: name a registered subject or give the attributes of a new one"}
+	default:
+		// Every attribute the registration would refuse, before a key is
+		// generated: the profile's own check covers only what it permits.
+		if err := domain.CheckRegistration(req.Attributes); err != nil {
+			return Token{}, err
+		}
 	}
 	now := time.Now
 	if s.Now != nil {

@@ -329,6 +329,29 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestRefusedBeforeKeyGeneration: attributes a registration would refuse are
+// refused before a key is generated. The context is cancelled, so a request
+// that got as far as the key generation's slot would fail with the context's
+// error instead of the refusal.
+func TestRefusedBeforeKeyGeneration(t *testing.T) {
+	r := newRig(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, attrs := range map[string]map[string]string{
+		"unknown attribute":            {"common_name": "Ada", "shoe_size": "size forty"},
+		"control character":            {"common_name": "Ada\x07"},
+		"not permitted by the profile": {"common_name": "Ada", "locality": "L\x00ndon"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := r.svc.Issue(ctx, officer, softtoken.Request{Attributes: attrs, Profile: "tls-client", CAID: "issuing", Password: password})
+			var de *domain.Error
+			if !errors.As(err, &de) {
+				t.Fatalf("error %v, want a refusal before the key generation", err)
+			}
+		})
+	}
+}
+
 // TestOpenSSLReadsToken: OpenSSL, the outside peer, opens the file with the
 // password, finds the key and the certificate, and the two match.
 func TestOpenSSLReadsToken(t *testing.T) {
