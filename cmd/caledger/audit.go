@@ -253,7 +253,7 @@ pages:
 				}
 				if a.list {
 					fmt.Fprintf(a.stdout, "%8d  %s  %-10s %-37s %-26s %s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-						printable(e.Actor.Role), printable(e.Actor.ID), e.Type, e.Stream)
+						printable(e.Actor.Role), printable(e.Actor.ID), audit.TypeName(e.Type), audit.StreamName(e.Stream))
 				}
 			}
 			if err := checkKept(); err != nil {
@@ -302,7 +302,7 @@ func (a *auditRun) report(r *audit.Replay, took time.Duration) error {
 			if i > 0 {
 				fmt.Fprintf(w, "%-12s", "")
 			}
-			fmt.Fprintf(w, "%-28s %d\n", k, m.counts[k])
+			fmt.Fprintf(w, "%-28s %d\n", printable(k), m.counts[k])
 		}
 		if len(m.counts) == 0 {
 			fmt.Fprintln(w)

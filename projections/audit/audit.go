@@ -185,7 +185,7 @@ func (r *Replay) Add(canonical []byte) (domain.Event, error) {
 	}
 	r.count(&e)
 	if last := r.versions[e.Stream]; e.Version != last+1 {
-		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", streamName(e.Stream), last, e.Version))
+		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", StreamName(e.Stream), last, e.Version))
 	}
 	r.versions[e.Stream] = max(r.versions[e.Stream], e.Version)
 	r.checkSealed(pos, &e)
@@ -196,7 +196,7 @@ func (r *Replay) Add(canonical []byte) (domain.Event, error) {
 func (r *Replay) count(e *domain.Event) {
 	s := &r.stats
 	s.Events++
-	s.ByType[e.Type]++
+	s.ByType[TypeName(e.Type)]++
 	s.ByActorRole[e.Actor.Role]++
 	if e.Sealed != nil {
 		s.Sealed++
@@ -235,7 +235,7 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 		group = fmt.Sprintf("(a name of %d bytes)", len(e.Sealed.KeyGroup))
 	}
 	r.find(pos, RuleSealedAfterErasure, fmt.Sprintf("%s of %s seals data under key group %s of subject %s, erased at position %d",
-		e.Type, e.Time.Format(time.RFC3339Nano), group, e.Sealed.SubjectID, at.pos))
+		TypeName(e.Type), e.Time.Format(time.RFC3339Nano), group, e.Sealed.SubjectID, at.pos))
 }
 
 // within reports whether a and b are at most RaceWindow apart.
@@ -256,7 +256,7 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		if !p.SubjectID.Valid() {
 			// The value is not printed: where a pseudonym belongs, a
 			// faulty server may have put a name.
-			r.find(pos, RuleMalformed, fmt.Sprintf("%s names a subject id of %d bytes that is not a pseudonym", e.Type, len(p.SubjectID)))
+			r.find(pos, RuleMalformed, fmt.Sprintf("%s names a subject id of %d bytes that is not a pseudonym", TypeName(e.Type), len(p.SubjectID)))
 			return
 		}
 		r.stream(pos, e, domain.SubjectStream(p.SubjectID))
@@ -330,7 +330,7 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 // public parses e's public part into p, or records a malformed event.
 func (r *Replay) public(pos uint64, e *domain.Event, p any) bool {
 	if err := json.Unmarshal(e.Public, p); err != nil {
-		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %s", e.Type, jsonProblem(err)))
+		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %s", TypeName(e.Type), jsonProblem(err)))
 		return false
 	}
 	return true
@@ -346,7 +346,10 @@ func jsonProblem(err error) string {
 	case errors.As(err, &syn):
 		return fmt.Sprintf("not JSON at byte %d", syn.Offset)
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %s holds a JSON %s", typ.Field, typ.Value)
+		// Value is the JSON kind, and for a number out of range also the
+		// number as served: only the kind is printed.
+		kind, _, _ := strings.Cut(typ.Value, " ")
+		return fmt.Sprintf("field %s holds a JSON %s", typ.Field, kind)
 	default:
 		return "not the type's layout"
 	}
@@ -357,7 +360,7 @@ func jsonProblem(err error) string {
 // printed either.
 func (r *Replay) serial(pos uint64, e *domain.Event, s domain.Serial) bool {
 	if !s.Valid() {
-		r.find(pos, RuleMalformed, fmt.Sprintf("%s names a serial of %d bytes that is not a serial number", e.Type, len(s)))
+		r.find(pos, RuleMalformed, fmt.Sprintf("%s names a serial of %d bytes that is not a serial number", TypeName(e.Type), len(s)))
 		return false
 	}
 	r.stream(pos, e, domain.CertificateStream(s))
@@ -367,15 +370,15 @@ func (r *Replay) serial(pos uint64, e *domain.Event, s domain.Serial) bool {
 // stream finds an event recorded in another stream than want, its own.
 func (r *Replay) stream(pos uint64, e *domain.Event, want string) {
 	if e.Stream != want {
-		r.find(pos, RuleStream, fmt.Sprintf("%s is recorded in stream %s, not %s", e.Type, streamName(e.Stream), want))
+		r.find(pos, RuleStream, fmt.Sprintf("%s is recorded in stream %s, not %s", TypeName(e.Type), StreamName(e.Stream), want))
 	}
 }
 
-// streamName is stream as a finding prints it: as it is when it has one of
+// StreamName is stream as the audit prints it: as it is when it has one of
 // the ledger's forms (a pseudonym after subject-, access- or vault-, a serial
 // after cert-, a CA id after ca-, vault.epochs, vault.kek), otherwise only its length.
 // Where a pseudonym belongs, a faulty server may have put a name.
-func streamName(stream string) string {
+func StreamName(stream string) string {
 	prefix, rest, _ := strings.Cut(stream, "-")
 	ok := stream == "vault.epochs" || stream == "vault.kek"
 	switch prefix {
@@ -390,6 +393,23 @@ func streamName(stream string) string {
 		return stream
 	}
 	return fmt.Sprintf("(a name of %d bytes in none of the ledger's forms)", len(stream))
+}
+
+// TypeName is an event type as the audit prints it: as it is when it has the
+// ledger's form (dot-separated words of lower-case letters, digits and
+// hyphens, such as subject.registered or vault.kek-retired, at most 64
+// bytes), otherwise only its length. A faulty server may have put a name or
+// an address there; the form keeps out spaces, capitals and "@".
+func TypeName(typ string) string {
+	words := strings.Split(typ, ".")
+	ok := len(typ) <= 64 && len(words) >= 2
+	for _, w := range words {
+		ok = ok && w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyz0123456789-") == "" && w[0] >= 'a' && w[0] <= 'z'
+	}
+	if ok {
+		return typ
+	}
+	return fmt.Sprintf("(a type of %d bytes in none of the ledger's forms)", len(typ))
 }
 
 func (r *Replay) find(pos uint64, rule, detail string) {

@@ -383,13 +383,28 @@ func BenchmarkReplay(b *testing.B) {
 func TestStreamName(t *testing.T) {
 	id := strings.Repeat("ab", 16)
 	for _, s := range []string{"subject-" + id, "access-" + id, "vault-" + id, "cert-1f", "ca-issuing-1", "vault.epochs", "vault.kek"} {
-		if got := streamName(s); got != s {
-			t.Errorf("streamName(%q) = %q", s, got)
+		if got := StreamName(s); got != s {
+			t.Errorf("StreamName(%q) = %q", s, got)
 		}
 	}
 	for _, s := range []string{"subject-ada.lovelace@example.org", "cert-Ada", "ca-Ada Lovelace", "ada", "access-" + id + "x"} {
-		if got := streamName(s); strings.Contains(got, s) || !strings.Contains(got, fmt.Sprint(len(s))) {
-			t.Errorf("streamName(%q) = %q, want only its length", s, got)
+		if got := StreamName(s); strings.Contains(got, s) || !strings.Contains(got, fmt.Sprint(len(s))) {
+			t.Errorf("StreamName(%q) = %q, want only its length", s, got)
+		}
+	}
+}
+
+// TestTypeName: an event type in the ledger's form is printed; any other only
+// by its length.
+func TestTypeName(t *testing.T) {
+	for _, typ := range []string{domain.TypeSubjectRegistered, domain.TypeCertificateIssued, domain.TypePersonalDataAccessed, "vault.kek-rotation-started", "vault.epoch-started"} {
+		if got := TypeName(typ); got != typ {
+			t.Errorf("TypeName(%q) = %q", typ, got)
+		}
+	}
+	for _, typ := range []string{"Ada Lovelace", "ada@example.org", "subject.Registered", "subject.", ".x", "subject", "subject." + strings.Repeat("a", 64)} {
+		if got := TypeName(typ); strings.Contains(got, typ) || !strings.Contains(got, fmt.Sprint(len(typ))) {
+			t.Errorf("TypeName(%q) = %q, want only its length", typ, got)
 		}
 	}
 }
