@@ -104,6 +104,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err != nil {
 		return err
 	}
+	// A mistake in the config stops the start before any backend opens.
+	if err := api.CheckSoftTokenHeaders(cfg.SoftTokenHeaders); err != nil {
+		return fmt.Errorf("%s: %w", configFile, err)
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, tlsCertFile), filepath.Join(dataDir, tlsKeyFile))
 	if err != nil {
 		return fmt.Errorf("load the server's TLS certificate: %w", err)
@@ -126,11 +130,6 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	}()
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
 		return err
-	}
-	if cfg.SoftTokenHeaders != nil {
-		if err := api.CheckSoftTokenHeaders(cfg.SoftTokenHeaders); err != nil {
-			return fmt.Errorf("%s: %w", configFile, err)
-		}
 	}
 	// Before anything starts: a key problem stops the start at once.
 	signer, err := loadCheckpointSigner(dataDir)
