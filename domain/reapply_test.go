@@ -75,9 +75,18 @@ func TestReapplyErasures(t *testing.T) {
 	if o := opens(kept); !o[domain.GroupIdentity] {
 		t.Error("a subject never erased lost its key")
 	}
-	// Again: nothing changes.
+	// Again: the same erasures, and the same keys open.
 	if n, err := domain.ReapplyErasures(ctx, r.store.ReadAll(ctx, 1), r.vault); err != nil || n != 2 {
 		t.Fatalf("ReapplyErasures again: %d, %v", n, err)
+	}
+	if o := opens(whole); o[domain.GroupIdentity] {
+		t.Error("after a second ReapplyErasures the erased subject's identity opens")
+	}
+	if o := opens(partial); o[domain.GroupNationalID] || !o[domain.GroupIdentity] {
+		t.Errorf("after a second ReapplyErasures: %v, want only identity to open", o)
+	}
+	if o := opens(kept); !o[domain.GroupIdentity] {
+		t.Error("a second ReapplyErasures took the key of a subject never erased")
 	}
 
 	// An erasure filed in another subject's stream is refused, and that

@@ -72,7 +72,7 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 			return fmt.Errorf("verify-erasure: evidence %d is a %s event, not %s", i+1, e.Type, domain.TypeSubjectErased)
 		}
 		var p domain.SubjectErased
-		if json.Unmarshal(e.Public, &p) != nil {
+		if domain.UnmarshalPublic(&e, &p) != nil {
 			return fmt.Errorf("verify-erasure: evidence %d: the public part of its %s event cannot be read", i+1, domain.TypeSubjectErased)
 		}
 		if p.SubjectID != receipt.SubjectID || e.Stream != domain.SubjectStream(p.SubjectID) {
