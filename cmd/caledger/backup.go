@@ -514,15 +514,14 @@ func restoreNode(ctx context.Context, dir string, cfg config, env func(string) s
 		return 0, err
 	}
 	defer n.close()
-	bar := &progressBar{w: stderr}
-	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
+	events, err := n.rebuildViews(ctx, stderr)
+	if err != nil {
 		return 0, err
 	}
-	bar.done()
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
 		return 0, fmt.Errorf("load the CAs: %w", err)
 	}
-	return bar.total, n.close()
+	return events, n.close()
 }
 
 // readBackupManifest reads and checks dir's manifest: a known format, paths

@@ -100,13 +100,23 @@ sealed parts no longer open. The server must be stopped.`)
 	}
 	defer n.close()
 	start := time.Now()
-	bar := &progressBar{w: stderr}
-	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
+	events, err := n.rebuildViews(ctx, stderr)
+	if err != nil {
 		return err
 	}
-	bar.done()
-	fmt.Fprintf(stdout, "rebuilt the views from %d events in %s\n", bar.total, time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "rebuilt the views from %d events in %s\n", events, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// rebuildViews recreates the node's views from position 1, with a progress
+// bar on stderr, and returns the number of events.
+func (n *node) rebuildViews(ctx context.Context, stderr io.Writer) (uint64, error) {
+	bar := &progressBar{w: stderr}
+	if err := n.views.Rebuild(ctx, n.store, bar.update); err != nil {
+		return 0, err
+	}
+	bar.done()
+	return bar.total, nil
 }
 
 // progressBar draws "[#####     ]  52%  520000/1000000 events" on one line.
