@@ -347,9 +347,9 @@ func TestReadAhead(t *testing.T) {
 		src[i].Position = uint64(i + 1)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	q := handoff.New[followed](readAheadMax)
+	q := handoff.New[Followed](readAheadMax)
 	var reader sync.WaitGroup
-	reader.Go(func() { readAhead(ctx, q, src, 1) })
+	reader.Go(func() { ReadAhead(ctx, q, src, 1) })
 
 	next := uint64(1)
 	for next <= n {
@@ -365,8 +365,8 @@ func TestReadAhead(t *testing.T) {
 			continue
 		}
 		for _, f := range items {
-			if f.err != nil || f.e.Position != next {
-				t.Fatalf("took position %d (%v), want %d", f.e.Position, f.err, next)
+			if f.Err != nil || f.Event.Position != next {
+				t.Fatalf("took position %d (%v), want %d", f.Event.Position, f.Err, next)
 			}
 			next++
 		}
@@ -376,7 +376,7 @@ func TestReadAhead(t *testing.T) {
 	for {
 		items, done := q.Take()
 		if len(items) > 0 {
-			if len(items) != 1 || !errors.Is(items[0].err, context.Canceled) {
+			if len(items) != 1 || !errors.Is(items[0].Err, context.Canceled) {
 				t.Fatalf("after the last event: %+v, want one context.Canceled", items)
 			}
 			continue
@@ -390,9 +390,9 @@ func TestReadAhead(t *testing.T) {
 
 	// A reader waiting for room returns when its context ends.
 	ctx, cancel = context.WithCancel(context.Background())
-	q = handoff.New[followed](readAheadMax)
+	q = handoff.New[Followed](readAheadMax)
 	returned := make(chan struct{})
-	go func() { readAhead(ctx, q, src, 1); close(returned) }()
+	go func() { ReadAhead(ctx, q, src, 1); close(returned) }()
 	<-q.Full()
 	cancel()
 	select {

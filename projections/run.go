@@ -172,7 +172,7 @@ func (v *Views) Rebuild(ctx context.Context, src Source, progress func(done, tot
 //
 // A batch is committed when it is full, when it is maxBatchDelay old, at
 // until, and whenever no next event is ready: a goroutine reads src ahead of
-// the apply loop (readAhead), so "caught up" needs no question to the ledger
+// the apply loop (ReadAhead), so "caught up" needs no question to the ledger
 // (src.Head is a round trip on KurrentDB, which asking once per live event
 // would cost).
 func (v *Views) consume(ctx context.Context, src Source, from, until uint64, progress func(done, total uint64)) error {
@@ -180,9 +180,9 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 	// never leaves an event half applied; ctx stops the reading only.
 	wctx := context.WithoutCancel(ctx)
 	rctx, stopReading := context.WithCancel(ctx)
-	q := handoff.New[followed](readAheadMax)
+	q := handoff.New[Followed](readAheadMax)
 	var reader sync.WaitGroup
-	reader.Go(func() { readAhead(rctx, q, src, from) })
+	reader.Go(func() { ReadAhead(rctx, q, src, from) })
 	defer reader.Wait() // Follow's iterator is done before consume returns
 	defer stopReading()
 
@@ -220,7 +220,7 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 				// Stop at once rather than apply what was read ahead.
 				return commit(next - 1)
 			}
-			e, err := f.e, f.err
+			e, err := f.Event, f.Err
 			if err != nil {
 				if cerr := commit(next - 1); cerr != nil || ctx.Err() != nil {
 					return cerr
@@ -256,18 +256,20 @@ func (v *Views) consume(ctx context.Context, src Source, from, until uint64, pro
 // apply loop.
 const readAheadMax = 1024
 
-// followed is one item of src.Follow: an event, or the error that ends it.
-type followed struct {
-	e   domain.Event
-	err error
+// Followed is one item of src.Follow: an event, or the error that ends it.
+type Followed struct {
+	Event domain.Event
+	Err   error
 }
 
-// readAhead reads src from position from on into q until Follow yields an
-// error (which it passes on) or ends, or ctx ends.
-func readAhead(ctx context.Context, q *handoff.Queue[followed], src Source, from uint64) {
+// ReadAhead reads src from position from on into q until Follow yields an
+// error (which it passes on) or ends, or ctx ends; it then finishes q. The
+// views and the directory publisher read the ledger ahead of their writers
+// with it.
+func ReadAhead(ctx context.Context, q *handoff.Queue[Followed], src Source, from uint64) {
 	defer q.Finish()
 	for e, err := range src.Follow(ctx, from) {
-		if !q.Put(ctx, followed{e, err}) || err != nil {
+		if !q.Put(ctx, Followed{e, err}) || err != nil {
 			return
 		}
 	}

@@ -59,3 +59,76 @@ func benchRig(b *testing.B) (*slapdtest.Server, *directory.Publisher, domain.Sub
 	}
 	return srv, p, id
 }
+
+// catchUpRig is a ledger of 200 subjects, each with three email-protection
+// certificates of which one is revoked (five events that change its entry),
+// and a slapd.
+func catchUpRig(b *testing.B) (*slapdtest.Server, *rig, uint64) {
+	const subjects = 200
+	srv := slapdtest.Start(b, slapdtest.Options{})
+	r := newRig(b)
+	ctx := context.Background()
+	for range subjects {
+		id := r.register(b, ada)
+		for i := range 3 {
+			issued := r.issue(b, id, "email-protection")
+			if i == 0 {
+				if err := r.h.RevokeCertificate(ctx, officer, issued.Serial, domain.ReasonSuperseded); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	}
+	return srv, r, r.head(b)
+}
+
+// BenchmarkCatchUp publishes catchUpRig's ledger from its start: the
+// publisher's catch-up after a new directory, base DN or profile list. One op
+// is the whole catch-up; the entries exist from the first op on, so each op
+// modifies them, and the sweep at start finds them.
+func BenchmarkCatchUp(b *testing.B) {
+	srv, r, head := catchUpRig(b)
+	ctx := context.Background()
+	for b.Loop() {
+		p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		runCtx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(runCtx, r.store) }()
+		if err := p.WaitFor(ctx, head); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+		<-done
+		p.Close()
+	}
+	b.ReportMetric(float64(b.N*200)/b.Elapsed().Seconds(), "subjects/s")
+	b.ReportMetric(float64(b.N)*float64(head)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkSweep sweeps catchUpRig's 200 entries, which already match.
+func BenchmarkSweep(b *testing.B) {
+	srv, r, head := catchUpRig(b)
+	ctx := context.Background()
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx, r.store) }()
+	if err := p.WaitFor(ctx, head); err != nil {
+		b.Fatal(err)
+	}
+	cancel()
+	<-done
+	for b.Loop() {
+		if n, err := p.Sweep(ctx); err != nil || n != 200 {
+			b.Fatalf("Sweep = %d, %v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*200)/b.Elapsed().Seconds(), "entries/s")
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"iter"
 	"log/slog"
 	"math/big"
 	"net"
@@ -362,8 +363,8 @@ func TestPublisherOutlivesAnOutage(t *testing.T) {
 }
 
 // TestSweep: entries changed or added behind the CA's back are made to match,
-// expired certificates are removed, and entries not named by a subject id are
-// left alone.
+// an entry that matches is not written again, expired certificates are
+// removed, and entries not named by a subject id are left alone.
 func TestSweep(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)
@@ -415,6 +416,16 @@ func TestSweep(t *testing.T) {
 		t.Fatal("the sweep touched an entry not named by a subject id")
 	}
 
+	// An entry that matches is read, not written again.
+	dn := "uid=" + string(id) + "," + slapdtest.People
+	before := entryCSN(t, conn, dn)
+	if n, err := p.Sweep(context.Background()); err != nil || n != 1 {
+		t.Fatalf("Sweep = %d, %v; want the 1 entry named by a subject id", n, err)
+	}
+	if after := entryCSN(t, conn, dn); after != before {
+		t.Fatalf("the sweep rewrote an entry that matched (entryCSN %s, then %s)", before, after)
+	}
+
 	// Expiry is not an event: the sweep finds it.
 	cert, err := x509.ParseCertificate(issued.Certificate)
 	if err != nil {
@@ -427,6 +438,22 @@ func TestSweep(t *testing.T) {
 	if entry(t, srv, id) != nil {
 		t.Fatal("the sweep kept an expired certificate")
 	}
+}
+
+// entryCSN returns the change sequence number slapd keeps for the entry dn:
+// every write to the entry changes it.
+func entryCSN(t *testing.T, conn *ldap.Conn, dn string) string {
+	t.Helper()
+	res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+		"(objectClass=*)", []string{"entryCSN"}, nil))
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("read the entryCSN of %s: %v", dn, err)
+	}
+	csn := res.Entries[0].GetAttributeValue("entryCSN")
+	if csn == "" {
+		t.Fatalf("%s has no entryCSN", dn)
+	}
+	return csn
 }
 
 // TestRefusedEntry: a value the directory refuses (here a constraint on mail)
@@ -800,4 +827,119 @@ func TestUnreadablePublication(t *testing.T) {
 		t.Fatalf("mail = %q", e.GetAttributeValue("mail"))
 	}
 	noPersonalData(t, r.logs.String())
+}
+
+// countingSubjects counts Publication calls per subject. Until release is
+// closed, each call waits for it.
+type countingSubjects struct {
+	directory.Subjects
+	release chan struct{}
+	mu      sync.Mutex
+	calls   map[domain.SubjectID]int
+}
+
+func (c *countingSubjects) Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error) {
+	c.mu.Lock()
+	c.calls[id]++
+	c.mu.Unlock()
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+		return domain.Publication{}, ctx.Err()
+	}
+	return c.Subjects.Publication(ctx, id)
+}
+
+// readSource is the store, counting the events its Follow has handed over:
+// the body of the range loop over Follow ran for them.
+type readSource struct {
+	*sqlite.Store
+	handed atomic.Uint64
+	moved  chan struct{}
+}
+
+func (s *readSource) Follow(ctx context.Context, from uint64) iter.Seq2[domain.Event, error] {
+	return func(yield func(domain.Event, error) bool) {
+		for e, err := range s.Store.Follow(ctx, from) {
+			if !yield(e, err) {
+				return
+			}
+			s.handed.Add(1)
+			select {
+			case s.moved <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// TestCatchUpReconcilesOncePerSubject: on catch-up the publisher writes a
+// subject's entry once for all the events it has read ahead, not once per
+// event. The first reconcile is held until the reader has handed over the
+// whole ledger, so everything after the first turn's events is in the second
+// turn: the subject is read at most twice by Run, and once more if the
+// start's sweep lists its entry. One reconcile per event would read it seven
+// times.
+func TestCatchUpReconcilesOncePerSubject(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	ctx := context.Background()
+	id := r.register(t, ada)
+	var kept []domain.Issued
+	for i := range 4 {
+		issued := r.issue(t, id, "email-protection")
+		if i%2 == 0 {
+			if err := r.h.RevokeCertificate(ctx, officer, issued.Serial, domain.ReasonKeyCompromise); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			kept = append(kept, issued)
+		}
+	}
+	if err := r.h.CorrectSubject(ctx, officer, id, map[string]string{"email": "ada.lovelace@example.org"}, domain.GroupIdentity); err != nil {
+		t.Fatal(err)
+	}
+	head := r.head(t)
+
+	subjects := &countingSubjects{Subjects: r.h, release: make(chan struct{}), calls: map[domain.SubjectID]int{}}
+	src := &readSource{Store: r.store, moved: make(chan struct{}, 1)}
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(runCtx, src) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+		p.Close()
+	}()
+	deadline := time.After(30 * time.Second)
+	for src.handed.Load() < head {
+		select {
+		case <-src.moved:
+		case <-deadline:
+			t.Fatalf("the reader handed over %d of %d events", src.handed.Load(), head)
+		}
+	}
+	close(subjects.release)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if err := p.WaitFor(wctx, head); err != nil {
+		t.Fatalf("the publisher did not reach the head %d (at %d): %v\nlogs:\n%s", head, p.Applied(), err, r.logs.String())
+	}
+	e := entry(t, srv, id)
+	wantCerts(t, e, kept...)
+	if got := e.GetAttributeValue("mail"); got != "ada.lovelace@example.org" {
+		t.Fatalf("mail = %q, want the corrected address", got)
+	}
+	subjects.mu.Lock()
+	calls := subjects.calls[id]
+	subjects.mu.Unlock()
+	if calls > 3 {
+		t.Fatalf("the subject was read %d times for its 7 events, want at most 3", calls)
+	}
 }

@@ -9,12 +9,14 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections"
+	"github.com/caledger/caledger/projections/handoff"
 )
 
 const (
@@ -23,6 +25,8 @@ const (
 	// saveEvery bounds how long a checkpoint stays unsaved while events
 	// arrive. Replays are idempotent, so a crash costs only their repetition.
 	saveEvery = time.Second
+	// maxChunk bounds how many events Run reads ahead of its reconciles.
+	maxChunk = 1024
 	// maxAttempts is how many times in a row what may be published of a
 	// subject can fail to be read before its entry is removed instead.
 	maxAttempts = 5
@@ -66,30 +70,73 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 		defer cancel()
 		save(ctx)
 	}()
-	for e, err := range src.Follow(ctx, from) {
-		if err != nil {
-			return err
+	// A reader goroutine reads the ledger ahead; each turn takes every event
+	// read so far and reconciles each subject they touch once, after the
+	// last of them: Reconcile reads the subject as it is now, so one
+	// reconcile covers all. A subject with many events (its certificates,
+	// revocations, corrections) costs one directory write per turn on
+	// catch-up, not one per event.
+	rctx, stopReading := context.WithCancel(ctx)
+	q := handoff.New[projections.Followed](maxChunk)
+	var reader sync.WaitGroup
+	reader.Go(func() { projections.ReadAhead(rctx, q, src, from) })
+	defer reader.Wait()
+	defer stopReading()
+	var touched []domain.SubjectID
+	seen := make(map[domain.SubjectID]bool)
+	for {
+		items, done := q.Take()
+		if len(items) == 0 {
+			if done {
+				return ctx.Err()
+			}
+			select {
+			case <-q.Ready():
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			continue
 		}
-		var id domain.SubjectID
-		var changes bool
-		if err := p.retry(ctx, "", func() (err error) {
-			id, changes, err = p.subjectOf(ctx, &e)
-			return err
-		}); err != nil {
-			return err
+		touched = touched[:0]
+		clear(seen)
+		var last Checkpoint
+		var readErr error
+		for _, f := range items {
+			if f.Err != nil {
+				readErr = f.Err
+				break
+			}
+			e := f.Event
+			var id domain.SubjectID
+			var changes bool
+			if err := p.retry(ctx, "", func() (err error) {
+				id, changes, err = p.subjectOf(ctx, &e)
+				return err
+			}); err != nil {
+				return err
+			}
+			if changes && !seen[id] {
+				seen[id] = true
+				touched = append(touched, id)
+			}
+			last = Checkpoint{Target: p.target, Position: e.Position, EventID: e.ID}
 		}
-		if changes {
-			if err := p.reconcileUntilDone(ctx, id); err != nil {
+		for _, id := range touched {
+			if err := p.reconcileUntilDone(ctx, id, false); err != nil {
 				return err
 			}
 		}
-		p.advance(e.Position)
-		pending = Checkpoint{Target: p.target, Position: e.Position, EventID: e.ID}
-		if time.Since(saved) >= saveEvery {
-			save(ctx)
+		if last.Position != 0 {
+			p.advance(last.Position)
+			pending = last
+			if time.Since(saved) >= saveEvery {
+				save(ctx)
+			}
+		}
+		if readErr != nil {
+			return readErr
 		}
 	}
-	return ctx.Err()
 }
 
 // start returns the position to publish from: after the checkpoint, or 1 when
@@ -196,14 +243,15 @@ func (p *Publisher) retry(ctx context.Context, id domain.SubjectID, f func() err
 	}
 }
 
-// reconcileUntilDone reconciles id until it succeeds or ctx ends. When what
+// reconcileUntilDone reconciles id (reading its entry first when check is
+// set, see reconcile) until it succeeds or ctx ends. When what
 // may be published of the subject cannot be read maxAttempts times in a row,
 // its entry is removed instead, and the subject is kept for the sweeps, which
 // reconcile it again until it is read.
-func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID) error {
+func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID, check bool) error {
 	unreadableInARow := 0
 	return p.retry(ctx, id, func() error {
-		err := p.Reconcile(ctx, id)
+		err := p.reconcile(ctx, id, check)
 		var u unreadable
 		if !errors.As(err, &u) {
 			unreadableInARow = 0
@@ -264,6 +312,15 @@ func (u unreadable) Unwrap() error { return u.err }
 // Reconciles run one at a time, each reading the subject after the one before
 // wrote, so the last write always reflects the latest read.
 func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
+	return p.reconcile(ctx, id, false)
+}
+
+// reconcile is Reconcile. When check is set, the entry is read first and left
+// alone when its managed attributes already hold exactly what would be
+// written: a sweep then writes only the entries that drifted, not every entry
+// of the directory each time (a directory's write is a disk sync and, in a
+// replicated directory, traffic to every replica).
+func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bool) error {
 	p.reconcileMu.Lock()
 	defer p.reconcileMu.Unlock()
 	pub, err := p.subjects.Publication(ctx, id)
@@ -281,6 +338,9 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 		return p.remove(ctx, dn)
 	}
 	values := p.values(id, pub.Attributes, certs)
+	if check && p.holds(ctx, dn, values) {
+		return nil
+	}
 	minimal := map[string][]string{"cn": values["cn"], "sn": values["sn"], certificateAttribute: certs}
 	// The directory may refuse values for good (its schema or a constraint):
 	// retrying cannot help. Then the entry is written anew (an entry made by
@@ -302,6 +362,40 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 	}
 	p.log.Warn("directory: the subject's entry is removed", "subject", id)
 	return p.remove(ctx, dn)
+}
+
+// holds reports whether the entry dn exists and its managed attributes hold
+// values exactly, and nothing else. A failure to read the entry says no: the
+// entry is then written.
+func (p *Publisher) holds(ctx context.Context, dn string, values map[string][]string) bool {
+	var e *ldap.Entry
+	err := p.withConn(ctx, func(conn *ldap.Conn) error {
+		res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+			"(objectClass=*)", managed, nil))
+		if err == nil && len(res.Entries) == 1 {
+			e = res.Entries[0]
+		}
+		return err
+	})
+	if err != nil || e == nil {
+		return false
+	}
+	for _, name := range managed {
+		have := e.GetEqualFoldRawAttributeValues(name)
+		want := values[name]
+		if len(have) != len(want) {
+			return false
+		}
+		got := make([]string, len(have))
+		for i, v := range have {
+			got[i] = string(v)
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+			return false
+		}
+	}
+	return true
 }
 
 // put writes values to the entry dn: with modify, replacing every managed
@@ -412,7 +506,7 @@ func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 		}
 	}
 	for i, id := range ids {
-		if err := p.reconcileUntilDone(ctx, id); err != nil {
+		if err := p.reconcileUntilDone(ctx, id, true); err != nil {
 			return i, err
 		}
 	}
