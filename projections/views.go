@@ -16,7 +16,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/caledger/caledger/domain"
-	"github.com/caledger/caledger/projections/sqlitefile"
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // Source is the part of the ledger the views read. eventstore.Store implements it.
@@ -360,7 +360,7 @@ func checkSettings(ctx context.Context, db *sql.DB) error {
 // createFile makes sure path exists with mode 0600 before SQLite opens it, and
 // refuses a file that group or others can read: the views hold personal data.
 func createFile(path string) error {
-	mode, err := sqlitefile.Create(path)
+	_, mode, err := sqlitefile.Create(path)
 	if err != nil {
 		return fmt.Errorf("projections: %w", err)
 	}

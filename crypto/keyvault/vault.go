@@ -6,11 +6,9 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/caledger/caledger/crypto/datakey"
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // Errors. Every error the vault returns for a given (subject, group) wraps at most one
@@ -141,69 +140,33 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 // _txlock=immediate takes the write lock at BEGIN, so a transaction never fails
 // half-way on a lock upgrade.
 func dsn(path string) string {
-	q := url.Values{}
-	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", "FULL")
-	q.Set("_secure_delete", "on")
-	q.Set("_busy_timeout", strconv.Itoa(busyTimeoutMS))
-	q.Set("_txlock", "immediate")
-	return fileURI(path) + "?" + q.Encode()
-}
-
-// fileURI is path as an SQLite URI: the characters that start its query or
-// fragment, and the escape character itself, escaped.
-func fileURI(path string) string {
-	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+	return sqlitefile.DSN(path, map[string]string{
+		"_journal_mode":  "WAL",
+		"_synchronous":   "FULL",
+		"_secure_delete": "on",
+		"_busy_timeout":  strconv.Itoa(busyTimeoutMS),
+		"_txlock":        "immediate",
+	})
 }
 
 // createFile makes sure path exists with mode 0600 before SQLite opens it: SQLite
 // would create it with 0644, and gives the -wal and -shm files the database file's
 // mode.
 func createFile(path string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("keyvault: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
-	switch {
-	case err == nil:
-		err = f.Sync()
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = syncDir(dir)
-		}
-		if err != nil {
-			return fmt.Errorf("keyvault: %w", err)
-		}
-		return nil
-	case !errors.Is(err, os.ErrExist):
-		return fmt.Errorf("keyvault: %w", err)
-	}
-	fi, err := os.Stat(path)
+	created, mode, err := sqlitefile.Create(path)
 	if err != nil {
 		return fmt.Errorf("keyvault: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("keyvault: %s is not a regular file", path)
+	if created {
+		// The new file's name must survive a crash.
+		if err := sqlitefile.SyncDir(filepath.Dir(path)); err != nil {
+			return fmt.Errorf("keyvault: %w", err)
+		}
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+	if perm := mode.Perm(); perm&0o077 != 0 {
 		return fmt.Errorf("keyvault: %s has mode %04o, which lets group or others read it; run chmod 600 %s", path, perm, path)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (v *Vault) init(ctx context.Context) error {
@@ -656,66 +619,33 @@ func Backup(ctx context.Context, path, dst string) (err error) {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("keyvault backup: %w", err)
 	}
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := sqlitefile.Copy(ctx, path, dst); err != nil {
 		return fmt.Errorf("keyvault backup: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("keyvault backup: %w", err)
-	}
+	// From here on dst is this call's copy: a failure removes it.
 	defer func() {
 		if err != nil {
 			os.Remove(dst)
 		}
 	}()
-	if err := vacuumInto(ctx, path, dst); err != nil {
+	if err := checkCopy(ctx, dst); err != nil {
 		return fmt.Errorf("keyvault backup: %w", err)
 	}
-	if f, err = os.OpenFile(dst, os.O_RDWR, 0); err != nil {
+	if err := sqlitefile.SyncFile(dst); err != nil {
 		return fmt.Errorf("keyvault backup: %w", err)
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = syncDir(filepath.Dir(dst))
-	}
-	if err != nil {
-		return fmt.Errorf("keyvault backup: sync %s: %w", dst, err)
 	}
 	return nil
 }
 
-// vacuumInto copies the vault file src into the empty file dst and checks the
-// copy. The connection to src sets no pragma and writes nothing to its
-// content. (As any SQLite connection, the last one to close a WAL database
-// checkpoints it.)
-func vacuumInto(ctx context.Context, src, dst string) error {
-	db, err := sql.Open("sqlite3", fileURI(src)+"?_busy_timeout="+strconv.Itoa(busyTimeoutMS))
-	if err != nil {
-		return err
-	}
-	_, err = db.ExecContext(ctx, `VACUUM INTO ?`, dst)
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
-	}
-	c, err := sql.Open("sqlite3", fileURI(dst))
+// checkCopy checks that the copied vault file dst has a schema version this
+// program knows.
+func checkCopy(ctx context.Context, dst string) error {
+	c, err := sql.Open("sqlite3", sqlitefile.DSN(dst, nil))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	var check string
 	var version int
-	if err := c.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
-		return fmt.Errorf("check the copy: %w", err)
-	}
-	if check != "ok" {
-		return fmt.Errorf("check the copy: %s", check)
-	}
 	if err := c.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return fmt.Errorf("check the copy: %w", err)
 	}

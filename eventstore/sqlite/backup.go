@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // Backup writes to dst, a file that must not exist, a consistent copy of the
@@ -42,80 +44,34 @@ func Backup(ctx context.Context, dir, dst string, opts Options) (head uint64, er
 	case !errors.Is(err, ErrInUse):
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
-	// VACUUM INTO writes into an empty file; creating it first gives it mode
-	// 0600 instead of one the umask decides.
-	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if err != nil {
+	if err := sqlitefile.Copy(ctx, src, dst); err != nil {
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
-	if err := f.Close(); err != nil {
-		return 0, fmt.Errorf("event store backup: %w", err)
-	}
+	// From here on dst is this call's copy: a failure removes it.
 	defer func() {
 		if err != nil {
 			os.Remove(dst)
 		}
 	}()
-	if err := vacuumInto(ctx, src, dst); err != nil {
-		return 0, fmt.Errorf("event store backup: %w", err)
-	}
 	if head, err = prepareCopy(ctx, dst); err != nil {
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
-	f, err = os.OpenFile(dst, os.O_RDWR, 0)
-	if err != nil {
-		return 0, fmt.Errorf("event store backup: %w", err)
-	}
-	serr := f.Sync()
-	if cerr := f.Close(); serr == nil {
-		serr = cerr
-	}
-	if serr != nil {
-		return 0, fmt.Errorf("event store backup: sync %s: %w", dst, serr)
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := sqlitefile.SyncFile(dst); err != nil {
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
 	return head, nil
 }
 
-// vacuumInto copies the database src into the empty file dst. The connection
-// sets no pragma and writes nothing to src's content; it reads inside SQLite's
-// locks, so a writer in another process goes on meanwhile. (As any SQLite
-// connection, the last one to close a WAL database checkpoints it.)
-func vacuumInto(ctx context.Context, src, dst string) error {
-	db, err := sql.Open("sqlite3", dsn(src, map[string]string{"_busy_timeout": "5000"}))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
-		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
-	}
-	return nil
-}
-
-// prepareCopy checks the copied ledger, gives it a new log id and returns its
-// head.
+// prepareCopy checks the copied ledger's format (sqlitefile.Copy checked the
+// file), gives it a new log id and returns its head.
 func prepareCopy(ctx context.Context, path string) (uint64, error) {
-	db, err := sql.Open("sqlite3", dsn(path, map[string]string{"_synchronous": "FULL"}))
+	db, err := sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{"_synchronous": "FULL"}))
 	if err != nil {
 		return 0, err
 	}
 	defer db.Close()
-	var check string
-	if err := db.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
-		return 0, fmt.Errorf("check the copy: %w", err)
-	}
-	if check != "ok" {
-		return 0, fmt.Errorf("check the copy: %s", check)
-	}
-	var f string
-	if err := db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, formatKey).Scan(&f); err != nil {
-		return 0, fmt.Errorf("read the copy's format: %w", err)
-	}
-	if f != format {
-		return 0, fmt.Errorf("ledger format %q is not supported by this version (want %q)", f, format)
+	if err := checkFormat(ctx, db); err != nil {
+		return 0, fmt.Errorf("the copy's %w", err)
 	}
 	id, err := randomLogID()
 	if err != nil {

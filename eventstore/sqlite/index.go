@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // index maps (stream, version) to position. Recent entries live in memory (active,
@@ -58,7 +60,7 @@ func openIndex(ctx context.Context, path string) (*index, error) {
 	if err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("sqlite3", dsn(path, map[string]string{"_synchronous": "NORMAL", "_busy_timeout": "5000"}))
+	db, err := sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{"_synchronous": "NORMAL", "_busy_timeout": "5000"}))
 	if err != nil {
 		return nil, fmt.Errorf("stream index: %w", err)
 	}

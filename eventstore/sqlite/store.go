@@ -8,20 +8,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // Options tune a Store. The zero value is the default.
@@ -88,7 +86,7 @@ var _ eventstore.Store = (*Store)(nil)
 
 // ErrInUse is matched by the error of Open when another process (or another
 // Store in this one) has the directory open.
-var ErrInUse = errors.New("in use by another process")
+var ErrInUse = sqlitefile.ErrInUse
 
 const (
 	ledgerFile = "ledger.db"
@@ -130,8 +128,8 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 			s.closeFiles()
 		}
 	}()
-	if s.lock, err = lockDir(filepath.Join(dir, lockFile)); err != nil {
-		return nil, err
+	if s.lock, err = sqlitefile.Lock(filepath.Join(dir, lockFile), dir); err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
 	}
 	if err := s.openLedger(ctx); err != nil {
 		return nil, err
@@ -151,25 +149,13 @@ func Open(ctx context.Context, dir string, opts Options) (_ *Store, err error) {
 	return s, nil
 }
 
-// dsn builds a go-sqlite3 data source name; the pragmas in it apply to every
-// connection the pool opens.
-func dsn(path string, params map[string]string) string {
-	v := url.Values{}
-	for k, p := range params {
-		v.Set(k, p)
-	}
-	// The path is part of a URI: characters that start its query or fragment, and
-	// the escape character itself, must be escaped.
-	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?" + v.Encode()
-}
-
 func (s *Store) openLedger(ctx context.Context) error {
 	path := filepath.Join(s.dir, ledgerFile)
 	created, err := createFile(path)
 	if err != nil {
 		return err
 	}
-	s.wdb, err = sql.Open("sqlite3", dsn(path, map[string]string{
+	s.wdb, err = sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{
 		"_journal_mode": "WAL", "_synchronous": "FULL", "_busy_timeout": "5000",
 	}))
 	if err != nil {
@@ -204,12 +190,8 @@ func (s *Store) openLedger(ctx context.Context) error {
 			return err
 		}
 	}
-	var f string
-	if err := s.wconn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, formatKey).Scan(&f); err != nil {
-		return fmt.Errorf("event store: read ledger format: %w", err)
-	}
-	if f != format {
-		return fmt.Errorf("event store: ledger format %q is not supported by this version (want %q)", f, format)
+	if err := checkFormat(ctx, s.wconn); err != nil {
+		return fmt.Errorf("event store: %w", err)
 	}
 	var id string
 	if err := s.wconn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, logIDKey).Scan(&id); err != nil {
@@ -231,7 +213,7 @@ func (s *Store) openLedger(ctx context.Context) error {
 		return fmt.Errorf("event store: read head: %w", err)
 	}
 	s.head.Store(uint64(head))
-	s.rdb, err = sql.Open("sqlite3", dsn(path, map[string]string{"_query_only": "true", "_busy_timeout": "5000"}))
+	s.rdb, err = sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{"_query_only": "true", "_busy_timeout": "5000"}))
 	if err != nil {
 		return fmt.Errorf("event store: open ledger: %w", err)
 	}
@@ -423,42 +405,34 @@ func randomLogID() (uint64, error) {
 	return binary.BigEndian.Uint64(b[:])>>1 | 1, nil
 }
 
-func lockDir(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("event store: %w", err)
+// checkFormat checks that the ledger's format is the one this version
+// writes.
+func checkFormat(ctx context.Context, q interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}) error {
+	var f string
+	if err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, formatKey).Scan(&f); err != nil {
+		return fmt.Errorf("ledger format: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("event store: %s: %w", filepath.Dir(path), ErrInUse)
-		}
-		return nil, fmt.Errorf("event store: lock %s: %w", path, err)
+	if f != format {
+		return fmt.Errorf("ledger format %q is not supported by this version (want %q)", f, format)
 	}
-	return f, nil
+	return nil
 }
 
-// createFile creates path with mode 0600 if it does not exist, so SQLite never
-// creates it with a laxer mode. It reports whether it created the file.
+// createFile makes sure path exists with mode 0600 before SQLite opens it
+// (sqlitefile.Create). It reports whether it created the file.
 func createFile(path string) (bool, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		return false, nil
-	}
+	created, _, err := sqlitefile.Create(path)
 	if err != nil {
 		return false, fmt.Errorf("event store: %w", err)
 	}
-	return true, f.Close()
+	return created, nil
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := sqlitefile.SyncDir(dir); err != nil {
 		return fmt.Errorf("event store: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("event store: sync %s: %w", dir, err)
 	}
 	return nil
 }

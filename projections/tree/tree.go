@@ -20,9 +20,9 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 
 	"github.com/caledger/caledger/domain"
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 	"github.com/caledger/caledger/projections"
 	"github.com/caledger/caledger/projections/handoff"
-	"github.com/caledger/caledger/projections/sqlitefile"
 )
 
 // Source is the ledger the tree follows, as the views follow it.
@@ -132,7 +132,7 @@ func Open(ctx context.Context, path string) (_ *Tree, err error) {
 			t.closeFiles()
 		}
 	}()
-	if _, err := sqlitefile.Create(t.path); err != nil {
+	if _, _, err := sqlitefile.Create(t.path); err != nil {
 		return nil, fmt.Errorf("tree: %w", err)
 	}
 	if t.lock, err = sqlitefile.Lock(t.path+".lock", t.path); err != nil {
