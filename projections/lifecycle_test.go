@@ -144,8 +144,24 @@ func TestLag(t *testing.T) {
 			t.Errorf("lag of %s: %+v, want 2 events, 90s", name, l)
 		}
 	}
+	// Against a head read earlier, the lag is counted up to that head.
+	lag, err = v.LagAt(ctx, r.store, 1)
+	must(t, err)
+	for name, l := range lag {
+		if l.Events != 1 || l.Age != 90*time.Second {
+			t.Errorf("lag of %s at head 1: %+v, want 1 event, 90s", name, l)
+		}
+	}
 	stop := run(t, v, r.store)
 	r.sync(t, v)
+	// A checkpoint past a head read earlier counts as caught up.
+	lag, err = v.LagAt(ctx, r.store, 1)
+	must(t, err)
+	for name, l := range lag {
+		if l != (Lag{}) {
+			t.Errorf("lag of %s past head 1: %+v, want none", name, l)
+		}
+	}
 	lag, err = v.Lag(ctx, r.store)
 	must(t, err)
 	for name, l := range lag {

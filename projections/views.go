@@ -294,6 +294,13 @@ func (v *Views) Lag(ctx context.Context, src Source) (map[string]Lag, error) {
 	if err != nil {
 		return nil, fmt.Errorf("projections: ledger head: %w", err)
 	}
+	return v.LagAt(ctx, src, head)
+}
+
+// LagAt is Lag for a caller that has read src's head already (a metrics
+// scrape that reports the head too). A checkpoint past head counts as caught
+// up.
+func (v *Views) LagAt(ctx context.Context, src Source, head uint64) (map[string]Lag, error) {
 	cps := v.Checkpoints()
 	ages := map[uint64]time.Duration{} // by checkpoint: projections usually share one
 	out := make(map[string]Lag, len(cps))

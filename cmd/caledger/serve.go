@@ -292,7 +292,7 @@ func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 	head := prometheus.NewDesc("caledger_ledger_head_position", "Global position of the last event committed to the ledger.", nil, nil)
 	treeSize := prometheus.NewDesc("caledger_ledger_tree_size", "Events the ledger's Merkle tree covers: the size of the checkpoints it signs.", nil, nil)
 	treeBehind := prometheus.NewDesc("caledger_ledger_tree_lag_events", "Ledger events the Merkle tree does not cover yet. It grows without bound when the tree stopped (see the logs).", nil, nil)
-	headDescs := []*prometheus.Desc{head, treeSize, treeBehind}
+	headDescs := []*prometheus.Desc{head, treeSize, treeBehind, lag, behind}
 	var dirBehind, dirFailures *prometheus.Desc
 	if dir != nil {
 		dirBehind = prometheus.NewDesc("caledger_directory_lag_events", "Ledger events the LDAP directory publisher has not published yet (-1: the head could not be read).", nil, nil)
@@ -300,8 +300,8 @@ func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 		headDescs = append(headDescs, dirBehind, dirFailures)
 	}
 	return []prometheus.Collector{
-		// One read of the head serves the head and the lags of the tree and
-		// the directory.
+		// One read of the head serves the head and the lags of the tree, the
+		// views and the directory.
 		collectorFunc{descs: headDescs, collect: func(ch chan<- prometheus.Metric) {
 			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 			defer cancel()
@@ -326,11 +326,7 @@ func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 			if dir != nil {
 				ch <- prometheus.MustNewConstMetric(dirBehind, prometheus.GaugeValue, float64(h-min(h, published)))
 			}
-		}},
-		collectorFunc{descs: []*prometheus.Desc{lag, behind}, collect: func(ch chan<- prometheus.Metric) {
-			ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-			defer cancel()
-			lags, err := n.views.Lag(ctx, n.store)
+			lags, err := n.views.LagAt(ctx, n.store, h)
 			if err != nil {
 				return
 			}
