@@ -15,7 +15,9 @@ type Publication struct {
 	// unknown); nothing of it may be published, and Attributes and
 	// Certificates are empty.
 	Erased bool
-	// Attributes are the current values, without those of erased key groups.
+	// Attributes are the current values, without those of erased key groups;
+	// nil when Certificates is empty: a directory then holds no entry for the
+	// subject, so its personal data is not read.
 	Attributes map[string]string
 	// Certificates are the subject's certificates that are issued, neither
 	// revoked nor deleted, and not expired, in the order they were linked,
@@ -35,12 +37,15 @@ type PublishedCertificate struct {
 	DER      []byte
 }
 
-// Publication returns what a directory may hold of subject id now. It reads the
-// subject's personal data for the CA's own processing, like SubjectAttributes,
-// and records no access: what is published follows from the ledger's events and
-// the directory's configuration. A certificate whose sealed material can no
-// longer be opened is left out too.
-func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, error) {
+// Publication returns what a directory may hold of subject id now, for the
+// certificates of the profiles publish accepts (nil: every profile). It reads
+// the subject's personal data for the CA's own processing, like
+// SubjectAttributes, and records no access: what is published follows from the
+// ledger's events and the directory's configuration. It opens no sealed part
+// it does not return: not the certificates of other profiles, and not the
+// attributes when no certificate is published. A certificate whose sealed
+// material can no longer be opened is left out too.
+func (h *Handlers) Publication(ctx context.Context, id SubjectID, publish func(profile string) bool) (Publication, error) {
 	p := Publication{SubjectID: id}
 	s, events, err := h.loadSubject(ctx, id)
 	if errors.Is(err, ErrNotFound) {
@@ -54,9 +59,6 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 		p.Erased = true
 		return p, nil
 	}
-	if p.Attributes, err = h.attributes(ctx, &s, events); err != nil {
-		return Publication{SubjectID: id}, err
-	}
 	now := h.Now()
 	// Certificates linked before the latest erasure may carry what it covers.
 	for _, serial := range s.Serials[s.SerialsBeforeErasure:] {
@@ -67,7 +69,7 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 		if err != nil {
 			return Publication{SubjectID: id}, err
 		}
-		if !c.Issued || c.Revoked || c.Deleted || !now.Before(c.NotAfter) {
+		if !c.Issued || c.Revoked || c.Deleted || !now.Before(c.NotAfter) || (publish != nil && !publish(c.Profile)) {
 			continue
 		}
 		var m CertificateMaterial
@@ -80,6 +82,12 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID) (Publication, 
 		p.Certificates = append(p.Certificates, PublishedCertificate{
 			Serial: serial, CAID: c.CAID, Profile: c.Profile, NotAfter: c.NotAfter, DER: m.Certificate,
 		})
+	}
+	if len(p.Certificates) == 0 {
+		return p, nil
+	}
+	if p.Attributes, err = h.attributes(ctx, &s, events); err != nil {
+		return Publication{SubjectID: id}, err
 	}
 	return p, nil
 }

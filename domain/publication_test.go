@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func TestPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	p, err := r.h.Publication(ctx, id)
+	p, err := r.h.Publication(ctx, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,24 +65,25 @@ func TestPublication(t *testing.T) {
 	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupNationalID}, domain.BasisConsentWithdrawn); err != nil {
 		t.Fatal(err)
 	}
-	if p, err = r.h.Publication(ctx, id); err != nil {
+	if p, err = r.h.Publication(ctx, id, nil); err != nil {
+		t.Fatal(err)
+	}
+	// With no certificate to publish, the attributes are not read.
+	if p.Attributes != nil || len(p.Certificates) != 0 {
+		t.Fatalf("after the national-id erasure: attributes %v, %d certificates; want neither", p.Attributes, len(p.Certificates))
+	}
+	after := issue()
+	if p, err = r.h.Publication(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
 	delete(want, "serial_number")
-	if !maps.Equal(p.Attributes, want) || len(p.Certificates) != 0 {
-		t.Fatalf("after the national-id erasure: attributes %v, %d certificates", p.Attributes, len(p.Certificates))
-	}
-	after := issue()
-	if p, err = r.h.Publication(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if len(p.Certificates) != 1 || p.Certificates[0].Serial != after.Serial {
-		t.Fatalf("certificates after the erasure: %+v, want only %s", p.Certificates, after.Serial)
+	if len(p.Certificates) != 1 || p.Certificates[0].Serial != after.Serial || !maps.Equal(p.Attributes, want) {
+		t.Fatalf("after the erasure: certificates %+v, attributes %v; want only %s and %v", p.Certificates, p.Attributes, after.Serial, want)
 	}
 
 	// An expired certificate is not in force.
 	r.now = p.Certificates[0].NotAfter
-	if p, err = r.h.Publication(ctx, id); err != nil {
+	if p, err = r.h.Publication(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Certificates) != 0 {
@@ -92,7 +94,7 @@ func TestPublication(t *testing.T) {
 	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
 		t.Fatal(err)
 	}
-	if p, err = r.h.Publication(ctx, id); err != nil {
+	if p, err = r.h.Publication(ctx, id, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !p.Erased || p.Attributes != nil || p.Certificates != nil {
@@ -101,7 +103,7 @@ func TestPublication(t *testing.T) {
 
 	// A subject never registered has nothing to publish either.
 	unknown := domain.SubjectID("00112233445566778899aabbccddeeff")
-	if p, err = r.h.Publication(ctx, unknown); err != nil || !p.Erased {
+	if p, err = r.h.Publication(ctx, unknown, nil); err != nil || !p.Erased {
 		t.Fatalf("unknown subject: %+v, %v", p, err)
 	}
 }
@@ -124,13 +126,68 @@ func TestPublicationAfterIdentityErasure(t *testing.T) {
 	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupIdentity}, domain.BasisErasureRequest); err != nil {
 		t.Fatal(err)
 	}
-	p, err := r.h.Publication(ctx, id)
+	p, err := r.h.Publication(ctx, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Certificates) != 0 || len(p.Attributes) != 0 {
 		t.Fatalf("after the identity erasure: %d certificates, attributes %v", len(p.Certificates), p.Attributes)
 	}
+}
+
+// TestPublicationOpensOnlyWhatIsPublished: the certificates of profiles the
+// directory does not publish are left out without their sealed parts being
+// opened, and a subject with nothing to publish has none of its personal data
+// read.
+func TestPublicationOpensOnlyWhatIsPublished(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id, err := r.h.RegisterSubject(ctx, officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mail, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)}); err != nil {
+		t.Fatal(err)
+	}
+	opens := &countOpens{Sealer: r.h.Vault}
+	r.h.Vault = opens
+	only := func(want string) func(string) bool { return func(p string) bool { return p == want } }
+
+	p, err := r.h.Publication(ctx, id, only("email-protection"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Certificates) != 1 || p.Certificates[0].Serial != mail.Serial || p.Attributes["email"] != ada["email"] {
+		t.Fatalf("email-protection only: %d certificates, attributes %v", len(p.Certificates), p.Attributes)
+	}
+	if got := opens.n.Load(); got != 2 { // the certificate, and the identity group's attributes
+		t.Fatalf("%d sealed parts opened, want 2: the tls-client certificate's was opened too", got)
+	}
+	opens.n.Store(0)
+	if p, err = r.h.Publication(ctx, id, only("officer")); err != nil {
+		t.Fatal(err)
+	}
+	if p.Erased || len(p.Certificates) != 0 || p.Attributes != nil {
+		t.Fatalf("no published profile: %+v", p)
+	}
+	if got := opens.n.Load(); got != 0 {
+		t.Fatalf("%d sealed parts opened for a subject with nothing to publish", got)
+	}
+}
+
+// countOpens counts the sealed parts a vault opens.
+type countOpens struct {
+	domain.Sealer
+	n atomic.Int64
+}
+
+func (c *countOpens) Open(ctx context.Context, s *domain.Sealed, ad []byte) ([]byte, error) {
+	c.n.Add(1)
+	return c.Sealer.Open(ctx, s, ad)
 }
 
 // keepKeys is a vault whose Shred destroys nothing, as a failed destruction

@@ -73,7 +73,7 @@ import (
 // Subjects is the part of the command handlers the publisher reads.
 // domain.Handlers implements it.
 type Subjects interface {
-	Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error)
+	Publication(ctx context.Context, id domain.SubjectID, publish func(profile string) bool) (domain.Publication, error)
 	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
 }
 

@@ -777,11 +777,11 @@ type failingSubjects struct {
 	fail atomic.Bool
 }
 
-func (f *failingSubjects) Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error) {
+func (f *failingSubjects) Publication(ctx context.Context, id domain.SubjectID, publish func(string) bool) (domain.Publication, error) {
 	if f.fail.Load() {
 		return domain.Publication{}, errors.New("key vault unavailable")
 	}
-	return f.Subjects.Publication(ctx, id)
+	return f.Subjects.Publication(ctx, id, publish)
 }
 
 // TestUnreadablePublication: when what may be published of a subject cannot
@@ -838,7 +838,7 @@ type countingSubjects struct {
 	calls   map[domain.SubjectID]int
 }
 
-func (c *countingSubjects) Publication(ctx context.Context, id domain.SubjectID) (domain.Publication, error) {
+func (c *countingSubjects) Publication(ctx context.Context, id domain.SubjectID, publish func(string) bool) (domain.Publication, error) {
 	c.mu.Lock()
 	c.calls[id]++
 	c.mu.Unlock()
@@ -847,7 +847,7 @@ func (c *countingSubjects) Publication(ctx context.Context, id domain.SubjectID)
 	case <-ctx.Done():
 		return domain.Publication{}, ctx.Err()
 	}
-	return c.Subjects.Publication(ctx, id)
+	return c.Subjects.Publication(ctx, id, publish)
 }
 
 // readSource is the store, counting the events its Follow has handed over:

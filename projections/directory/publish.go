@@ -323,13 +323,14 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bool) error {
 	p.reconcileMu.Lock()
 	defer p.reconcileMu.Unlock()
-	pub, err := p.subjects.Publication(ctx, id)
+	published := func(profile string) bool { return p.profiles[profile] }
+	pub, err := p.subjects.Publication(ctx, id, published)
 	if err != nil {
 		return unreadable{err}
 	}
 	var certs []string
 	for _, c := range pub.Certificates {
-		if p.profiles[c.Profile] {
+		if published(c.Profile) { // Publication filters them; this makes sure
 			certs = append(certs, string(c.DER))
 		}
 	}
