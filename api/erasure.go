@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -140,11 +141,20 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 		r.CompleteAt = &at
 	}
 	// The directory's wait and the evidence's wait run side by side, so that
-	// the answer waits at most the longer of the two (about 2 s), not their
-	// sum.
+	// they take the longer of the two (about 2 s), not their sum.
 	directory := make(chan string, 1)
 	if s.cfg.DirectoryErasure != nil {
-		go func() { directory <- s.directoryState(ctx, id, wait) }()
+		go func() {
+			// Off the handler's goroutine, a panic would escape the
+			// server's recovery and stop the process.
+			defer func() {
+				if v := recover(); v != nil {
+					s.logger.ErrorContext(ctx, "erasure receipt: the directory's state panicked", "panic", fmt.Sprint(v))
+					directory <- "pending"
+				}
+			}()
+			directory <- s.directoryState(ctx, id, wait)
+		}()
 	} else {
 		directory <- ""
 	}

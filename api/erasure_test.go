@@ -18,6 +18,12 @@ func (erasedSubject) ErasedGroups(context.Context, domain.SubjectID) (bool, []st
 	return true, nil, nil
 }
 
+// keysDestroyed is the ErasureState of an embedded vault that destroyed the
+// keys.
+func keysDestroyed(context.Context, domain.SubjectID, bool, []string) (string, time.Time, []uint32, error) {
+	return "keys-destroyed", time.Time{}, nil, nil
+}
+
 // provingLedger is a Ledger whose Prove runs prove.
 type provingLedger struct {
 	Ledger
@@ -49,10 +55,8 @@ func TestErasureWaitsSideBySide(t *testing.T) {
 		}
 	}
 	s := &server{logger: slog.New(slog.DiscardHandler), cfg: Config{
-		Eraser: erasedSubject{},
-		ErasureState: func(context.Context, domain.SubjectID, bool, []string) (string, time.Time, []uint32, error) {
-			return "keys-destroyed", time.Time{}, nil, nil
-		},
+		Eraser:       erasedSubject{},
+		ErasureState: keysDestroyed,
 		DirectoryErasure: func(ctx context.Context, _ domain.SubjectID, wait time.Duration) (bool, error) {
 			if wait != directoryWait {
 				t.Errorf("directory wait %v, want %v", wait, directoryWait)
@@ -99,10 +103,8 @@ func TestErasureDirectoryState(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			logs := &syncBuffer{}
 			s := &server{logger: slog.New(slog.NewTextHandler(logs, nil)), cfg: Config{
-				Eraser: erasedSubject{},
-				ErasureState: func(context.Context, domain.SubjectID, bool, []string) (string, time.Time, []uint32, error) {
-					return "keys-destroyed", time.Time{}, nil, nil
-				},
+				Eraser:           erasedSubject{},
+				ErasureState:     keysDestroyed,
 				DirectoryErasure: tt.dir,
 			}}
 			r, err := s.erasureState(t.Context(), "s1", 0)

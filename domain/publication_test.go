@@ -165,7 +165,7 @@ func TestPublicationOpensOnlyWhatIsPublished(t *testing.T) {
 		t.Fatalf("email-protection only: %d certificates, attributes %v", len(p.Certificates), p.Attributes)
 	}
 	if got := opens.n.Load(); got != 2 { // the certificate, and the identity group's attributes
-		t.Fatalf("%d sealed parts opened, want 2: the tls-client certificate's was opened too", got)
+		t.Fatalf("%d sealed parts opened, want 2 (the email-protection certificate and the identity attributes)", got)
 	}
 	opens.n.Store(0)
 	if p, err = r.h.Publication(ctx, id, only("officer")); err != nil {

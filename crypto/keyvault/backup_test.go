@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/caledger/caledger/crypto/kek"
@@ -220,5 +221,38 @@ func TestBackupLeavesOwedBytes(t *testing.T) {
 	}
 	if !foundWhole(files, kept.wrapped) {
 		t.Error("the backup lacks the surviving key")
+	}
+}
+
+// TestBackupRemovesRefusedCopy: a copy that fails Backup's own checks (here a
+// schema version this program does not know) is removed, not left behind.
+func TestBackupRemovesRefusedCopy(t *testing.T) {
+	ctx := context.Background()
+	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "vault.db")
+	v, err := Open(ctx, path, k, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", dsn(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(ctx, `PRAGMA user_version = 0`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	dst := filepath.Join(t.TempDir(), "vault.db")
+	if err := Backup(ctx, path, dst); err == nil || !strings.Contains(err.Error(), "schema version 0") {
+		t.Fatalf("Backup of a vault of schema version 0: %v", err)
+	}
+	if _, err := os.Stat(dst); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused copy was left behind: %v", err)
 	}
 }

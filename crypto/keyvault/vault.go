@@ -135,8 +135,9 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 }
 
 // dsn sets the pragmas on every connection the pool opens. synchronous=FULL makes a
-// commit durable in WAL mode (NORMAL would not fsync the WAL on commit), and comes
-// after _journal_mode because go-sqlite3 lowers synchronous to NORMAL for WAL.
+// commit durable in WAL mode (NORMAL would not fsync the WAL on commit), and must
+// be given: go-sqlite3 picks NORMAL for WAL, then applies _synchronous after
+// _journal_mode whatever the DSN's order (init's checkSettings reads it back).
 // _txlock=immediate takes the write lock at BEGIN, so a transaction never fails
 // half-way on a lock upgrade.
 func dsn(path string) string {
@@ -158,8 +159,8 @@ func createFile(path string) error {
 		return fmt.Errorf("keyvault: %w", err)
 	}
 	if created {
-		// The new file's name must survive a crash.
-		if err := sqlitefile.SyncDir(filepath.Dir(path)); err != nil {
+		// The new file, and its name, must survive a crash.
+		if err := sqlitefile.SyncFile(path); err != nil {
 			return fmt.Errorf("keyvault: %w", err)
 		}
 	}

@@ -94,10 +94,7 @@ func SyncDir(dir string) error {
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return err // an *fs.PathError: it names the operation and dir
 }
 
 // SyncFile syncs the file path and its directory.
@@ -111,7 +108,7 @@ func SyncFile(path string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
+		return err // an *fs.PathError: it names the operation and path
 	}
 	return SyncDir(filepath.Dir(path))
 }
@@ -128,10 +125,10 @@ const busyTimeout = "5000"
 // the caller syncs it (SyncFile) once it has made its own checks and changes.
 // On an error dst is removed.
 //
-// The connection to src sets no pragma and writes nothing to its content; it
-// reads inside SQLite's locks, so a writer in another process goes on
-// meanwhile. (As any SQLite connection, the last one to close a WAL database
-// checkpoints it.)
+// The connection to src sets only a busy timeout (go-sqlite3 adds its own
+// per-connection defaults) and writes nothing to its content; it reads inside
+// SQLite's locks, so a writer in another process goes on meanwhile. (As any
+// SQLite connection, the last one to close a WAL database checkpoints it.)
 func Copy(ctx context.Context, src, dst string) (err error) {
 	if _, err := os.Stat(src); err != nil {
 		return err

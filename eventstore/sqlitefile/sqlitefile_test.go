@@ -59,13 +59,14 @@ func TestDSN(t *testing.T) {
 }
 
 // TestCopy: the copy holds the source's rows while the source stays open for
-// writing, gets mode 0600, and no part of a deleted row; a destination that
-// exists is refused and left as it was; a copy that fails leaves no file.
+// writing, gets mode 0600, and no part of a deleted row that the source's
+// files still hold; a destination that exists is refused and left as it was;
+// a copy that fails or is cancelled leaves no file.
 func TestCopy(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "a?#%.db") // a name DSN must escape
-	db, err := sql.Open("sqlite3", DSN(src, map[string]string{"_journal_mode": "WAL", "_secure_delete": "on"}))
+	db, err := sql.Open("sqlite3", DSN(src, map[string]string{"_journal_mode": "WAL"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +79,14 @@ func TestCopy(t *testing.T) {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
 		}
+	}
+	var held []byte // without secure_delete, the deleted row stays in free space
+	for _, p := range []string{src, src + "-wal"} {
+		b, _ := os.ReadFile(p)
+		held = append(held, b...)
+	}
+	if !strings.Contains(string(held), "gone") {
+		t.Fatal("the source's files do not hold the deleted row: the check below would prove nothing")
 	}
 	dst := filepath.Join(dir, "copy.db")
 	if err := Copy(ctx, src, dst); err != nil {
@@ -125,5 +134,13 @@ func TestCopy(t *testing.T) {
 	}
 	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed copy left its file: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := Copy(cancelled, src, failed); err == nil {
+		t.Fatal("a cancelled copy succeeded")
+	}
+	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a cancelled copy left its file: %v", err)
 	}
 }

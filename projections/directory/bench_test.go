@@ -61,7 +61,7 @@ func benchRig(b *testing.B) (*slapdtest.Server, *directory.Publisher, domain.Sub
 }
 
 // catchUpRig is a ledger of 200 subjects, each with three email-protection
-// certificates of which one is revoked (five events that change its entry),
+// certificates of which one is revoked (four events that change its entry),
 // and a slapd.
 func catchUpRig(b *testing.B) (*slapdtest.Server, *rig, uint64) {
 	const subjects = 200

@@ -425,6 +425,19 @@ func TestSweep(t *testing.T) {
 	if after := entryCSN(t, conn, dn); after != before {
 		t.Fatalf("the sweep rewrote an entry that matched (entryCSN %s, then %s)", before, after)
 	}
+	// A managed attribute added behind the CA's back, everything else
+	// matching, is a difference.
+	extra := ldap.NewModifyRequest(dn, nil)
+	extra.Add("l", []string{"Somewhere"})
+	if err := conn.Modify(extra); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if l := entry(t, srv, id).GetAttributeValue("l"); l != "" {
+		t.Fatalf("the sweep kept l = %q, which the subject does not have", l)
+	}
 
 	// Expiry is not an event: the sweep finds it.
 	cert, err := x509.ParseCertificate(issued.Certificate)
@@ -878,8 +891,9 @@ func (s *readSource) Follow(ctx context.Context, from uint64) iter.Seq2[domain.E
 // event. The first reconcile is held until the reader has handed over the
 // whole ledger, so everything after the first turn's events is in the second
 // turn: the subject is read at most twice by Run, and once more if the
-// start's sweep lists its entry. One reconcile per event would read it seven
-// times.
+// start's sweep lists its entry; reconciling once per event would read it
+// seven times. (A publisher that reads no further than it reconciles never
+// hands the ledger over, and fails on the reader's deadline.)
 func TestCatchUpReconcilesOncePerSubject(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)

@@ -85,6 +85,10 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 	var touched []domain.SubjectID
 	seen := make(map[domain.SubjectID]bool)
 	for {
+		if ctx.Err() != nil {
+			// Stop at once rather than go through what was read ahead.
+			return ctx.Err()
+		}
 		items, done := q.Take()
 		if len(items) == 0 {
 			if done {
@@ -330,7 +334,7 @@ func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bo
 	}
 	var certs []string
 	for _, c := range pub.Certificates {
-		if published(c.Profile) { // Publication filters them; this makes sure
+		if published(c.Profile) { // Publication filters them too: a Subjects that did not must not publish more
 			certs = append(certs, string(c.DER))
 		}
 	}
