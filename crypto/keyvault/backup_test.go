@@ -15,20 +15,29 @@ import (
 	"github.com/caledger/caledger/domain"
 )
 
+// fileVault opens a new vault.db in dir under a new file KEK, and returns it,
+// its path and the KEK.
+func fileVault(t *testing.T, dir string) (*Vault, string, KEK) {
+	t.Helper()
+	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "vault.db")
+	v, err := Open(context.Background(), path, k, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, path, k
+}
+
 // TestBackup: a copy of an open vault holds the surviving keys and the
 // tombstones, and no byte of a shredded key.
 func TestBackup(t *testing.T) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "vault.db")
-	v, err := Open(ctx, path, k, WithClock(testClock))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, path, k := fileVault(t, t.TempDir())
 	defer v.Close()
+	var err error
 	const n = 60
 	subjects := make([]domain.SubjectID, n)
 	sealed := make([]domain.Sealed, n)
@@ -169,16 +178,8 @@ func BenchmarkBackup(b *testing.B) {
 // a backup taken then does not carry them.
 func TestBackupLeavesOwedBytes(t *testing.T) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	srcDir := t.TempDir()
-	path := filepath.Join(srcDir, "vault.db")
-	v, err := Open(ctx, path, k, WithClock(testClock))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, path, _ := fileVault(t, srcDir)
 	defer v.Close()
 	victim, _ := domain.NewSubjectID(rand.Reader)
 	survivor, _ := domain.NewSubjectID(rand.Reader)
@@ -228,15 +229,7 @@ func TestBackupLeavesOwedBytes(t *testing.T) {
 // schema version this program does not know) is removed, not left behind.
 func TestBackupRemovesRefusedCopy(t *testing.T) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "vault.db")
-	v, err := Open(ctx, path, k, WithClock(testClock))
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, path, _ := fileVault(t, t.TempDir())
 	if err := v.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -82,27 +82,33 @@ func catchUpRig(b *testing.B) (*slapdtest.Server, *rig, uint64) {
 	return srv, r, r.head(b)
 }
 
+// publishAll runs a new publisher, with no checkpoint, until it has published
+// the ledger up to head, and returns it stopped.
+func publishAll(b *testing.B, srv *slapdtest.Server, r *rig, head uint64) *directory.Publisher {
+	b.Helper()
+	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx, r.store) }()
+	if err := p.WaitFor(ctx, head); err != nil {
+		b.Fatal(err)
+	}
+	cancel()
+	<-done
+	return p
+}
+
 // BenchmarkCatchUp publishes catchUpRig's ledger from its start: the
 // publisher's catch-up after a new directory, base DN or profile list. One op
 // is the whole catch-up; the entries exist from the first op on, so each op
 // modifies them, and the sweep at start finds them.
 func BenchmarkCatchUp(b *testing.B) {
 	srv, r, head := catchUpRig(b)
-	ctx := context.Background()
 	for b.Loop() {
-		p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-		if err != nil {
-			b.Fatal(err)
-		}
-		runCtx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- p.Run(runCtx, r.store) }()
-		if err := p.WaitFor(ctx, head); err != nil {
-			b.Fatal(err)
-		}
-		cancel()
-		<-done
-		p.Close()
+		publishAll(b, srv, r, head).Close()
 	}
 	b.ReportMetric(float64(b.N*200)/b.Elapsed().Seconds(), "subjects/s")
 	b.ReportMetric(float64(b.N)*float64(head)/b.Elapsed().Seconds(), "events/s")
@@ -112,19 +118,8 @@ func BenchmarkCatchUp(b *testing.B) {
 func BenchmarkSweep(b *testing.B) {
 	srv, r, head := catchUpRig(b)
 	ctx := context.Background()
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := publishAll(b, srv, r, head)
 	defer p.Close()
-	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- p.Run(runCtx, r.store) }()
-	if err := p.WaitFor(ctx, head); err != nil {
-		b.Fatal(err)
-	}
-	cancel()
-	<-done
 	for b.Loop() {
 		if n, err := p.Sweep(ctx); err != nil || n != 200 {
 			b.Fatalf("Sweep = %d, %v", n, err)
