@@ -46,6 +46,9 @@ type directoryConfig struct {
 	// SweepInterval is a Go duration such as "1h" (the default); zero ("0",
 	// "0s") sweeps at start only.
 	SweepInterval string `json:"sweep_interval,omitempty"`
+	// PublishCAs publishes every CA's certificate and current CRL too, as
+	// cn=<CA id>,<base_dn> (object classes applicationProcess and pkiCA).
+	PublishCAs bool `json:"publish_cas,omitempty"`
 }
 
 // openDirectory returns the publisher cfg describes, checked against the
@@ -111,6 +114,12 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 		opts.SweepInterval = d
 		if d == 0 {
 			opts.SweepInterval = -1
+		}
+	}
+	if cfg.PublishCAs {
+		for _, ca := range n.cas.List() {
+			opts.CAs = append(opts.CAs, directory.CA{ID: ca.ID, Certificate: ca.Certificate.Raw,
+				CRL: func(ctx context.Context) ([]byte, error) { return n.cas.CRL(ctx, ca.ID) }})
 		}
 	}
 	p, err := directory.New(opts, n.handlers)

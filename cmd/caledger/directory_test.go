@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,19 +13,24 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/caledger/caledger/projections/directory/slapdtest"
 )
 
-// directoryRig is a served data directory publishing to a slapd.
-func directoryRig(t *testing.T) (*auditRig, *slapdtest.Server) {
+// directoryRig is a served data directory publishing to a slapd; extra is
+// added to the directory's configuration.
+func directoryRig(t *testing.T, extra map[string]any) (*auditRig, *slapdtest.Server) {
 	t.Helper()
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	data := initData(t)
 	if err := os.WriteFile(filepath.Join(data, "directory-password"), []byte(slapdtest.Password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	setConfig(t, data, "directory", map[string]any{"url": srv.URL, "bind_dn": slapdtest.RootDN,
-		"password_file": "directory-password", "base_dn": slapdtest.People, "sweep_interval": "0"})
+	cfg := map[string]any{"url": srv.URL, "bind_dn": slapdtest.RootDN,
+		"password_file": "directory-password", "base_dn": slapdtest.People, "sweep_interval": "0"}
+	maps.Copy(cfg, extra)
+	setConfig(t, data, "directory", cfg)
 	r := &auditRig{t: t, data: data, serveArgs: []string{"serve", "--data", data, "--addr", "127.0.0.1:0"}}
 	r.start()
 	return r, srv
@@ -47,7 +54,7 @@ func waitEntry(t *testing.T, srv *slapdtest.Server, subject string, want bool) {
 // directory, an erasure removes the entry and its receipt says so, and a
 // receipt made while the directory is down says "pending" until it is back.
 func TestDirectoryPublication(t *testing.T) {
-	r, srv := directoryRig(t)
+	r, srv := directoryRig(t, nil)
 	subject, serial := r.issue("Secret Person One")
 	waitEntry(t, srv, subject, true)
 	e := srv.Entries(t.Context(), "(mail=secret@example.org)")
@@ -165,5 +172,81 @@ func TestServeRefusesBadDirectory(t *testing.T) {
 				t.Fatalf("the error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+// TestDirectoryPublishesCAs: with publish_cas, serve publishes every CA's
+// certificate and CRL, signed by the CA; a revocation reaches the directory's
+// CRL, which then equals the one served over HTTP.
+func TestDirectoryPublishesCAs(t *testing.T) {
+	r, srv := directoryRig(t, map[string]any{"publish_cas": true})
+	conn := srv.Admin()
+	defer conn.Close()
+	// published returns CA id's certificate and CRL as the directory holds
+	// them, or nil.
+	published := func(id string) (*x509.Certificate, *x509.RevocationList, []byte) {
+		t.Helper()
+		res, err := conn.Search(ldap.NewSearchRequest("cn="+id+","+slapdtest.People, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+			"(objectClass=pkiCA)", []string{"cACertificate;binary", "certificateRevocationList;binary"}, nil))
+		if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+			return nil, nil, nil
+		}
+		if err != nil || len(res.Entries) != 1 {
+			t.Fatalf("read the entry of CA %s: %v", id, err)
+		}
+		cert, err := x509.ParseCertificate(res.Entries[0].GetRawAttributeValue("cACertificate;binary"))
+		if err != nil {
+			t.Fatalf("CA %s: %v", id, err)
+		}
+		der := res.Entries[0].GetRawAttributeValue("certificateRevocationList;binary")
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatalf("CA %s's CRL: %v", id, err)
+		}
+		if err := crl.CheckSignatureFrom(cert); err != nil {
+			t.Fatalf("CA %s's CRL: %v", id, err)
+		}
+		return cert, crl, der
+	}
+	for _, id := range []string{"root", "issuing"} {
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if cert, _, _ := published(id); cert != nil {
+				if !cert.IsCA {
+					t.Fatalf("CA %s: the entry holds a certificate that is not a CA's", id)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("CA %s was not published", id)
+			}
+		}
+	}
+
+	_, serial := r.issue("Secret Person One")
+	r.admin.json("POST", "/v1/certificates/"+serial+"/revocation", map[string]string{"reason": "keyCompromise"}, http.StatusOK, nil)
+	var der []byte
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		_, crl, d := published("issuing")
+		if len(crl.RevokedCertificateEntries) == 1 && crl.RevokedCertificateEntries[0].SerialNumber.Text(16) == serial {
+			der = d
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the directory's CRL does not list %s after 15 s", serial)
+		}
+	}
+	if status, _, served := r.admin.do("GET", "/v1/cas/issuing/crl", "", nil); status != http.StatusOK || !bytes.Equal(served, der) {
+		t.Fatalf("GET the CRL: %d; the directory's CRL is not the one served over HTTP", status)
+	}
+	// openssl, as a relying party would, reads the directory's CRL.
+	path := filepath.Join(t.TempDir(), "issuing.crl")
+	if err := os.WriteFile(path, der, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := openssl(t, "crl", "-inform", "DER", "-in", path, "-noout", "-text"); !strings.Contains(strings.ToUpper(out), strings.ToUpper(serial)) {
+		t.Fatalf("openssl does not find serial %s in the directory's CRL:\n%s", serial, out)
+	}
+	if f := r.metric("caledger_directory_failures_total"); f != 0 {
+		t.Fatalf("caledger_directory_failures_total = %v", f)
 	}
 }

@@ -45,6 +45,10 @@
 // The base DN belongs to caledger: entries under it whose uid is not a subject
 // id are left alone, every other one is made to match the ledger.
 //
+// With Options.CAs, each CA's certificate and current CRL are published too,
+// as cn=<CA id>,<base DN> (RFC 4523 pkiCA), at start, after revocations and
+// every SweepInterval, beside the subjects' publication (caLoop).
+//
 // Nothing personal is logged: errors from the directory are kept by their LDAP
 // result code only (withConn drops the diagnostic message, which may quote a
 // value).
@@ -122,6 +126,10 @@ type Options struct {
 	// SweepInterval is how often every entry is checked (default 1 hour; negative:
 	// only at start).
 	SweepInterval time.Duration
+	// CAs are the certificate authorities whose certificate and CRL are
+	// published, each as cn=<ID>,<BaseDN> (RFC 4523 pkiCA); none: no CA
+	// entries. A revocation brings the CRL's publication forward.
+	CAs []CA
 	// Timeout bounds one directory request (default 10 seconds).
 	Timeout time.Duration
 	// Logger receives failures and progress, never personal data. Default:
@@ -171,6 +179,7 @@ type Publisher struct {
 	// published of them could not be read; the sweeps retry them.
 	unpublished map[domain.SubjectID]bool
 	kick        chan struct{} // signalled when a subject is left unpublished
+	caKick      chan struct{} // signalled when a certificate is revoked
 	notify      chan struct{} // closed and replaced when applied changes
 }
 
@@ -206,7 +215,14 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 	}
 	p := &Publisher{opts: opts, subjects: subjects, log: opts.Logger, base: base,
 		profiles: map[string]bool{}, attrs: map[string]bool{}, notify: make(chan struct{}),
-		unpublished: map[domain.SubjectID]bool{}, kick: make(chan struct{}, 1)}
+		unpublished: map[domain.SubjectID]bool{}, kick: make(chan struct{}, 1), caKick: make(chan struct{}, 1)}
+	ids := map[string]bool{}
+	for _, ca := range opts.CAs {
+		if ca.ID == "" || len(ca.Certificate) == 0 || ca.CRL == nil || ids[ca.ID] {
+			return nil, fmt.Errorf("directory: CA %q needs a unique ID, a certificate and a CRL source", ca.ID)
+		}
+		ids[ca.ID] = true
+	}
 	for _, name := range opts.Profiles {
 		p.profiles[name] = true
 	}

@@ -30,6 +30,7 @@ import (
 
 	"github.com/caledger/caledger/crypto/issuer"
 	"github.com/caledger/caledger/crypto/keyvault/vaulttest"
+	"github.com/caledger/caledger/crypto/revocation"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
 	"github.com/caledger/caledger/projections/directory"
@@ -41,6 +42,8 @@ import (
 
 type rig struct {
 	h     *domain.Handlers
+	ca    *x509.Certificate // the issuing CA, self-signed
+	caKey *ecdsa.PrivateKey
 	store *sqlite.Store
 	now   atomic.Pointer[time.Time]
 	logs  *syncBuffer
@@ -67,7 +70,7 @@ func newRig(t testing.TB) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{store: store, logs: &syncBuffer{}}
+	r := &rig{store: store, logs: &syncBuffer{}, ca: ca, caKey: key}
 	r.now.Store(&now)
 	r.h = &domain.Handlers{Events: store, Vault: vault, Signer: iss, Now: func() time.Time { return *r.now.Load() }, Rand: rand.Reader}
 	return r
@@ -955,5 +958,131 @@ func TestCatchUpReconcilesOncePerSubject(t *testing.T) {
 	subjects.mu.Unlock()
 	if calls > 3 {
 		t.Fatalf("the subject was read %d times for its 7 events, want at most 3", calls)
+	}
+}
+
+// crlSource builds real CRLs of the rig's CA, listing the serials revoke was
+// told of; a counter numbers them.
+type crlSource struct {
+	r       *rig
+	mu      sync.Mutex
+	number  int64
+	revoked []domain.Serial
+}
+
+func (c *crlSource) revoke(s domain.Serial) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.revoked = append(c.revoked, s)
+}
+
+func (c *crlSource) CRL(ctx context.Context) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.number++
+	var entries []revocation.Entry
+	for _, s := range c.revoked {
+		n, _ := new(big.Int).SetString(string(s), 16)
+		entries = append(entries, revocation.Entry{Serial: n, RevokedAt: time.Now(), Reason: 1})
+	}
+	now := time.Now()
+	return revocation.BuildCRL(ctx, c.r.ca, c.r.caKey, revocation.CRL{Number: big.NewInt(c.number), ThisUpdate: now, NextUpdate: now.Add(time.Hour), Entries: entries})
+}
+
+// caEntry returns the directory's entry of CA id with its certificate and
+// CRL attributes, or nil.
+func caEntry(t *testing.T, srv *slapdtest.Server, id string) *ldap.Entry {
+	t.Helper()
+	conn := srv.Admin()
+	defer conn.Close()
+	res, err := conn.Search(ldap.NewSearchRequest("cn="+id+","+slapdtest.People, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
+		"(objectClass=pkiCA)", []string{"cACertificate;binary", "certificateRevocationList;binary"}, nil))
+	if ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
+		return nil
+	}
+	if err != nil || len(res.Entries) != 1 {
+		t.Fatalf("read the CA entry: %v", err)
+	}
+	return res.Entries[0]
+}
+
+// TestCAPublication: the CA's certificate and CRL are published at start, a
+// revocation brings a CRL that lists it into the directory, an entry deleted
+// behind the CA's back is added again, and the subjects' entries go on.
+func TestCAPublication(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	crls := &crlSource{r: r}
+	opts := r.options(srv, &memCheckpoints{})
+	opts.CAs = []directory.CA{{ID: "issuing", Certificate: r.ca.Raw, CRL: crls.CRL}}
+	p, err := directory.New(opts, r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	caughtUp, _ := r.run(t, p)
+	caughtUp()
+	wantCerts(t, entry(t, srv, id), issued)
+
+	// crl waits until the CA's entry holds a CRL that test accepts.
+	crl := func(what string, test func(*x509.RevocationList) bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			if e := caEntry(t, srv, "issuing"); e != nil {
+				if !bytes.Equal(e.GetRawAttributeValue("cACertificate;binary"), r.ca.Raw) {
+					t.Fatal("the CA entry does not hold the CA's certificate")
+				}
+				l, err := x509.ParseRevocationList(e.GetRawAttributeValue("certificateRevocationList;binary"))
+				if err != nil {
+					t.Fatalf("the CA entry's CRL: %v", err)
+				}
+				if err := l.CheckSignatureFrom(r.ca); err != nil {
+					t.Fatalf("the CA entry's CRL: %v", err)
+				}
+				if test(l) {
+					return
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the directory's CRL never showed %s; logs:\n%s", what, r.logs.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	crl("the CA at start", func(l *x509.RevocationList) bool { return len(l.RevokedCertificateEntries) == 0 })
+
+	crls.revoke(issued.Serial)
+	if err := r.h.RevokeCertificate(context.Background(), officer, issued.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	crl("the revocation", func(l *x509.RevocationList) bool {
+		return len(l.RevokedCertificateEntries) == 1 && l.RevokedCertificateEntries[0].SerialNumber.Text(16) == string(issued.Serial)
+	})
+	caughtUp()
+	if entry(t, srv, id) != nil {
+		t.Fatal("the revoked certificate's subject is still published")
+	}
+
+	// An entry deleted behind the CA's back comes back with the next
+	// publication; the sweep of subjects leaves CA entries alone.
+	conn := srv.Admin()
+	defer conn.Close()
+	if err := conn.Del(ldap.NewDelRequest("cn=issuing,"+slapdtest.People, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Sweep(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if caEntry(t, srv, "issuing") != nil {
+		t.Fatal("the subjects' sweep touched the CA entry")
+	}
+	if err := p.PublishCAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	crl("the entry again", func(l *x509.RevocationList) bool { return len(l.RevokedCertificateEntries) == 1 })
+	if p.Failures() != 0 {
+		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
 	}
 }

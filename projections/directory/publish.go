@@ -35,21 +35,22 @@ const (
 // Run publishes the ledger's events from the checkpoint on until ctx ends (it
 // then returns ctx's error) or reading the ledger fails. A directory failure
 // does not end it: the event is retried with backoff until its entry matches.
-// A sweep of every entry runs at start and every Options.SweepInterval.
+// A sweep of every entry runs at start and every Options.SweepInterval, and
+// the CAs' entries (Options.CAs) are published beside it (caLoop).
 func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 	from, err := p.start(ctx, src)
 	if err != nil {
 		return err
 	}
 	sweepCtx, stopSweep := context.WithCancel(ctx)
-	sweepDone := make(chan struct{})
-	go func() {
-		defer close(sweepDone)
-		p.sweepLoop(sweepCtx)
-	}()
+	var loops sync.WaitGroup
+	loops.Go(func() { p.sweepLoop(sweepCtx) })
+	if len(p.opts.CAs) > 0 {
+		loops.Go(func() { p.caLoop(sweepCtx) })
+	}
 	defer func() {
 		stopSweep()
-		<-sweepDone
+		loops.Wait()
 	}()
 
 	var pending Checkpoint // published but not yet saved
@@ -105,12 +106,14 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 		clear(seen)
 		var last Checkpoint
 		var readErr error
+		revoked := false
 		for _, f := range items {
 			if f.Err != nil {
 				readErr = f.Err
 				break
 			}
 			e := f.Event
+			revoked = revoked || e.Type == domain.TypeCertificateRevoked
 			var id domain.SubjectID
 			var changes bool
 			if err := p.retry(ctx, "", func() (err error) {
@@ -129,6 +132,9 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 			if err := p.reconcileUntilDone(ctx, id, false); err != nil {
 				return err
 			}
+		}
+		if revoked {
+			p.kickCAs()
 		}
 		if last.Position != 0 {
 			p.advance(last.Position)
