@@ -1,8 +1,10 @@
 package directory
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -37,7 +39,7 @@ func (p *Publisher) caDN(id string) string {
 }
 
 // kickCAs asks caLoop to publish the CAs' entries again soon: a certificate
-// was revoked, or a CA published a CRL.
+// was revoked.
 func (p *Publisher) kickCAs() {
 	select {
 	case p.caKick <- struct{}{}:
@@ -45,18 +47,31 @@ func (p *Publisher) kickCAs() {
 	}
 }
 
+// caRefresh bounds how long the directory's CRLs go without a check: a CA
+// renews its CRL halfway through its validity (12 hours by default), and the
+// directory must get the new one well before the old one's nextUpdate.
+const caRefresh = time.Hour
+
 // caLoop publishes every CA's entry at start, after each kickCAs, and every
-// SweepInterval (every hour when the sweep runs at start only), so that the
-// directory's CRL is renewed long before it expires (the CAs renew theirs
-// halfway through its validity, a day by default) even when nothing is
-// revoked. It runs beside Run's event
-// loop rather than in it: a CRL the directory refuses (too large for its
-// request limit, say) is retried with backoff, and must not hold up the
-// subjects' entries, erasures above all.
+// SweepInterval or caRefresh, whichever is shorter, so that the directory's
+// CRL is renewed long before it expires even when nothing is revoked. It runs
+// beside Run's event loop rather than in it: a CRL the directory refuses (too
+// large for its request limit, say) is retried with backoff, and must not
+// hold up the subjects' entries, erasures above all.
+//
+// After a kick only the entries whose CRL changed are written; at start and
+// on the timer every entry is, so an entry deleted behind the CA's back comes
+// back.
 func (p *Publisher) caLoop(ctx context.Context) {
+	refresh := caRefresh
+	if p.opts.SweepInterval > 0 && p.opts.SweepInterval < refresh {
+		refresh = p.opts.SweepInterval
+	}
 	delay := firstRetry
+	written := map[string][]byte{} // the CRL last written for each CA
+	force := true
 	for {
-		err := p.PublishCAs(ctx)
+		err := p.publishCAs(ctx, written, force)
 		if ctx.Err() != nil {
 			return
 		}
@@ -68,15 +83,13 @@ func (p *Publisher) caLoop(ctx context.Context) {
 			delay = min(2*delay, lastRetry)
 		} else {
 			delay = firstRetry
-			refresh := p.opts.SweepInterval
-			if refresh <= 0 {
-				refresh = time.Hour
-			}
 			timer = time.After(refresh)
 		}
 		select {
 		case <-timer:
+			force = true
 		case <-p.caKick:
+			force = err != nil
 		case <-ctx.Done():
 			return
 		}
@@ -87,34 +100,56 @@ func (p *Publisher) caLoop(ctx context.Context) {
 // adding the entry when it is missing. It returns the errors of the CAs it
 // could not publish.
 func (p *Publisher) PublishCAs(ctx context.Context) error {
+	return p.publishCAs(ctx, map[string][]byte{}, true)
+}
+
+// publishCAs is PublishCAs. Unless force is set, a CA whose CRL is the one
+// written records is skipped; written is updated with each CRL written.
+func (p *Publisher) publishCAs(ctx context.Context, written map[string][]byte, force bool) error {
 	var errs []error
 	for _, ca := range p.opts.CAs {
 		crl, err := ca.CRL(ctx)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("CA %s: %w", ca.ID, err))
 			continue
 		}
-		values := map[string][]string{
-			"cn":                   {ca.ID},
-			caCertificateAttribute: {string(ca.Certificate)},
-			crlAttribute:           {string(crl)},
+		if !force && bytes.Equal(written[ca.ID], crl) {
+			continue
 		}
-		dn := p.caDN(ca.ID)
-		errs = append(errs, p.withConn(ctx, func(conn *ldap.Conn) error {
-			mod := ldap.NewModifyRequest(dn, nil)
-			mod.Replace(caCertificateAttribute, values[caCertificateAttribute])
-			mod.Replace(crlAttribute, values[crlAttribute])
-			err := conn.Modify(mod)
-			if !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject) {
-				return err
-			}
-			add := ldap.NewAddRequest(dn, nil)
-			add.Attribute("objectClass", caObjectClasses)
-			for _, name := range []string{"cn", caCertificateAttribute, crlAttribute} {
-				add.Attribute(name, values[name])
-			}
-			return conn.Add(add)
-		}))
+		if err := p.putCA(ctx, ca, crl); err != nil {
+			delete(written, ca.ID)
+			errs = append(errs, fmt.Errorf("CA %s: %w", ca.ID, err))
+			continue
+		}
+		written[ca.ID] = crl
 	}
 	return errors.Join(errs...)
+}
+
+// putCA writes CA ca's entry with crl: a modify, an add when the entry is
+// missing, and, when the directory refuses the modify for good (an entry
+// someone else made, of another object class), a delete and an add: the base
+// DN belongs to caledger.
+func (p *Publisher) putCA(ctx context.Context, ca CA, crl []byte) error {
+	dn := p.caDN(ca.ID)
+	return p.withConn(ctx, func(conn *ldap.Conn) error {
+		mod := ldap.NewModifyRequest(dn, nil)
+		mod.Replace(caCertificateAttribute, []string{string(ca.Certificate)})
+		mod.Replace(crlAttribute, []string{string(crl)})
+		err := conn.Modify(mod)
+		switch {
+		case refused(err):
+			if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil {
+				return err
+			}
+		case !ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+			return err
+		}
+		add := ldap.NewAddRequest(dn, nil)
+		add.Attribute("objectClass", caObjectClasses)
+		add.Attribute("cn", []string{ca.ID})
+		add.Attribute(caCertificateAttribute, []string{string(ca.Certificate)})
+		add.Attribute(crlAttribute, []string{string(crl)})
+		return conn.Add(add)
+	})
 }

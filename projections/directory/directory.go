@@ -47,7 +47,7 @@
 //
 // With Options.CAs, each CA's certificate and current CRL are published too,
 // as cn=<CA id>,<base DN> (RFC 4523 pkiCA), at start, after revocations and
-// every SweepInterval, beside the subjects' publication (caLoop).
+// at least hourly, beside the subjects' publication (caLoop).
 //
 // Nothing personal is logged: errors from the directory are kept by their LDAP
 // result code only (withConn drops the diagnostic message, which may quote a

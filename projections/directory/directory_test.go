@@ -1065,24 +1065,73 @@ func TestCAPublication(t *testing.T) {
 		t.Fatal("the revoked certificate's subject is still published")
 	}
 
-	// An entry deleted behind the CA's back comes back with the next
-	// publication; the sweep of subjects leaves CA entries alone.
-	conn := srv.Admin()
-	defer conn.Close()
-	if err := conn.Del(ldap.NewDelRequest("cn=issuing,"+slapdtest.People, nil)); err != nil {
-		t.Fatal(err)
-	}
+	// The subjects' sweep leaves the CA entry alone.
 	if _, err := p.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if caEntry(t, srv, "issuing") != nil {
-		t.Fatal("the subjects' sweep touched the CA entry")
+	if caEntry(t, srv, "issuing") == nil {
+		t.Fatal("the subjects' sweep deleted the CA entry")
+	}
+	// An entry deleted behind the CA's back comes back with the next
+	// publication, and so does one someone else made at its name.
+	conn := srv.Admin()
+	defer conn.Close()
+	dn := "cn=issuing," + slapdtest.People
+	if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil {
+		t.Fatal(err)
 	}
 	if err := p.PublishCAs(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	crl("the entry again", func(l *x509.RevocationList) bool { return len(l.RevokedCertificateEntries) == 1 })
+	if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil {
+		t.Fatal(err)
+	}
+	foreign := ldap.NewAddRequest(dn, nil)
+	foreign.Attribute("objectClass", []string{"device"})
+	foreign.Attribute("cn", []string{"issuing"})
+	if err := conn.Add(foreign); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.PublishCAs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	crl("the entry replaced", func(l *x509.RevocationList) bool { return len(l.RevokedCertificateEntries) == 1 })
 	if p.Failures() != 0 {
 		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
+	}
+}
+
+// TestCAPublicationFailure: a CA whose CRL cannot be had is logged, counted
+// and retried, and holds up neither the subjects' entries nor an erasure.
+func TestCAPublicationFailure(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	opts := r.options(srv, &memCheckpoints{})
+	opts.CAs = []directory.CA{{ID: "issuing", Certificate: r.ca.Raw,
+		CRL: func(context.Context) ([]byte, error) { return nil, errors.New("views behind") }}}
+	p, err := directory.New(opts, r.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t, ada)
+	issued := r.issue(t, id, "email-protection")
+	caughtUp, _ := r.run(t, p)
+	caughtUp()
+	wantCerts(t, entry(t, srv, id), issued)
+	if err := r.h.EraseSubject(context.Background(), compliance, id, nil, domain.BasisErasureRequest); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp()
+	if entry(t, srv, id) != nil {
+		t.Fatal("the erased subject's entry is still there")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(r.logs.String(), "CA issuing: views behind"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CA's failure was not logged:\n%s", r.logs.String())
+		}
+	}
+	if p.Failures() == 0 || caEntry(t, srv, "issuing") != nil {
+		t.Fatalf("failures %d; the CA entry: %v", p.Failures(), caEntry(t, srv, "issuing"))
 	}
 }
