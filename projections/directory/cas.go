@@ -110,7 +110,7 @@ func (p *Publisher) publishCAs(ctx context.Context, written map[string][]byte, f
 	for _, ca := range p.opts.CAs {
 		crl, err := ca.CRL(ctx)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("CA %s: %w", ca.ID, err))
+			errs = append(errs, fmt.Errorf("CA %s: %s", ca.ID, describe(err)))
 			continue
 		}
 		if !force && bytes.Equal(written[ca.ID], crl) {
@@ -118,7 +118,10 @@ func (p *Publisher) publishCAs(ctx context.Context, written map[string][]byte, f
 		}
 		if err := p.putCA(ctx, ca, crl); err != nil {
 			delete(written, ca.ID)
-			errs = append(errs, fmt.Errorf("CA %s: %w", ca.ID, err))
+			// Described here, so that the log names the CA of each LDAP
+			// result: describe of the joined errors would give the first
+			// result's code alone.
+			errs = append(errs, fmt.Errorf("CA %s: %s", ca.ID, describe(err)))
 			continue
 		}
 		written[ca.ID] = crl
