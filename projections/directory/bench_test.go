@@ -49,11 +49,7 @@ func benchRig(b *testing.B) (*slapdtest.Server, *directory.Publisher, domain.Sub
 	r := newRig(b)
 	id := r.register(b, ada)
 	r.issue(b, id, "email-protection")
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { p.Close() })
+	p := newPublisher(b, r.options(srv, &memCheckpoints{}), r.h)
 	if err := p.Reconcile(context.Background(), id); err != nil {
 		b.Fatal(err)
 	}
@@ -86,10 +82,7 @@ func catchUpRig(b *testing.B) (*slapdtest.Server, *rig, uint64) {
 // the ledger up to head, and returns it stopped.
 func publishAll(b *testing.B, srv *slapdtest.Server, r *rig, head uint64) *directory.Publisher {
 	b.Helper()
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := newPublisher(b, r.options(srv, &memCheckpoints{}), r.h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, r.store) }()
@@ -119,7 +112,6 @@ func BenchmarkSweep(b *testing.B) {
 	srv, r, head := catchUpRig(b)
 	ctx := context.Background()
 	p := publishAll(b, srv, r, head)
-	defer p.Close()
 	for b.Loop() {
 		if n, err := p.Sweep(ctx); err != nil || n != 200 {
 			b.Fatalf("Sweep = %d, %v", n, err)

@@ -159,6 +159,18 @@ func (r *rig) options(srv *slapdtest.Server, cps directory.CheckpointStore) dire
 		Logger: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 }
 
+// newPublisher returns directory.New(opts, subjects), closed when the test
+// ends.
+func newPublisher(t testing.TB, opts directory.Options, subjects directory.Subjects) *directory.Publisher {
+	t.Helper()
+	p, err := directory.New(opts, subjects)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
 // run starts p.Run until the test ends (or stop is called) and returns a
 // function that waits for the ledger's head to be published.
 func (r *rig) run(t *testing.T, p *directory.Publisher) (caughtUp, stop func()) {
@@ -223,10 +235,7 @@ func TestPublisherFollowsTheLedger(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)
 	cps := &memCheckpoints{}
-	p, err := directory.New(r.options(srv, cps), r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, cps), r.h)
 	adaID := r.register(t, ada)
 	bob := r.register(t, map[string]string{"common_name": "Bob Example", "email": "bob@example.org"})
 	first := r.issue(t, adaID, "email-protection")
@@ -327,10 +336,7 @@ func TestPublisherOutlivesAnOutage(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)
 	cps := &memCheckpoints{}
-	p, err := directory.New(r.options(srv, cps), r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, cps), r.h)
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	caughtUp, _ := r.run(t, p)
@@ -371,16 +377,12 @@ func TestPublisherOutlivesAnOutage(t *testing.T) {
 func TestSweep(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, &memCheckpoints{}), r.h)
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	if err := p.Reconcile(context.Background(), id); err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
 
 	conn := srv.Admin()
 	defer conn.Close()
@@ -480,10 +482,7 @@ func TestRefusedEntry(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{Modules: []string{"constraint"},
 		Config: "overlay constraint\nconstraint_attribute mail regex \"^[a-z.]+@example[.]org$\"\n"})
 	r := newRig(t)
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, &memCheckpoints{}), r.h)
 	adaID := r.register(t, ada)
 	adaCert := r.issue(t, adaID, "email-protection")
 	caughtUp, _ := r.run(t, p)
@@ -520,10 +519,7 @@ func TestCheckpoint(t *testing.T) {
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	cps := &memCheckpoints{}
-	p, err := directory.New(r.options(srv, cps), r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, cps), r.h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, r.store) }()
@@ -565,10 +561,7 @@ func TestCheckpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			cps := &memCheckpoints{cp: c.cp}
-			p, err := directory.New(r.options(srv, cps), r.h)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := newPublisher(t, r.options(srv, cps), r.h)
 			wait, stop := r.run(t, p)
 			if !c.republish && p.Applied() != 0 && p.Applied() != c.appliedNow {
 				t.Fatalf("applied %d at start, want the checkpoint's %d", p.Applied(), c.appliedNow)
@@ -619,10 +612,7 @@ func TestHungDirectory(t *testing.T) {
 	r.issue(t, id, "email-protection")
 	opts := directory.Options{URL: "ldap://" + ln.Addr().String(), BindDN: slapdtest.RootDN, Password: slapdtest.Password,
 		BaseDN: slapdtest.People, Checkpoints: &memCheckpoints{}, SweepInterval: -1, Timeout: time.Minute}
-	p, err := directory.New(opts, r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, opts, r.h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx, r.store) }()
@@ -726,11 +716,7 @@ func TestTLS(t *testing.T) {
 			}
 
 			opts.TLS = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-			p, err := directory.New(opts, r.h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer p.Close()
+			p := newPublisher(t, opts, r.h)
 			if err := p.Reconcile(context.Background(), id); err != nil {
 				t.Fatal(err)
 			}
@@ -752,10 +738,7 @@ func TestIdentityErasureAndFallbacks(t *testing.T) {
 	r := newRig(t)
 	opts := r.options(srv, &memCheckpoints{})
 	opts.Attributes = []string{"email"}
-	p, err := directory.New(opts, r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, opts, r.h)
 	id := r.register(t, map[string]string{"common_name": "Grace Hopper", "email": "grace@example.org"})
 	old, kept := r.issue(t, id, "email-protection"), r.issue(t, id, "email-protection")
 	caughtUp, _ := r.run(t, p)
@@ -807,10 +790,7 @@ func TestUnreadablePublication(t *testing.T) {
 	srv := slapdtest.Start(t, slapdtest.Options{})
 	r := newRig(t)
 	subjects := &failingSubjects{Subjects: r.h}
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), subjects)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, &memCheckpoints{}), subjects)
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	caughtUp, _ := r.run(t, p)
@@ -920,10 +900,7 @@ func TestCatchUpReconcilesOncePerSubject(t *testing.T) {
 
 	subjects := &countingSubjects{Subjects: r.h, release: make(chan struct{}), calls: map[domain.SubjectID]int{}}
 	src := &readSource{Store: r.store, moved: make(chan struct{}, 1)}
-	p, err := directory.New(r.options(srv, &memCheckpoints{}), subjects)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, r.options(srv, &memCheckpoints{}), subjects)
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- p.Run(runCtx, src) }()
@@ -1015,10 +992,7 @@ func TestCAPublication(t *testing.T) {
 	crls := &crlSource{r: r}
 	opts := r.options(srv, &memCheckpoints{})
 	opts.CAs = []directory.CA{{ID: "issuing", Certificate: r.ca.Raw, CRL: crls.CRL}}
-	p, err := directory.New(opts, r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, opts, r.h)
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	caughtUp, _ := r.run(t, p)
@@ -1110,10 +1084,7 @@ func TestCAPublicationFailure(t *testing.T) {
 	opts := r.options(srv, &memCheckpoints{})
 	opts.CAs = []directory.CA{{ID: "issuing", Certificate: r.ca.Raw,
 		CRL: func(context.Context) ([]byte, error) { return nil, errors.New("views behind") }}}
-	p, err := directory.New(opts, r.h)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := newPublisher(t, opts, r.h)
 	id := r.register(t, ada)
 	issued := r.issue(t, id, "email-protection")
 	caughtUp, _ := r.run(t, p)
