@@ -87,12 +87,9 @@ func (lintingSigner) SignCertificate(context.Context, domain.SignRequest) (domai
 func TestLintFailureIsRecorded(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	r.h.Signer = lintingSigner{}
-	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	_, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrInvalid, "lint-failed")
 
 	var rejected []domain.Event
@@ -122,16 +119,10 @@ func TestLintFailureIsRecorded(t *testing.T) {
 func TestCorrectAndReissue(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	issue := func() domain.Issued {
 		t.Helper()
-		got, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		got := r.issue(t, id, "tls-client")
 		return got
 	}
 	live, revoked := issue(), issue()
@@ -180,14 +171,8 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 	for round := range 5 {
 		r := newRig(t)
 		ctx := context.Background()
-		id, err := r.h.RegisterSubject(ctx, officer, ada)
-		if err != nil {
-			t.Fatal(err)
-		}
-		original, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		id := r.register(t)
+		original := r.issue(t, id, "tls-client")
 		type result struct {
 			reissued []domain.Reissued
 			err      error
@@ -253,18 +238,12 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 func TestKeyGeneratedIsRecorded(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	token, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t), KeyGenerated: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	own := r.issue(t, id, "tls-client")
 	issuedEvent := func(serial domain.Serial) (domain.Event, domain.CertificateIssued) {
 		t.Helper()
 		for e, err := range r.store.ReadStream(ctx, domain.CertificateStream(serial), 1) {

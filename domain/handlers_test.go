@@ -45,6 +45,27 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
+// register registers ada, failing the test on an error.
+func (r *rig) register(t *testing.T) domain.SubjectID {
+	t.Helper()
+	id, err := r.h.RegisterSubject(context.Background(), officer, ada)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// issue issues a certificate of profile to subject id from the issuing CA,
+// failing the test on an error.
+func (r *rig) issue(t *testing.T, id domain.SubjectID, profile string) domain.Issued {
+	t.Helper()
+	issued, err := r.h.IssueCertificate(context.Background(), officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: profile, CSR: newCSR(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issued
+}
+
 // testSigner signs with an in-memory CA: a stand-in for the profiles and linting
 // of the real signer, enough to exercise the issuance flow.
 type testSigner struct {
@@ -116,10 +137,7 @@ func wantErr(t *testing.T, err error, kind *domain.Error, code string) {
 func TestHandlersLifecycle(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	got, err := r.h.ReadSubject(ctx, officer, id, "read", "ticket 4711: Ada Lovelace called")
 	if err != nil {
 		t.Fatal(err)
@@ -155,10 +173,7 @@ func TestHandlersLifecycle(t *testing.T) {
 		t.Fatalf("after correction: %v", got)
 	}
 
-	issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	issued := r.issue(t, id, "tls-client")
 	cert, err := x509.ParseCertificate(issued.Certificate)
 	if err != nil || cert.Subject.CommonName != "Ada Lovelace" || cert.SerialNumber.Text(16) != string(issued.Serial) {
 		t.Fatalf("issued certificate: %v %v", cert.Subject, err)
@@ -226,10 +241,7 @@ func TestHandlersLifecycle(t *testing.T) {
 func TestNoPersonalDataOutsideSealedParts(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	if _, err := r.h.ReadSubject(ctx, officer, id, "read", "Ada Lovelace asked for a copy"); err != nil {
 		t.Fatal(err)
 	}
@@ -281,10 +293,7 @@ func TestNoPersonalDataOutsideSealedParts(t *testing.T) {
 func TestEraseRacesIssuance(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	var mu sync.Mutex
 	var returned []domain.Serial
 	var wg sync.WaitGroup
@@ -413,10 +422,7 @@ func subjectStreamHas(t *testing.T, r *rig, id domain.SubjectID, typ string) boo
 func TestIssuanceLosesToErasureDuringSigning(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	vault := &gatedShred{Sealer: r.vault, release: make(chan struct{})}
 	r.h.Vault = vault
 	erased := make(chan error, 1)
@@ -455,10 +461,7 @@ func TestIssuanceLosesToErasureDuringSigning(t *testing.T) {
 func TestErasureCompletesAfterFailedShred(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	vault := &gatedShred{Sealer: r.vault}
 	vault.fail.Store(true)
 	r.h.Vault = vault
@@ -503,16 +506,13 @@ func TestErasureCompletesAfterFailedShred(t *testing.T) {
 func TestIssuanceRefusedWhenIdentityErased(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	if err := r.h.EraseSubject(ctx, compliance, id, []string{domain.GroupIdentity}, domain.BasisErasureRequest); err != nil {
 		t.Fatal(err)
 	}
 	signer := &hookedSigner{CertificateSigner: r.h.Signer}
 	r.h.Signer = signer
-	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+	_, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrGone, "identity-erased")
 	if signer.calls.Load() != 0 {
 		t.Fatal("the CA signed for a subject whose identity data is erased")
@@ -524,15 +524,12 @@ func TestIssuanceRefusedWhenIdentityErased(t *testing.T) {
 func TestCallerTextIsValidated(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	head, _ := r.store.Head(ctx)
 	wantErr(t, r.h.RecordAccess(ctx, officer, "ada.lovelace@example.org", "read", "x"), domain.ErrNotFound, "no-subject")
 	wantErr(t, r.h.RecordAccess(ctx, officer, "00112233445566778899aabbccddeeff", "read", "x"), domain.ErrNotFound, "no-subject")
 	wantErr(t, r.h.RecordAccess(ctx, officer, id, "read", ""), domain.ErrInvalid, "no-reason")
-	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "Ada Lovelace", Profile: "tls-client", CSR: newCSR(t)})
+	_, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "Ada Lovelace", Profile: "tls-client", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrInvalid, "bad-ca-id")
 	_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "ada@example.org", CSR: newCSR(t)})
 	wantErr(t, err, domain.ErrInvalid, "bad-profile")

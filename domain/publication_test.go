@@ -16,16 +16,10 @@ import (
 func TestPublication(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	issue := func() domain.Issued {
 		t.Helper()
-		issued, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		issued := r.issue(t, id, "email-protection")
 		return issued
 	}
 	kept, revoked, deleted := issue(), issue(), issue()
@@ -114,10 +108,7 @@ func TestPublication(t *testing.T) {
 func TestPublicationAfterIdentityErasure(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
 	if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,14 +133,8 @@ func TestPublicationAfterIdentityErasure(t *testing.T) {
 func TestPublicationOpensOnlyWhatIsPublished(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	id, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mail, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "email-protection", CSR: newCSR(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := r.register(t)
+	mail := r.issue(t, id, "email-protection")
 	if _, err := r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)}); err != nil {
 		t.Fatal(err)
 	}

@@ -15,21 +15,12 @@ import (
 func TestReapplyErasures(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	whole, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
-	partial, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	whole := r.register(t)
+	partial := r.register(t)
 	if err := r.h.CorrectSubject(ctx, officer, partial, map[string]string{"serial_number": "19121210-1234"}, domain.GroupNationalID); err != nil {
 		t.Fatal(err)
 	}
-	kept, err := r.h.RegisterSubject(ctx, officer, ada)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kept := r.register(t)
 	vault := &gatedShred{Sealer: r.vault}
 	vault.fail.Store(true)
 	r.h.Vault = vault
