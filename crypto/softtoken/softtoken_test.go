@@ -337,16 +337,19 @@ func TestRefusedBeforeKeyGeneration(t *testing.T) {
 	r := newRig(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	for name, attrs := range map[string]map[string]string{
-		"unknown attribute":            {"common_name": "Ada", "shoe_size": "size forty"},
-		"control character":            {"common_name": "Ada\x07"},
-		"not permitted by the profile": {"common_name": "Ada", "locality": "L\x00ndon"},
+	for name, tt := range map[string]struct {
+		attrs map[string]string
+		code  string
+	}{
+		"unknown attribute":            {map[string]string{"common_name": "Ada", "shoe_size": "size forty"}, "unknown-attribute"},
+		"control character":            {map[string]string{"common_name": "Ada\x07"}, "attribute-control-character"},
+		"not permitted by the profile": {map[string]string{"common_name": "Ada", "locality": "L\x00ndon"}, "attribute-control-character"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, err := r.svc.Issue(ctx, officer, softtoken.Request{Attributes: attrs, Profile: "tls-client", CAID: "issuing", Password: password})
+			_, err := r.svc.Issue(ctx, officer, softtoken.Request{Attributes: tt.attrs, Profile: "tls-client", CAID: "issuing", Password: password})
 			var de *domain.Error
-			if !errors.As(err, &de) {
-				t.Fatalf("error %v, want a refusal before the key generation", err)
+			if !errors.As(err, &de) || de.Code != tt.code {
+				t.Fatalf("error %v, want the refusal %s before the key generation", err, tt.code)
 			}
 		})
 	}
