@@ -2,8 +2,9 @@ package api
 
 import (
 	"context"
-	"fmt"
+	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/caledger/caledger/domain"
@@ -149,7 +150,7 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 			// server's recovery and stop the process.
 			defer func() {
 				if v := recover(); v != nil {
-					s.logger.ErrorContext(ctx, "erasure receipt: the directory's state panicked", "panic", fmt.Sprint(v))
+					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", panicCause(v)+" in the erasure receipt's directory state"), slog.String("stack", string(debug.Stack())))
 					directory <- "pending"
 				}
 			}()

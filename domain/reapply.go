@@ -32,7 +32,9 @@ func ReapplyErasures(ctx context.Context, events iter.Seq2[Event, error], vault 
 			return n, err
 		}
 		if !p.SubjectID.Valid() || e.Stream != SubjectStream(p.SubjectID) {
-			return n, fmt.Errorf("event %d: a %s event in stream %q names another subject", e.Position, e.Type, e.Stream)
+			// Neither the stream nor the subject id is quoted: a ledger
+			// that breaks this rule may hold anything there.
+			return n, fmt.Errorf("event %d: a %s event names another subject than its stream's", e.Position, TypeSubjectErased)
 		}
 		for _, g := range p.KeyGroups {
 			if !KnownKeyGroup(g) {

@@ -69,7 +69,7 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 			return fmt.Errorf("verify-erasure: evidence %d: %w", i+1, err)
 		}
 		if e.Type != domain.TypeSubjectErased {
-			return fmt.Errorf("verify-erasure: evidence %d is a %s event, not %s", i+1, e.Type, domain.TypeSubjectErased)
+			return fmt.Errorf("verify-erasure: evidence %d is a %s event, not %s", i+1, audit.TypeName(e.Type), domain.TypeSubjectErased)
 		}
 		var p domain.SubjectErased
 		if domain.UnmarshalPublic(&e, &p) != nil {

@@ -197,7 +197,7 @@ func (r *Replay) count(e *domain.Event) {
 	s := &r.stats
 	s.Events++
 	s.ByType[TypeName(e.Type)]++
-	s.ByActorRole[e.Actor.Role]++
+	s.ByActorRole[RoleName(e.Actor.Role)]++
 	if e.Sealed != nil {
 		s.Sealed++
 	}
@@ -404,12 +404,28 @@ func TypeName(typ string) string {
 	words := strings.Split(typ, ".")
 	ok := len(typ) <= 64 && len(words) >= 2
 	for _, w := range words {
-		ok = ok && w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyz0123456789-") == "" && w[0] >= 'a' && w[0] <= 'z'
+		ok = ok && ledgerWord(w)
 	}
 	if ok {
 		return typ
 	}
 	return fmt.Sprintf("(a type of %d bytes in none of the ledger's forms)", len(typ))
+}
+
+// RoleName is an actor role as the audit prints it: as it is when it is one
+// word of the ledger's form (such as officer or system, at most 32 bytes),
+// otherwise only its length, for the reason TypeName gives.
+func RoleName(role string) string {
+	if len(role) <= 32 && ledgerWord(role) {
+		return role
+	}
+	return fmt.Sprintf("(a role of %d bytes in none of the ledger's forms)", len(role))
+}
+
+// ledgerWord reports whether w is a word of the ledger's names: lower-case
+// letters, digits and hyphens, starting with a letter.
+func ledgerWord(w string) bool {
+	return w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyz0123456789-") == "" && w[0] >= 'a' && w[0] <= 'z'
 }
 
 func (r *Replay) find(pos uint64, rule, detail string) {

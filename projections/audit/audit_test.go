@@ -408,3 +408,18 @@ func TestTypeName(t *testing.T) {
 		}
 	}
 }
+
+// TestRoleName: an actor role in the ledger's form is printed; any other only
+// by its length.
+func TestRoleName(t *testing.T) {
+	for _, role := range []string{"officer", "compliance", "system", "kek-rotation"} {
+		if got := RoleName(role); got != role {
+			t.Errorf("RoleName(%q) = %q", role, got)
+		}
+	}
+	for _, role := range []string{"Ada Lovelace", "ada@example.org", "Officer", "", "-x", strings.Repeat("a", 33)} {
+		if got := RoleName(role); (role != "" && strings.Contains(got, role)) || !strings.Contains(got, fmt.Sprint(len(role))) {
+			t.Errorf("RoleName(%q) = %q, want only its length", role, got)
+		}
+	}
+}
