@@ -64,12 +64,12 @@ func (h *Handlers) Publication(ctx context.Context, id SubjectID, publish func(p
 	for _, serial := range s.Serials[s.SerialsBeforeErasure:] {
 		c, cevents, err := h.loadCertificateEvents(ctx, serial)
 		if errors.Is(err, ErrNotFound) {
-			continue // a link whose issuance failed
+			continue // a link whose issuance failed, or is not yet recorded
 		}
 		if err != nil {
 			return Publication{SubjectID: id}, err
 		}
-		if !c.Issued || c.Revoked || c.Deleted || !now.Before(c.NotAfter) || (publish != nil && !publish(c.Profile)) {
+		if c.Revoked || c.Deleted || !now.Before(c.NotAfter) || (publish != nil && !publish(c.Profile)) {
 			continue
 		}
 		var m CertificateMaterial

@@ -24,6 +24,7 @@ import (
 	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
+	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // A backup is a directory: the files below, at their paths in the data
@@ -226,7 +227,7 @@ checkpoint (everything is republished) and the first admin credential.
 		return fmt.Errorf("backup: %w", err)
 	}
 	done = true
-	if err := syncDir(filepath.Dir(target)); err != nil {
+	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
 		return fmt.Errorf("backup: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
 	}
 	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
@@ -368,7 +369,7 @@ from their receipts. docs/backup.md has the details.`)
 		return fmt.Errorf("restore: %w", err)
 	}
 	done = true
-	if err := syncDir(filepath.Dir(target)); err != nil {
+	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
 		return fmt.Errorf("restore: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
 	}
 	fmt.Fprintf(stdout, "restored the ledger through position %d (backup of %s) into %s in %s\n",
@@ -691,7 +692,7 @@ func syncTree(dir string) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
-		if err := syncDir(p); err != nil {
+		if err := sqlitefile.SyncDir(p); err != nil {
 			return fmt.Errorf("sync %s: %w", p, err)
 		}
 		return nil
@@ -744,7 +745,7 @@ func stageDir(target string) (string, error) {
 // commitDir moves the finished stage to target (replacing target if it is an
 // empty directory). The caller syncs target's parent.
 func commitDir(stage, target string) error {
-	if err := syncDir(stage); err != nil {
+	if err := sqlitefile.SyncDir(stage); err != nil {
 		return err
 	}
 	// rename(2) itself, which replaces an empty directory in one step;

@@ -80,10 +80,9 @@ func prepareCopy(ctx context.Context, path string) (uint64, error) {
 	if _, err := db.ExecContext(ctx, `UPDATE meta SET value = ? WHERE key = ?`, strconv.FormatUint(id, 10), logIDKey); err != nil {
 		return 0, fmt.Errorf("new log id: %w", err)
 	}
-	var head int64
-	err = db.QueryRowContext(ctx, `SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&head)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("read the copy's head: %w", err)
+	head, err := readHead(ctx, db)
+	if err != nil {
+		return 0, fmt.Errorf("the copy's %w", err)
 	}
-	return uint64(head), nil
+	return head, nil
 }

@@ -206,13 +206,11 @@ func (s *Store) openLedger(ctx context.Context) error {
 	if s.insertStmt, err = s.wconn.PrepareContext(ctx, `INSERT OR REPLACE INTO events(first, last, data) VALUES(?, ?, ?)`); err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
-	// The last chunk by primary key: one row read, where max(last) would scan them all.
-	var head int64
-	err = s.wconn.QueryRowContext(ctx, `SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&head)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("event store: read head: %w", err)
+	head, err := readHead(ctx, s.wconn)
+	if err != nil {
+		return fmt.Errorf("event store: %w", err)
 	}
-	s.head.Store(uint64(head))
+	s.head.Store(head)
 	s.rdb, err = sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{"_query_only": "true", "_busy_timeout": "5000"}))
 	if err != nil {
 		return fmt.Errorf("event store: open ledger: %w", err)
@@ -405,11 +403,26 @@ func randomLogID() (uint64, error) {
 	return binary.BigEndian.Uint64(b[:])>>1 | 1, nil
 }
 
+// queryRower is a *sql.DB or *sql.Conn.
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// readHead returns the position of the ledger's last event (0: none). The
+// last chunk by primary key: one row read, where max(last) would scan them
+// all.
+func readHead(ctx context.Context, q queryRower) (uint64, error) {
+	var head int64
+	err := q.QueryRowContext(ctx, `SELECT last FROM events ORDER BY first DESC LIMIT 1`).Scan(&head)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("read head: %w", err)
+	}
+	return uint64(head), nil
+}
+
 // checkFormat checks that the ledger's format is the one this version
 // writes.
-func checkFormat(ctx context.Context, q interface {
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}) error {
+func checkFormat(ctx context.Context, q queryRower) error {
 	var f string
 	if err := q.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, formatKey).Scan(&f); err != nil {
 		return fmt.Errorf("ledger format: %w", err)

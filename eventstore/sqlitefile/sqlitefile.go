@@ -137,16 +137,16 @@ func Copy(ctx context.Context, src, dst string) (err error) {
 	// 0600 instead of one the umask decides.
 	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
+		return err // dst is not this call's: it is left alone
 	}
 	defer func() {
 		if err != nil {
 			os.Remove(dst)
 		}
 	}()
+	if err := f.Close(); err != nil {
+		return err
+	}
 	db, err := sql.Open("sqlite3", DSN(src, map[string]string{"_busy_timeout": busyTimeout}))
 	if err != nil {
 		return err
