@@ -262,19 +262,12 @@ func (s *Software) Rewrap(ctx context.Context, to Wrapper) (int, error) {
 	if to.ID() == s.w.ID() {
 		return 0, fmt.Errorf("signer: software: rewrap: the old and the new KEK are the same (%q)", to.ID())
 	}
-	entries, err := os.ReadDir(s.dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil // no software key was ever made
-	}
+	labels, err := keyFileLabels(s.dir)
 	if err != nil {
 		return 0, fmt.Errorf("signer: software: rewrap: %w", err)
 	}
 	n := 0
-	for _, e := range entries {
-		label, ok := strings.CutSuffix(e.Name(), ".key")
-		if !ok || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
+	for _, label := range labels {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
@@ -292,9 +285,6 @@ func (s *Software) Rewrap(ctx context.Context, to Wrapper) (int, error) {
 // rewrapFile re-wraps label's key file under to; false if it already was.
 func (s *Software) rewrapFile(ctx context.Context, label string, to Wrapper) (bool, error) {
 	where := "signer: software: rewrap: key file " + label + ".key"
-	if err := CheckLabel(label); err != nil {
-		return false, fmt.Errorf("%s: %w", where, err)
-	}
 	b, err := readKeyFile(s.path(label))
 	if err != nil {
 		return false, fmt.Errorf("%s: %w", where, err)
@@ -355,26 +345,46 @@ func (s *Software) replace(label string, b []byte) error {
 // has none. Hidden files are skipped, as by Rewrap.
 func KeyFileKEKs(dir string) (map[string]int, error) {
 	out := map[string]int{}
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
+	labels, err := keyFileLabels(dir)
 	if err != nil {
 		return nil, fmt.Errorf("signer: software: %w", err)
 	}
-	for _, e := range entries {
-		if !strings.HasSuffix(e.Name(), ".key") || strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		b, err := readKeyFile(filepath.Join(dir, e.Name()))
+	for _, label := range labels {
+		b, err := readKeyFile(filepath.Join(dir, label+".key"))
 		if err != nil {
-			return nil, fmt.Errorf("signer: software: key file %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("signer: software: key file %s.key: %w", label, err)
 		}
 		f, err := parseKeyFile(b)
 		if err != nil {
-			return nil, fmt.Errorf("signer: software: key file %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("signer: software: key file %s.key: %w", label, err)
 		}
 		out[f.kekID]++
 	}
 	return out, nil
+}
+
+// keyFileLabels returns the labels of the key files (<label>.key) in dir,
+// skipping hidden files (the temporary files of an interrupted Generate or
+// Rewrap); a missing directory has none. A key file whose label CheckLabel
+// refuses is an error: Rewrap and KeyFileKEKs must see the same files.
+func keyFileLabels(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // no software key was ever made
+	}
+	if err != nil {
+		return nil, err
+	}
+	var labels []string
+	for _, e := range entries {
+		label, ok := strings.CutSuffix(e.Name(), ".key")
+		if !ok || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		if err := CheckLabel(label); err != nil {
+			return nil, fmt.Errorf("key file %s: %w", e.Name(), err)
+		}
+		labels = append(labels, label)
+	}
+	return labels, nil
 }
