@@ -53,8 +53,9 @@ type ErasureReceipt struct {
 }
 
 // DirectoryErasure reports whether the directory publisher has published the
-// subject's latest erasure, waiting up to wait for it.
-type DirectoryErasure func(ctx context.Context, id domain.SubjectID, wait time.Duration) (removed bool, err error)
+// ledger up to position at (a subject's latest erasure), waiting up to wait
+// for it.
+type DirectoryErasure func(ctx context.Context, at uint64, wait time.Duration) (removed bool, err error)
 
 // directoryWait bounds how long an erasure's answer waits for the directory.
 const directoryWait = 2 * time.Second
@@ -67,7 +68,7 @@ type ErasureState func(ctx context.Context, id domain.SubjectID, all bool, group
 // Eraser erases subjects; domain.Handlers implements it.
 type Eraser interface {
 	EraseSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, groups []string, basis string) error
-	ErasedGroups(ctx context.Context, id domain.SubjectID) (all bool, groups []string, err error)
+	Erased(ctx context.Context, id domain.SubjectID) (domain.Erased, error)
 }
 
 func (s *server) registerErasure(hapi huma.API) {
@@ -123,10 +124,11 @@ func (s *server) registerErasure(hapi huma.API) {
 // wait for the directory to catch up.
 func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait time.Duration) (ErasureReceipt, error) {
 	r := ErasureReceipt{SubjectID: id}
-	all, groups, err := s.cfg.Eraser.ErasedGroups(ctx, id)
+	erased, err := s.cfg.Eraser.Erased(ctx, id)
 	if err != nil {
 		return r, err
 	}
+	all, groups := erased.All, erased.Groups
 	if !all && len(groups) == 0 {
 		return r, &domain.Error{Kind: domain.KindNotFound, Code: "not-erased", Detail: "no erasure of this subject is recorded"}
 	}
@@ -145,7 +147,7 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 	// they take the longer of the two (about 2 s), not their sum.
 	directory := make(chan string, 1)
 	if s.cfg.DirectoryErasure != nil {
-		go func() {
+		go func(at uint64) {
 			// Off the handler's goroutine, a panic would escape the
 			// server's recovery and stop the process.
 			defer func() {
@@ -154,8 +156,8 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 					directory <- "pending"
 				}
 			}()
-			directory <- s.directoryState(ctx, id, wait)
-		}()
+			directory <- s.directoryState(ctx, at, wait)
+		}(erased.At)
 	} else {
 		directory <- ""
 	}
@@ -177,12 +179,12 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 	return r, nil
 }
 
-// directoryState says whether the directory has caught up with subject id's
-// erasure, "removed" or "pending", waiting up to wait for it. The erasure
-// stands whatever the directory's state: a failure to learn it says
-// "pending", and the log says why.
-func (s *server) directoryState(ctx context.Context, id domain.SubjectID, wait time.Duration) string {
-	removed, err := s.cfg.DirectoryErasure(ctx, id, wait)
+// directoryState says whether the directory has caught up with the erasure
+// at ledger position at, "removed" or "pending", waiting up to wait for it.
+// The erasure stands whatever the directory's state: a failure to learn it
+// says "pending", and the log says why.
+func (s *server) directoryState(ctx context.Context, at uint64, wait time.Duration) string {
+	removed, err := s.cfg.DirectoryErasure(ctx, at, wait)
 	if err != nil {
 		s.logger.WarnContext(ctx, "erasure receipt: the directory's state is unknown", "err", err)
 		return "pending"

@@ -14,8 +14,8 @@ import (
 // erasedSubject is an Eraser whose every subject is erased whole.
 type erasedSubject struct{ Eraser }
 
-func (erasedSubject) ErasedGroups(context.Context, domain.SubjectID) (bool, []string, error) {
-	return true, nil, nil
+func (erasedSubject) Erased(context.Context, domain.SubjectID) (domain.Erased, error) {
+	return domain.Erased{All: true, At: 7}, nil
 }
 
 // keysDestroyed is the ErasureState of an embedded vault that destroyed the
@@ -57,9 +57,9 @@ func TestErasureWaitsSideBySide(t *testing.T) {
 	s := &server{logger: slog.New(slog.DiscardHandler), cfg: Config{
 		Eraser:       erasedSubject{},
 		ErasureState: keysDestroyed,
-		DirectoryErasure: func(ctx context.Context, _ domain.SubjectID, wait time.Duration) (bool, error) {
-			if wait != directoryWait {
-				t.Errorf("directory wait %v, want %v", wait, directoryWait)
+		DirectoryErasure: func(ctx context.Context, at uint64, wait time.Duration) (bool, error) {
+			if wait != directoryWait || at != 7 {
+				t.Errorf("directory wait %v for position %d, want %v for 7", wait, at, directoryWait)
 			}
 			err := meet(ctx, dirStarted, proveStarted)
 			return err == nil, err
@@ -94,9 +94,9 @@ func TestErasureDirectoryState(t *testing.T) {
 		wantLog bool
 	}{
 		{"no directory", nil, "", false},
-		{"caught up", func(context.Context, domain.SubjectID, time.Duration) (bool, error) { return true, nil }, "removed", false},
-		{"behind", func(context.Context, domain.SubjectID, time.Duration) (bool, error) { return false, nil }, "pending", false},
-		{"unknown", func(context.Context, domain.SubjectID, time.Duration) (bool, error) {
+		{"caught up", func(context.Context, uint64, time.Duration) (bool, error) { return true, nil }, "removed", false},
+		{"behind", func(context.Context, uint64, time.Duration) (bool, error) { return false, nil }, "pending", false},
+		{"unknown", func(context.Context, uint64, time.Duration) (bool, error) {
 			return true, errors.New("ldap down")
 		}, "pending", true},
 	} {

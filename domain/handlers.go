@@ -228,14 +228,22 @@ func (h *Handlers) reject(ctx context.Context, actor Actor, req IssueRequest, se
 	return cause
 }
 
-// ErasedGroups reports what of subject id was erased: all (every group) or the
-// groups erased on their own. It reads only public facts.
-func (h *Handlers) ErasedGroups(ctx context.Context, id SubjectID) (all bool, groups []string, err error) {
+// Erased is what of a subject was erased.
+type Erased struct {
+	// All: every key group; otherwise Groups lists those erased on their own.
+	All    bool
+	Groups []string
+	// At is the ledger position of the latest erasure (0: none).
+	At uint64
+}
+
+// Erased reports what of subject id was erased. It reads only public facts.
+func (h *Handlers) Erased(ctx context.Context, id SubjectID) (Erased, error) {
 	s, _, err := h.loadSubject(ctx, id)
 	if err != nil {
-		return false, nil, err
+		return Erased{}, err
 	}
-	return s.Erased, s.ErasedGroups, nil
+	return Erased{All: s.Erased, Groups: s.ErasedGroups, At: s.ErasedAt}, nil
 }
 
 // Reissued pairs a certificate superseded by a correction with its replacement.

@@ -538,3 +538,27 @@ func TestCallerTextIsValidated(t *testing.T) {
 		t.Fatalf("refused commands appended %d events", after-head)
 	}
 }
+
+// TestErased: Erased reports what was erased and the ledger position of the
+// latest erasure.
+func TestErased(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id := r.register(t)
+	if e, err := r.h.Erased(ctx, id); err != nil || e.All || len(e.Groups) != 0 || e.At != 0 {
+		t.Fatalf("before any erasure: %+v, %v", e, err)
+	}
+	for _, groups := range [][]string{{domain.GroupNationalID}, nil} {
+		if err := r.h.EraseSubject(ctx, compliance, id, groups, domain.BasisErasureRequest); err != nil {
+			t.Fatal(err)
+		}
+		head, err := r.store.Head(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := r.h.Erased(ctx, id)
+		if err != nil || e.At != head || e.All != (groups == nil) {
+			t.Fatalf("after erasing %v: %+v, %v; want the erasure at %d", groups, e, err, head)
+		}
+	}
+}

@@ -28,6 +28,9 @@ type Subject struct {
 	// latest erasure of key groups: those certificates may carry values the
 	// erasure covers.
 	SerialsBeforeErasure int
+	// ErasedAt is the ledger position of the subject's latest erasure (0:
+	// none).
+	ErasedAt uint64
 }
 
 // Change is an event an aggregate decided on, before a handler gives it an envelope
@@ -69,7 +72,7 @@ func (s *Subject) Apply(e *Event) error {
 		} else {
 			s.ErasedGroups = mergeNames(s.ErasedGroups, p.KeyGroups)
 		}
-		s.SerialsBeforeErasure = len(s.Serials)
+		s.SerialsBeforeErasure, s.ErasedAt = len(s.Serials), e.Position
 	case TypeSubjectCertificateLinked:
 		var p SubjectCertificateLinked
 		if err := UnmarshalPublic(e, &p); err != nil {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/caledger/caledger/api"
 	"github.com/caledger/caledger/crypto/secretfile"
-	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/directory"
 )
 
@@ -134,26 +133,17 @@ func (n *node) runDirectory(ctx context.Context, p *directory.Publisher) {
 	n.supervise(ctx, "directory publication stopped; restarting", func(ctx context.Context) error { return p.Run(ctx, n.store) }, nil)
 }
 
-// directoryErasure reports whether the publisher has published the subject's
-// latest erasure (its entry is gone, or holds nothing of the erased groups),
-// waiting up to wait for it.
-func (n *node) directoryErasure(p *directory.Publisher) api.DirectoryErasure {
-	return func(ctx context.Context, id domain.SubjectID, wait time.Duration) (bool, error) {
-		var last uint64
-		for e, err := range n.store.ReadStream(ctx, domain.SubjectStream(id), 1) {
-			if err != nil {
-				return false, err
-			}
-			if e.Type == domain.TypeSubjectErased {
-				last = e.Position
-			}
-		}
+// publishedUpTo reports whether the publisher has published the ledger
+// up to position at, a subject's latest erasure (its entry is then gone, or
+// holds nothing of the erased groups), waiting up to wait for it.
+func publishedUpTo(p *directory.Publisher) api.DirectoryErasure {
+	return func(ctx context.Context, at uint64, wait time.Duration) (bool, error) {
 		if wait > 0 {
 			wctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			_ = p.WaitFor(wctx, last)
+			_ = p.WaitFor(wctx, at)
 		}
-		return p.Applied() >= last, nil
+		return p.Applied() >= at, nil
 	}
 }
 

@@ -181,7 +181,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	metrics.MustRegister(n.collectors(publisher)...)
 	var directoryErasure api.DirectoryErasure
 	if publisher != nil {
-		directoryErasure = n.directoryErasure(publisher)
+		directoryErasure = publishedUpTo(publisher)
 	}
 
 	clientCAs := n.cas.Pool()
