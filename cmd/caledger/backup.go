@@ -220,16 +220,10 @@ checkpoint (everything is republished) and the first admin credential.
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
-	if err := syncTree(stage); err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
 	if err := commitDir(stage, target); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	done = true
-	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
-		return fmt.Errorf("backup: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
-	}
 	fmt.Fprintf(stdout, "backed up the ledger through position %d and %d files (%s) to %s in %s\n",
 		head, len(m.Files), byteSize(total), target, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "position %d is the backup's point in time; a running server's commits of the last few tens of milliseconds may be after it\n", head)
@@ -362,16 +356,10 @@ from their receipts. docs/backup.md has the details.`)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	if err := syncTree(stage); err != nil {
-		return fmt.Errorf("restore: %w", err)
-	}
 	if err := commitDir(stage, target); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	done = true
-	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
-		return fmt.Errorf("restore: %s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
-	}
 	fmt.Fprintf(stdout, "restored the ledger through position %d (backup of %s) into %s in %s\n",
 		m.LedgerHead, m.Created.Format(time.RFC3339), target, time.Since(start).Round(time.Millisecond))
 	fmt.Fprintf(stdout, "checked the %d erasures the ledger records: %d were not complete in the backup's vault and are now; rebuilt the views from %d events\n", erasures, shredded, events)
@@ -742,16 +730,21 @@ func stageDir(target string) (string, error) {
 	return os.MkdirTemp(parent, "."+base+".partial-*")
 }
 
-// commitDir moves the finished stage to target (replacing target if it is an
-// empty directory). The caller syncs target's parent.
+// commitDir syncs every directory of the finished stage, moves it to target
+// (replacing target if it is an empty directory) and syncs target's parent.
+// An error after the move says so: target is then complete, and the stage,
+// gone, needs no removal.
 func commitDir(stage, target string) error {
-	if err := sqlitefile.SyncDir(stage); err != nil {
+	if err := syncTree(stage); err != nil {
 		return err
 	}
 	// rename(2) itself, which replaces an empty directory in one step;
 	// os.Rename refuses any directory as the new name.
 	if err := syscall.Rename(stage, target); err != nil {
 		return &os.LinkError{Op: "rename", Old: stage, New: target, Err: err}
+	}
+	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
+		return fmt.Errorf("%s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
 	}
 	return nil
 }

@@ -153,13 +153,8 @@ func TestServeRefusesBadDirectory(t *testing.T) {
 		"bad base DN":       {map[string]any{"base_dn": "people"}, "base DN"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cfg := map[string]any{}
-			for k, v := range base {
-				cfg[k] = v
-			}
-			for k, v := range c.set {
-				cfg[k] = v
-			}
+			cfg := maps.Clone(base)
+			maps.Copy(cfg, c.set)
 			setConfig(t, data, "directory", cfg)
 			// An accepted configuration would serve until the timeout.
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)

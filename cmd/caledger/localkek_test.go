@@ -68,7 +68,7 @@ func currentKEK(t *testing.T, data string) string {
 // tokenHasKey reports whether the token holds the KEK id names.
 func tokenHasKey(t *testing.T, tok softhsmtest.Config, id string) bool {
 	t.Helper()
-	label, ok := strings.CutPrefix(id, "pkcs11:"+tok.TokenLabel+"/")
+	label, ok := strings.CutPrefix(id, kek.PKCS11ID(tok.TokenLabel, ""))
 	if !ok {
 		t.Fatalf("%s is not a key on token %s", id, tok.TokenLabel)
 	}
@@ -145,7 +145,7 @@ func TestPKCS11KEK(t *testing.T) {
 		t.Fatalf("KEK %s", first)
 	}
 	keysUnderOnly(t, data, first)
-	if got := tokenKEKs(t, tok); !equalStrings(got, []string{first}) {
+	if got := tokenKEKs(t, tok); !slices.Equal(got, []string{first}) {
 		t.Fatalf("token keys after init %q, want %q", got, first)
 	}
 
@@ -224,12 +224,12 @@ func TestPKCS11KEK(t *testing.T) {
 	if !strings.Contains(out.String(), "rotated the KEK from "+first+" to "+second) || !strings.Contains(out.String(), "deleted from the token") {
 		t.Errorf("kek rotate output:\n%s", &out)
 	}
-	if got := tokenKEKs(t, tok); !equalStrings(got, []string{second}) {
+	if got := tokenKEKs(t, tok); !slices.Equal(got, []string{second}) {
 		t.Errorf("token keys after the rotation %q, want only %q", got, second)
 	}
 	keysUnderOnly(t, data, second)
 	rotation := fmt.Sprintf(`{"from":%q,"to":%q}`, first, second)
-	if got, want := kekEvents(t, data), []string{typeKEKRotationStarted + " " + rotation, typeKEKRetired + " " + rotation}; !equalStrings(got, want) {
+	if got, want := kekEvents(t, data), []string{typeKEKRotationStarted + " " + rotation, typeKEKRetired + " " + rotation}; !slices.Equal(got, want) {
 		t.Errorf("ledger records %q, want %q", got, want)
 	}
 	for _, f := range []string{kekMarkerFile, kekNextFile, kekFile} {
@@ -339,7 +339,7 @@ func TestPKCS11KEKRotateResumes(t *testing.T) {
 		rotation := fmt.Sprintf(`{"from":%q,"to":%q}`, from, to)
 		want := []string{typeKEKRotationStarted + " " + abandoned, typeKEKRotationAbandoned + " " + abandoned,
 			typeKEKRotationStarted + " " + rotation, typeKEKRetired + " " + rotation}
-		if got := kekEvents(t, data); !equalStrings(got, want) {
+		if got := kekEvents(t, data); !slices.Equal(got, want) {
 			t.Errorf("ledger records %q, want %q", got, want)
 		}
 		if tokenHasKey(t, tok, from) {
@@ -445,7 +445,7 @@ func TestPKCS11KEKInitFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "admin credential") {
 		t.Fatalf("init: %v, want the admin credential's failure", err)
 	}
-	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !equalStrings(got, want) {
+	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !slices.Equal(got, want) {
 		t.Errorf("token keys after the failed init %q, want %q", got, want)
 	}
 
@@ -456,7 +456,7 @@ func TestPKCS11KEKInitFails(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "KURRENTDB_URL") {
 		t.Fatalf("init: %v, want the missing KURRENTDB_URL", err)
 	}
-	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !equalStrings(got, want) {
+	if got, want := tokenKEKs(t, tok), []string{kek.PKCS11ID(tok.TokenLabel, "someone-else")}; !slices.Equal(got, want) {
 		t.Errorf("token keys after the init that failed to open its backends %q, want %q", got, want)
 	}
 }
