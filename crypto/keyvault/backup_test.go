@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -19,10 +18,7 @@ import (
 // its path and the KEK.
 func fileVault(t *testing.T, dir string) (*Vault, string, KEK) {
 	t.Helper()
-	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := fileKEK(t)
 	path := filepath.Join(dir, "vault.db")
 	v, err := Open(context.Background(), path, k, WithClock(testClock))
 	if err != nil {
@@ -122,10 +118,7 @@ func TestBackup(t *testing.T) {
 // open in this process as in a running server.
 func BenchmarkBackup(b *testing.B) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(b.TempDir(), "kek.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	k := fileKEK(b)
 	path := filepath.Join(b.TempDir(), "vault.db")
 	v, err := Open(ctx, path, k)
 	if err != nil {

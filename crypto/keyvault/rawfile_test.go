@@ -15,7 +15,6 @@ import (
 	"github.com/tink-crypto/tink-go/v2/insecuresecretdataaccess"
 
 	"github.com/caledger/caledger/crypto/datakey"
-	"github.com/caledger/caledger/crypto/kek"
 	"github.com/caledger/caledger/domain"
 )
 
@@ -105,10 +104,7 @@ func foundWhole(files map[string][]byte, b []byte) bool {
 // scan would have seen them).
 func TestShredRemovesBytes(t *testing.T) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := fileKEK(t)
 	dir := t.TempDir()
 	v, err := Open(ctx, filepath.Join(dir, "vault.db"), k, WithClock(testClock))
 	if err != nil {
@@ -221,10 +217,7 @@ func mapValues(m map[string][]byte) [][]byte {
 // relies on.
 func TestConnectionSettings(t *testing.T) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(t.TempDir(), "kek.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := fileKEK(t)
 	v, err := Open(ctx, filepath.Join(t.TempDir(), "vault.db"), k, WithClock(testClock))
 	if err != nil {
 		t.Fatal(err)
@@ -258,10 +251,7 @@ func TestConnectionSettings(t *testing.T) {
 // garbage must fail cleanly.
 func FuzzUnwrap(f *testing.F) {
 	ctx := context.Background()
-	k, err := kek.OpenOrCreateFile(ctx, filepath.Join(f.TempDir(), "kek.json"))
-	if err != nil {
-		f.Fatal(err)
-	}
+	k := fileKEK(f)
 	v, err := Open(ctx, filepath.Join(f.TempDir(), "vault.db"), k, WithClock(testClock))
 	if err != nil {
 		f.Fatal(err)

@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/caledger/caledger/crypto/datakey"
@@ -46,20 +44,9 @@ func rewrap(ctx context.Context, path string, from, to KEK, batch int, progress 
 	if from.ID() == to.ID() {
 		return 0, fmt.Errorf("keyvault: rewrap: the old and the new KEK are the same (%q)", from.ID())
 	}
-	abs, err := filepath.Abs(path)
+	db, abs, err := openDB(path, true)
 	if err != nil {
-		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
-	}
-	// The file must exist: rewrapping a file that is not there would make one.
-	if _, err := os.Stat(abs); err != nil {
-		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
-	}
-	if err := createFile(abs); err != nil { // the mode checks
 		return 0, err
-	}
-	db, err := sql.Open("sqlite3", dsn(abs))
-	if err != nil {
-		return 0, fmt.Errorf("keyvault: rewrap: %w", err)
 	}
 	v := &Vault{db: db, kek: to, kekID: to.ID(), wal: abs + "-wal", now: time.Now}
 	defer db.Close()
@@ -301,16 +288,9 @@ func (v *Vault) retire(ctx context.Context, from string) error {
 // KEKCounts returns how many data keys of the vault file at path are wrapped
 // under each KEK id. The file must exist.
 func KEKCounts(ctx context.Context, path string) (map[string]int, error) {
-	abs, err := filepath.Abs(path)
+	db, _, err := openDB(path, true)
 	if err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
-	}
-	if _, err := os.Stat(abs); err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
-	}
-	db, err := sql.Open("sqlite3", dsn(abs))
-	if err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
+		return nil, err
 	}
 	defer db.Close()
 	out, err := kekCounts(ctx, db)

@@ -15,7 +15,7 @@ import (
 	"github.com/caledger/caledger/domain"
 )
 
-func fileKEK(t *testing.T) *kek.File {
+func fileKEK(t testing.TB) *kek.File {
 	t.Helper()
 	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(t.TempDir(), "kek.json"))
 	if err != nil {
@@ -262,7 +262,7 @@ func fileKEKs(t *testing.T, v *Vault) []string {
 // with no file. Each runs with KEK files and with two AES keys on a SoftHSM2
 // token (every unwrap and wrap a PKCS#11 call).
 func BenchmarkRewrap(b *testing.B) {
-	b.Run("file", func(b *testing.B) { benchRewrap(b, benchKEK(b), benchKEK(b)) })
+	b.Run("file", func(b *testing.B) { benchRewrap(b, fileKEK(b), fileKEK(b)) })
 	b.Run("pkcs11", func(b *testing.B) {
 		a, c := benchPKCS11KEKs(b)
 		benchRewrap(b, a, c)
@@ -313,7 +313,7 @@ func benchRewrap(b *testing.B, a, c KEK) {
 }
 
 func BenchmarkRewrapCrypto(b *testing.B) {
-	b.Run("file", func(b *testing.B) { benchRewrapCrypto(b, benchKEK(b), benchKEK(b)) })
+	b.Run("file", func(b *testing.B) { benchRewrapCrypto(b, fileKEK(b), fileKEK(b)) })
 	b.Run("pkcs11", func(b *testing.B) {
 		a, c := benchPKCS11KEKs(b)
 		benchRewrapCrypto(b, a, c)
@@ -357,13 +357,4 @@ func benchPKCS11KEKs(b *testing.B) (KEK, KEK) {
 		keks[i] = k
 	}
 	return keks[0], keks[1]
-}
-
-func benchKEK(b *testing.B) *kek.File {
-	b.Helper()
-	k, err := kek.OpenOrCreateFile(context.Background(), filepath.Join(b.TempDir(), "kek.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	return k
 }

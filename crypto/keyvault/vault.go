@@ -103,16 +103,9 @@ func Open(ctx context.Context, path string, kek KEK, opts ...Option) (*Vault, er
 	if kek == nil || kek.ID() == "" {
 		return nil, errors.New("keyvault: a KEK with a non-empty ID is required")
 	}
-	abs, err := filepath.Abs(path)
+	db, abs, err := openDB(path, false)
 	if err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
-	}
-	if err := createFile(abs); err != nil {
 		return nil, err
-	}
-	db, err := sql.Open("sqlite3", dsn(abs))
-	if err != nil {
-		return nil, fmt.Errorf("keyvault: %w", err)
 	}
 	v := &Vault{
 		db:    db,
@@ -148,6 +141,30 @@ func dsn(path string) string {
 		"_busy_timeout":  strconv.Itoa(busyTimeoutMS),
 		"_txlock":        "immediate",
 	})
+}
+
+// openDB opens the pool of the vault file at path (made if missing, unless
+// mustExist: a command that only reads or changes a vault must not make one),
+// after createFile's mode checks, and returns it with the file's absolute
+// path.
+func openDB(path string, mustExist bool) (*sql.DB, string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("keyvault: %w", err)
+	}
+	if mustExist {
+		if _, err := os.Stat(abs); err != nil {
+			return nil, "", fmt.Errorf("keyvault: %w", err)
+		}
+	}
+	if err := createFile(abs); err != nil {
+		return nil, "", err
+	}
+	db, err := sql.Open("sqlite3", dsn(abs))
+	if err != nil {
+		return nil, "", fmt.Errorf("keyvault: %w", err)
+	}
+	return db, abs, nil
 }
 
 // createFile makes sure path exists with mode 0600 before SQLite opens it: SQLite
