@@ -633,36 +633,16 @@ func checkGroup(group string) error {
 // A backup holds every key that was not yet shredded when it was taken: it
 // must be kept no longer than erasures may take, and restoring it must
 // shred again every erasure the ledger records (docs/backup.md).
-func Backup(ctx context.Context, path, dst string) (err error) {
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("keyvault backup: %w", err)
-	}
-	if err := sqlitefile.Copy(ctx, path, dst); err != nil {
-		return fmt.Errorf("keyvault backup: %w", err)
-	}
-	// From here on dst is this call's copy: a failure removes it.
-	defer func() {
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	if err := checkCopy(ctx, dst); err != nil {
-		return fmt.Errorf("keyvault backup: %w", err)
-	}
-	if err := sqlitefile.SyncFile(dst); err != nil {
+func Backup(ctx context.Context, path, dst string) error {
+	if err := sqlitefile.Copy(ctx, path, dst, checkCopy); err != nil {
 		return fmt.Errorf("keyvault backup: %w", err)
 	}
 	return nil
 }
 
-// checkCopy checks that the copied vault file dst has a schema version this
+// checkCopy checks that the copied vault file c has a schema version this
 // program knows.
-func checkCopy(ctx context.Context, dst string) error {
-	c, err := sql.Open("sqlite3", sqlitefile.DSN(dst, nil))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
+func checkCopy(ctx context.Context, c *sql.DB) error {
 	var version int
 	if err := c.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&version); err != nil {
 		return fmt.Errorf("check the copy: %w", err)

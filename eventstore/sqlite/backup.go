@@ -44,19 +44,11 @@ func Backup(ctx context.Context, dir, dst string, opts Options) (head uint64, er
 	case !errors.Is(err, ErrInUse):
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
-	if err := sqlitefile.Copy(ctx, src, dst); err != nil {
-		return 0, fmt.Errorf("event store backup: %w", err)
-	}
-	// From here on dst is this call's copy: a failure removes it.
-	defer func() {
-		if err != nil {
-			os.Remove(dst)
-		}
-	}()
-	if head, err = prepareCopy(ctx, dst); err != nil {
-		return 0, fmt.Errorf("event store backup: %w", err)
-	}
-	if err := sqlitefile.SyncFile(dst); err != nil {
+	err = sqlitefile.Copy(ctx, src, dst, func(ctx context.Context, db *sql.DB) (perr error) {
+		head, perr = prepareCopy(ctx, db)
+		return perr
+	})
+	if err != nil {
 		return 0, fmt.Errorf("event store backup: %w", err)
 	}
 	return head, nil
@@ -64,12 +56,7 @@ func Backup(ctx context.Context, dir, dst string, opts Options) (head uint64, er
 
 // prepareCopy checks the copied ledger's format (sqlitefile.Copy checked the
 // file), gives it a new log id and returns its head.
-func prepareCopy(ctx context.Context, path string) (uint64, error) {
-	db, err := sql.Open("sqlite3", sqlitefile.DSN(path, map[string]string{"_synchronous": "FULL"}))
-	if err != nil {
-		return 0, err
-	}
-	defer db.Close()
+func prepareCopy(ctx context.Context, db *sql.DB) (uint64, error) {
 	if err := checkFormat(ctx, db); err != nil {
 		return 0, fmt.Errorf("the copy's %w", err)
 	}

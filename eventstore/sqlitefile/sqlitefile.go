@@ -121,15 +121,16 @@ const busyTimeout = "5000"
 // database src, which may be open meanwhile, in this process or another (a
 // running server): SQLite copies it inside one read transaction (VACUUM INTO),
 // which holds the live rows only, none of the free pages of src or its -wal.
-// The copy gets mode 0600 and passes SQLite's quick_check. It is not synced:
-// the caller syncs it (SyncFile) once it has made its own checks and changes.
-// On an error dst is removed.
+// The copy gets mode 0600 and must pass SQLite's quick_check, then check (if
+// not nil), which makes the caller's own checks and changes on a connection to
+// the copy; the copy is then synced, with its directory. On an error dst is
+// removed.
 //
 // The connection to src sets only a busy timeout (go-sqlite3 adds its own
 // per-connection defaults) and writes nothing to its content; it reads inside
 // SQLite's locks, so a writer in another process goes on meanwhile. (As any
 // SQLite connection, the last one to close a WAL database checkpoints it.)
-func Copy(ctx context.Context, src, dst string) (err error) {
+func Copy(ctx context.Context, src, dst string, check func(context.Context, *sql.DB) error) (err error) {
 	if _, err := os.Stat(src); err != nil {
 		return err
 	}
@@ -158,17 +159,25 @@ func Copy(ctx context.Context, src, dst string) (err error) {
 	if err != nil {
 		return fmt.Errorf("copy %s: %w", filepath.Base(src), err)
 	}
-	c, err := sql.Open("sqlite3", DSN(dst, nil))
+	c, err := sql.Open("sqlite3", DSN(dst, map[string]string{"_synchronous": "FULL"}))
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	var check string
-	if err := c.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&check); err != nil {
-		return fmt.Errorf("check the copy: %w", err)
+	var result string
+	err = c.QueryRowContext(ctx, `PRAGMA quick_check`).Scan(&result)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("check the copy: %w", err)
+	case result != "ok":
+		err = fmt.Errorf("check the copy: %s", result)
+	case check != nil:
+		err = check(ctx, c)
 	}
-	if check != "ok" {
-		return fmt.Errorf("check the copy: %s", check)
+	if cerr := c.Close(); err == nil {
+		err = cerr
 	}
-	return nil
+	if err != nil {
+		return err
+	}
+	return SyncFile(dst)
 }

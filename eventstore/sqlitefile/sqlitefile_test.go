@@ -89,10 +89,7 @@ func TestCopy(t *testing.T) {
 		t.Fatal("the source's files do not hold the deleted row: the check below would prove nothing")
 	}
 	dst := filepath.Join(dir, "copy.db")
-	if err := Copy(ctx, src, dst); err != nil {
-		t.Fatal(err)
-	}
-	if err := SyncFile(dst); err != nil {
+	if err := Copy(ctx, src, dst, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(dst); err != nil || fi.Mode().Perm() != 0o600 {
@@ -118,7 +115,7 @@ func TestCopy(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "taken.db"), []byte("mine"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := Copy(ctx, src, filepath.Join(dir, "taken.db")); !errors.Is(err, os.ErrExist) {
+	if err := Copy(ctx, src, filepath.Join(dir, "taken.db"), nil); !errors.Is(err, os.ErrExist) {
 		t.Fatalf("copy onto an existing file: %v, want ErrExist", err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "taken.db")); string(b) != "mine" {
@@ -129,15 +126,22 @@ func TestCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := filepath.Join(dir, "failed.db")
-	if err := Copy(ctx, notDB, failed); err == nil {
+	if err := Copy(ctx, notDB, failed, nil); err == nil {
 		t.Fatal("a copy of a file that is not a database succeeded")
 	}
 	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed copy left its file: %v", err)
 	}
+	refused := errors.New("refused")
+	if err := Copy(ctx, src, failed, func(context.Context, *sql.DB) error { return refused }); !errors.Is(err, refused) {
+		t.Fatalf("a copy its check refused: %v", err)
+	}
+	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a copy its check refused was left: %v", err)
+	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := Copy(cancelled, src, failed); err == nil {
+	if err := Copy(cancelled, src, failed, nil); err == nil {
 		t.Fatal("a cancelled copy succeeded")
 	}
 	if _, err := os.Stat(failed); !errors.Is(err, os.ErrNotExist) {
