@@ -1,0 +1,155 @@
+package checkpoint
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// A witness (C2SP tlog-witness) cosigns a checkpoint only after checking that
+// it extends every checkpoint of the same log it cosigned before, so a log
+// cannot show one history to some readers and another to others (a split
+// view) without the witness refusing or being caught. Its cosignature is a
+// signed-note signature line of type cosignature/v1 (C2SP tlog-cosignature):
+// an Ed25519 signature over "cosignature/v1", the time, and the checkpoint's
+// text.
+
+// Witnesses is a set of witness keys, and how many of them must have cosigned
+// a checkpoint for a reader to accept it.
+type Witnesses struct {
+	verifiers []note.Verifier
+	quorum    int
+}
+
+// ParseWitnesses reads witness verifier keys: note verifier keys of type
+// cosignature/v1 (or plain Ed25519 keys, read as cosignature/v1 keys), as
+// witnesses publish them. quorum is how many of them must cosign; 0 means all.
+func ParseWitnesses(vkeys []string, quorum int) (*Witnesses, error) {
+	if len(vkeys) == 0 {
+		return nil, errors.New("checkpoint: no witness keys")
+	}
+	w := &Witnesses{quorum: quorum}
+	names := map[string]bool{}
+	for _, k := range vkeys {
+		v, err := NewWitnessVerifier(k)
+		if err != nil {
+			return nil, err
+		}
+		// Two keys of one name would let one witness count twice.
+		if names[v.Name()] {
+			return nil, fmt.Errorf("checkpoint: witness %q is named twice", v.Name())
+		}
+		names[v.Name()] = true
+		w.verifiers = append(w.verifiers, v)
+	}
+	switch {
+	case quorum == 0:
+		w.quorum = len(w.verifiers)
+	case quorum < 0 || quorum > len(w.verifiers):
+		return nil, fmt.Errorf("checkpoint: a quorum of %d witnesses out of %d", quorum, len(w.verifiers))
+	}
+	return w, nil
+}
+
+// NewWitnessVerifier reads one witness's verifier key.
+func NewWitnessVerifier(vkey string) (note.Verifier, error) {
+	v, err := fnote.NewVerifierForCosignatureV1(strings.TrimSpace(vkey))
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: witness key %q: %w", vkey, err)
+	}
+	return v, nil
+}
+
+// Quorum is how many witnesses must cosign.
+func (w *Witnesses) Quorum() int { return w.quorum }
+
+// Names are the witnesses' names, in the order their keys were given.
+func (w *Witnesses) Names() []string {
+	out := make([]string, len(w.verifiers))
+	for i, v := range w.verifiers {
+		out[i] = v.Name()
+	}
+	return out
+}
+
+// Cosignature is one witness's cosignature of a checkpoint.
+type Cosignature struct {
+	Witness string
+	// Time is when the witness says it cosigned.
+	Time time.Time
+}
+
+// Verify checks that signed is a checkpoint of the log whose key logVerifier
+// is, and that at least the quorum of the witnesses cosigned it. It returns the
+// checkpoint and the cosignatures that verified, in the order of the keys. A
+// signature line of a known key that does not verify fails the whole
+// checkpoint; lines of unknown keys are ignored.
+func (w *Witnesses) Verify(signed []byte, logVerifier note.Verifier) (log.Checkpoint, []Cosignature, error) {
+	cp, _, n, err := log.ParseCheckpoint(signed, logVerifier.Name(), logVerifier, w.verifiers...)
+	if err != nil {
+		return log.Checkpoint{}, nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	var got []Cosignature
+	var missing []string
+	for _, v := range w.verifiers {
+		c, ok := cosignatureOf(n, v)
+		if !ok {
+			missing = append(missing, v.Name())
+			continue
+		}
+		got = append(got, c)
+	}
+	if len(got) < w.quorum {
+		return log.Checkpoint{}, got, fmt.Errorf("checkpoint: cosigned by %d of the %d witnesses required; no cosignature of %s",
+			len(got), w.quorum, strings.Join(missing, ", "))
+	}
+	return *cp, got, nil
+}
+
+// cosignatureOf finds v's verified signature in n.
+func cosignatureOf(n *note.Note, v note.Verifier) (Cosignature, bool) {
+	for _, s := range n.Sigs {
+		if s.Name == v.Name() && s.Hash == v.KeyHash() {
+			t, err := fnote.CoSigV1Timestamp(s)
+			if err != nil {
+				return Cosignature{}, false
+			}
+			return Cosignature{Witness: s.Name, Time: t.UTC()}, true
+		}
+	}
+	return Cosignature{}, false
+}
+
+// CheckCosignature checks a witness's answer to add-checkpoint (C2SP
+// tlog-witness): signature lines for the checkpoint signed. It returns the
+// line of the witness's key, which verifies over the checkpoint; lines of other
+// keys (a witness may sign with several) are dropped.
+func CheckCosignature(signed, answer []byte, witness note.Verifier) ([]byte, Cosignature, error) {
+	if len(answer) == 0 || answer[len(answer)-1] != '\n' {
+		return nil, Cosignature{}, errors.New("checkpoint: the witness's answer is not signature lines")
+	}
+	for line := range bytes.Lines(answer) {
+		if !bytes.HasPrefix(line, []byte("— "+witness.Name()+" ")) {
+			continue
+		}
+		n, err := note.Open(append(bytes.Clone(signed), line...), note.VerifierList(witness))
+		if err != nil {
+			var bad *note.InvalidSignatureError
+			if errors.As(err, &bad) {
+				return nil, Cosignature{}, fmt.Errorf("checkpoint: the cosignature of %s does not verify", witness.Name())
+			}
+			// Another key of the same name: keep looking.
+			continue
+		}
+		if c, ok := cosignatureOf(n, witness); ok {
+			return line, c, nil
+		}
+	}
+	return nil, Cosignature{}, fmt.Errorf("checkpoint: the answer holds no cosignature of %s with the configured key", witness.Name())
+}

@@ -1,0 +1,159 @@
+package checkpoint_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"strings"
+	"testing"
+
+	fnote "github.com/transparency-dev/formats/note"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/caledger/caledger/crypto/checkpoint"
+)
+
+// cosigner is a test witness: a cosignature/v1 signer and its verifier key
+// (published as a plain Ed25519 key, which ParseWitnesses reads too).
+type cosigner struct {
+	signer note.Signer
+	vkey   string
+}
+
+func newCosigner(t testing.TB, name string) cosigner {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cosigner{signer: s, vkey: vkey}
+}
+
+// answer is what the witness returns to add-checkpoint: its signature lines.
+func (c cosigner) answer(t testing.TB, signed []byte) []byte {
+	t.Helper()
+	text, _, _ := bytes.Cut(signed, []byte("\n\n"))
+	out, err := note.Sign(&note.Note{Text: string(text) + "\n"}, c.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sigs, _ := bytes.Cut(out, []byte("\n\n"))
+	return sigs
+}
+
+func newLog(t testing.TB) (*checkpoint.Signer, note.Verifier, []byte) {
+	t.Helper()
+	key, err := checkpoint.GenerateKey("caledger.ledger/0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := checkpoint.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(s.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := s.Sign(7, bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, v, signed
+}
+
+func TestWitnessQuorum(t *testing.T) {
+	_, logV, signed := newLog(t)
+	a, b, c := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b"), newCosigner(t, "witness.test/c")
+
+	cosigned := bytes.Clone(signed)
+	for _, w := range []cosigner{a, b} {
+		v, err := checkpoint.NewWitnessVerifier(w.vkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, cs, err := checkpoint.CheckCosignature(signed, w.answer(t, signed), v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cs.Witness != v.Name() || cs.Time.IsZero() {
+			t.Fatalf("cosignature %+v", cs)
+		}
+		cosigned = append(cosigned, line...)
+	}
+
+	all, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all.Quorum() != 3 {
+		t.Fatalf("quorum %d, want all 3", all.Quorum())
+	}
+	if _, got, err := all.Verify(cosigned, logV); err == nil || !strings.Contains(err.Error(), "2 of the 3") || !strings.Contains(err.Error(), "witness.test/c") || len(got) != 2 {
+		t.Fatalf("two of three cosignatures against a quorum of all: %v, %v", got, err)
+	}
+	two, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, got, err := two.Verify(cosigned, logV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Size != 7 || len(got) != 2 || got[0].Witness != "witness.test/a" || got[1].Witness != "witness.test/b" {
+		t.Fatalf("checkpoint %+v, cosignatures %+v", cp, got)
+	}
+	// The log's own signature alone meets no quorum.
+	if _, _, err := two.Verify(signed, logV); err == nil {
+		t.Fatal("a checkpoint with no cosignature met a quorum of 2")
+	}
+	// A cosignature moved onto another checkpoint of the log fails it.
+	other := bytes.Replace(cosigned, []byte("\n7\n"), []byte("\n8\n"), 1)
+	if _, _, err := two.Verify(other, logV); err == nil {
+		t.Fatal("an altered checkpoint verified")
+	}
+}
+
+func TestCheckCosignatureRefuses(t *testing.T) {
+	_, _, signed := newLog(t)
+	a, b := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b")
+	va, err := checkpoint.NewWitnessVerifier(a.vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another witness's answer, an empty one, one that is not lines, and a
+	// forged signature are all refused.
+	// A character near the end of the base64 lies in the Ed25519 signature
+	// (after the key hash and the timestamp).
+	forged := bytes.Clone(a.answer(t, signed))
+	if i := len(forged) - 8; forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
+	for name, answer := range map[string][]byte{
+		"another witness's": b.answer(t, signed),
+		"empty":             nil,
+		"not lines":         []byte("— witness.test/a AAAA"),
+		"forged":            forged,
+	} {
+		if _, _, err := checkpoint.CheckCosignature(signed, answer, va); err == nil {
+			t.Errorf("%s answer accepted", name)
+		}
+	}
+	// Two keys of one name, and quorums that cannot be met, are refused.
+	if _, err := checkpoint.ParseWitnesses([]string{a.vkey, a.vkey}, 1); err == nil {
+		t.Error("one witness given twice was accepted")
+	}
+	for _, q := range []int{-1, 2} {
+		if _, err := checkpoint.ParseWitnesses([]string{a.vkey}, q); err == nil {
+			t.Errorf("a quorum of %d of one witness was accepted", q)
+		}
+	}
+	if _, err := checkpoint.ParseWitnesses(nil, 0); err == nil {
+		t.Error("no witness keys were accepted")
+	}
+}
