@@ -12,15 +12,21 @@ MODULE  := github.com/caledger/caledger
 # interoperability tests and the README's examples, which a test runs with curl;
 # slapd is the LDAP directory certificates are published to (tests start their
 # own; the package is told to configure no system directory), and ldap-utils'
-# ldapsearch reads it as a mail client would.
+# ldapsearch reads it as a mail client would; openssh-client's ssh-agent holds
+# the key of the witness the tests start (below).
 RUN_PACKAGES  := gcc libc6-dev
-TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl slapd ldap-utils
+TEST_PACKAGES := $(RUN_PACKAGES) softhsm2 openssl curl slapd ldap-utils openssh-client
+
+# litewitness, a C2SP tlog-witness that the project does not control, cosigns
+# the ledger's checkpoints in the tests (projections/witness/witnesstest finds
+# it in bin/). v0.10.0 and later need Go 1.27.
+LITEWITNESS := filippo.io/torchwood/cmd/litewitness@v0.9.0
 
 .PHONY: run build test bench fuzz deps-run deps-test check-domain vet help
 
 help:
 	@echo "make run     build and serve on https://$(ADDR) (publication on http://127.0.0.1:8080) with data in $(DATA)"
-	@echo "make test    every test (installs softhsm2, openssl, curl, slapd, ldap-utils, gcc if missing)"
+	@echo "make test    every test (installs softhsm2, openssl, curl, slapd, ldap-utils, openssh-client, gcc and bin/litewitness if missing)"
 	@echo "make bench   benchmarks and the figures of BENCHMARKS.md"
 	@echo "make fuzz    run each fuzz target for FUZZTIME (default 30s)"
 
@@ -33,11 +39,14 @@ run: deps-run build
 build:
 	$(GO) build -o $(BIN) ./cmd/caledger
 
-test: deps-test check-domain vet
+test: deps-test bin/litewitness check-domain vet
 	$(GO) test -race -count=1 -timeout 14m ./...
 
+bin/litewitness:
+	GOBIN=$(CURDIR)/bin GOFLAGS= $(GO) install $(LITEWITNESS)
+
 # The ledger figures need a quiet machine: run nothing else meanwhile.
-bench: deps-test
+bench: deps-test bin/litewitness
 	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
 	$(GO) run ./sims/ledgerbench -duration 5s
 	$(GO) run ./sims/logbench -rounds 8

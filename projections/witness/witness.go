@@ -1,0 +1,383 @@
+// Package witness has the ledger's checkpoints cosigned by outside witnesses
+// (C2SP tlog-witness). A witness cosigns a checkpoint only when a consistency
+// proof shows that it extends the last one of the same log it cosigned, so a
+// checkpoint cosigned by witnesses a reader trusts is on the one history every
+// reader of those witnesses sees: the node cannot show the regulator one log
+// and the auditors another.
+//
+// A Cosigner follows the ledger's Merkle tree. Each round signs a checkpoint
+// of the tree as it stands, posts it to every witness with a consistency proof
+// from the size that witness last cosigned, and, when at least the quorum of
+// them cosigned it, keeps the checkpoint with their cosignatures as the latest
+// witnessed one. Rounds run when the tree has grown: every Interval, and at
+// once when WaitFor asks (an erasure receipt wants its evidence witnessed).
+//
+// The latest witnessed checkpoint is kept in memory only. After a restart the
+// first round regains one: a witness answers a stale "old" size with the size
+// it holds (409), and the round proves consistency from there.
+package witness
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/caledger/caledger/crypto/checkpoint"
+)
+
+// Witness is one witness the checkpoints are posted to.
+type Witness struct {
+	// URL is the witness's submission prefix: checkpoints are posted to
+	// URL + "/add-checkpoint".
+	URL string
+	// Verifier checks its cosignatures (checkpoint.NewWitnessVerifier).
+	Verifier note.Verifier
+}
+
+// Tree is the ledger's Merkle tree (projections/tree).
+type Tree interface {
+	Size() uint64
+	Root(ctx context.Context, size uint64) ([]byte, error)
+	ConsistencyProof(ctx context.Context, size1, size2 uint64) ([][]byte, error)
+}
+
+// Signer signs checkpoints with the log's key (crypto/checkpoint).
+type Signer interface {
+	Sign(size uint64, root []byte) ([]byte, error)
+}
+
+// Options configure a Cosigner.
+type Options struct {
+	Witnesses []Witness
+	// Quorum is how many witnesses must cosign a checkpoint; 0 means all.
+	Quorum int
+	// Interval is the time between rounds while the tree grows; 0 means a
+	// minute. A failed round is retried sooner: after 1 s, doubling up to
+	// Interval.
+	Interval time.Duration
+	// Client posts to the witnesses; nil means one with a 10 s timeout.
+	Client *http.Client
+	Logger *slog.Logger
+}
+
+// Checkpoint is a witnessed checkpoint: the log's signed note with the
+// witnesses' cosignature lines after its own.
+type Checkpoint struct {
+	Size uint64
+	Note []byte
+}
+
+// Cosigner gets the tree's checkpoints cosigned. Run does the rounds; the
+// other methods may be called from any goroutine.
+type Cosigner struct {
+	tree      Tree
+	signer    Signer
+	witnesses []Witness
+	quorum    int
+	interval  time.Duration
+	client    *http.Client
+	logger    *slog.Logger
+	kick      chan struct{}
+	// known is, per witness, the size of the last checkpoint it cosigned (0
+	// while unknown). Only a round touches it, each witness's entry from that
+	// witness's goroutine.
+	known    []uint64
+	failures []atomic.Uint64
+
+	mu sync.Mutex
+	// latest is the latest witnessed checkpoint (Size 0: none yet).
+	latest Checkpoint
+	// started and finished count the rounds; lastErr is why the last one
+	// failed (nil if it did not).
+	started, finished uint64
+	lastErr           error
+	// changed is closed and replaced when a round finishes.
+	changed chan struct{}
+}
+
+// maxAnswer bounds what is read of a witness's answer: a few signature lines.
+const maxAnswer = 64 << 10
+
+// New returns a Cosigner. Nothing is contacted until Run.
+func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
+	if len(opts.Witnesses) == 0 {
+		return nil, errors.New("witness: no witnesses")
+	}
+	names := map[string]bool{}
+	for _, w := range opts.Witnesses {
+		if w.URL == "" || w.Verifier == nil {
+			return nil, errors.New("witness: a witness needs a URL and a verifier key")
+		}
+		if names[w.Verifier.Name()] {
+			return nil, fmt.Errorf("witness: %q is named twice", w.Verifier.Name())
+		}
+		names[w.Verifier.Name()] = true
+	}
+	quorum := opts.Quorum
+	if quorum == 0 {
+		quorum = len(opts.Witnesses)
+	}
+	if quorum < 0 || quorum > len(opts.Witnesses) {
+		return nil, fmt.Errorf("witness: a quorum of %d witnesses out of %d", opts.Quorum, len(opts.Witnesses))
+	}
+	c := &Cosigner{tree: tree, signer: signer, witnesses: opts.Witnesses, quorum: quorum,
+		interval: opts.Interval, client: opts.Client, logger: opts.Logger,
+		kick: make(chan struct{}, 1), known: make([]uint64, len(opts.Witnesses)),
+		failures: make([]atomic.Uint64, len(opts.Witnesses)), changed: make(chan struct{})}
+	if c.interval <= 0 {
+		c.interval = time.Minute
+	}
+	if c.client == nil {
+		c.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	return c, nil
+}
+
+// Run does rounds until ctx ends: one at once, then every Interval and when
+// WaitFor asks.
+func (c *Cosigner) Run(ctx context.Context) error {
+	next := time.NewTimer(0)
+	defer next.Stop()
+	retry := time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-next.C:
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		c.started++
+		c.mu.Unlock()
+		err := c.round(ctx)
+		c.mu.Lock()
+		c.finished++
+		c.lastErr = err
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		wait := c.interval
+		if err != nil {
+			c.logger.Warn("the ledger's checkpoint was not witnessed; retrying", "err", err, "retry_in", retry)
+			wait, retry = min(retry, c.interval), min(2*retry, c.interval)
+		} else {
+			retry = time.Second
+		}
+		next.Reset(wait)
+	}
+}
+
+// Latest returns the latest witnessed checkpoint; false when there is none
+// yet.
+func (c *Cosigner) Latest() (Checkpoint, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.latest, c.latest.Size > 0
+}
+
+// Failures counts, per witness name, the rounds in which that witness did not
+// cosign.
+func (c *Cosigner) Failures() map[string]uint64 {
+	out := make(map[string]uint64, len(c.witnesses))
+	for i, w := range c.witnesses {
+		out[w.Verifier.Name()] = c.failures[i].Load()
+	}
+	return out
+}
+
+// WaitFor returns a witnessed checkpoint of at least size leaves. When the
+// latest is smaller, it asks for a round at once and waits for it; the tree
+// must already cover size. It fails when that round does not get the
+// checkpoint witnessed, or when ctx ends first.
+func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error) {
+	c.mu.Lock()
+	latest := c.latest
+	// The first round to start after the kick below sees the tree covering
+	// size.
+	target := c.started + 1
+	c.mu.Unlock()
+	if latest.Size >= size {
+		return latest, nil
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default: // a round is asked for already; it starts after this point
+	}
+	for {
+		c.mu.Lock()
+		latest, finished, lastErr, changed := c.latest, c.finished, c.lastErr, c.changed
+		c.mu.Unlock()
+		switch {
+		case latest.Size >= size:
+			return latest, nil
+		case finished >= target && lastErr != nil:
+			return Checkpoint{}, lastErr
+		case finished >= target:
+			return Checkpoint{}, fmt.Errorf("witness: no checkpoint of %d events was witnessed: the tree has %d", size, c.tree.Size())
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return Checkpoint{}, ctx.Err()
+		}
+	}
+}
+
+// round gets the tree's checkpoint cosigned, if the tree grew since the latest
+// witnessed one.
+func (c *Cosigner) round(ctx context.Context) error {
+	size := c.tree.Size()
+	if latest, _ := c.Latest(); size == 0 || size <= latest.Size {
+		return nil
+	}
+	root, err := c.tree.Root(ctx, size)
+	if err != nil {
+		return fmt.Errorf("witness: the tree's root: %w", err)
+	}
+	signed, err := c.signer.Sign(size, root)
+	if err != nil {
+		return err
+	}
+	lines := make([][]byte, len(c.witnesses))
+	errs := make([]error, len(c.witnesses))
+	var wg sync.WaitGroup
+	for i := range c.witnesses {
+		wg.Go(func() {
+			if lines[i], errs[i] = c.add(ctx, i, size, signed); errs[i] != nil {
+				c.failures[i].Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	cosigned := bytes.Clone(signed)
+	n := 0
+	for _, line := range lines {
+		if line != nil {
+			cosigned = append(cosigned, line...)
+			n++
+		}
+	}
+	if n < c.quorum {
+		return fmt.Errorf("witness: %d of the %d witnesses required cosigned the checkpoint of %d events: %w", n, c.quorum, size, errors.Join(errs...))
+	}
+	// The quorum is met; a witness that did not cosign is behind, and the
+	// next round tries it again.
+	for i, err := range errs {
+		if err != nil {
+			c.logger.Warn("a witness did not cosign the ledger's checkpoint", "witness", c.witnesses[i].Verifier.Name(), "size", size, "err", err)
+		}
+	}
+	c.mu.Lock()
+	c.latest = Checkpoint{Size: size, Note: cosigned}
+	c.mu.Unlock()
+	return nil
+}
+
+// add posts the checkpoint signed (of size leaves) to witness i and returns
+// its cosignature line. A witness that holds another size than the one
+// assumed says so (409) and is asked once more, with a proof from its size.
+func (c *Cosigner) add(ctx context.Context, i int, size uint64, signed []byte) ([]byte, error) {
+	w := c.witnesses[i]
+	name := w.Verifier.Name()
+	for range 2 {
+		old := c.known[i]
+		var proof [][]byte
+		if old > 0 && old < size {
+			var err error
+			if proof, err = c.tree.ConsistencyProof(ctx, old, size); err != nil {
+				return nil, fmt.Errorf("witness %s: the consistency proof from %d: %w", name, old, err)
+			}
+		}
+		var body bytes.Buffer
+		fmt.Fprintf(&body, "old %d\n", old)
+		for _, h := range proof {
+			fmt.Fprintf(&body, "%s\n", base64.StdEncoding.EncodeToString(h))
+		}
+		body.WriteByte('\n')
+		body.Write(signed)
+		status, answer, contentType, err := c.post(ctx, w.URL+"/add-checkpoint", body.Bytes())
+		if err != nil {
+			return nil, fmt.Errorf("witness %s: %w", name, err)
+		}
+		switch status {
+		case http.StatusOK:
+			line, _, err := checkpoint.CheckCosignature(signed, answer, w.Verifier)
+			if err != nil {
+				return nil, fmt.Errorf("witness %s: %w", name, err)
+			}
+			c.known[i] = size
+			return line, nil
+		case http.StatusConflict:
+			held, err := strconv.ParseUint(strings.TrimSpace(string(answer)), 10, 64)
+			if err != nil || !strings.HasPrefix(contentType, "text/x.tlog.size") {
+				return nil, fmt.Errorf("witness %s: answered 409 without the size it holds", name)
+			}
+			if held > size {
+				// The witness cosigned a longer log of this origin: another
+				// node of the cluster is ahead of this one's tree (a later
+				// round proves consistency from there), or this tree is a
+				// fork (a ledger restored from an older backup, or another
+				// ledger under the same name).
+				return nil, fmt.Errorf("witness %s: it cosigned %d events of this log, and this node's tree has %d: another node is ahead, or this ledger is not the one it witnessed", name, held, size)
+			}
+			if held == old {
+				return nil, fmt.Errorf("witness %s: answered 409 for the size it holds, %d", name, held)
+			}
+			c.known[i] = held
+		case http.StatusNotFound:
+			return nil, fmt.Errorf("witness %s: it does not know this log: add the log's origin and verifier key to it", name)
+		case http.StatusForbidden:
+			return nil, fmt.Errorf("witness %s: it refused the checkpoint's signature: it does not know this log, or holds another verifier key for it", name)
+		case http.StatusUnprocessableEntity:
+			return nil, fmt.Errorf("witness %s: it refused the consistency proof from %d to %d events: the ledger is not the one it witnessed", name, old, size)
+		default:
+			return nil, fmt.Errorf("witness %s: answered %d: %q", name, status, firstLine(answer))
+		}
+	}
+	return nil, fmt.Errorf("witness %s: the size it holds changed while it was asked", name)
+}
+
+// post posts body and returns the answer's status, body and content type.
+func (c *Cosigner) post(ctx context.Context, url string, body []byte) (int, []byte, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, nil, "", err
+	}
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return 0, nil, "", err
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return 0, nil, "", err
+	}
+	return resp.StatusCode, answer, resp.Header.Get("Content-Type"), nil
+}
+
+// firstLine is the start of an error answer, for a log line.
+func firstLine(b []byte) string {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	if len(line) > 200 {
+		line = line[:200]
+	}
+	return string(line)
+}
