@@ -21,6 +21,12 @@ type Ledger interface {
 	// Checkpoint returns a C2SP tlog-checkpoint of the log as it now stands,
 	// signed with the key VerifierKey names.
 	Checkpoint(ctx context.Context) ([]byte, error)
+	// WitnessedCheckpoint returns the latest checkpoint that the node's
+	// witnesses cosigned (C2SP tlog-witness): the log's signed note followed
+	// by their cosignature lines. It fails with a *domain.Error of
+	// KindNotFound when the node has no witnesses, and of KindUnavailable
+	// while none is witnessed yet.
+	WitnessedCheckpoint(ctx context.Context) ([]byte, error)
 	// InclusionProof proves leaf index in the log of size leaves.
 	InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error)
 	// ConsistencyProof proves the log of size1 leaves a prefix of that of size2.
@@ -28,8 +34,9 @@ type Ledger interface {
 	// VerifierKey is the note verifier key checkpoints are signed for.
 	VerifierKey() string
 	// Prove returns evidence for each event of type eventType in stream, in
-	// version order, all against one signed checkpoint that covers them; none
-	// when the stream has no such event. It waits briefly for the tree to
+	// version order, all against one signed checkpoint that covers them (one
+	// the witnesses cosigned, when the node has witnesses and they cosign in
+	// time); none when the stream has no such event. It waits briefly for the tree to
 	// cover them and fails with a *domain.Error of KindUnavailable when it
 	// does not.
 	Prove(ctx context.Context, stream, eventType string) ([]Evidence, error)
@@ -91,6 +98,27 @@ func (s *server) registerLedger(hapi huma.API) {
 			return nil, err
 		}
 		c, err := s.cfg.Ledger.Checkpoint(ctx)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: c}, nil
+	})
+
+	huma.Register(hapi, huma.Operation{
+		OperationID: "ledger-checkpoint-witnessed", Method: http.MethodGet, Path: "/v1/ledger/checkpoint/witnessed",
+		Summary: "The latest witnessed checkpoint", Tags: []string{"ledger"}, Security: auditor,
+		Description: "The latest checkpoint that the node's witnesses cosigned (C2SP tlog-witness): the signed checkpoint followed by " +
+			"each witness's cosignature line (C2SP tlog-cosignature). A witness cosigns only a checkpoint that extends every one of this " +
+			"log it cosigned before, so a checkpoint cosigned by witnesses you trust is on the one history they saw. It may lag the " +
+			"ledger by the witnessing interval. 404 when the node has no witnesses, 503 while none is witnessed yet. Role: auditor.",
+		Responses: map[string]*huma.Response{"200": {Description: "The cosigned checkpoint.", Content: map[string]*huma.MediaType{
+			"text/plain": {Schema: &huma.Schema{Type: "string"}},
+		}}},
+	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		c, err := s.cfg.Ledger.WitnessedCheckpoint(ctx)
 		if err != nil {
 			return nil, s.problem(ctx, err)
 		}

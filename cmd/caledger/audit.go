@@ -29,6 +29,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/checkpoint"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/audit"
 )
@@ -53,7 +54,8 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
 	vkeyPath := flags.String("vkey", "", "the checkpoints' verifier key `file`, obtained out of band (the server's data/ca/checkpoint.vkey)")
 	statePath := flags.String("state", "", "`file` keeping the last checkpoint this audit verified: the new one must extend it; replaced after an audit with no problem")
 	list := flags.Bool("list", false, "print every event: position, time, actor role and id, type, stream")
-	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE] [--server URL]",
+	wflags := addWitnessFlags(flags)
+	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE] [--witness-vkey FILE ... [--witness-quorum N]] [--server URL]",
 		`Verify the ledger as an outside auditor, with no access to personal data:
   1. check the server's signed checkpoint with the verifier key you hold;
   2. replay every event it covers from the canonical bytes, recompute the
@@ -63,6 +65,10 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
   4. with --state, check that the log still extends the checkpoint kept by
      the last audit (nothing recorded then was changed or removed), by a
      consistency proof and by the replay, then keep the new checkpoint.
+With --witness-vkey it audits the latest checkpoint the server's witnesses
+cosigned instead of one the server signs alone, and requires the witnesses'
+cosignatures: then the log audited is the one they saw, which every other
+reader trusting them sees too.
 It exits 1 with the problems found (the state file is then left unchanged).
 See docs/ledger.md.`)
 	if help, err := parseFlags(flags, args, stdout); help || err != nil {
@@ -80,6 +86,10 @@ See docs/ledger.md.`)
 	verifier, vkey, err := readVerifier(*vkeyPath)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
+	}
+	witnesses, err := wflags.load()
+	if err != nil {
+		return &usageError{msg: "audit: " + err.Error()}
 	}
 	origin := verifier.Name()
 	var kept *log.Checkpoint
@@ -110,17 +120,35 @@ See docs/ledger.md.`)
 	if got := strings.TrimSpace(string(served)); got != vkey {
 		return fmt.Errorf("audit: the server signs checkpoints for key %q, not for the key in %s (%q)", got, *vkeyPath, vkey)
 	}
-	signed, err := c.get(ctx, "/v1/ledger/checkpoint")
+	path := "/v1/ledger/checkpoint"
+	if witnesses != nil {
+		path = "/v1/ledger/checkpoint/witnessed"
+	}
+	signed, err := c.get(ctx, path)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	cp, _, _, err := log.ParseCheckpoint(signed, origin, verifier)
-	if err != nil {
+	var cp *log.Checkpoint
+	var cosigs []checkpoint.Cosignature
+	if witnesses == nil {
+		cp, _, _, err = log.ParseCheckpoint(signed, origin, verifier)
+	} else {
+		var c log.Checkpoint
+		c, cosigs, err = witnesses.Verify(signed, verifier)
+		cp = &c
+	}
+	switch {
+	case err != nil && witnesses != nil:
+		return fmt.Errorf("audit: the server's witnessed checkpoint does not verify with %s and the witnesses' keys: %w", *vkeyPath, err)
+	case err != nil:
 		return fmt.Errorf("audit: the server's checkpoint does not verify with %s: %w", *vkeyPath, err)
 	}
 
 	a := &auditRun{stdout: stdout, list: *list}
 	fmt.Fprintf(stdout, "log         %s\ncheckpoint  %d events, root %s (signature verified)\n", origin, cp.Size, b64(cp.Hash))
+	if witnesses != nil {
+		fmt.Fprintf(stdout, "witnessed   by %s (%d required)\n", cosigners(cosigs), witnesses.Quorum())
+	}
 	if kept != nil {
 		fmt.Fprintf(stdout, "kept        %d events, root %s (%s)\n", kept.Size, b64(kept.Hash), *statePath)
 		a.consistency(ctx, c, kept, cp)

@@ -70,6 +70,9 @@ type config struct {
 	// Directory, when set, publishes certificates to an LDAP directory
 	// (docs/directory.md).
 	Directory *directoryConfig `json:"directory,omitempty"`
+	// Witness, when set, has witnesses cosign the ledger's checkpoints
+	// (docs/ledger.md).
+	Witness *witnessConfig `json:"witness,omitempty"`
 }
 
 // pkcs11Options locate the token of the CA keys. The PIN is never stored: it

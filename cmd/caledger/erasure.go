@@ -25,14 +25,18 @@ func runVerifyErasure(_ context.Context, args []string, _ func(string) string, s
 	flags := flag.NewFlagSet("verify-erasure", flag.ContinueOnError)
 	receiptPath := flags.String("receipt", "", "the erasure receipt `file`: the JSON of POST or GET /v1/subjects/{id}/erasure")
 	vkeyPath := flags.String("vkey", "", "the ledger's verifier key `file`, obtained out of band (the server's data/ca/checkpoint.vkey)")
-	setUsage(flags, "verify-erasure --receipt FILE --vkey FILE",
+	wflags := addWitnessFlags(flags)
+	setUsage(flags, "verify-erasure --receipt FILE --vkey FILE [--witness-vkey FILE ... [--witness-quorum N]]",
 		`Verify, offline, that an erasure receipt's erasure is recorded in the ledger:
 each subject.erased event it carries decodes, names the receipt's subject,
 and is included (RFC 9162 proof) in a checkpoint signed with the verifier
 key. Together they must cover what the receipt says was erased. This proves
 the record of the erasure, not the destruction of the keys: the receipt's
 status is the key vault's report. 'caledger audit' checks that nothing was
-sealed under the erased keys afterwards. See docs/ledger.md.`)
+sealed under the erased keys afterwards.
+With --witness-vkey, each checkpoint must also be cosigned by the witnesses:
+then the erasure is recorded in the one log they saw, the log auditors who
+trust them audit. See docs/ledger.md.`)
 	if help, err := parseFlags(flags, args, stdout); help || err != nil {
 		return err
 	}
@@ -42,6 +46,10 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 	verifier, _, err := readVerifier(*vkeyPath)
 	if err != nil {
 		return fmt.Errorf("verify-erasure: %w", err)
+	}
+	witnesses, err := wflags.load()
+	if err != nil {
+		return &usageError{msg: "verify-erasure: " + err.Error()}
 	}
 	f, err := os.Open(*receiptPath)
 	if err != nil {
@@ -88,6 +96,13 @@ sealed under the erased keys afterwards. See docs/ledger.md.`)
 		}
 		fmt.Fprintf(stdout, "position %d, %s: erasure of %s of subject %s, basis %s, by %s\n  in %s of %d events: checkpoint signature and inclusion proof verified\n",
 			e.Position, e.Time.Format(time.RFC3339), what, p.SubjectID, printable(p.Basis), printable(e.Actor.Role), cp.Origin, cp.Size)
+		if witnesses != nil {
+			_, cosigs, err := witnesses.Verify([]byte(ev.Checkpoint), verifier)
+			if err != nil {
+				return fmt.Errorf("verify-erasure: evidence %d: %w (a receipt fetched again with GET /v1/subjects/{id}/erasure carries the latest witnessed checkpoint)", i+1, err)
+			}
+			fmt.Fprintf(stdout, "  witnessed by %s\n", cosigners(cosigs))
+		}
 	}
 	// The evidence must cover the receipt's claim.
 	if !all {

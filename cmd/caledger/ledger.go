@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
 	"github.com/caledger/caledger/projections/tree"
+	"github.com/caledger/caledger/projections/witness"
 )
 
 // The auditor's ledger: the Merkle tree over the events (rebuildable, like the
@@ -100,12 +102,14 @@ func loadCheckpointSigner(dataDir string) (*checkpoint.Signer, error) {
 	return s, nil
 }
 
-// ledgerLog implements api.Ledger over the event store, the tree and the
-// checkpoint key.
+// ledgerLog implements api.Ledger over the event store, the tree, the
+// checkpoint key and, when the node has witnesses, their cosigner.
 type ledgerLog struct {
-	store  eventstore.Store
-	tree   *tree.Tree
-	signer *checkpoint.Signer
+	store     eventstore.Store
+	tree      *tree.Tree
+	signer    *checkpoint.Signer
+	witnessed *witness.Cosigner // nil: no witnesses
+	logger    *slog.Logger
 }
 
 func (l *ledgerLog) Events(ctx context.Context, from uint64, limit int) ([]domain.Event, error) {
@@ -138,6 +142,19 @@ func (l *ledgerLog) signed(ctx context.Context) (uint64, []byte, error) {
 	return size, signed, err
 }
 
+func (l *ledgerLog) WitnessedCheckpoint(context.Context) ([]byte, error) {
+	if l.witnessed == nil {
+		return nil, &domain.Error{Kind: domain.KindNotFound, Code: "no-witnesses",
+			Detail: "this node has no witnesses: its checkpoints are signed by its own key only (GET /v1/ledger/checkpoint)"}
+	}
+	cp, ok := l.witnessed.Latest()
+	if !ok {
+		return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "not-witnessed",
+			Detail: "no checkpoint has been witnessed yet: the witnesses have not answered (see the server's log and caledger_witness_failures_total)"}
+	}
+	return cp.Note, nil
+}
+
 func (l *ledgerLog) InclusionProof(ctx context.Context, index, size uint64) ([][]byte, error) {
 	p, err := l.tree.InclusionProof(ctx, index, size)
 	return p, rangeError(err, l.tree.Size())
@@ -150,8 +167,9 @@ func (l *ledgerLog) ConsistencyProof(ctx context.Context, size1, size2 uint64) (
 
 func (l *ledgerLog) VerifierKey() string { return l.signer.VerifierKey() }
 
-// proveWait bounds how long Prove waits for the tree to cover the events: it
-// follows the ledger within about 100 ms (its pause) when it runs.
+// proveWait bounds how long Prove waits for the tree to cover the events (it
+// follows the ledger within about 100 ms, its pause, when it runs) and then for
+// the witnesses to cosign a checkpoint that covers them.
 const proveWait = 2 * time.Second
 
 func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.Evidence, error) {
@@ -181,7 +199,7 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 		return nil, &domain.Error{Kind: domain.KindUnavailable, Code: "tree-behind",
 			Detail: fmt.Sprintf("the ledger's Merkle tree does not cover position %d yet", out[len(out)-1].Position), Err: err}
 	}
-	size, signed, err := l.signed(ctx)
+	size, signed, err := l.proving(ctx, wctx, out[len(out)-1].Position)
 	if err != nil {
 		return nil, err
 	}
@@ -192,6 +210,24 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 		out[i].Checkpoint = string(signed)
 	}
 	return out, nil
+}
+
+// proving returns the checkpoint that evidence up to position at is proved
+// in: one the witnesses cosigned when the node has witnesses and they cosign
+// before wait ends, else one signed now by the node's key alone (a receipt
+// asked for again later gets a witnessed one).
+func (l *ledgerLog) proving(ctx, wait context.Context, at uint64) (uint64, []byte, error) {
+	if l.witnessed != nil {
+		cp, err := l.witnessed.WaitFor(wait, at)
+		if err == nil {
+			return cp.Size, cp.Note, nil
+		}
+		if ctx.Err() != nil {
+			return 0, nil, ctx.Err()
+		}
+		l.logger.WarnContext(ctx, "erasure evidence in a checkpoint the witnesses have not cosigned", "err", err)
+	}
+	return l.signed(ctx)
 }
 
 // rangeError turns the tree's ErrRange into a 400 problem that says how big the

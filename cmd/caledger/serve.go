@@ -24,6 +24,7 @@ import (
 	"github.com/caledger/caledger/crypto/revocation"
 	"github.com/caledger/caledger/crypto/softtoken"
 	"github.com/caledger/caledger/projections/directory"
+	"github.com/caledger/caledger/projections/witness"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -139,6 +140,12 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := n.openTree(ctx); err != nil {
 		return err
 	}
+	var cosigner *witness.Cosigner
+	if cfg.Witness != nil {
+		if cosigner, err = n.openCosigner(cfg.Witness, signer); err != nil {
+			return err
+		}
+	}
 	var publisher *directory.Publisher
 	if cfg.Directory != nil {
 		if publisher, err = n.openDirectory(cfg.Directory); err != nil {
@@ -157,6 +164,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			wg.Go(func() { n.runSharedVault(viewsCtx) })
 		}
 		wg.Go(func() { n.runTree(viewsCtx) })
+		if cosigner != nil {
+			wg.Go(func() { n.runCosigner(viewsCtx, cosigner) })
+		}
 		if publisher != nil {
 			wg.Go(func() { n.runDirectory(viewsCtx, publisher) })
 		}
@@ -178,7 +188,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	metrics.MustRegister(n.collectors(publisher)...)
+	metrics.MustRegister(n.collectors(publisher, cosigner)...)
 	var directoryErasure api.DirectoryErasure
 	if publisher != nil {
 		directoryErasure = publishedUpTo(publisher)
@@ -202,7 +212,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		CAs:              n.cas,
 		Head:             n.store.Head,
 		OCSP:             ocsp,
-		Ledger:           &ledgerLog{store: n.store, tree: n.tree, signer: signer},
+		Ledger:           &ledgerLog{store: n.store, tree: n.tree, signer: signer, witnessed: cosigner, logger: logger},
 		Auth:             n.cas,
 		Allow:            allow,
 		ProfileRole:      n.issuer.ProfileRole,
@@ -284,9 +294,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 const scrapeTimeout = 2 * time.Second
 
 // collectors returns the node's metrics: the ledger head, each view's lag,
-// the Merkle tree's size and lag, and the directory publisher's lag and
-// failures when dir is not nil.
-func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
+// the Merkle tree's size and lag, the directory publisher's lag and failures
+// when dir is not nil, and the witnessed size and each witness's failures
+// when cosigner is not nil.
+func (n *node) collectors(dir *directory.Publisher, cosigner *witness.Cosigner) []prometheus.Collector {
 	lag := prometheus.NewDesc("caledger_view_lag_seconds", "Age of the oldest ledger event a view has not applied yet (0 when caught up).", []string{"view"}, nil)
 	behind := prometheus.NewDesc("caledger_view_lag_events", "Ledger events a view has not applied yet.", []string{"view"}, nil)
 	head := prometheus.NewDesc("caledger_ledger_head_position", "Global position of the last event committed to the ledger.", nil, nil)
@@ -299,7 +310,19 @@ func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 		dirFailures = prometheus.NewDesc("caledger_directory_failures_total", "Failures of the LDAP directory publisher: writes that failed (retried), values the directory refused, subjects whose publication could not be read, failed sweeps and checkpoint saves (see the logs).", nil, nil)
 		headDescs = append(headDescs, dirBehind, dirFailures)
 	}
-	return []prometheus.Collector{
+	var witnessed []prometheus.Collector
+	if cosigner != nil {
+		size := prometheus.NewDesc("caledger_ledger_witnessed_size", "Events the latest checkpoint the witnesses cosigned covers (0: none yet).", nil, nil)
+		failures := prometheus.NewDesc("caledger_witness_failures_total", "Rounds in which a witness did not cosign the ledger's checkpoint (see the logs).", []string{"witness"}, nil)
+		witnessed = append(witnessed, collectorFunc{descs: []*prometheus.Desc{size, failures}, collect: func(ch chan<- prometheus.Metric) {
+			cp, _ := cosigner.Latest()
+			ch <- prometheus.MustNewConstMetric(size, prometheus.GaugeValue, float64(cp.Size))
+			for name, f := range cosigner.Failures() {
+				ch <- prometheus.MustNewConstMetric(failures, prometheus.CounterValue, float64(f), name)
+			}
+		}})
+	}
+	return append(witnessed,
 		// One read of the head serves the head and the lags of the tree, the
 		// views and the directory.
 		collectorFunc{descs: headDescs, collect: func(ch chan<- prometheus.Metric) {
@@ -335,7 +358,7 @@ func (n *node) collectors(dir *directory.Publisher) []prometheus.Collector {
 				ch <- prometheus.MustNewConstMetric(behind, prometheus.GaugeValue, float64(l.Events), view)
 			}
 		}},
-	}
+	)
 }
 
 // collectorFunc is a prometheus.Collector computed at scrape time.

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/caledger/caledger/crypto/checkpoint"
+	"github.com/caledger/caledger/projections/witness"
+)
+
+// witnessConfig is caledger.json's "witness": the witnesses that cosign the
+// ledger's checkpoints (docs/ledger.md, "Witnesses").
+type witnessConfig struct {
+	Witnesses []witnessEntry `json:"witnesses"`
+	// Quorum is how many witnesses must cosign a checkpoint; 0 means all.
+	Quorum int `json:"quorum,omitempty"`
+	// Interval is a Go duration such as "1m" (the default): how often a
+	// grown ledger's checkpoint is sent to the witnesses.
+	Interval string `json:"interval,omitempty"`
+}
+
+// witnessEntry is one witness: where it takes checkpoints, and the verifier
+// key of its cosignatures.
+type witnessEntry struct {
+	URL  string `json:"url"`
+	VKey string `json:"vkey"`
+}
+
+// openCosigner returns the cosigner cfg describes. Nothing is contacted yet.
+func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*witness.Cosigner, error) {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s: witness: %s", configFile, fmt.Sprintf(format, args...))
+	}
+	if len(cfg.Witnesses) == 0 {
+		return nil, bad("no witnesses")
+	}
+	opts := witness.Options{Quorum: cfg.Quorum, Logger: n.logger.With("component", "witness")}
+	for i, w := range cfg.Witnesses {
+		u, err := url.Parse(w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, bad("witness %d: url %q is not an http or https URL", i+1, w.URL)
+		}
+		v, err := checkpoint.NewWitnessVerifier(w.VKey)
+		if err != nil {
+			return nil, bad("witness %d: %v", i+1, err)
+		}
+		opts.Witnesses = append(opts.Witnesses, witness.Witness{URL: strings.TrimRight(u.String(), "/"), Verifier: v})
+	}
+	if cfg.Quorum < 0 || cfg.Quorum > len(cfg.Witnesses) {
+		return nil, bad("a quorum of %d out of %d witnesses", cfg.Quorum, len(cfg.Witnesses))
+	}
+	if cfg.Interval != "" {
+		d, err := time.ParseDuration(cfg.Interval)
+		if err != nil || d < time.Second {
+			return nil, bad("interval %q is not a duration of a second or more, such as 1m", cfg.Interval)
+		}
+		opts.Interval = d
+	}
+	c, err := witness.New(n.tree, signer, opts)
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	return c, nil
+}
+
+// runCosigner has the witnesses cosign the ledger's checkpoints until ctx
+// ends.
+func (n *node) runCosigner(ctx context.Context, c *witness.Cosigner) {
+	n.supervise(ctx, "witnessing stopped; restarting", c.Run, nil)
+}
+
+// witnessFlags are the --witness-vkey and --witness-quorum flags of the
+// commands that check checkpoints (audit, verify-erasure).
+type witnessFlags struct {
+	files  []string
+	quorum int
+}
+
+// addWitnessFlags adds the flags to fs.
+func addWitnessFlags(fs *flag.FlagSet) *witnessFlags {
+	w := &witnessFlags{}
+	fs.Func("witness-vkey", "a `file` holding witness verifier keys, one per line, obtained out of band (repeatable): the checkpoint must be cosigned by them", func(s string) error {
+		w.files = append(w.files, s)
+		return nil
+	})
+	fs.IntVar(&w.quorum, "witness-quorum", 0, "how many of the witnesses must have cosigned; 0: all of them")
+	return w
+}
+
+// load reads the witness keys given; nil when none were.
+func (w *witnessFlags) load() (*checkpoint.Witnesses, error) {
+	if len(w.files) == 0 {
+		if w.quorum != 0 {
+			return nil, errors.New("--witness-quorum needs --witness-vkey")
+		}
+		return nil, nil
+	}
+	var keys []string
+	for _, f := range w.files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("witness key: %w", err)
+		}
+		n := len(keys)
+		for line := range strings.Lines(string(b)) {
+			if line = strings.TrimSpace(line); line != "" {
+				keys = append(keys, line)
+			}
+		}
+		if len(keys) == n {
+			return nil, fmt.Errorf("witness key: %s holds no key", f)
+		}
+	}
+	ws, err := checkpoint.ParseWitnesses(keys, w.quorum)
+	if err != nil {
+		return nil, fmt.Errorf("--witness-vkey: %w", err)
+	}
+	return ws, nil
+}
+
+// cosigners lists the cosignatures for a report line.
+func cosigners(cs []checkpoint.Cosignature) string {
+	parts := make([]string, len(cs))
+	for i, c := range cs {
+		parts[i] = fmt.Sprintf("%s (%s)", printable(c.Witness), c.Time.Format(time.RFC3339))
+	}
+	return strings.Join(parts, ", ")
+}

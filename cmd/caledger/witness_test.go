@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/projections/witness/witnesstest"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// TestWitnessedLedger configures two real witnesses (litewitness): the
+// erasure receipt's evidence comes in a checkpoint both cosigned, which
+// verify-erasure checks with their keys; the audit checks the witnessed
+// checkpoint; a witness that is down shows in the receipt, the metrics and the
+// log, and a receipt asked for again once it is back is witnessed again.
+func TestWitnessedLedger(t *testing.T) {
+	r := newAuditRig(t)
+	// No witnesses yet: there is no witnessed checkpoint to serve.
+	if status, _, body := r.admin.do("GET", "/v1/ledger/checkpoint/witnessed", "", nil); status != http.StatusNotFound || !bytes.Contains(body, []byte("no-witnesses")) {
+		t.Fatalf("without witnesses: %d %s", status, body)
+	}
+	vkey, err := os.ReadFile(filepath.Join(r.data, checkpointVKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
+	dir := t.TempDir()
+	var witnessFlags []string
+	for _, w := range []*witnesstest.Witness{one, two} {
+		// What an operator gives a witness: the log's origin (the name of its
+		// key) and the verifier key.
+		w.AddLog(origin(t, r.data), strings.TrimSpace(string(vkey)))
+		f := filepath.Join(dir, strings.ReplaceAll(w.Name, "/", "-")+".vkey")
+		if err := os.WriteFile(f, []byte(w.VKey+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		witnessFlags = append(witnessFlags, "--witness-vkey", f)
+	}
+	r.stop()
+	setConfig(t, r.data, "witness", map[string]any{"interval": "1h", "witnesses": []map[string]string{
+		{"url": one.URL, "vkey": one.VKey}, {"url": two.URL + "/", "vkey": two.VKey}}})
+	r.start()
+
+	verify := func(name string, rc api.ErasureReceipt, extra ...string) (string, error) {
+		t.Helper()
+		b, err := json.Marshal(rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, name+".json")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err = run(t.Context(), append([]string{"verify-erasure", "--receipt", path, "--vkey", filepath.Join(r.data, checkpointVKeyFile)}, extra...), noEnv, &out, io.Discard)
+		return out.String(), err
+	}
+
+	subject, _ := r.issue("Secret Person One")
+	var receipt api.ErasureReceipt
+	r.admin.json("POST", "/v1/subjects/"+subject+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	out, err := verify("receipt", receipt, witnessFlags...)
+	if err != nil || !strings.Contains(out, "witnessed by witness.test/one (") || !strings.Contains(out, ", witness.test/two (") {
+		t.Fatalf("verify-erasure with the witnesses' keys: %v\n%s", err, out)
+	}
+	size := parseUnsigned(t, []byte(receipt.Evidence[0].Checkpoint)).Size
+	for _, w := range []*witnesstest.Witness{one, two} {
+		if got := w.Size(origin(t, r.data)); got < size {
+			t.Fatalf("%s holds %d events, and the receipt's checkpoint has %d", w.Name, got, size)
+		}
+	}
+	// The receipt without the cosignatures proves the record, but not to a
+	// reader who requires the witnesses.
+	bare := receipt
+	bare.Evidence = append([]api.Evidence(nil), receipt.Evidence...)
+	signed, _, _ := strings.Cut(receipt.Evidence[0].Checkpoint, "\n— witness.test/")
+	bare.Evidence[0].Checkpoint = signed + "\n"
+	if out, err := verify("bare", bare); err != nil {
+		t.Fatalf("the receipt without cosignatures, no witness keys: %v\n%s", err, out)
+	}
+	if _, err := verify("bare-witnessed", bare, witnessFlags...); err == nil || !strings.Contains(err.Error(), "cosigned by 0 of the 2 witnesses required") {
+		t.Fatalf("the receipt without cosignatures: %v", err)
+	}
+	if _, err := verify("quorum", receipt, append(witnessFlags, "--witness-quorum", "3")...); err == nil || !strings.Contains(err.Error(), "a quorum of 3 witnesses out of 2") {
+		t.Fatalf("a quorum above the witnesses given: %v", err)
+	}
+
+	// The auditor audits the witnessed checkpoint.
+	r.settle()
+	out, err = r.audit(witnessFlags...)
+	if err != nil || !strings.Contains(out, "witnessed   by witness.test/one (") {
+		t.Fatalf("audit with the witnesses' keys: %v\n%s", err, out)
+	}
+	if got := r.metric("caledger_ledger_witnessed_size"); got < float64(size) {
+		t.Fatalf("caledger_ledger_witnessed_size %v, want at least %d", got, size)
+	}
+
+	// With a witness down, the erasure still answers at once, with evidence
+	// that a reader requiring both witnesses refuses and one requiring
+	// either accepts.
+	two.Stop()
+	other, _ := r.issue("Secret Person Two")
+	start := time.Now()
+	r.admin.json("POST", "/v1/subjects/"+other+"/erasure", map[string]any{"basis": "gdpr-art17"}, http.StatusOK, &receipt)
+	if took := time.Since(start); took > 10*time.Second || len(receipt.Evidence) != 1 {
+		t.Fatalf("with a witness down the receipt took %v, evidence %d", took, len(receipt.Evidence))
+	}
+	if _, err := verify("down", receipt, witnessFlags...); err == nil || !strings.Contains(err.Error(), "witness") {
+		t.Fatalf("a receipt with a witness down met a quorum of both: %v", err)
+	}
+	if r.metric(`caledger_witness_failures_total{witness="witness.test/two"}`) < 1 {
+		t.Fatal("the metrics show no failure of the witness that is down")
+	}
+	if !strings.Contains(r.s.logs.String(), "erasure evidence in a checkpoint the witnesses have not cosigned") {
+		t.Fatalf("the log does not say the evidence is not witnessed:\n%s", r.s.logs)
+	}
+	// Back up, a receipt asked for again is witnessed by both.
+	two.Restart()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	for {
+		r.admin.json("GET", "/v1/subjects/"+other+"/erasure", nil, http.StatusOK, &receipt)
+		if _, err := verify("back", receipt, witnessFlags...); err == nil {
+			break
+		} else if ctx.Err() != nil {
+			t.Fatalf("30 s after the witness came back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if logs := r.s.logs.String(); strings.Contains(logs, "Secret Person") || strings.Contains(logs, "secret@") {
+		t.Fatalf("the logs hold personal data:\n%s", logs)
+	}
+}
+
+// TestServeRefusesBadWitnesses: a witness configuration serve cannot use
+// stops the start with an error naming caledger.json.
+func TestServeRefusesBadWitnesses(t *testing.T) {
+	data := initData(t)
+	_, vkey, err := note.GenerateKey(rand.Reader, "witness.test/w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := map[string]string{"url": "http://127.0.0.1:1", "vkey": vkey}
+	for name, c := range map[string]struct {
+		cfg  map[string]any
+		want string
+	}{
+		"no witnesses": {map[string]any{}, "no witnesses"},
+		"bad URL":      {map[string]any{"witnesses": []map[string]string{{"url": "ftp://w", "vkey": vkey}}}, "not an http or https URL"},
+		"bad key":      {map[string]any{"witnesses": []map[string]string{{"url": "http://w", "vkey": "w+1+2"}}}, "witness key"},
+		"twice":        {map[string]any{"witnesses": []map[string]string{ok, ok}}, "named twice"},
+		"quorum":       {map[string]any{"witnesses": []map[string]string{ok}, "quorum": 2}, "quorum of 2"},
+		"interval":     {map[string]any{"witnesses": []map[string]string{ok}, "interval": "10ms"}, "interval"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			setConfig(t, data, "witness", c.cfg)
+			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+			defer cancel()
+			err := run(ctx, []string{"serve", "--data", data, "--addr", "127.0.0.1:0", "--public-addr", ""}, noEnv, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), configFile) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("serve: %v; want an error naming %s and %q", err, configFile, c.want)
+			}
+		})
+	}
+}
