@@ -12,13 +12,13 @@ import (
 // panic, and an answer is accepted only with a line that verifies under the
 // witness's key over the checkpoint sent.
 func FuzzCosigned(f *testing.F) {
-	_, logV, signed := newLog(f)
+	logS, logV, signed := newLog(f)
 	w := newCosigner(f, "witness.test/a")
 	v, err := checkpoint.NewWitnessVerifier(w.vkey)
 	if err != nil {
 		f.Fatal(err)
 	}
-	ws, err := checkpoint.ParseWitnesses([]string{w.vkey}, 1)
+	ws, err := checkpoint.ParseWitnesses([]string{w.vkey}, 1, logS.VerifierKey())
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,24 +29,42 @@ type Witnesses struct {
 }
 
 // ParseWitnesses reads witness verifier keys: note verifier keys of type
-// cosignature/v1 (or plain Ed25519 keys, read as cosignature/v1 keys), as
-// witnesses publish them. quorum is how many of them must cosign; 0 means all.
-func ParseWitnesses(vkeys []string, quorum int) (*Witnesses, error) {
+// cosignature/v1 (Ed25519 or ML-DSA-44), or plain Ed25519 note keys, read as
+// cosignature/v1 keys, as witnesses publish them. quorum is how many of them
+// must cosign; 0 means all. logVKey is the verifier key of the log the
+// checkpoints are of: a witness key of its name or with its public key is
+// refused, since the log could then cosign its own checkpoints.
+func ParseWitnesses(vkeys []string, quorum int, logVKey string) (*Witnesses, error) {
 	if len(vkeys) == 0 {
 		return nil, errors.New("checkpoint: no witness keys")
 	}
+	logName, logKey, err := splitVKey(logVKey)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: the log's verifier key: %w", err)
+	}
 	w := &Witnesses{quorum: quorum}
-	names := map[string]bool{}
+	names, keys := map[string]bool{}, map[string]bool{string(logKey): true}
 	for _, k := range vkeys {
 		v, err := NewWitnessVerifier(k)
 		if err != nil {
 			return nil, err
 		}
-		// Two keys of one name would let one witness count twice.
-		if names[v.Name()] {
-			return nil, fmt.Errorf("checkpoint: witness %q is named twice", v.Name())
+		_, key, err := splitVKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: witness key %q: %w", k, err)
 		}
-		names[v.Name()] = true
+		switch {
+		case v.Name() == logName || bytes.Equal(key, logKey):
+			return nil, fmt.Errorf("checkpoint: witness key %q is the log's own key: a witness must be someone else", k)
+		case names[v.Name()]:
+			// Two keys of one name would let one witness count twice.
+			return nil, fmt.Errorf("checkpoint: witness %q is named twice", v.Name())
+		case keys[string(key)]:
+			// The cosignature/v1 message holds no name, so one key under
+			// two names would count twice too.
+			return nil, fmt.Errorf("checkpoint: witnesses %q share a key with another", v.Name())
+		}
+		names[v.Name()], keys[string(key)] = true, true
 		w.verifiers = append(w.verifiers, v)
 	}
 	switch {
@@ -55,6 +74,18 @@ func ParseWitnesses(vkeys []string, quorum int) (*Witnesses, error) {
 		return nil, fmt.Errorf("checkpoint: a quorum of %d witnesses out of %d", quorum, len(w.verifiers))
 	}
 	return w, nil
+}
+
+// splitVKey returns a note verifier key's name and public key (without the
+// algorithm byte).
+func splitVKey(vkey string) (string, []byte, error) {
+	name, rest, _ := strings.Cut(strings.TrimSpace(vkey), "+")
+	_, key64, _ := strings.Cut(rest, "+")
+	key, err := base64.StdEncoding.DecodeString(key64)
+	if err != nil || len(key) < 2 {
+		return "", nil, errors.New("not a note verifier key")
+	}
+	return name, key[1:], nil
 }
 
 // NewWitnessVerifier reads one witness's verifier key.
@@ -69,14 +100,8 @@ func NewWitnessVerifier(vkey string) (note.Verifier, error) {
 // Quorum is how many witnesses must cosign.
 func (w *Witnesses) Quorum() int { return w.quorum }
 
-// Names are the witnesses' names, in the order their keys were given.
-func (w *Witnesses) Names() []string {
-	out := make([]string, len(w.verifiers))
-	for i, v := range w.verifiers {
-		out[i] = v.Name()
-	}
-	return out
-}
+// Verifiers are the witnesses' verifiers, in the order their keys were given.
+func (w *Witnesses) Verifiers() []note.Verifier { return w.verifiers }
 
 // Cosignature is one witness's cosignature of a checkpoint.
 type Cosignature struct {

@@ -66,7 +66,7 @@ func newLog(t testing.TB) (*checkpoint.Signer, note.Verifier, []byte) {
 }
 
 func TestWitnessQuorum(t *testing.T) {
-	_, logV, signed := newLog(t)
+	logS, logV, signed := newLog(t)
 	a, b, c := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b"), newCosigner(t, "witness.test/c")
 
 	cosigned := bytes.Clone(signed)
@@ -85,7 +85,7 @@ func TestWitnessQuorum(t *testing.T) {
 		cosigned = append(cosigned, line...)
 	}
 
-	all, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 0)
+	all, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 0, logS.VerifierKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestWitnessQuorum(t *testing.T) {
 	if _, got, err := all.Verify(cosigned, logV); err == nil || !strings.Contains(err.Error(), "2 of the 3") || !strings.Contains(err.Error(), "witness.test/c") || len(got) != 2 {
 		t.Fatalf("two of three cosignatures against a quorum of all: %v, %v", got, err)
 	}
-	two, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 2)
+	two, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey, c.vkey}, 2, logS.VerifierKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,15 +110,20 @@ func TestWitnessQuorum(t *testing.T) {
 	if _, _, err := two.Verify(signed, logV); err == nil {
 		t.Fatal("a checkpoint with no cosignature met a quorum of 2")
 	}
-	// A cosignature moved onto another checkpoint of the log fails it.
-	other := bytes.Replace(cosigned, []byte("\n7\n"), []byte("\n8\n"), 1)
-	if _, _, err := two.Verify(other, logV); err == nil {
-		t.Fatal("an altered checkpoint verified")
+	// Cosignatures moved onto another checkpoint the log signed fail it.
+	other, err := logS.Sign(8, bytes.Repeat([]byte{1}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, lines, _ := bytes.Cut(cosigned, []byte("\n\n"))
+	_, lines, _ = bytes.Cut(lines, []byte("\n")) // the log's own line
+	if _, _, err := two.Verify(append(other, lines...), logV); err == nil || !strings.Contains(err.Error(), "failed to verify") {
+		t.Fatalf("cosignatures of size 7 on a checkpoint of size 8: %v", err)
 	}
 }
 
 func TestCheckCosignatureRefuses(t *testing.T) {
-	_, _, signed := newLog(t)
+	logS, _, signed := newLog(t)
 	a, b := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b")
 	va, err := checkpoint.NewWitnessVerifier(a.vkey)
 	if err != nil {
@@ -144,16 +149,28 @@ func TestCheckCosignatureRefuses(t *testing.T) {
 			t.Errorf("%s answer accepted", name)
 		}
 	}
-	// Two keys of one name, and quorums that cannot be met, are refused.
-	if _, err := checkpoint.ParseWitnesses([]string{a.vkey, a.vkey}, 1); err == nil {
-		t.Error("one witness given twice was accepted")
+	// A witness given twice, one key under two names, the log's own key as
+	// a witness's, and quorums that cannot be met are refused.
+	logVKey := logS.VerifierKey()
+	renamed := strings.Replace(a.vkey, "witness.test/a+", "witness.test/z+", 1)
+	sameName := strings.Replace(b.vkey, "witness.test/b+", "witness.test/a+", 1)
+	for name, keys := range map[string][]string{
+		"twice":                {a.vkey, a.vkey},
+		"one name, two keys":   {a.vkey, sameName},
+		"one key, two names":   {a.vkey, renamed},
+		"the log's key":        {a.vkey, logVKey},
+		"the log's key, named": {strings.Replace(logVKey, logS.Origin()+"+", "witness.test/log+", 1)},
+	} {
+		if _, err := checkpoint.ParseWitnesses(keys, 1, logVKey); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 	for _, q := range []int{-1, 2} {
-		if _, err := checkpoint.ParseWitnesses([]string{a.vkey}, q); err == nil {
+		if _, err := checkpoint.ParseWitnesses([]string{a.vkey}, q, logVKey); err == nil {
 			t.Errorf("a quorum of %d of one witness was accepted", q)
 		}
 	}
-	if _, err := checkpoint.ParseWitnesses(nil, 0); err == nil {
+	if _, err := checkpoint.ParseWitnesses(nil, 0, logVKey); err == nil {
 		t.Error("no witness keys were accepted")
 	}
 }
