@@ -42,8 +42,9 @@ type Witness struct {
 	// URL is the witness's submission prefix: checkpoints are posted to
 	// URL + "/add-checkpoint".
 	URL string
-	// Verifier checks its cosignatures (checkpoint.NewWitnessVerifier).
-	Verifier note.Verifier
+	// VKey is the note verifier key of its cosignatures
+	// (checkpoint.ParseWitnesses says which are accepted).
+	VKey string
 }
 
 // Tree is the ledger's Merkle tree (projections/tree).
@@ -56,6 +57,7 @@ type Tree interface {
 // Signer signs checkpoints with the log's key (crypto/checkpoint).
 type Signer interface {
 	Sign(size uint64, root []byte) ([]byte, error)
+	VerifierKey() string
 }
 
 // Options configure a Cosigner.
@@ -84,7 +86,8 @@ type Checkpoint struct {
 type Cosigner struct {
 	tree      Tree
 	signer    Signer
-	witnesses []Witness
+	urls      []string
+	verifiers []note.Verifier
 	quorum    int
 	interval  time.Duration
 	client    *http.Client
@@ -99,6 +102,10 @@ type Cosigner struct {
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
 	latest Checkpoint
+	// partial is the checkpoint of the last round that some witnesses but
+	// fewer than the quorum cosigned, with their cosignatures (Size 0: none,
+	// or a later round met the quorum).
+	partial Checkpoint
 	// started and finished count the rounds; lastErr is why the last one
 	// failed (nil if it did not).
 	started, finished uint64
@@ -110,32 +117,25 @@ type Cosigner struct {
 // maxAnswer bounds what is read of a witness's answer: a few signature lines.
 const maxAnswer = 64 << 10
 
-// New returns a Cosigner. Nothing is contacted until Run.
+// New returns a Cosigner. It refuses the witnesses that a reader would
+// (checkpoint.ParseWitnesses): the log's own key, a witness named twice, a
+// quorum that cannot be met. Nothing is contacted until Run.
 func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
-	if len(opts.Witnesses) == 0 {
-		return nil, errors.New("witness: no witnesses")
-	}
-	names := map[string]bool{}
+	var urls, vkeys []string
 	for _, w := range opts.Witnesses {
-		if w.URL == "" || w.Verifier == nil {
-			return nil, errors.New("witness: a witness needs a URL and a verifier key")
+		if w.URL == "" {
+			return nil, errors.New("witness: a witness needs a URL")
 		}
-		if names[w.Verifier.Name()] {
-			return nil, fmt.Errorf("witness: %q is named twice", w.Verifier.Name())
-		}
-		names[w.Verifier.Name()] = true
+		urls, vkeys = append(urls, strings.TrimRight(w.URL, "/")), append(vkeys, w.VKey)
 	}
-	quorum := opts.Quorum
-	if quorum == 0 {
-		quorum = len(opts.Witnesses)
+	ws, err := checkpoint.ParseWitnesses(vkeys, opts.Quorum, signer.VerifierKey())
+	if err != nil {
+		return nil, err
 	}
-	if quorum < 0 || quorum > len(opts.Witnesses) {
-		return nil, fmt.Errorf("witness: a quorum of %d witnesses out of %d", opts.Quorum, len(opts.Witnesses))
-	}
-	c := &Cosigner{tree: tree, signer: signer, witnesses: opts.Witnesses, quorum: quorum,
+	c := &Cosigner{tree: tree, signer: signer, urls: urls, verifiers: ws.Verifiers(), quorum: ws.Quorum(),
 		interval: opts.Interval, client: opts.Client, logger: opts.Logger,
-		kick: make(chan struct{}, 1), known: make([]uint64, len(opts.Witnesses)),
-		failures: make([]atomic.Uint64, len(opts.Witnesses)), changed: make(chan struct{})}
+		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)),
+		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{})}
 	if c.interval <= 0 {
 		c.interval = time.Minute
 	}
@@ -149,17 +149,23 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 }
 
 // Run does rounds until ctx ends: one at once, then every Interval and when
-// WaitFor asks.
+// WaitFor asks. After a failed round, the next waits for the retry's backoff
+// even when WaitFor asks: clients asking again and again for an erasure
+// receipt do not drive rounds at witnesses that are down.
 func (c *Cosigner) Run(ctx context.Context) error {
 	next := time.NewTimer(0)
 	defer next.Stop()
 	retry := time.Second
+	failed := false
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-next.C:
 		case <-c.kick:
+			if failed {
+				continue // the timer's round comes soon enough
+			}
 		}
 		c.mu.Lock()
 		c.started++
@@ -175,7 +181,7 @@ func (c *Cosigner) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		wait := c.interval
-		if err != nil {
+		if failed = err != nil; failed {
 			c.logger.Warn("the ledger's checkpoint was not witnessed; retrying", "err", err, "retry_in", retry)
 			wait, retry = min(retry, c.interval), min(2*retry, c.interval)
 		} else {
@@ -196,17 +202,21 @@ func (c *Cosigner) Latest() (Checkpoint, bool) {
 // Failures counts, per witness name, the rounds in which that witness did not
 // cosign.
 func (c *Cosigner) Failures() map[string]uint64 {
-	out := make(map[string]uint64, len(c.witnesses))
-	for i, w := range c.witnesses {
-		out[w.Verifier.Name()] = c.failures[i].Load()
+	out := make(map[string]uint64, len(c.verifiers))
+	for i, v := range c.verifiers {
+		out[v.Name()] = c.failures[i].Load()
 	}
 	return out
 }
 
 // WaitFor returns a witnessed checkpoint of at least size leaves. When the
-// latest is smaller, it asks for a round at once and waits for it; the tree
-// must already cover size. It fails when that round does not get the
-// checkpoint witnessed, or when ctx ends first.
+// latest is smaller, it asks for a round (at once, unless the last one failed:
+// then at the retry) and waits for it; the tree must already cover size. It
+// fails when that round does not get the checkpoint witnessed, or when ctx
+// ends first (the error then says why the last round failed, if it did). When
+// the last round got some cosignatures but fewer than the quorum, the error
+// comes with that checkpoint and those cosignatures: a reader who requires
+// fewer witnesses may accept it.
 func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error) {
 	c.mu.Lock()
 	latest := c.latest
@@ -223,11 +233,13 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 	}
 	for {
 		c.mu.Lock()
-		latest, finished, lastErr, changed := c.latest, c.finished, c.lastErr, c.changed
+		latest, partial, finished, lastErr, changed := c.latest, c.partial, c.finished, c.lastErr, c.changed
 		c.mu.Unlock()
 		switch {
 		case latest.Size >= size:
 			return latest, nil
+		case finished >= target && lastErr != nil && partial.Size >= size:
+			return partial, lastErr
 		case finished >= target && lastErr != nil:
 			return Checkpoint{}, lastErr
 		case finished >= target:
@@ -236,7 +248,14 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return Checkpoint{}, ctx.Err()
+			err := ctx.Err()
+			if lastErr != nil {
+				err = fmt.Errorf("%w; the last round: %w", err, lastErr)
+			}
+			if partial.Size >= size {
+				return partial, err
+			}
+			return Checkpoint{}, err
 		}
 	}
 }
@@ -256,10 +275,10 @@ func (c *Cosigner) round(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lines := make([][]byte, len(c.witnesses))
-	errs := make([]error, len(c.witnesses))
+	lines := make([][]byte, len(c.urls))
+	errs := make([]error, len(c.urls))
 	var wg sync.WaitGroup
-	for i := range c.witnesses {
+	for i := range c.urls {
 		wg.Go(func() {
 			if lines[i], errs[i] = c.add(ctx, i, size, signed); errs[i] != nil {
 				c.failures[i].Add(1)
@@ -276,17 +295,23 @@ func (c *Cosigner) round(ctx context.Context) error {
 		}
 	}
 	if n < c.quorum {
+		c.mu.Lock()
+		c.partial = Checkpoint{}
+		if n > 0 {
+			c.partial = Checkpoint{Size: size, Note: cosigned}
+		}
+		c.mu.Unlock()
 		return fmt.Errorf("witness: %d of the %d witnesses required cosigned the checkpoint of %d events: %w", n, c.quorum, size, errors.Join(errs...))
 	}
 	// The quorum is met; a witness that did not cosign is behind, and the
 	// next round tries it again.
 	for i, err := range errs {
 		if err != nil {
-			c.logger.Warn("a witness did not cosign the ledger's checkpoint", "witness", c.witnesses[i].Verifier.Name(), "size", size, "err", err)
+			c.logger.Warn("a witness did not cosign the ledger's checkpoint", "witness", c.verifiers[i].Name(), "size", size, "err", err)
 		}
 	}
 	c.mu.Lock()
-	c.latest = Checkpoint{Size: size, Note: cosigned}
+	c.latest, c.partial = Checkpoint{Size: size, Note: cosigned}, Checkpoint{}
 	c.mu.Unlock()
 	return nil
 }
@@ -295,8 +320,7 @@ func (c *Cosigner) round(ctx context.Context) error {
 // its cosignature line. A witness that holds another size than the one
 // assumed says so (409) and is asked once more, with a proof from its size.
 func (c *Cosigner) add(ctx context.Context, i int, size uint64, signed []byte) ([]byte, error) {
-	w := c.witnesses[i]
-	name := w.Verifier.Name()
+	name := c.verifiers[i].Name()
 	for range 2 {
 		old := c.known[i]
 		var proof [][]byte
@@ -313,13 +337,13 @@ func (c *Cosigner) add(ctx context.Context, i int, size uint64, signed []byte) (
 		}
 		body.WriteByte('\n')
 		body.Write(signed)
-		status, answer, contentType, err := c.post(ctx, w.URL+"/add-checkpoint", body.Bytes())
+		status, answer, contentType, err := c.post(ctx, c.urls[i]+"/add-checkpoint", body.Bytes())
 		if err != nil {
 			return nil, fmt.Errorf("witness %s: %w", name, err)
 		}
 		switch status {
 		case http.StatusOK:
-			line, _, err := checkpoint.CheckCosignature(signed, answer, w.Verifier)
+			line, _, err := checkpoint.CheckCosignature(signed, answer, c.verifiers[i])
 			if err != nil {
 				return nil, fmt.Errorf("witness %s: %w", name, err)
 			}

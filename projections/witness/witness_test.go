@@ -1,16 +1,21 @@
 package witness_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/caledger/caledger/crypto/checkpoint"
@@ -95,11 +100,7 @@ func witnessesOf(t testing.TB, ws ...*witnesstest.Witness) []witness.Witness {
 	t.Helper()
 	var out []witness.Witness
 	for _, w := range ws {
-		v, err := checkpoint.NewWitnessVerifier(w.VKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, witness.Witness{URL: w.URL, Verifier: v})
+		out = append(out, witness.Witness{URL: w.URL, VKey: w.VKey})
 	}
 	return out
 }
@@ -128,7 +129,7 @@ func TestCosign(t *testing.T) {
 	for _, w := range []*witnesstest.Witness{one, two} {
 		w.AddLog(origin, signer.VerifierKey())
 	}
-	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 0)
+	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 0, signer.VerifierKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,17 +176,35 @@ func TestCosign(t *testing.T) {
 	}
 
 	// With a witness down, a quorum of both is not met and the latest
-	// witnessed checkpoint stays; a quorum of one is met without it.
+	// witnessed checkpoint stays; the one cosignature comes with the error,
+	// for readers who require one witness.
 	two.Stop()
 	size := l.grow(2)
-	if _, err := waitWitnessed(t, c2, size); err == nil || !strings.Contains(err.Error(), "1 of the 2") || !strings.Contains(err.Error(), "witness.test/two") {
+	partial, err := waitWitnessed(t, c2, size)
+	if err == nil || !strings.Contains(err.Error(), "1 of the 2") || !strings.Contains(err.Error(), "witness.test/two") {
 		t.Fatalf("with a witness down: %v", err)
+	}
+	quorum1, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cosigs, err := quorum1.Verify(partial.Note, logV); err != nil || partial.Size != size || len(cosigs) != 1 {
+		t.Fatalf("the partly cosigned checkpoint: %d events, %v, %v", partial.Size, cosigs, err)
 	}
 	if cp, _ := c2.Latest(); cp.Size != size-2 {
 		t.Fatalf("latest witnessed %d, want %d", cp.Size, size-2)
 	}
-	if c2.Failures()["witness.test/two"] == 0 {
+	failures := c2.Failures()["witness.test/two"]
+	if failures == 0 {
 		t.Fatal("the witness that is down counts no failure")
+	}
+	// Asked again at once, the cosigner waits for its retry (1 s) rather
+	// than post again.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	_, err = c2.WaitFor(ctx, size)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || c2.Failures()["witness.test/two"] != failures {
+		t.Fatalf("asked again during the backoff: %v, failures %d then %d", err, failures, c2.Failures()["witness.test/two"])
 	}
 	c3, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, one, two), Quorum: 1, Interval: time.Hour})
 	if err != nil {
@@ -193,10 +212,6 @@ func TestCosign(t *testing.T) {
 	}
 	run(t, c3)
 	cp, err := waitWitnessed(t, c3, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	quorum1, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,4 +319,74 @@ func BenchmarkRound(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestAddAnswers covers the answers litewitness does not give but the
+// protocol allows, or a faulty witness might: each is refused with a reason,
+// and nothing is witnessed. A fake witness gives them, since the real one
+// cannot be made to.
+func TestAddAnswers(t *testing.T) {
+	l := newLedger(t)
+	size := l.grow(2)
+	signer, _ := newSigner(t)
+	skey, vkey, err := note.GenerateKey(rand.Reader, "witness.test/fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cosigner, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// otherCosignature is a valid cosignature line of another checkpoint.
+	other, err := signer.Sign(size+1, make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _, _ := bytes.Cut(other, []byte("\n\n"))
+	cosigned, err := note.Sign(&note.Note{Text: string(text) + "\n"}, cosigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherCosignature, _ := bytes.Cut(cosigned, []byte("\n\n"))
+
+	for name, c := range map[string]struct {
+		status      int
+		contentType string
+		body        string
+		want        string
+	}{
+		"unknown log":             {http.StatusNotFound, "text/plain", "unknown log\n", "does not know this log"},
+		"409 without a size type": {http.StatusConflict, "text/plain", "5\n", "without the size it holds"},
+		"409 of the size sent":    {http.StatusConflict, "text/x.tlog.size", "0\n", "for the size it holds, 0"},
+		"422":                     {http.StatusUnprocessableEntity, "text/plain", "bad proof\n", "refused the consistency proof from 0 to 2"},
+		"not lines":               {http.StatusOK, "text/plain", "— witness.test/fake AAAA", "not signature lines"},
+		"another checkpoint's":    {http.StatusOK, "text/plain", string(otherCosignature), "does not verify"},
+		"a server error":          {http.StatusInternalServerError, "text/plain", "boom\nmore\n", `answered 500: "boom"`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var posts atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost || r.URL.Path != "/add-checkpoint" {
+					http.NotFound(w, r)
+					return
+				}
+				posts.Add(1)
+				w.Header().Set("Content-Type", c.contentType)
+				w.WriteHeader(c.status)
+				io.WriteString(w, c.body)
+			}))
+			defer srv.Close()
+			cs, err := witness.New(l.tree, signer, witness.Options{Witnesses: []witness.Witness{{URL: srv.URL, VKey: vkey}}, Interval: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run(t, cs)
+			if _, err := waitWitnessed(t, cs, size); err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("want an error with %q, got %v", c.want, err)
+			}
+			if _, ok := cs.Latest(); ok || posts.Load() == 0 {
+				t.Fatalf("witnessed %v after %d posts", ok, posts.Load())
+			}
+		})
+	}
 }

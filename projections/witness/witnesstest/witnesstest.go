@@ -84,8 +84,8 @@ func Start(t testing.TB, name string) *Witness {
 
 	w.addr = freeAddr(t)
 	w.URL = "http://" + w.addr
+	t.Cleanup(w.Stop) // first: a start that fails stops the process too
 	w.start()
-	t.Cleanup(w.Stop)
 	// litewitness logs its verifier key once it has its signer.
 	re := regexp.MustCompile(`vkey=("(?:[^"\\]|\\.)*"|\S+)`)
 	waitFor(t, "litewitness's verifier key", func() bool { return re.Match(w.out.Bytes()) })
@@ -107,6 +107,7 @@ func (w *Witness) start() {
 		"-ssh-agent", w.agent, "-key", w.fp, "-listen", w.addr)
 	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
 	if err := w.cmd.Start(); err != nil {
+		w.cmd = nil
 		t.Fatal(err)
 	}
 	w.exited = make(chan struct{})
@@ -182,31 +183,40 @@ func (w *Witness) db() *sql.DB {
 	return db
 }
 
-// findLitewitness looks on PATH, then in the module's bin/, where make test
-// installs it.
+// findLitewitness looks in the module's bin/, where make test installs the
+// pinned version, then on PATH.
 func findLitewitness(t testing.TB) string {
 	t.Helper()
-	if p, err := exec.LookPath("litewitness"); err == nil {
-		return p
-	}
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "bin", "litewitness")
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("litewitness is not installed: run make test, which installs it into %s", filepath.Dir(p))
-			}
-			return p
+			break
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatal("litewitness is not on PATH and no go.mod was found above the test's directory")
+			dir = ""
+			break
 		}
 		dir = parent
 	}
+	if dir != "" {
+		if p := filepath.Join(dir, "bin", "litewitness"); fileExists(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("litewitness"); err == nil {
+		return p
+	}
+	t.Fatal("litewitness is not installed: run make test, which installs it into bin/")
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func run(t testing.TB, env []string, name string, args ...string) string {
