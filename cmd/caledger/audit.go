@@ -87,9 +87,9 @@ See docs/ledger.md.`)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	witnesses, err := wflags.load()
+	witnesses, err := wflags.load(vkey)
 	if err != nil {
-		return &usageError{msg: "audit: " + err.Error()}
+		return prefixed("audit", err)
 	}
 	origin := verifier.Name()
 	var kept *log.Checkpoint
@@ -149,9 +149,17 @@ See docs/ledger.md.`)
 	if witnesses != nil {
 		fmt.Fprintf(stdout, "witnessed   by %s (%d required)\n", cosigners(cosigs), witnesses.Quorum())
 	}
+	// A witnessed checkpoint lags the ledger (by up to the witnessing
+	// interval), so it may be older than the one an audit without witnesses
+	// kept: then it must be a prefix of the kept one, which stays kept.
+	keepOld := witnesses != nil && kept != nil && cp.Size < kept.Size
 	if kept != nil {
 		fmt.Fprintf(stdout, "kept        %d events, root %s (%s)\n", kept.Size, b64(kept.Hash), *statePath)
-		a.consistency(ctx, c, kept, cp)
+		if keepOld {
+			a.consistency(ctx, c, cp, kept, "the witnessed one", "the kept checkpoint")
+		} else {
+			a.consistency(ctx, c, kept, cp, "the kept one", "the checkpoint")
+		}
 	}
 	start := time.Now()
 	bar := &progressBar{w: stderr}
@@ -175,6 +183,10 @@ See docs/ledger.md.`)
 		}
 		return errors.New(msg)
 	}
+	if keepOld {
+		fmt.Fprintf(stdout, "\nOK: %d events verified; the witnessed checkpoint is older than the one kept in %s, which stays kept\n", cp.Size, *statePath)
+		return nil
+	}
 	if *statePath != "" {
 		if err := writeFileAtomic(*statePath, signed, 0o644); err != nil {
 			return fmt.Errorf("audit: keep the checkpoint: %w", err)
@@ -197,12 +209,13 @@ func (a *auditRun) problem(format string, args ...any) {
 	a.problems = append(a.problems, fmt.Sprintf(format, args...))
 }
 
-// consistency checks the server's proof that the log of the checkpoint kept
-// by the last audit is a prefix of the current one.
-func (a *auditRun) consistency(ctx context.Context, c *auditClient, kept, cp *log.Checkpoint) {
+// consistency checks the server's proof that the log of checkpoint kept is a
+// prefix of that of checkpoint cp; keptName and cpName name them in the
+// report (usually the checkpoint the last audit kept, and the current one).
+func (a *auditRun) consistency(ctx context.Context, c *auditClient, kept, cp *log.Checkpoint, keptName, cpName string) {
 	switch {
 	case cp.Size < kept.Size:
-		a.problem("the log shrank from %d events (kept checkpoint) to %d: events were removed", kept.Size, cp.Size)
+		a.problem("the log shrank from %d events (%s) to %d: events were removed", kept.Size, keptName, cp.Size)
 		return
 	case kept.Size == 0:
 		return // the empty log is a prefix of every log
@@ -220,10 +233,10 @@ func (a *auditRun) consistency(ctx context.Context, c *auditClient, kept, cp *lo
 	// The library's error prints both roots as byte lists; the sizes say
 	// enough, and the replay below names the roots.
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, kept.Size, cp.Size, p.Hashes, kept.Hash, cp.Hash); err != nil {
-		a.problem("the log of %d events does not extend the kept one of %d events: the server's consistency proof fails", cp.Size, kept.Size)
+		a.problem("%s of %d events does not extend %s of %d events: the server's consistency proof fails", cpName, cp.Size, keptName, kept.Size)
 		return
 	}
-	fmt.Fprintf(a.stdout, "consistency the checkpoint extends the kept one (proof verified)\n")
+	fmt.Fprintf(a.stdout, "consistency %s extends %s (proof verified)\n", cpName, keptName)
 }
 
 // replay reads the events the checkpoint covers and replays them. Errors

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/checkpoint"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections/audit"
 )
@@ -43,13 +44,13 @@ trust them audit. See docs/ledger.md.`)
 	if *receiptPath == "" || *vkeyPath == "" {
 		return &usageError{msg: "verify-erasure: --receipt and --vkey are required (run 'caledger verify-erasure -h')"}
 	}
-	verifier, _, err := readVerifier(*vkeyPath)
+	verifier, vkey, err := readVerifier(*vkeyPath)
 	if err != nil {
 		return fmt.Errorf("verify-erasure: %w", err)
 	}
-	witnesses, err := wflags.load()
+	witnesses, err := wflags.load(vkey)
 	if err != nil {
-		return &usageError{msg: "verify-erasure: " + err.Error()}
+		return prefixed("verify-erasure", err)
 	}
 	f, err := os.Open(*receiptPath)
 	if err != nil {
@@ -94,13 +95,15 @@ trust them audit. See docs/ledger.md.`)
 			what = "key groups " + printable(strings.Join(p.KeyGroups, ", "))
 			groups = append(groups, p.KeyGroups...)
 		}
+		var cosigs []checkpoint.Cosignature
+		if witnesses != nil {
+			if _, cosigs, err = witnesses.Verify([]byte(ev.Checkpoint), verifier); err != nil {
+				return fmt.Errorf("verify-erasure: evidence %d: %w (if the server has these witnesses, a receipt fetched again with GET /v1/subjects/{id}/erasure may carry a checkpoint they cosigned since)", i+1, err)
+			}
+		}
 		fmt.Fprintf(stdout, "position %d, %s: erasure of %s of subject %s, basis %s, by %s\n  in %s of %d events: checkpoint signature and inclusion proof verified\n",
 			e.Position, e.Time.Format(time.RFC3339), what, p.SubjectID, printable(p.Basis), printable(e.Actor.Role), cp.Origin, cp.Size)
 		if witnesses != nil {
-			_, cosigs, err := witnesses.Verify([]byte(ev.Checkpoint), verifier)
-			if err != nil {
-				return fmt.Errorf("verify-erasure: evidence %d: %w (a receipt fetched again with GET /v1/subjects/{id}/erasure carries the latest witnessed checkpoint)", i+1, err)
-			}
 			fmt.Fprintf(stdout, "  witnessed by %s\n", cosigners(cosigs))
 		}
 	}

@@ -214,8 +214,9 @@ func (l *ledgerLog) Prove(ctx context.Context, stream, eventType string) ([]api.
 
 // proving returns the checkpoint that evidence up to position at is proved
 // in: one the witnesses cosigned when the node has witnesses and they cosign
-// before wait ends, else one signed now by the node's key alone (a receipt
-// asked for again later gets a witnessed one).
+// before wait ends; else one that fewer than the quorum cosigned, if the last
+// round got any; else one signed now by the node's key alone. A receipt asked
+// for again later gets a witnessed one.
 func (l *ledgerLog) proving(ctx, wait context.Context, at uint64) (uint64, []byte, error) {
 	if l.witnessed != nil {
 		cp, err := l.witnessed.WaitFor(wait, at)
@@ -225,7 +226,10 @@ func (l *ledgerLog) proving(ctx, wait context.Context, at uint64) (uint64, []byt
 		if ctx.Err() != nil {
 			return 0, nil, ctx.Err()
 		}
-		l.logger.WarnContext(ctx, "erasure evidence in a checkpoint the witnesses have not cosigned", "err", err)
+		l.logger.WarnContext(ctx, "erasure evidence in a checkpoint the quorum of witnesses has not cosigned", "err", err)
+		if cp.Size >= at {
+			return cp.Size, cp.Note, nil
+		}
 	}
 	return l.signed(ctx)
 }

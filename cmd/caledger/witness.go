@@ -43,17 +43,13 @@ func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*wit
 	opts := witness.Options{Quorum: cfg.Quorum, Logger: n.logger.With("component", "witness")}
 	for i, w := range cfg.Witnesses {
 		u, err := url.Parse(w.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return nil, bad("witness %d: url %q is not an http or https URL", i+1, w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			return nil, bad("witness %d: url %q is not an http or https URL with no credentials, query or fragment", i+1, w.URL)
 		}
-		v, err := checkpoint.NewWitnessVerifier(w.VKey)
-		if err != nil {
-			return nil, bad("witness %d: %v", i+1, err)
+		if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/add-checkpoint") {
+			return nil, bad("witness %d: url %q must be the witness's prefix, without /add-checkpoint", i+1, w.URL)
 		}
-		opts.Witnesses = append(opts.Witnesses, witness.Witness{URL: strings.TrimRight(u.String(), "/"), Verifier: v})
-	}
-	if cfg.Quorum < 0 || cfg.Quorum > len(cfg.Witnesses) {
-		return nil, bad("a quorum of %d out of %d witnesses", cfg.Quorum, len(cfg.Witnesses))
+		opts.Witnesses = append(opts.Witnesses, witness.Witness{URL: u.String(), VKey: w.VKey})
 	}
 	if cfg.Interval != "" {
 		d, err := time.ParseDuration(cfg.Interval)
@@ -93,11 +89,13 @@ func addWitnessFlags(fs *flag.FlagSet) *witnessFlags {
 	return w
 }
 
-// load reads the witness keys given; nil when none were.
-func (w *witnessFlags) load() (*checkpoint.Witnesses, error) {
+// load reads the witness keys given, for checkpoints of the log whose
+// verifier key is logVKey; nil when none were given. A flag given wrongly is a
+// *usageError.
+func (w *witnessFlags) load(logVKey string) (*checkpoint.Witnesses, error) {
 	if len(w.files) == 0 {
 		if w.quorum != 0 {
-			return nil, errors.New("--witness-quorum needs --witness-vkey")
+			return nil, &usageError{msg: "--witness-quorum needs --witness-vkey"}
 		}
 		return nil, nil
 	}
@@ -117,7 +115,10 @@ func (w *witnessFlags) load() (*checkpoint.Witnesses, error) {
 			return nil, fmt.Errorf("witness key: %s holds no key", f)
 		}
 	}
-	ws, err := checkpoint.ParseWitnesses(keys, w.quorum)
+	if w.quorum < 0 || w.quorum > len(keys) {
+		return nil, &usageError{msg: fmt.Sprintf("--witness-quorum %d: the --witness-vkey files hold %d keys", w.quorum, len(keys))}
+	}
+	ws, err := checkpoint.ParseWitnesses(keys, w.quorum, logVKey)
 	if err != nil {
 		return nil, fmt.Errorf("--witness-vkey: %w", err)
 	}
@@ -131,4 +132,13 @@ func cosigners(cs []checkpoint.Cosignature) string {
 		parts[i] = fmt.Sprintf("%s (%s)", printable(c.Witness), c.Time.Format(time.RFC3339))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// prefixed puts the command's name before err, keeping a *usageError one.
+func prefixed(command string, err error) error {
+	var u *usageError
+	if errors.As(err, &u) {
+		return &usageError{msg: command + ": " + u.msg}
+	}
+	return fmt.Errorf("%s: %w", command, err)
 }
