@@ -563,6 +563,23 @@ func selfSignedClient(t *testing.T, dir string) (certPath, keyPath string) {
 // the receipt of POST .../erasure carries the subject.erased events with
 // inclusion proofs in a signed checkpoint, "caledger verify-erasure" accepts
 // it with the verifier key file, and refuses it when anything is changed.
+// verifyErasure writes rc to dir/name.json and runs "caledger
+// verify-erasure" on it with the verifier key file vkey and the extra flags.
+func verifyErasure(t *testing.T, dir, name string, rc api.ErasureReceipt, vkey string, extra ...string) (string, error) {
+	t.Helper()
+	b, err := json.Marshal(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name+".json")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err = run(t.Context(), append([]string{"verify-erasure", "--receipt", path, "--vkey", vkey}, extra...), noEnv, &out, io.Discard)
+	return out.String(), err
+}
+
 func TestVerifyErasure(t *testing.T) {
 	r := newAuditRig(t)
 	subject, _ := r.issue("Secret Person One")
@@ -577,17 +594,7 @@ func TestVerifyErasure(t *testing.T) {
 	vkey := filepath.Join(r.data, checkpointVKeyFile)
 	verify := func(name string, rc api.ErasureReceipt, vkey string) (string, error) {
 		t.Helper()
-		b, err := json.Marshal(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name+".json")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		err = run(t.Context(), []string{"verify-erasure", "--receipt", path, "--vkey", vkey}, noEnv, &out, io.Discard)
-		return out.String(), err
+		return verifyErasure(t, dir, name, rc, vkey)
 	}
 	out, err := verify("receipt", receipt, vkey)
 	if err != nil || !strings.Contains(out, "OK: the ledger records the erasure of subject "+subject) ||

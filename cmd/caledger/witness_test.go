@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -61,17 +60,7 @@ func TestWitnessedLedger(t *testing.T) {
 
 	verify := func(name string, rc api.ErasureReceipt, extra ...string) (string, error) {
 		t.Helper()
-		b, err := json.Marshal(rc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, name+".json")
-		if err := os.WriteFile(path, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		var out bytes.Buffer
-		err = run(t.Context(), append([]string{"verify-erasure", "--receipt", path, "--vkey", filepath.Join(r.data, checkpointVKeyFile)}, extra...), noEnv, &out, io.Discard)
-		return out.String(), err
+		return verifyErasure(t, dir, name, rc, filepath.Join(r.data, checkpointVKeyFile), extra...)
 	}
 
 	// witnessedReceipt asks for subject's receipt until both witnesses
