@@ -64,7 +64,9 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
      key, and each certificate's revocation and deletion;
   4. with --state, check that the log still extends the checkpoint kept by
      the last audit (nothing recorded then was changed or removed), by a
-     consistency proof and by the replay, then keep the new checkpoint.
+     consistency proof and by the replay, then keep the new checkpoint
+     (a witnessed checkpoint older than the kept one must be a prefix of
+     it, and the kept one stays).
 With --witness-vkey it audits the latest checkpoint the server's witnesses
 cosigned instead of one the server signs alone, and requires the witnesses'
 cosignatures: then the log audited is the one they saw, which every other
@@ -246,7 +248,8 @@ func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Che
 	r := audit.New()
 	checkKept := func() error {
 		// The replay stops at cp.Size, so a kept checkpoint larger than that
-		// is never reached (the consistency check reports the shrink).
+		// is never reached (the consistency check reports the shrink, or
+		// proves an older witnessed checkpoint a prefix of the kept one).
 		if kept == nil || r.Size() != kept.Size {
 			return nil
 		}

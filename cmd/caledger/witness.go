@@ -43,8 +43,12 @@ func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*wit
 	opts := witness.Options{Quorum: cfg.Quorum, Logger: n.logger.With("component", "witness")}
 	for i, w := range cfg.Witnesses {
 		u, err := url.Parse(w.URL)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-			return nil, bad("witness %d: url %q is not an http or https URL with no credentials, query or fragment", i+1, w.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			return nil, bad("witness %d: url %q is not an http or https URL with no query or fragment", i+1, w.URL)
+		}
+		if u.User != nil {
+			// A password here would be kept in caledger.json and in logs.
+			return nil, bad("witness %d: the url holds credentials, which caledger.json must not", i+1)
 		}
 		if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/add-checkpoint") {
 			return nil, bad("witness %d: url %q must be the witness's prefix, without /add-checkpoint", i+1, w.URL)

@@ -102,9 +102,9 @@ type Cosigner struct {
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
 	latest Checkpoint
-	// partial is the checkpoint of the last round that some witnesses but
-	// fewer than the quorum cosigned, with their cosignatures (Size 0: none,
-	// or a later round met the quorum).
+	// partial is the checkpoint of the last round that posted and got some
+	// cosignatures but fewer than the quorum, with those cosignatures (Size
+	// 0: none, or a later round met the quorum or got none).
 	partial Checkpoint
 	// started and finished count the rounds; lastErr is why the last one
 	// failed (nil if it did not).
