@@ -2,8 +2,10 @@ package domain
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -226,4 +228,24 @@ func SealedAD(e *Event) []byte {
 	ad = appendField(ad, subject)
 	ad = appendField(ad, group)
 	return ad
+}
+
+// JSONProblem says what is wrong with JSON that did not decode, without
+// quoting it: encoding/json's own messages may quote the input (a string or
+// number value), and a sealed part's input is personal data, a public part's
+// may be whatever a faulty server put there.
+func JSONProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("not JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		// Value is the JSON kind, and for a number out of range also the
+		// number as given: only the kind is printed.
+		kind, _, _ := strings.Cut(typ.Value, " ")
+		return fmt.Sprintf("field %s holds a JSON %s", typ.Field, kind)
+	default:
+		return "not the type's layout"
+	}
 }

@@ -258,3 +258,24 @@ func TestDecodedFieldsDoNotShareCapacity(t *testing.T) {
 		t.Fatal("appending to Public overwrote the ciphertext")
 	}
 }
+
+// TestJSONProblemQuotesNothing: what JSONProblem says of a value that did not
+// decode holds none of the value, though encoding/json's own message does.
+func TestJSONProblemQuotesNothing(t *testing.T) {
+	var v struct {
+		Name string `json:"name"`
+		N    int8   `json:"n"`
+	}
+	for _, in := range []string{`{"name":612345678}`, `{"n":"Ada Lovelace"}`, `{"n":612345678}`, `{"name":"Ada Lovelace"`, `Ada`} {
+		err := json.Unmarshal([]byte(in), &v)
+		if err == nil {
+			t.Fatalf("%s decoded", in)
+		}
+		got := domain.JSONProblem(err)
+		for _, secret := range []string{"612345678", "Ada", "Lovelace"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("%s: %q quotes %q", in, got, secret)
+			}
+		}
+	}
+}

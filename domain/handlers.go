@@ -682,7 +682,8 @@ func (h *Handlers) open(ctx context.Context, e *Event, v any) error {
 		return unavailable("key vault", err)
 	}
 	if err := json.Unmarshal(plaintext, v); err != nil {
-		return unavailable("sealed part", fmt.Errorf("event %d: %w", e.Position, err))
+		// The decoder's message may quote the plaintext.
+		return unavailable("sealed part", fmt.Errorf("event %d: %s", e.Position, JSONProblem(err)))
 	}
 	return nil
 }

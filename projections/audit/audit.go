@@ -37,7 +37,6 @@ package audit
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -330,29 +329,10 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 // public parses e's public part into p, or records a malformed event.
 func (r *Replay) public(pos uint64, e *domain.Event, p any) bool {
 	if err := json.Unmarshal(e.Public, p); err != nil {
-		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %s", TypeName(e.Type), jsonProblem(err)))
+		r.find(pos, RuleMalformed, fmt.Sprintf("the public part of %s does not parse: %s", TypeName(e.Type), domain.JSONProblem(err)))
 		return false
 	}
 	return true
-}
-
-// jsonProblem says what is wrong with a public part without quoting it: the
-// decoder's own messages may quote the server's bytes, which a faulty server
-// may have filled with a name.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("not JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		// Value is the JSON kind, and for a number out of range also the
-		// number as served: only the kind is printed.
-		kind, _, _ := strings.Cut(typ.Value, " ")
-		return fmt.Sprintf("field %s holds a JSON %s", typ.Field, kind)
-	default:
-		return "not the type's layout"
-	}
 }
 
 // serial checks that a certificate event names a serial (lower-case hex), so
