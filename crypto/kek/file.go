@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/caledger/caledger/crypto/secretfile"
 
@@ -237,23 +238,29 @@ func DestroyFile(ctx context.Context, path string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
+	// The checks are of the file opened, not of the path: a symlink is not
+	// followed. The overwrite reaches the file's every name: a caller must
+	// not pass a name that shares the live KEK's file (a hard link, as in
+	// ReplaceFile's first step).
+	// O_NONBLOCK: opening a FIFO put there must not wait for a reader.
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
 		return nil
-	}
-	if err != nil {
+	case errors.Is(err, syscall.ELOOP):
+		return fmt.Errorf("kek: %s is a symlink, which is not followed", path)
+	case err != nil:
 		return fmt.Errorf("kek: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("kek: %s is not a regular file", path)
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return fmt.Errorf("kek: %w", err)
-	}
-	_, err = f.WriteAt(make([]byte, fi.Size()), 0)
-	if err == nil {
-		err = f.Sync()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+	case !fi.Mode().IsRegular():
+		err = errors.New("not a regular file")
+	default:
+		if _, err = f.WriteAt(make([]byte, fi.Size()), 0); err == nil {
+			err = f.Sync()
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

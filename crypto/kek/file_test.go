@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/caledger/caledger/crypto/datakey"
@@ -278,5 +279,33 @@ func TestDestroyFileAfterStop(t *testing.T) {
 	}
 	if err := kek.DestroyFile(ctx, retired); err != nil {
 		t.Fatalf("DestroyFile of a removed file: %v", err)
+	}
+}
+
+// TestDestroyFileRefusesOtherFiles: a symlink and a FIFO at the path are
+// refused without touching what they point to, and without waiting.
+func TestDestroyFileRefusesOtherFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := kek.DestroyFile(ctx, link); err == nil || !strings.Contains(err.Error(), "symlink") {
+		t.Fatalf("a symlink: %v", err)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Fatalf("the symlink's target was overwritten: %q", b)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := kek.DestroyFile(ctx, fifo); err == nil {
+		t.Fatal("a FIFO was destroyed")
 	}
 }
