@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -557,8 +558,8 @@ func TestErased(t *testing.T) {
 			t.Fatal(err)
 		}
 		e, err := r.h.Erased(ctx, id)
-		if err != nil || e.At != head || e.All != (groups == nil) {
-			t.Fatalf("after erasing %v: %+v, %v; want the erasure at %d", groups, e, err, head)
+		if err != nil || e.At != head || e.All != (groups == nil) || !slices.Contains(e.Groups, domain.GroupNationalID) {
+			t.Fatalf("after erasing %v: %+v, %v; want the erasure at %d, national-id among the groups", groups, e, err, head)
 		}
 	}
 }

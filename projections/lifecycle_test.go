@@ -147,6 +147,9 @@ func TestLag(t *testing.T) {
 	// Against a head read earlier, the lag is counted up to that head.
 	lag, err = v.LagAt(ctx, r.store, 1)
 	must(t, err)
+	if len(lag) != numProjections {
+		t.Fatalf("lag at head 1 for %d projections", len(lag))
+	}
 	for name, l := range lag {
 		if l.Events != 1 || l.Age != 90*time.Second {
 			t.Errorf("lag of %s at head 1: %+v, want 1 event, 90s", name, l)
@@ -157,6 +160,9 @@ func TestLag(t *testing.T) {
 	// A checkpoint past a head read earlier counts as caught up.
 	lag, err = v.LagAt(ctx, r.store, 1)
 	must(t, err)
+	if len(lag) != numProjections {
+		t.Fatalf("lag past head 1 for %d projections", len(lag))
+	}
 	for name, l := range lag {
 		if l != (Lag{}) {
 			t.Errorf("lag of %s past head 1: %+v, want none", name, l)

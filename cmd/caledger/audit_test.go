@@ -559,10 +559,6 @@ func selfSignedClient(t *testing.T, dir string) (certPath, keyPath string) {
 	return certPath, keyPath
 }
 
-// TestVerifyErasure checks erasure receipts as a regulator would, offline:
-// the receipt of POST .../erasure carries the subject.erased events with
-// inclusion proofs in a signed checkpoint, "caledger verify-erasure" accepts
-// it with the verifier key file, and refuses it when anything is changed.
 // verifyErasure writes rc to dir/name.json and runs "caledger
 // verify-erasure" on it with the verifier key file vkey and the extra flags.
 func verifyErasure(t *testing.T, dir, name string, rc api.ErasureReceipt, vkey string, extra ...string) (string, error) {
@@ -580,6 +576,10 @@ func verifyErasure(t *testing.T, dir, name string, rc api.ErasureReceipt, vkey s
 	return out.String(), err
 }
 
+// TestVerifyErasure checks erasure receipts as a regulator would, offline:
+// the receipt of POST .../erasure carries the subject.erased events with
+// inclusion proofs in a signed checkpoint, "caledger verify-erasure" accepts
+// it with the verifier key file, and refuses it when anything is changed.
 func TestVerifyErasure(t *testing.T) {
 	r := newAuditRig(t)
 	subject, _ := r.issue("Secret Person One")

@@ -209,15 +209,18 @@ func TestReplaceFile(t *testing.T) {
 	if err := os.Link(path, same); err != nil {
 		t.Fatal(err)
 	}
-	for name, args := range map[string][3]string{
-		"no KEK":            {path, bad, retired},
-		"the same path":     {path, path, retired},
-		"a link to path":    {path, same, retired},
-		"another directory": {path, filepath.Join(t.TempDir(), "kek.json"), retired},
-		"retired elsewhere": {path, next, filepath.Join(t.TempDir(), "retired.json")},
+	for name, c := range map[string]struct {
+		args [3]string
+		want string
+	}{
+		"no KEK":            {[3]string{path, bad, retired}, "is not a Tink JSON keyset"},
+		"the same path":     {[3]string{path, path, retired}, "hold the same KEK"},
+		"a link to path":    {[3]string{path, same, retired}, "hold the same KEK"},
+		"another directory": {[3]string{path, filepath.Join(t.TempDir(), "kek.json"), retired}, "are not in one directory"},
+		"retired elsewhere": {[3]string{path, next, filepath.Join(t.TempDir(), "retired.json")}, "are not in one directory"},
 	} {
-		if err := kek.ReplaceFile(ctx, args[0], args[1], args[2]); err == nil {
-			t.Fatalf("ReplaceFile with %s succeeded", name)
+		if err := kek.ReplaceFile(ctx, c.args[0], c.args[1], c.args[2]); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ReplaceFile with %s: want an error with %q, got %v", name, c.want, err)
 		}
 	}
 	if err := os.Remove(same); err != nil {

@@ -1102,7 +1102,13 @@ func TestCAPublicationFailure(t *testing.T) {
 			t.Fatalf("the CA's failure was not logged:\n%s", r.logs.String())
 		}
 	}
-	if p.Failures() == 0 || caEntry(t, srv, "issuing") != nil {
-		t.Fatalf("failures %d; the CA entry: %v", p.Failures(), caEntry(t, srv, "issuing"))
+	// Retried: a second failure follows the first (after firstRetry).
+	for deadline := time.Now().Add(10 * time.Second); p.Failures() < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d failures after 10 s: the CA was not retried", p.Failures())
+		}
+	}
+	if caEntry(t, srv, "issuing") != nil {
+		t.Fatalf("the CA entry: %v", caEntry(t, srv, "issuing"))
 	}
 }

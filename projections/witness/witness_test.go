@@ -200,7 +200,7 @@ func TestCosign(t *testing.T) {
 	}
 	// Asked again at once, the cosigner waits for its retry (1 s) rather
 	// than post again.
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	_, err = c2.WaitFor(ctx, size)
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) || c2.Failures()["witness.test/two"] != failures {
@@ -388,5 +388,40 @@ func TestAddAnswers(t *testing.T) {
 				t.Fatalf("witnessed %v after %d posts", ok, posts.Load())
 			}
 		})
+	}
+}
+
+// TestWaitForHungWitness: a witness that accepts the request and never
+// answers holds up neither WaitFor past its context nor the error saying so.
+func TestWaitForHungWitness(t *testing.T) {
+	l := newLedger(t)
+	size := l.grow(1)
+	signer, _ := newSigner(t)
+	_, vkey, err := note.GenerateKey(rand.Reader, "witness.test/hung")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release) // before Close, which waits for the handler
+	c, err := witness.New(l.tree, signer, witness.Options{Witnesses: []witness.Witness{{URL: srv.URL, VKey: vkey}}, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.WaitFor(ctx, size); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitFor with a hung witness: %v", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("WaitFor returned after %v, its context ended after 300 ms", took)
 	}
 }
