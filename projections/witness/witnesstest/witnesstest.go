@@ -74,7 +74,6 @@ func Start(t testing.TB, name string) *Witness {
 	}
 	w.fp = fp[1]
 	agent := exec.Command("ssh-agent", "-D", "-a", w.agent)
-	agent.Stdout, agent.Stderr = &syncBuffer{}, &syncBuffer{}
 	if err := agent.Start(); err != nil {
 		t.Fatal(err)
 	}
