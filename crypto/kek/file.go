@@ -114,22 +114,10 @@ func create(path string) error {
 		}
 		return fmt.Errorf("kek: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := secretfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("kek: sync %s: %w", dir, err)
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func newFile(h *keyset.Handle) (*File, error) {
@@ -214,13 +202,13 @@ func ReplaceFile(ctx context.Context, path, next, retired string) error {
 	case !os.SameFile(fi, oldFi):
 		return fmt.Errorf("kek: %s exists and is not %s", retired, path)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := secretfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("kek: sync %s: %w", dir, err)
 	}
 	if err := os.Rename(next, path); err != nil {
 		return fmt.Errorf("kek: %w", err)
 	}
-	if err := syncDir(dir); err != nil {
+	if err := secretfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("kek: sync %s: %w", dir, err)
 	}
 	return DestroyFile(ctx, retired)
@@ -271,7 +259,7 @@ func DestroyFile(ctx context.Context, path string) error {
 	if err := os.Remove(path); err != nil {
 		return fmt.Errorf("kek: %w", err)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := secretfile.SyncDir(filepath.Dir(path)); err != nil {
 		return fmt.Errorf("kek: sync %s: %w", filepath.Dir(path), err)
 	}
 	return nil

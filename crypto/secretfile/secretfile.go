@@ -2,6 +2,9 @@
 // the checkpoint signing key): regular files that grant no access to group or
 // others, of bounded size. The checks are made on the open file, not the path,
 // so a chmod or a swap between the check and the read cannot slip past them.
+// SyncDir makes the creation, renaming or removal of such a file (and of the
+// wrapped CA key files) durable. It has no cgo, so the KEK and signer packages
+// use it rather than eventstore/sqlitefile's, which links SQLite.
 package secretfile
 
 import (
@@ -37,4 +40,18 @@ func Read(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
 	}
 	return b, nil
+}
+
+// SyncDir syncs the directory dir, so that the files created, renamed or
+// removed in it stay so after a crash.
+func SyncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err // an *fs.PathError: it names the operation and dir
 }

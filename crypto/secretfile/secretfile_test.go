@@ -45,3 +45,13 @@ func TestRead(t *testing.T) {
 		t.Errorf("a missing file: %v", err)
 	}
 }
+
+func TestSyncDir(t *testing.T) {
+	if err := secretfile.SyncDir(t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing")
+	if err := secretfile.SyncDir(missing); err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("a missing directory: %v, want an error naming it", err)
+	}
+}

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+
+	"github.com/caledger/caledger/crypto/secretfile"
 )
 
 // Wrapper encrypts key material under a key-encryption key. crypto/kek.File and
@@ -120,7 +122,7 @@ func (s *Software) writeNew(label string, b []byte) error {
 		}
 		return fmt.Errorf("%s: %w", where, err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := secretfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("%s: sync directory: %w", where, err)
 	}
 	return nil
@@ -146,18 +148,6 @@ func (s *Software) writeTemp(label string, b []byte) (string, error) {
 		return "", fmt.Errorf("write: %w", err)
 	}
 	return tmp.Name(), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Load reads, unwraps and parses the key file of ref.Label.
@@ -334,7 +324,7 @@ func (s *Software) replace(label string, b []byte) error {
 	if err := os.Rename(tmp, s.path(label)); err != nil {
 		return err
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := secretfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("sync directory: %w", err)
 	}
 	return nil
