@@ -145,15 +145,40 @@ func TestRootAndLifecycle(t *testing.T) {
 // TestRules breaks each rule once and checks that the replay names it at the
 // right position, goes on, and still hashes every leaf.
 func TestRules(t *testing.T) {
+	for _, tc := range ruleCases() {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLedger(t)
+			tc.build(l)
+			// One good event after the bad one: the replay goes on.
+			l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, s9, domain.GroupIdentity)
+			r := replay(t, l.events)
+			f, total := r.Findings()
+			if total != 1 || len(f) != 1 || !strings.HasPrefix(f[0].String(), tc.want+": ") {
+				t.Fatalf("findings (%d):\n%s\nwant one %q", total, findings(r), tc.want)
+			}
+			if strings.Contains(findings(r), "ada@") {
+				t.Fatalf("a finding repeats the value the server put there:\n%s", findings(r))
+			}
+			if root, _ := r.Root(); r.Size() != uint64(len(l.events)) || !bytes.Equal(root, mth(l.events)) {
+				t.Fatalf("size %d root %x, want %d %x", r.Size(), root, len(l.events), mth(l.events))
+			}
+		})
+	}
+}
+
+// ruleCase is a ledger that breaks one rule once.
+type ruleCase struct {
+	name  string
+	build func(l *ledger)
+	want  string // "position N: rule" of the single finding
+}
+
+func ruleCases() []ruleCase {
 	subject := s1
 	issued := func(serial domain.Serial, notAfter time.Time) domain.CertificateIssued {
 		return domain.CertificateIssued{Serial: serial, SubjectID: subject, NotAfter: notAfter}
 	}
-	for _, tc := range []struct {
-		name  string
-		build func(l *ledger)
-		want  string // "position N: rule" of the single finding
-	}{
+	return []ruleCase{
 		{"version gap", func(l *ledger) {
 			l.add(domain.SubjectStream(s1), domain.SubjectRegistered{SubjectID: subject}, "", "")
 			l.versions[domain.SubjectStream(s1)]++ // an event of the stream went missing
@@ -236,24 +261,6 @@ func TestRules(t *testing.T) {
 			e.Public = []byte(`{"serial":1}`)
 			l.events[0], _ = domain.Encode(&e)
 		}, "position 1: malformed"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			l := newLedger(t)
-			tc.build(l)
-			// One good event after the bad one: the replay goes on.
-			l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, s9, domain.GroupIdentity)
-			r := replay(t, l.events)
-			f, total := r.Findings()
-			if total != 1 || len(f) != 1 || !strings.HasPrefix(f[0].String(), tc.want+": ") {
-				t.Fatalf("findings (%d):\n%s\nwant one %q", total, findings(r), tc.want)
-			}
-			if strings.Contains(findings(r), "ada@") {
-				t.Fatalf("a finding repeats the value the server put there:\n%s", findings(r))
-			}
-			if root, _ := r.Root(); r.Size() != uint64(len(l.events)) || !bytes.Equal(root, mth(l.events)) {
-				t.Fatalf("size %d root %x, want %d %x", r.Size(), root, len(l.events), mth(l.events))
-			}
-		})
 	}
 }
 
@@ -339,6 +346,34 @@ func TestAddDoesNotAlias(t *testing.T) {
 //	go test -run '^$' -bench . ./projections/audit/
 func BenchmarkReplay(b *testing.B) {
 	const n = 10000
+	events := issuances(b, n)
+	b.Run("hash-leaves", func(b *testing.B) {
+		for b.Loop() {
+			for _, e := range events {
+				sha256.Sum256(append([]byte{0}, e...))
+			}
+		}
+		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("replay", func(b *testing.B) {
+		for b.Loop() {
+			r := New()
+			for _, e := range events {
+				if _, err := r.Add(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, total := r.Findings(); total != 0 {
+				b.Fatal(findings(r))
+			}
+		}
+		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+// issuances returns n issuance-shaped events: certificate.issued, each in a
+// stream of its own, with a sealed part of 1.5 KiB, for 1,000 subjects.
+func issuances(b testing.TB, n int) [][]byte {
 	l := newLedger(b)
 	for i := range n {
 		serial := domain.Serial(fmt.Sprintf("a%031x", i+1))
@@ -354,28 +389,7 @@ func BenchmarkReplay(b *testing.B) {
 		}
 		l.events = append(l.events, enc)
 	}
-	b.Run("hash-leaves", func(b *testing.B) {
-		for b.Loop() {
-			for _, e := range l.events {
-				sha256.Sum256(append([]byte{0}, e...))
-			}
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
-	})
-	b.Run("replay", func(b *testing.B) {
-		for b.Loop() {
-			r := New()
-			for _, e := range l.events {
-				if _, err := r.Add(e); err != nil {
-					b.Fatal(err)
-				}
-			}
-			if _, total := r.Findings(); total != 0 {
-				b.Fatal(findings(r))
-			}
-		}
-		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
-	})
+	return l.events
 }
 
 // TestStreamName: a stream in one of the ledger's forms is printed; any other

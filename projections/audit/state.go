@@ -1,0 +1,216 @@
+package audit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// StateFormat names the encoding MarshalState writes and Resume reads.
+const StateFormat = "caledger-audit-replay/1"
+
+// state is a Replay as MarshalState writes it: the compact range of the
+// leaves (one hash per set bit of the size), and what the rules remember.
+// Maps encode with sorted keys, so one Replay always gives the same bytes.
+type state struct {
+	Format   string                            `json:"format"`
+	Size     uint64                            `json:"size"`
+	Range    [][]byte                          `json:"range"`
+	Versions map[string]uint64                 `json:"versions"`
+	Erased   map[domain.SubjectID]stateErasure `json:"erased,omitempty"`
+	Certs    map[domain.Serial]stateCert       `json:"certs,omitempty"`
+	Stats    stateStats                        `json:"stats"`
+	Findings []Finding                         `json:"findings,omitempty"`
+	Total    uint64                            `json:"findings_total,omitempty"`
+}
+
+type stateErasure struct {
+	All    *stateErased           `json:"all,omitempty"`
+	Groups map[string]stateErased `json:"groups,omitempty"`
+}
+
+type stateErased struct {
+	Pos  uint64    `json:"pos"`
+	Time time.Time `json:"time"`
+}
+
+// stateCert is a certificate: its not-after, and the positions of its
+// revocation and deletion (0: none).
+type stateCert struct {
+	NotAfter time.Time `json:"na"`
+	Revoked  uint64    `json:"r,omitempty"`
+	Deleted  uint64    `json:"d,omitempty"`
+}
+
+type stateStats struct {
+	Events       uint64            `json:"events"`
+	ByType       map[string]uint64 `json:"by_type"`
+	ByActorRole  map[string]uint64 `json:"by_actor_role"`
+	Sealed       uint64            `json:"sealed"`
+	KeyGenerated uint64            `json:"key_generated"`
+	First        time.Time         `json:"first"`
+	Last         time.Time         `json:"last"`
+}
+
+// MarshalState encodes what the replay has checked so far, so that a later
+// run can Resume it and replay only the events added since, rather than the
+// whole log again. The encoding holds hashes, counts, positions, times,
+// stream names, serials and subject pseudonyms: no personal data, which the
+// replay never sees.
+//
+// A resumed replay is sound only for a log proved to extend this one: the
+// caller keeps the state beside a signed checkpoint of Size() events and
+// Root(), checks a consistency proof from that checkpoint to the new one
+// before it resumes, and replays from the whole log when it cannot.
+func (r *Replay) MarshalState() ([]byte, error) {
+	s := state{
+		Format:   StateFormat,
+		Size:     r.rng.End(),
+		Range:    r.rng.Hashes(),
+		Versions: r.versions,
+		Erased:   make(map[domain.SubjectID]stateErasure, len(r.erased)),
+		Certs:    make(map[domain.Serial]stateCert, len(r.certs)),
+		Stats: stateStats{Events: r.stats.Events, ByType: r.stats.ByType, ByActorRole: r.stats.ByActorRole, Sealed: r.stats.Sealed,
+			KeyGenerated: r.stats.KeyGenerated, First: r.stats.First, Last: r.stats.Last},
+		Findings: r.findings,
+		Total:    r.total,
+	}
+	for id, er := range r.erased {
+		var e stateErasure
+		if er.all.pos != 0 {
+			e.All = &stateErased{Pos: er.all.pos, Time: er.all.time}
+		}
+		if len(er.groups) > 0 {
+			e.Groups = make(map[string]stateErased, len(er.groups))
+			for g, at := range er.groups {
+				e.Groups[g] = stateErased{Pos: at.pos, Time: at.time}
+			}
+		}
+		s.Erased[id] = e
+	}
+	for serial, c := range r.certs {
+		s.Certs[serial] = stateCert{NotAfter: c.notAfter, Revoked: c.revoked, Deleted: c.deleted}
+	}
+	b, err := json.Marshal(&s)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encode the replay's state: %w", err)
+	}
+	return b, nil
+}
+
+// Resume returns the Replay whose state MarshalState encoded as b: it goes on
+// from b's Size()+1, and its Root, Stats and Findings are those of the whole
+// log. It checks that b is consistent in itself (a compact range that fits
+// its size, positions within it, counts that add up); it cannot check that b
+// is what a replay of the log gave, which is why the caller keeps b where
+// only the auditor writes.
+func Resume(b []byte) (*Replay, error) {
+	var s state
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("audit: the replay's state does not parse: %s", domain.JSONProblem(err))
+	}
+	if s.Format != StateFormat {
+		return nil, fmt.Errorf("audit: the replay's state has format %q, want %q", s.Format, StateFormat)
+	}
+	r, err := s.replay()
+	if err != nil {
+		return nil, fmt.Errorf("audit: the replay's state is not consistent: %w", err)
+	}
+	return r, nil
+}
+
+func (s *state) replay() (*Replay, error) {
+	for _, h := range s.Range {
+		if len(h) != rfc6962.DefaultHasher.Size() {
+			return nil, fmt.Errorf("a hash of the range has %d bytes, not %d", len(h), rfc6962.DefaultHasher.Size())
+		}
+	}
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	rng, err := rf.NewRange(0, s.Size, s.Range)
+	if err != nil {
+		return nil, fmt.Errorf("the range does not fit %d leaves: %w", s.Size, err)
+	}
+	at := func(pos uint64) bool { return pos >= 1 && pos <= s.Size }
+	r := New()
+	r.rng = rng
+	for stream, v := range s.Versions {
+		if v == 0 {
+			return nil, fmt.Errorf("stream %s is at version 0", StreamName(stream))
+		}
+		r.versions[stream] = v
+	}
+	for id, e := range s.Erased {
+		var er erasure
+		if e.All != nil {
+			if !at(e.All.Pos) {
+				return nil, fmt.Errorf("subject %s is erased at position %d, outside the log", id, e.All.Pos)
+			}
+			er.all = erased{pos: e.All.Pos, time: e.All.Time}
+		}
+		for g, x := range e.Groups {
+			if !at(x.Pos) {
+				return nil, fmt.Errorf("subject %s is erased at position %d, outside the log", id, x.Pos)
+			}
+			if er.groups == nil {
+				er.groups = make(map[string]erased, len(e.Groups))
+			}
+			er.groups[g] = erased{pos: x.Pos, time: x.Time}
+		}
+		if er.all.pos == 0 && len(er.groups) == 0 {
+			return nil, fmt.Errorf("subject %s is listed as erased with no erasure", id)
+		}
+		r.erased[id] = er
+	}
+	for serial, c := range s.Certs {
+		if (c.Revoked != 0 && !at(c.Revoked)) || (c.Deleted != 0 && !at(c.Deleted)) {
+			return nil, fmt.Errorf("certificate %s is revoked or deleted outside the log", serial)
+		}
+		r.certs[serial] = &certificate{notAfter: c.NotAfter, revoked: c.Revoked, deleted: c.Deleted}
+	}
+	st := s.Stats
+	if st.Events > s.Size || st.Sealed > st.Events || st.KeyGenerated > uint64(len(s.Certs)) {
+		return nil, fmt.Errorf("%d events of which %d sealed and %d certificates with generated keys do not fit a log of %d events and %d certificates",
+			st.Events, st.Sealed, st.KeyGenerated, s.Size, len(s.Certs))
+	}
+	if byType, ok := sum(st.ByType); !ok || byType != st.Events {
+		return nil, errors.New("the events counted by type do not add up to the events counted")
+	}
+	if byRole, ok := sum(st.ByActorRole); !ok || byRole != st.Events {
+		return nil, errors.New("the events counted by actor role do not add up to the events counted")
+	}
+	r.stats = Stats{Events: st.Events, Sealed: st.Sealed, KeyGenerated: st.KeyGenerated, First: st.First, Last: st.Last,
+		ByType: r.stats.ByType, ByActorRole: r.stats.ByActorRole}
+	for k, n := range st.ByType {
+		r.stats.ByType[k] = n
+	}
+	for k, n := range st.ByActorRole {
+		r.stats.ByActorRole[k] = n
+	}
+	if len(s.Findings) > MaxFindings || s.Total < uint64(len(s.Findings)) {
+		return nil, fmt.Errorf("%d findings kept of %d counted (at most %d are kept)", len(s.Findings), s.Total, MaxFindings)
+	}
+	for _, f := range s.Findings {
+		if !at(f.Position) {
+			return nil, fmt.Errorf("a finding at position %d, outside the log", f.Position)
+		}
+	}
+	r.findings, r.total = s.Findings, s.Total
+	return r, nil
+}
+
+// sum adds the counts of m; ok is false if the sum overflows.
+func sum(m map[string]uint64) (n uint64, ok bool) {
+	for _, c := range m {
+		if n+c < n {
+			return 0, false
+		}
+		n += c
+	}
+	return n, true
+}

@@ -1,0 +1,195 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// richLedger keeps most rules and breaks some: certificates issued, expired,
+// revoked and deleted, accesses, group and full erasures, events that raced
+// an erasure (excused only while the ledger has not moved on), and two
+// findings.
+func richLedger(t testing.TB) *ledger {
+	l := newLedger(t)
+	subject := s1
+	l.add(domain.SubjectStream(subject), domain.SubjectRegistered{SubjectID: subject, Attributes: []string{"common_name"}}, subject, domain.GroupIdentity)
+	for _, c := range []struct {
+		serial   domain.Serial
+		validity time.Duration
+	}{{"a1", time.Hour}, {"b2", -time.Hour}, {"c3", time.Hour}} {
+		l.add(domain.SubjectStream(subject), domain.SubjectCertificateLinked{SubjectID: subject, Serial: c.serial}, "", "")
+		l.add(domain.CertificateStream(c.serial), domain.CertificateIssued{Serial: c.serial, SubjectID: subject,
+			NotAfter: l.now.Add(c.validity), KeyGenerated: c.serial == "c3"}, subject, domain.GroupIdentity)
+	}
+	l.add(domain.CertificateStream("a1"), domain.CertificateRevoked{Serial: "a1", Reason: domain.ReasonSuperseded}, "", "")
+	l.add(domain.CertificateStream("a1"), domain.CertificateDeleted{Serial: "a1"}, "", "")
+	l.add(domain.CertificateStream("b2"), domain.CertificateDeleted{Serial: "b2"}, "", "")
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, KeyGroups: []string{domain.GroupNationalID}, Basis: domain.BasisConsentWithdrawn}, "", "")
+	l.add(domain.SubjectStream(subject), domain.SubjectErased{SubjectID: subject, Basis: domain.BasisErasureRequest}, "", "")
+	erasedAt := l.now
+	// Sealed with a key a node still held a few seconds after the erasure:
+	// excused. The next one lands once the ledger moved past the window.
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	l.now = erasedAt.Add(2 * RaceWindow)
+	l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, s9, domain.GroupIdentity)
+	l.now = erasedAt
+	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
+	l.add(domain.CertificateStream("a1"), domain.CertificateRevoked{Serial: "a1"}, "", "") // after its deletion
+	l.add(domain.CertificateStream("c3"), domain.CertificateRevoked{Serial: "c3", Reason: domain.ReasonKeyCompromise}, "", "")
+	return l
+}
+
+// TestResumeMatchesFullReplay cuts ledgers at every position, resumes the
+// replay of the first part from its state and adds the rest: the result must
+// be the full replay's, down to the encoded state (findings, counts,
+// erasures, certificates, versions and range).
+func TestResumeMatchesFullReplay(t *testing.T) {
+	ledgers := map[string][][]byte{"rich": richLedger(t).events}
+	for _, tc := range ruleCases() {
+		l := newLedger(t)
+		tc.build(l)
+		l.add(domain.SubjectStream(s9), domain.SubjectRegistered{SubjectID: s9}, s9, domain.GroupIdentity)
+		ledgers[tc.name] = l.events
+	}
+	for name, events := range ledgers {
+		t.Run(name, func(t *testing.T) {
+			full := replay(t, events)
+			want, err := full.MarshalState()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name == "rich" {
+				if _, total := full.Findings(); total != 2 {
+					t.Fatalf("the rich ledger gives %d findings, want 2:\n%s", total, findings(full))
+				}
+			}
+			for cut := range len(events) + 1 {
+				b, err := replay(t, events[:cut]).MarshalState()
+				if err != nil {
+					t.Fatal(err)
+				}
+				r, err := Resume(b)
+				if err != nil {
+					t.Fatalf("cut at %d: %v", cut, err)
+				}
+				if r.Size() != uint64(cut) {
+					t.Fatalf("cut at %d: resumed at size %d", cut, r.Size())
+				}
+				for _, e := range events[cut:] {
+					r.Add(e) // findings are compared below
+				}
+				got, err := r.MarshalState()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(got, want) {
+					t.Fatalf("cut at %d: the resumed replay ends as\n%s\nthe full replay as\n%s", cut, got, want)
+				}
+				if root, _ := r.Root(); !bytes.Equal(root, mth(events)) {
+					t.Fatalf("cut at %d: root %x, want %x", cut, root, mth(events))
+				}
+			}
+		})
+	}
+}
+
+// TestResumeRefuses checks that a state that is not one, or that does not
+// hold together, is refused with a reason.
+func TestResumeRefuses(t *testing.T) {
+	good, err := replay(t, richLedger(t).events).MarshalState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(change func(s map[string]any)) []byte {
+		var s map[string]any
+		if err := json.Unmarshal(good, &s); err != nil {
+			t.Fatal(err)
+		}
+		change(s)
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	stats := func(s map[string]any) map[string]any { return s["stats"].(map[string]any) }
+	for _, tc := range []struct {
+		name  string
+		state []byte
+		want  string
+	}{
+		{"not JSON", []byte("size 12"), "does not parse"},
+		{"another format", edit(func(s map[string]any) { s["format"] = "caledger-audit-replay/0" }), "has format"},
+		{"a range of another size", edit(func(s map[string]any) { s["size"] = 4 }), "does not fit 4 leaves"},
+		{"a short hash", edit(func(s map[string]any) { s["range"].([]any)[0] = "AAAA" }), "has 3 bytes"},
+		{"version 0", edit(func(s map[string]any) { s["versions"].(map[string]any)["cert-a1"] = 0 }), "at version 0"},
+		{"an erasure outside the log", edit(func(s map[string]any) {
+			s["erased"].(map[string]any)[string(s1)].(map[string]any)["all"] = map[string]any{"pos": 99, "time": time.Now()}
+		}), "erased at position 99"},
+		{"an erasure of nothing", edit(func(s map[string]any) { s["erased"].(map[string]any)[string(s9)] = map[string]any{} }), "with no erasure"},
+		{"a revocation outside the log", edit(func(s map[string]any) {
+			s["certs"].(map[string]any)["a1"].(map[string]any)["r"] = 0x7fffffff
+		}), "revoked or deleted outside the log"},
+		{"more events than leaves", edit(func(s map[string]any) { stats(s)["events"] = 1000 }), "do not fit"},
+		{"counts by type that do not add up", edit(func(s map[string]any) { stats(s)["by_type"].(map[string]any)["x.y"] = 1 }), "counted by type"},
+		{"counts by role that overflow", edit(func(s map[string]any) {
+			stats(s)["by_actor_role"].(map[string]any)["x"] = uint64(1<<64 - 1)
+		}), "counted by actor role"},
+		{"a finding outside the log", edit(func(s map[string]any) { s["findings"].([]any)[0].(map[string]any)["Position"] = 0 }), "finding at position 0"},
+		{"more findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 1 }), "findings kept of 1 counted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if r, err := Resume(tc.state); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Resume: %v, %v; want an error with %q", r, err, tc.want)
+			}
+		})
+	}
+	if _, err := Resume(good); err != nil {
+		t.Fatalf("the unedited state: %v", err)
+	}
+}
+
+// BenchmarkState is the encoding of a replay's state and its resumption,
+// for a ledger of 10,000 issuances (10,000 streams and certificates), beside
+// the replay of the same events.
+//
+//	go test -run '^$' -bench State ./projections/audit/
+func BenchmarkState(b *testing.B) {
+	events := issuances(b, 10000)
+	r := New()
+	for _, e := range events {
+		if _, err := r.Add(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var size int
+	b.Run("marshal+resume", func(b *testing.B) {
+		for b.Loop() {
+			st, err := r.MarshalState()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := Resume(st); err != nil {
+				b.Fatal(err)
+			}
+			size = len(st)
+		}
+		b.ReportMetric(float64(size)/float64(len(events)), "bytes/event")
+		b.ReportMetric(float64(b.N*len(events))/b.Elapsed().Seconds(), "events/s")
+	})
+	b.Run("replay", func(b *testing.B) {
+		for b.Loop() {
+			r := New()
+			for _, e := range events {
+				r.Add(e)
+			}
+		}
+		b.ReportMetric(float64(b.N*len(events))/b.Elapsed().Seconds(), "events/s")
+	})
+}
