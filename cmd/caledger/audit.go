@@ -35,6 +35,9 @@ import (
 )
 
 const (
+	// replaySuffix names the file, beside the audit's --state file, that
+	// keeps the replay of the kept checkpoint's events.
+	replaySuffix = ".replay"
 	// auditPage is how many events one request of the audit asks for: the
 	// most GET /v1/ledger/events gives.
 	auditPage = 1000
@@ -52,10 +55,11 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
 	cert := flags.String("cert", "", "the auditor's client certificate `file` (PEM; role auditor or admin)")
 	key := flags.String("key", "", "the client certificate's private key `file` (PEM)")
 	vkeyPath := flags.String("vkey", "", "the checkpoints' verifier key `file`, obtained out of band (the server's data/ca/checkpoint.vkey)")
-	statePath := flags.String("state", "", "`file` keeping the last checkpoint this audit verified: the new one must extend it; replaced after an audit with no problem")
+	statePath := flags.String("state", "", "`file` keeping the last checkpoint this audit verified: the new one must extend it; replaced after an audit with no problem (the replay's state is kept beside it, in FILE"+replaySuffix+")")
+	full := flags.Bool("full", false, "replay every event, even when the replay of the kept checkpoint's events is kept (--state)")
 	list := flags.Bool("list", false, "print every event: position, time, actor role and id, type, stream")
 	wflags := addWitnessFlags(flags)
-	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE] [--witness-vkey FILE ... [--witness-quorum N]] [--server URL]",
+	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE [--full]] [--witness-vkey FILE ... [--witness-quorum N]] [--server URL]",
 		`Verify the ledger as an outside auditor, with no access to personal data:
   1. check the server's signed checkpoint with the verifier key you hold;
   2. replay every event it covers from the canonical bytes, recompute the
@@ -66,7 +70,11 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
      the last audit (nothing recorded then was changed or removed), by a
      consistency proof and by the replay, then keep the new checkpoint
      (a witnessed checkpoint older than the kept one must be a prefix of
-     it, and the kept one stays).
+     it, and the kept one stays). The replay's state is kept too, in
+     FILE`+replaySuffix+`: once the proof shows that the log extends the kept
+     checkpoint, the next audit replays only the events added since. --full
+     replays them all again, which also checks that the server still serves
+     the events it signed before.
 With --witness-vkey it audits the latest checkpoint the server's witnesses
 cosigned instead of one the server signs alone, and requires the witnesses'
 cosignatures: then the log audited is the one they saw, which every other
@@ -95,6 +103,7 @@ See docs/ledger.md.`)
 	}
 	origin := verifier.Name()
 	var kept *log.Checkpoint
+	var keptReplay []byte
 	if *statePath != "" {
 		b, err := os.ReadFile(*statePath)
 		switch {
@@ -104,6 +113,9 @@ See docs/ledger.md.`)
 		default:
 			if kept, _, _, err = log.ParseCheckpoint(b, origin, verifier); err != nil {
 				return fmt.Errorf("audit: %s is not a checkpoint of %s signed with %s: %w", *statePath, origin, *vkeyPath, err)
+			}
+			if keptReplay, err = os.ReadFile(*statePath + replaySuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("audit: state: %w", err)
 			}
 		}
 	}
@@ -163,14 +175,23 @@ See docs/ledger.md.`)
 			a.consistency(ctx, c, kept, cp, "the kept one", "the checkpoint")
 		}
 	}
+	// The kept replay is resumed only once the proof shows that the log
+	// extends the kept checkpoint, whose events it replayed.
+	var from *audit.Replay
+	var resumed uint64
+	if keptReplay != nil && !*full && !keepOld && len(a.problems) == 0 {
+		if from = a.resume(keptReplay, kept, *statePath+replaySuffix); from != nil {
+			resumed = from.Size()
+		}
+	}
 	start := time.Now()
 	bar := &progressBar{w: stderr}
-	r, err := a.replay(ctx, c, cp, kept, bar.update)
+	r, err := a.replay(ctx, c, cp, kept, from, bar.update)
 	bar.done()
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	if err := a.report(r, time.Since(start)); err != nil {
+	if err := a.report(r, resumed, time.Since(start)); err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 
@@ -190,6 +211,15 @@ See docs/ledger.md.`)
 		return nil
 	}
 	if *statePath != "" {
+		// The replay first: one that is newer than the checkpoint beside it
+		// (a stop in between) is not resumed, and the next audit replays all.
+		st, err := r.MarshalState()
+		if err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		if err := writeFileAtomic(*statePath+replaySuffix, st, 0o600); err != nil {
+			return fmt.Errorf("audit: keep the replay: %w", err)
+		}
 		if err := writeFileAtomic(*statePath, signed, 0o644); err != nil {
 			return fmt.Errorf("audit: keep the checkpoint: %w", err)
 		}
@@ -241,11 +271,33 @@ func (a *auditRun) consistency(ctx context.Context, c *auditClient, kept, cp *lo
 	fmt.Fprintf(a.stdout, "consistency %s extends %s (proof verified)\n", cpName, keptName)
 }
 
-// replay reads the events the checkpoint covers and replays them. Errors
-// are failures to talk to the server; what the server answers wrongly is a
+// resume returns the replay kept in state (the file named name) if it is
+// the replay of the kept checkpoint's events, and nil, saying why, if not.
+func (a *auditRun) resume(state []byte, kept *log.Checkpoint, name string) *audit.Replay {
+	r, err := audit.Resume(state)
+	if err == nil {
+		var root []byte
+		if root, err = r.Root(); err == nil && (r.Size() != kept.Size || !bytes.Equal(root, kept.Hash)) {
+			err = fmt.Errorf("it is the replay of %d events, root %s, not of the kept checkpoint's", r.Size(), b64(root))
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(a.stdout, "resume      not from %s, every event is replayed: %v\n", name, err)
+		return nil
+	}
+	fmt.Fprintf(a.stdout, "resume      from %d events replayed before, kept in %s (--full replays them again)\n", r.Size(), name)
+	return r
+}
+
+// replay reads the events the checkpoint covers and replays them, from the
+// start or, when from is not nil, after the events from replayed. Errors are
+// failures to talk to the server; what the server answers wrongly is a
 // problem.
-func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Checkpoint, progress func(done, total uint64)) (*audit.Replay, error) {
-	r := audit.New()
+func (a *auditRun) replay(ctx context.Context, c *auditClient, cp, kept *log.Checkpoint, from *audit.Replay, progress func(done, total uint64)) (*audit.Replay, error) {
+	r := from
+	if r == nil {
+		r = audit.New()
+	}
 	checkKept := func() error {
 		// The replay stops at cp.Size, so a kept checkpoint larger than that
 		// is never reached (the consistency check reports the shrink, or
@@ -323,15 +375,20 @@ pages:
 	return r, nil
 }
 
-// report prints what the replay saw.
-func (a *auditRun) report(r *audit.Replay, took time.Duration) error {
+// report prints what the replay saw, in the whole log: the events of the
+// first resumed positions were replayed by an earlier audit.
+func (a *auditRun) report(r *audit.Replay, resumed uint64, took time.Duration) error {
 	s := r.Stats()
 	root, err := r.Root()
 	if err != nil {
 		return err
 	}
 	w := a.stdout
-	fmt.Fprintf(w, "replayed    %d events in %s, root %s\n", r.Size(), took.Round(time.Millisecond), b64(root))
+	if resumed > 0 {
+		fmt.Fprintf(w, "replayed    %d events after the %d resumed, in %s, root %s\n", r.Size()-resumed, resumed, took.Round(time.Millisecond), b64(root))
+	} else {
+		fmt.Fprintf(w, "replayed    %d events in %s, root %s\n", r.Size(), took.Round(time.Millisecond), b64(root))
+	}
 	if s.Events > 0 {
 		fmt.Fprintf(w, "time        %s to %s\n", s.First.Format(time.RFC3339), s.Last.Format(time.RFC3339))
 	}

@@ -163,8 +163,15 @@ func TestAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkMode(t, r.state, 0o644)
+	keptReplay, err := os.ReadFile(r.state + replaySuffix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, r.state+replaySuffix, 0o600)
+	firstReport := out
 
-	// The next audit checks the log against the kept checkpoint.
+	// The next audit checks the log against the kept checkpoint, and
+	// replays only the events added since.
 	r.issue("Secret Person Two")
 	size2 := r.settle()
 	out, err = r.audit("--list")
@@ -175,8 +182,55 @@ func TestAudit(t *testing.T) {
 		!strings.Contains(out, fmt.Sprintf("kept        %d events", size)) {
 		t.Errorf("the second audit did not check the kept checkpoint:\n%s", out)
 	}
-	if n := strings.Count(out, " certificate.issued "); n < 2 {
-		t.Errorf("--list shows %d issuances:\n%s", n, out)
+	if !strings.Contains(out, fmt.Sprintf("resume      from %d events replayed before", size)) ||
+		!strings.Contains(out, fmt.Sprintf("replayed    %d events after the %d resumed", size2-size, size)) {
+		t.Errorf("the second audit did not resume the kept replay:\n%s", out)
+	}
+	if n := listed(out, "certificate.issued"); n != 1 {
+		t.Errorf("--list shows %d issuances, want the new one:\n%s", n, out)
+	}
+	// The report covers the whole log: the counts of the first audit's
+	// events come from the kept replay.
+	if !strings.Contains(out, "subject.erased               1") || !strings.Contains(out, "generated   1 certificates") ||
+		!strings.Contains(firstReport, "subject.erased               1") {
+		t.Errorf("the resumed report lacks the kept replay's counts:\n%s", out)
+	}
+	resumed := out
+	out, err = r.audit("--full", "--list")
+	if err != nil || strings.Contains(out, "resume ") || !strings.Contains(out, fmt.Sprintf("replayed    %d events in", size2)) ||
+		listed(out, "certificate.issued") < 2 {
+		t.Errorf("--full: %v\n%s", err, out)
+	}
+	// The summaries agree, but for the times taken.
+	if summary(resumed) != summary(out) {
+		t.Errorf("the resumed audit reports\n%s\nthe full one\n%s", summary(resumed), summary(out))
+	}
+	// A kept replay that is not the kept checkpoint's, or not a replay at
+	// all, is not resumed: every event is replayed.
+	for _, tc := range []struct {
+		replay []byte
+		want   string
+	}{
+		{keptReplay, fmt.Sprintf("it is the replay of %d events", size)},
+		{[]byte("{}"), "has format"},
+	} {
+		if err := os.WriteFile(r.state+replaySuffix, tc.replay, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err = r.audit()
+		if err != nil || !strings.Contains(out, "resume      not from") || !strings.Contains(out, tc.want) ||
+			!strings.Contains(out, fmt.Sprintf("replayed    %d events in", size2)) {
+			t.Errorf("a kept replay %.20q: %v\n%s", tc.replay, err, out)
+		}
+	}
+	if b, err := os.ReadFile(r.state + replaySuffix); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, secret := range []string{"Secret Person", "secret@example.org", "Ledger Auditor"} {
+			if bytes.Contains(b, []byte(secret)) {
+				t.Errorf("the kept replay holds %q", secret)
+			}
+		}
 	}
 	if newer, _ := os.ReadFile(r.state); bytes.Equal(newer, kept) || !bytes.Contains(newer, fmt.Appendf(nil, "\n%d\n", size2)) {
 		t.Errorf("the state was not replaced by the newer checkpoint:\n%s", newer)
@@ -233,6 +287,40 @@ func TestAudit(t *testing.T) {
 	}
 }
 
+// summary is an audit's report without the lines that differ between a
+// resumed and a full audit (the resume, the time taken, the events listed).
+func summary(report string) string {
+	var keep []string
+	for _, l := range strings.Split(report, "\n") {
+		if strings.HasPrefix(l, "replayed ") {
+			_, root, _ := strings.Cut(l, ", root ")
+			l = "root " + root
+		}
+		if !listLine(l) && !strings.HasPrefix(l, "resume ") && !strings.HasPrefix(l, "kept ") && !strings.HasPrefix(l, "consistency ") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
+}
+
+// listLine reports whether l is an event as --list prints it: it starts
+// with the position.
+func listLine(l string) bool {
+	l = strings.TrimLeft(l, " ")
+	return l != "" && l[0] >= '0' && l[0] <= '9'
+}
+
+// listed counts the events of type typ that --list printed in report.
+func listed(report, typ string) int {
+	n := 0
+	for _, l := range strings.Split(report, "\n") {
+		if listLine(l) && strings.Contains(l, " "+typ+" ") {
+			n++
+		}
+	}
+	return n
+}
+
 func origin(t *testing.T, data string) string {
 	t.Helper()
 	o, err := ledgerOrigin(data)
@@ -271,8 +359,15 @@ func TestAuditDetectsRewrite(t *testing.T) {
 	})
 	r.start()
 	r.settle()
+	// The signed history did not change, so an audit that resumes the kept
+	// replay has nothing to read again; --full reads every event.
 	out, err := r.audit()
-	if err == nil || !strings.Contains(out, "not those the checkpoint signs") || !strings.Contains(out, "events recorded before were changed") {
+	if err != nil || !strings.Contains(out, "replayed    0 events after the") {
+		t.Fatalf("the resumed audit: %v\n%s", err, out)
+	}
+	out, err = r.audit("--full")
+	if err == nil || !strings.Contains(out, "not those the checkpoint signs") || !strings.Contains(out, "events recorded before were changed") ||
+		strings.Contains(out, "resume ") {
 		t.Fatalf("the rewrite went unnoticed while the tree signs the old root: %v\n%s", err, out)
 	}
 	if now, _ := os.ReadFile(r.state); !bytes.Equal(now, kept) {
@@ -287,9 +382,10 @@ func TestAuditDetectsRewrite(t *testing.T) {
 	}
 	r.start()
 	r.settle()
+	// The consistency proof fails, so the kept replay is not resumed.
 	out, err = r.audit()
 	if err == nil || !strings.Contains(out, "does not extend the kept one") || !strings.Contains(out, "events recorded before were changed") ||
-		strings.Contains(out, "not those the checkpoint signs") {
+		strings.Contains(out, "not those the checkpoint signs") || strings.Contains(out, "resume ") {
 		t.Fatalf("the rebuilt tree hid the rewrite from the kept checkpoint: %v\n%s", err, out)
 	}
 	// An auditor who kept nothing sees a consistent log: keeping

@@ -205,4 +205,22 @@ func BenchmarkAudit(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N)*float64(size)/b.Elapsed().Seconds(), "events/s")
 	})
+	// The same audit with the replay of every event kept from the last one
+	// (--state), and no event added since: what a resumed audit costs
+	// beyond the events it replays (the kept state read and written, the
+	// consistency proof).
+	b.Run("audit-resumed", func(b *testing.B) {
+		state := filepath.Join(b.TempDir(), "audit.checkpoint")
+		args := []string{"audit", "--server", base, "--cacert", filepath.Join(data, rootPEM), "--cert", filepath.Join(auditor, "auditor.pem"),
+			"--key", filepath.Join(auditor, "auditor-key.pem"), "--vkey", filepath.Join(data, checkpointVKeyFile), "--state", state}
+		if err := run(b.Context(), args, noEnv, io.Discard, io.Discard); err != nil {
+			b.Fatal(err)
+		}
+		for b.Loop() {
+			var out bytes.Buffer
+			if err := run(b.Context(), args, noEnv, &out, io.Discard); err != nil || !strings.Contains(out.String(), "replayed    0 events after") {
+				b.Fatalf("%v\n%s", err, out.String())
+			}
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -129,11 +130,15 @@ func TestWitnessedLedger(t *testing.T) {
 	}
 	out, err = r.audit(witnessFlags...)
 	if err != nil || !strings.Contains(out, "consistency the kept checkpoint extends the witnessed one (proof verified)") ||
-		!strings.Contains(out, "which stays kept") {
+		!strings.Contains(out, "which stays kept") || strings.Contains(out, "resume ") {
 		t.Fatalf("a witnessed audit after a later unwitnessed one: %v\n%s", err, out)
 	}
 	if b, err := os.ReadFile(r.state); err != nil || parseUnsigned(t, b).Size != kept {
 		t.Fatalf("the state file after a witnessed audit of an older checkpoint: %v", err)
+	}
+	// The kept replay stayed with the kept checkpoint.
+	if out, err := r.audit(); err != nil || !strings.Contains(out, fmt.Sprintf("resume      from %d events replayed before", kept)) {
+		t.Fatalf("an audit after the witnessed one: %v\n%s", err, out)
 	}
 	if got := r.metric("caledger_ledger_witnessed_size"); got < float64(size) {
 		t.Fatalf("caledger_ledger_witnessed_size %v, want at least %d", got, size)
