@@ -137,6 +137,34 @@ func (w *Witnesses) Verify(signed []byte, logVerifier note.Verifier) (log.Checkp
 	return *cp, got, nil
 }
 
+// CheckAge checks that at least the quorum of the cosignatures cs (as Verify
+// returns them) are at most maxAge old at now. A witness cosigns with the
+// time it saw the checkpoint, so this bounds how old a view of the log a
+// reader accepts: a node could otherwise keep serving an old witnessed
+// checkpoint and hide what it appended since. A log that has not grown must
+// have its checkpoint cosigned again (projections/witness, Refresh) to pass.
+// A cosignature from the future counts as fresh: the witness's clock is ahead.
+func (w *Witnesses) CheckAge(cs []Cosignature, now time.Time, maxAge time.Duration) error {
+	fresh := 0
+	var newest time.Time
+	for _, c := range cs {
+		if now.Sub(c.Time) <= maxAge {
+			fresh++
+		}
+		if c.Time.After(newest) {
+			newest = c.Time
+		}
+	}
+	if fresh >= w.quorum {
+		return nil
+	}
+	if len(cs) == 0 {
+		return fmt.Errorf("checkpoint: no cosignature, and %d are required at most %s old", w.quorum, maxAge)
+	}
+	return fmt.Errorf("checkpoint: %d of the %d cosignatures required are at most %s old; the newest is from %s, %s before the time checked",
+		fresh, w.quorum, maxAge, newest.UTC().Format(time.RFC3339), now.Sub(newest).Round(time.Second))
+}
+
 // cosignatureOf finds v's verified signature in n.
 func cosignatureOf(n *note.Note, v note.Verifier) (Cosignature, bool) {
 	for _, s := range n.Sigs {

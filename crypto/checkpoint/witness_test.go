@@ -3,8 +3,10 @@ package checkpoint_test
 import (
 	"bytes"
 	"crypto/rand"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -175,5 +177,42 @@ func TestCheckCosignatureRefuses(t *testing.T) {
 	}
 	if _, err := checkpoint.ParseWitnesses(nil, 0, logVKey); err == nil {
 		t.Error("no witness keys were accepted")
+	}
+}
+
+// TestCheckAge checks the bound on the cosignatures' age: the quorum must
+// be fresh, a cosignature from the future counts as fresh, and the error
+// says how old the newest is.
+func TestCheckAge(t *testing.T) {
+	logS, _, _ := newLog(t)
+	a, b := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b")
+	ws, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey}, 2, logS.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	at := func(ages ...time.Duration) []checkpoint.Cosignature {
+		var cs []checkpoint.Cosignature
+		for i, age := range ages {
+			cs = append(cs, checkpoint.Cosignature{Witness: fmt.Sprint("witness.test/", i), Time: now.Add(-age)})
+		}
+		return cs
+	}
+	for _, tc := range []struct {
+		name string
+		cs   []checkpoint.Cosignature
+		want string // "" for no error
+	}{
+		{"both fresh", at(time.Minute, time.Hour), ""},
+		{"one at the bound", at(0, time.Hour), ""},
+		{"one from the future", at(-time.Minute, time.Minute), ""},
+		{"one too old", at(time.Minute, time.Hour+time.Second), "1 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T11:59:00Z, 1m0s before"},
+		{"both too old", at(3*time.Hour, 2*time.Hour), "0 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T10:00:00Z, 2h0m0s before"},
+		{"none", nil, "no cosignature, and 2 are required"},
+	} {
+		err := ws.CheckAge(tc.cs, now, time.Hour)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
 	}
 }

@@ -11,6 +11,12 @@
 // them cosigned it, keeps the checkpoint with their cosignatures as the latest
 // witnessed one. Rounds run when the tree has grown: every Interval, and at
 // once when WaitFor asks (an erasure receipt wants its evidence witnessed).
+// With Refresh set, a round also runs when the tree has not grown but the
+// latest witnessed checkpoint is older than Refresh: the same checkpoint is
+// posted again (with no proof: the witness checks that it is the one it
+// holds) and gets cosignatures of the current time, so that readers who bound
+// their age (caledger audit --witness-max-age) can tell a quiet ledger from a
+// node that hides its growth behind an old checkpoint.
 //
 // The latest witnessed checkpoint is kept in memory only. After a restart the
 // first round regains one: a witness answers a stale "old" size with the size
@@ -69,6 +75,11 @@ type Options struct {
 	// minute. A failed round is retried sooner: after 1 s, doubling up to
 	// Interval.
 	Interval time.Duration
+	// Refresh is the age at which the latest witnessed checkpoint is
+	// cosigned again though the tree has not grown; 0 means never. Rounds
+	// run every Interval, so a checkpoint is refreshed when it is between
+	// Refresh and Refresh + Interval old.
+	Refresh time.Duration
 	// Client posts to the witnesses; nil means one with a 10 s timeout.
 	Client *http.Client
 	Logger *slog.Logger
@@ -79,6 +90,9 @@ type Options struct {
 type Checkpoint struct {
 	Size uint64
 	Note []byte
+	// At is when the quorum's cosignatures were received, by the node's
+	// clock (zero for a partly cosigned checkpoint).
+	At time.Time
 }
 
 // Cosigner gets the tree's checkpoints cosigned. Run does the rounds; the
@@ -90,6 +104,7 @@ type Cosigner struct {
 	verifiers []note.Verifier
 	quorum    int
 	interval  time.Duration
+	refresh   time.Duration
 	client    *http.Client
 	logger    *slog.Logger
 	kick      chan struct{}
@@ -133,7 +148,7 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 		return nil, err
 	}
 	c := &Cosigner{tree: tree, signer: signer, urls: urls, verifiers: ws.Verifiers(), quorum: ws.Quorum(),
-		interval: opts.Interval, client: opts.Client, logger: opts.Logger,
+		interval: opts.Interval, refresh: max(opts.Refresh, 0), client: opts.Client, logger: opts.Logger,
 		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)),
 		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{})}
 	if c.interval <= 0 {
@@ -264,7 +279,9 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 // witnessed one.
 func (c *Cosigner) round(ctx context.Context) error {
 	size := c.tree.Size()
-	if latest, _ := c.Latest(); size == 0 || size <= latest.Size {
+	latest, _ := c.Latest()
+	stale := c.refresh > 0 && time.Since(latest.At) >= c.refresh
+	if size == 0 || size < latest.Size || (size == latest.Size && !stale) {
 		return nil
 	}
 	root, err := c.tree.Root(ctx, size)
@@ -311,7 +328,7 @@ func (c *Cosigner) round(ctx context.Context) error {
 		}
 	}
 	c.mu.Lock()
-	c.latest, c.partial = Checkpoint{Size: size, Note: cosigned}, Checkpoint{}
+	c.latest, c.partial = Checkpoint{Size: size, Note: cosigned, At: time.Now()}, Checkpoint{}
 	c.mu.Unlock()
 	return nil
 }

@@ -120,6 +120,60 @@ func waitWitnessed(t testing.TB, c *witness.Cosigner, size uint64) (witness.Chec
 	return c.WaitFor(ctx, size)
 }
 
+// TestRefresh checks that a cosigner with Refresh has the same checkpoint
+// cosigned again while the ledger does not grow, with newer cosignature
+// times, and that one without Refresh leaves it as it is. Cosignature times
+// are in seconds, so the test takes a little over one.
+func TestRefresh(t *testing.T) {
+	l := newLedger(t)
+	signer, logV := newSigner(t)
+	w := witnesstest.Start(t, "witness.test/one")
+	w.AddLog(origin, signer.VerifierKey())
+	readers, err := checkpoint.ParseWitnesses([]string{w.VKey}, 0, signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	still, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, w), Interval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, w), Interval: 20 * time.Millisecond, Refresh: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := l.grow(3)
+	cosigned := func(c *witness.Cosigner) (witness.Checkpoint, time.Time) {
+		t.Helper()
+		cp, err := waitWitnessed(t, c, size)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, w.Output())
+		}
+		got, cosigs, err := readers.Verify(cp.Note, logV)
+		if err != nil || got.Size != size || len(cosigs) != 1 {
+			t.Fatalf("%d events, %v, %v", got.Size, cosigs, err)
+		}
+		return cp, cosigs[0].Time
+	}
+	run(t, still)
+	first, _ := cosigned(still)
+	run(t, fresh)
+	_, t0 := cosigned(fresh)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, t1 := cosigned(fresh); t1.After(t0) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cosignature of %s was not refreshed in 5 s\n%s", t0, w.Output())
+		}
+	}
+	if cp, _ := cosigned(still); !bytes.Equal(cp.Note, first.Note) || !cp.At.Equal(first.At) {
+		t.Fatalf("the cosigner without Refresh had its checkpoint cosigned again:\n%s\n%s", first.Note, cp.Note)
+	}
+	if f := fresh.Failures()["witness.test/one"]; f != 0 {
+		t.Fatalf("%d failed refreshes", f)
+	}
+}
+
 // TestCosign has real witnesses cosign the ledger's checkpoints as it grows,
 // across a restart of the cosigner, and checks what a reader checks.
 func TestCosign(t *testing.T) {
