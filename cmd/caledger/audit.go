@@ -59,7 +59,8 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
 	full := flags.Bool("full", false, "replay every event, even when the replay of the kept checkpoint's events is kept (--state)")
 	list := flags.Bool("list", false, "print every event: position, time, actor role and id, type, stream")
 	wflags := addWitnessFlags(flags)
-	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE [--full]] [--witness-vkey FILE ... [--witness-quorum N]] [--server URL]",
+	maxAge := flags.Duration("witness-max-age", 0, "with --witness-vkey: the quorum's cosignatures must be at most this old (such as 2h; above the server's witness refresh and interval); 0: any age")
+	setUsage(flags, "audit --cacert FILE --cert FILE --key FILE --vkey FILE [--state FILE [--full]] [--witness-vkey FILE ... [--witness-quorum N] [--witness-max-age D]] [--server URL]",
 		`Verify the ledger as an outside auditor, with no access to personal data:
   1. check the server's signed checkpoint with the verifier key you hold;
   2. replay every event it covers from the canonical bytes, recompute the
@@ -78,7 +79,9 @@ func runAudit(ctx context.Context, args []string, env func(string) string, stdou
 With --witness-vkey it audits the latest checkpoint the server's witnesses
 cosigned instead of one the server signs alone, and requires the witnesses'
 cosignatures: then the log audited is the one they saw, which every other
-reader trusting them sees too.
+reader trusting them sees too. --witness-max-age bounds their age, so that
+the server cannot show an old witnessed checkpoint and hide what it
+appended since.
 It exits 1 with the problems found (the state file is then left unchanged).
 See docs/ledger.md.`)
 	if help, err := parseFlags(flags, args, stdout); help || err != nil {
@@ -100,6 +103,12 @@ See docs/ledger.md.`)
 	witnesses, err := wflags.load(vkey)
 	if err != nil {
 		return prefixed("audit", err)
+	}
+	switch {
+	case *maxAge < 0:
+		return &usageError{msg: fmt.Sprintf("audit: --witness-max-age %s is negative", *maxAge)}
+	case *maxAge > 0 && witnesses == nil:
+		return &usageError{msg: "audit: --witness-max-age needs --witness-vkey"}
 	}
 	origin := verifier.Name()
 	var kept *log.Checkpoint
@@ -162,6 +171,11 @@ See docs/ledger.md.`)
 	fmt.Fprintf(stdout, "log         %s\ncheckpoint  %d events, root %s (signature verified)\n", origin, cp.Size, b64(cp.Hash))
 	if witnesses != nil {
 		fmt.Fprintf(stdout, "witnessed   by %s (%d required)\n", cosigners(cosigs), witnesses.Quorum())
+		if *maxAge > 0 {
+			if err := witnesses.CheckAge(cosigs, time.Now(), *maxAge); err != nil {
+				a.problem("the witnessed checkpoint is too old (--witness-max-age %s): %v", *maxAge, err)
+			}
+		}
 	}
 	// A witnessed checkpoint lags the ledger (by up to the witnessing
 	// interval), so it may be older than the one an audit without witnesses

@@ -23,7 +23,15 @@ type witnessConfig struct {
 	// Interval is a Go duration such as "1m" (the default): how often a
 	// grown ledger's checkpoint is sent to the witnesses.
 	Interval string `json:"interval,omitempty"`
+	// Refresh is a Go duration (default "1h"; "0s" for never): how old the
+	// latest witnessed checkpoint may get, while the ledger does not grow,
+	// before it is sent again for cosignatures of the current time. Readers
+	// that bound their age (caledger audit --witness-max-age) need it.
+	Refresh string `json:"refresh,omitempty"`
 }
+
+// defaultWitnessRefresh is the "refresh" of a witness config that sets none.
+const defaultWitnessRefresh = time.Hour
 
 // witnessEntry is one witness: where it takes checkpoints, and the verifier
 // key of its cosignatures.
@@ -61,6 +69,14 @@ func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*wit
 			return nil, bad("interval %q is not a duration of a second or more, such as 1m", cfg.Interval)
 		}
 		opts.Interval = d
+	}
+	opts.Refresh = defaultWitnessRefresh
+	if cfg.Refresh != "" {
+		d, err := time.ParseDuration(cfg.Refresh)
+		if err != nil || (d != 0 && d < time.Second) {
+			return nil, bad("refresh %q is not a duration of a second or more, such as 1h, or 0s for never", cfg.Refresh)
+		}
+		opts.Refresh = d
 	}
 	c, err := witness.New(n.tree, signer, opts)
 	if err != nil {

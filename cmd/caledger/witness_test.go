@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -114,6 +115,24 @@ func TestWitnessedLedger(t *testing.T) {
 		t.Fatalf("a quorum above the witnesses given: %v", err)
 	}
 
+	// A bound on the cosignatures' age: an hour passes; a nanosecond does
+	// not, and the audit fails. The bound needs witnesses.
+	if out, err := r.audit(append(witnessFlags, "--witness-max-age", "1h", "--state", "")...); err != nil {
+		t.Fatalf("audit with the cosignatures at most an hour old: %v\n%s", err, out)
+	}
+	if out, err := r.audit(append(witnessFlags, "--witness-max-age", "1ns", "--state", "")...); err == nil ||
+		!strings.Contains(out, "the witnessed checkpoint is too old (--witness-max-age 1ns)") || !strings.Contains(out, "0 of the 2 cosignatures required") {
+		t.Fatalf("audit with the cosignatures at most a nanosecond old: %v\n%s", err, out)
+	}
+	var usage *usageError
+	if _, err := r.audit("--witness-max-age", "1h"); !errors.As(err, &usage) || !strings.Contains(err.Error(), "needs --witness-vkey") {
+		t.Fatalf("--witness-max-age without witnesses: %v", err)
+	}
+	// When they cosigned shows on /metrics.
+	if at := r.metric("caledger_ledger_witnessed_timestamp_seconds"); at < float64(time.Now().Add(-time.Minute).Unix()) || at > float64(time.Now().Unix()+1) {
+		t.Fatalf("caledger_ledger_witnessed_timestamp_seconds %v, now %d", at, time.Now().Unix())
+	}
+
 	// The auditor audits the witnessed checkpoint, and keeps it.
 	out, err = r.audit(witnessFlags...)
 	if err != nil || !strings.Contains(out, "witnessed   by witness.test/one (") {
@@ -203,6 +222,7 @@ func TestServeRefusesBadWitnesses(t *testing.T) {
 		"credentials":   {map[string]any{"witnesses": []map[string]string{{"url": "http://u:p@w", "vkey": vkey}}}, "the url holds credentials"},
 		"the log's key": {map[string]any{"witnesses": []map[string]string{{"url": "http://w", "vkey": logVKey}}}, "the log's own key"},
 		"interval":      {map[string]any{"witnesses": []map[string]string{ok}, "interval": "10ms"}, "interval"},
+		"refresh":       {map[string]any{"witnesses": []map[string]string{ok}, "refresh": "10ms"}, "refresh \"10ms\""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			setConfig(t, data, "witness", c.cfg)
