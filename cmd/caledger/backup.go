@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -32,7 +33,14 @@ import (
 // docs/backup.md describes it.
 const (
 	backupManifestFile = "manifest.json"
-	backupFormat       = "caledger-backup/1"
+	// backupFormat is the format backup writes: a manifest sealed under
+	// the KEK. restore reads unsealedBackupFormat, of backups taken before
+	// the seal, only when told to (--allow-unsealed).
+	backupFormat         = "caledger-backup/2"
+	unsealedBackupFormat = "caledger-backup/1"
+	// backupSealAD is the associated data of a manifest's seal: a wrap
+	// under the KEK made for nothing else.
+	backupSealAD = "caledger backup manifest seal v1"
 	// maxBackupManifest bounds what is read of a manifest; one lists a few
 	// dozen files.
 	maxBackupManifest = 1 << 20
@@ -72,6 +80,74 @@ type backupManifest struct {
 	// holds: the backup's point in time.
 	LedgerHead uint64       `json:"ledger_head"`
 	Files      []backupFile `json:"files"`
+	// Seal authenticates everything above under the KEK.
+	Seal *backupSeal `json:"seal,omitempty"`
+}
+
+// backupSeal is a manifest's seal: the SHA-256 of the manifest's JSON
+// encoding without its seal, wrapped (AEAD-encrypted) under the KEK. Only
+// the KEK's holder can make a seal that unwraps, so a manifest changed
+// after the backup, with the sums of files changed to match, fails restore.
+type backupSeal struct {
+	KEKID  string `json:"kek_id"`
+	Sealed []byte `json:"sealed_sha256"`
+}
+
+// digest is the SHA-256 the seal wraps: of m's JSON encoding with no seal.
+func (m backupManifest) digest() ([]byte, error) {
+	m.Seal = nil
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.Sum256(b)
+	return h[:], nil
+}
+
+// seal seals m under k.
+func (m *backupManifest) seal(ctx context.Context, k datakey.KEK) error {
+	d, err := m.digest()
+	if err != nil {
+		return err
+	}
+	sealed, err := k.Wrap(ctx, d, []byte(backupSealAD))
+	if err != nil {
+		return fmt.Errorf("seal the manifest under the KEK: %w", err)
+	}
+	m.Seal = &backupSeal{KEKID: k.ID(), Sealed: sealed}
+	return nil
+}
+
+// checkSeal checks m's seal under k, the KEK restore was given; an unsealed
+// manifest of the earlier format passes only with allowUnsealed.
+func (m *backupManifest) checkSeal(ctx context.Context, k datakey.KEK, allowUnsealed bool) error {
+	if k == nil {
+		return errors.New("no KEK to check the manifest's seal with")
+	}
+	if m.Format == unsealedBackupFormat {
+		if !allowUnsealed {
+			return fmt.Errorf("the backup has format %s, whose manifest has no seal: nothing shows that it is the manifest the backup wrote. Restore it with --allow-unsealed if it was taken before the seal (caledger before backup format 2) and kept where only the backup system writes", m.Format)
+		}
+		return nil
+	}
+	if m.Seal == nil {
+		return fmt.Errorf("%s has no seal, which format %s requires: the manifest was changed after the backup", backupManifestFile, m.Format)
+	}
+	if m.Seal.KEKID != k.ID() {
+		return fmt.Errorf("the backup is sealed under KEK %s, and the KEK given is %s: give the KEK of the data directory the backup was taken from (%w)", m.Seal.KEKID, k.ID(), keyvault.ErrWrongKEK)
+	}
+	got, err := k.Unwrap(ctx, m.Seal.Sealed, []byte(backupSealAD))
+	if err != nil {
+		return fmt.Errorf("the seal of %s does not open under the KEK: the manifest was changed after the backup", backupManifestFile)
+	}
+	want, err := m.digest()
+	if err != nil {
+		return err
+	}
+	if !hmac.Equal(got, want) {
+		return fmt.Errorf("%s was changed after the backup: its seal is of another manifest", backupManifestFile)
+	}
+	return nil
 }
 
 type backupFile struct {
@@ -109,7 +185,8 @@ running or stopped. The ledger and the key vault are copied inside SQLite read
 transactions, the ledger first: the backup's point in time is the ledger's
 last event. Also copied: caledger.json, the CA certificate, the software CA
 keys (wrapped by the KEK), the checkpoint key and the server's TLS
-credential, with a manifest of SHA-256 sums.
+credential, with a manifest of SHA-256 sums sealed under the KEK (a KEK on
+a PKCS#11 token needs its PIN in `+kekPINEnv+`).
 
 Left out: the KEK (keys/kek.json; keep a copy apart from the backups), the
 views and the Merkle tree (rebuilt on restore), the directory publisher's
@@ -142,6 +219,20 @@ checkpoint (everything is republished) and the first admin credential.
 	kekBefore, kekWhere, err := noKEKRotation(ctx, dir, "")
 	if err != nil {
 		return fmt.Errorf("backup: %w", err)
+	}
+	// The KEK seals the manifest; it is opened before anything is copied,
+	// so that a missing PIN stops the backup at once.
+	home, err := kekHomeFor(dir, cfg, env)
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	k, err := home.open(ctx, false)
+	if err != nil {
+		return fmt.Errorf("backup: the KEK, which seals the backup's manifest (%s): %w", home.describe(), err)
+	}
+	defer k.Close()
+	if k.ID() != kekBefore {
+		return fmt.Errorf("backup: the KEK opened is %s, and the data directory's is %s", k.ID(), kekBefore)
 	}
 	stage, err := stageDir(target)
 	if err != nil {
@@ -208,13 +299,16 @@ checkpoint (everything is republished) and the first admin credential.
 	for _, f := range m.Files {
 		total += f.Size
 	}
-	b, err := json.MarshalIndent(m, "", "  ")
-	if err != nil {
-		return fmt.Errorf("backup: %w", err)
-	}
 	// A rotation that ran meanwhile (it takes the ledger's lock, as a
 	// server does) may have re-wrapped part of what was copied.
 	if _, _, err := noKEKRotation(ctx, dir, kekBefore); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	if err := m.seal(ctx, k); err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
 		return fmt.Errorf("backup: %w", err)
 	}
 	if err := writeFileAtomic(filepath.Join(stage, backupManifestFile), append(b, '\n'), 0o600); err != nil {
@@ -240,10 +334,12 @@ func runRestore(ctx context.Context, args []string, env func(string) string, std
 	from := flags.String("from", "", "the backup `directory`")
 	kekPath := flags.String("kek", "", "the KEK `file` (keys/kek.json) of the data directory the backup was taken from; not given for a KEK on a PKCS#11 token, whose PIN comes from env "+kekPINEnv)
 	dataDir := flags.String("data", envOr(env, "CALEDGER_DATA", "./data"), "the data `directory` to create; it must not exist, or be empty; env CALEDGER_DATA")
-	setUsage(flags, "restore --from DIR [--kek FILE] [--data DIR]", `Restore a backup made by 'caledger backup' into a new data directory, then
-start the server on it. Every file is checked against the manifest; the KEK
-(the file --kek names, or the key on the PKCS#11 token the backup's config
-names) must be the one that wraps the backup's keys. The keys of every erasure the
+	allowUnsealed := flags.Bool("allow-unsealed", false, "restore a backup of format 1, taken before manifests were sealed under the KEK")
+	setUsage(flags, "restore --from DIR [--kek FILE] [--data DIR] [--allow-unsealed]", `Restore a backup made by 'caledger backup' into a new data directory, then
+start the server on it. The KEK (the file --kek names, or the key on the
+PKCS#11 token the backup's config names) must be the one that sealed the
+manifest and wraps the backup's keys; every file is checked against the
+manifest. The keys of every erasure the
 ledger records are destroyed again (a vault copy may predate some), and the
 views are rebuilt, with a progress bar on stderr. If a step fails, nothing is
 left in the data directory.
@@ -305,6 +401,15 @@ from their receipts. docs/backup.md has the details.`)
 		}
 		k = fileKEK{f}
 	}
+	// The seal is checked before anything is copied when the KEK is known
+	// by now (always, but for a backup whose config does not parse), and
+	// otherwise, or under another KEK, once the copy's config names it.
+	sealed := k != nil
+	if sealed {
+		if err := m.checkSeal(ctx, k, *allowUnsealed); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
 	stage, err := stageDir(target)
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
@@ -339,6 +444,12 @@ from their receipts. docs/backup.md has the details.`)
 		}
 		if k, err = openTokenKEK(ctx, stage, cfg, env); err != nil {
 			return err
+		}
+		sealed = false
+	}
+	if !sealed {
+		if err := m.checkSeal(ctx, k, *allowUnsealed); err != nil {
+			return fmt.Errorf("restore: %w", err)
 		}
 	}
 	// The keys of recorded erasures go before the KEK joins them: a restore
@@ -533,7 +644,7 @@ func readBackupManifest(dir string) (backupManifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%s: %w", backupManifestFile, err)
 	}
-	if m.Format != backupFormat {
+	if m.Format != backupFormat && m.Format != unsealedBackupFormat {
 		return m, fmt.Errorf("%s: format %q is not known (want %q)", backupManifestFile, m.Format, backupFormat)
 	}
 	listed := map[string]bool{backupManifestFile: true}

@@ -59,11 +59,41 @@ func backup(t *testing.T, data, out string) string {
 }
 
 // restore runs "caledger restore" and returns its output and error.
-func restore(t *testing.T, from, kekFile, data string) (string, error) {
+func restore(t *testing.T, from, kekFile, data string, extra ...string) (string, error) {
 	t.Helper()
 	var stdout bytes.Buffer
-	err := run(t.Context(), []string{"restore", "--from", from, "--kek", kekFile, "--data", data}, noEnv, &stdout, io.Discard)
+	err := run(t.Context(), append([]string{"restore", "--from", from, "--kek", kekFile, "--data", data}, extra...), noEnv, &stdout, io.Discard)
 	return stdout.String(), err
+}
+
+// editManifest changes the manifest of the backup dir; with kekFile, it
+// seals it again under that KEK, as only the KEK's holder can.
+func editManifest(t *testing.T, dir, kekFile string, edit func(*backupManifest)) {
+	t.Helper()
+	var m backupManifest
+	b, err := os.ReadFile(filepath.Join(dir, backupManifestFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(&m)
+	if kekFile != "" {
+		k, err := kek.OpenFile(t.Context(), kekFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.seal(t.Context(), k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, backupManifestFile), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestBackupRestore backs up a served data directory while it runs, restores
@@ -103,6 +133,17 @@ func TestBackupRestore(t *testing.T) {
 	if m.LedgerHead < uint64(len(before)) {
 		t.Errorf("the backup holds the ledger through %d, before it %d events were read", m.LedgerHead, len(before))
 	}
+	// The manifest is sealed under the data directory's KEK.
+	k, err := kek.OpenFile(t.Context(), filepath.Join(r.data, kekFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Format != backupFormat || m.Seal == nil || m.Seal.KEKID != k.ID() {
+		t.Errorf("manifest format %q, seal %+v; want %q sealed under %s", m.Format, m.Seal, backupFormat, k.ID())
+	}
+	if err := m.checkSeal(t.Context(), k, false); err != nil {
+		t.Errorf("the seal: %v", err)
+	}
 	var paths []string
 	for _, f := range m.Files {
 		paths = append(paths, f.Path)
@@ -125,7 +166,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 	// Personal data is only in sealed parts.
 	scanned := 0
-	err := filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+	err = filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -237,22 +278,16 @@ func TestRestoreReappliesErasures(t *testing.T) {
 	if err := os.WriteFile(vaultPath, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var m backupManifest
-	mb, _ := os.ReadFile(filepath.Join(mixed, backupManifestFile))
-	if err := json.Unmarshal(mb, &m); err != nil {
-		t.Fatal(err)
-	}
-	for i, f := range m.Files {
-		if f.Path == vaultFile {
-			if m.Files[i], err = describeFile(t.Context(), vaultPath, vaultFile); err != nil {
-				t.Fatal(err)
+	// Whoever swaps the vault holds the KEK, and seals the manifest again.
+	editManifest(t, mixed, filepath.Join(r.data, kekFile), func(m *backupManifest) {
+		for i, f := range m.Files {
+			if f.Path == vaultFile {
+				if m.Files[i], err = describeFile(t.Context(), vaultPath, vaultFile); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-	}
-	mb, _ = json.Marshal(m)
-	if err := os.WriteFile(filepath.Join(mixed, backupManifestFile), mb, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	})
 
 	// Without the re-application the victim's data would open.
 	probe := filepath.Join(t.TempDir(), "probe")
@@ -358,18 +393,6 @@ func TestRestoreRefuses(t *testing.T) {
 		change(dir)
 		return dir
 	}
-	editManifest := func(dir string, edit func(*backupManifest)) {
-		var m backupManifest
-		b, _ := os.ReadFile(filepath.Join(dir, backupManifestFile))
-		if err := json.Unmarshal(b, &m); err != nil {
-			t.Fatal(err)
-		}
-		edit(&m)
-		b, _ = json.Marshal(m)
-		if err := os.WriteFile(filepath.Join(dir, backupManifestFile), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	flip := altered(func(dir string) {
 		p := filepath.Join(dir, filepath.FromSlash(backupLedgerFile))
 		b, _ := os.ReadFile(p)
@@ -384,10 +407,10 @@ func TestRestoreRefuses(t *testing.T) {
 		}
 	})
 	escape := altered(func(dir string) {
-		editManifest(dir, func(m *backupManifest) { m.Files[0].Path = "../escape" })
+		editManifest(t, dir, "", func(m *backupManifest) { m.Files[0].Path = "../escape" })
 	})
 	missing := altered(func(dir string) {
-		editManifest(dir, func(m *backupManifest) {
+		editManifest(t, dir, "", func(m *backupManifest) {
 			m.Files = slices.DeleteFunc(m.Files, func(f backupFile) bool { return f.Path == vaultFile })
 		})
 		os.Remove(filepath.Join(dir, filepath.FromSlash(vaultFile)))
@@ -402,8 +425,33 @@ func TestRestoreRefuses(t *testing.T) {
 		}
 	})
 	head := altered(func(dir string) {
-		editManifest(dir, func(m *backupManifest) { m.LedgerHead++ })
+		editManifest(t, dir, kekPath, func(m *backupManifest) { m.LedgerHead++ })
 	})
+	// Someone who can write the backup but does not hold the KEK: a
+	// file's sum changed with the file (here a config naming no witness),
+	// the seal dropped, the format set back to the unsealed one.
+	edited := altered(func(dir string) {
+		p := filepath.Join(dir, configFile)
+		if err := os.WriteFile(p, []byte(`{"store":"sqlite"}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		f, err := describeFile(t.Context(), p, configFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		editManifest(t, dir, "", func(m *backupManifest) {
+			for i := range m.Files {
+				if m.Files[i].Path == configFile {
+					m.Files[i] = f
+				}
+			}
+		})
+	})
+	unsealed := altered(func(dir string) { editManifest(t, dir, "", func(m *backupManifest) { m.Seal = nil }) })
+	downgraded := altered(func(dir string) {
+		editManifest(t, dir, "", func(m *backupManifest) { m.Seal, m.Format = nil, unsealedBackupFormat })
+	})
+	otherSeal := altered(func(dir string) { editManifest(t, dir, otherKEK, func(*backupManifest) {}) })
 	nonEmpty := filepath.Join(t.TempDir(), "data")
 	if err := os.MkdirAll(nonEmpty, 0o700); err != nil {
 		t.Fatal(err)
@@ -415,26 +463,33 @@ func TestRestoreRefuses(t *testing.T) {
 	for name, tc := range map[string]struct {
 		from, kek, data string
 		want            string
+		args            []string
 	}{
-		"damaged file":                       {flip, kekPath, "", "does not match the backup's manifest"},
-		"unlisted file":                      {extra, kekPath, "", "which its manifest does not list"},
-		"path outside":                       {escape, kekPath, "", "not a file a backup holds"},
-		"missing vault":                      {missing, kekPath, "", "does not list keys/vault.db"},
-		"head mismatch":                      {head, kekPath, "", "its manifest says"},
-		"symlink":                            {symlink, kekPath, "", "not a regular file"},
-		"wrong KEK":                          {good, otherKEK, "", "wrapped under another KEK"},
-		"wrong KEK, stopped server's backup": {fresh, otherKEK, "", "wrapped under another KEK"},
-		"readable KEK":                       {good, looseKEK, "", "group or others can read"},
-		"not a backup":                       {t.TempDir(), kekPath, "", "is not a backup"},
-		"non-empty target":                   {good, kekPath, nonEmpty, "is not empty"},
-		"target is my file":                  {good, kekPath, filepath.Join(nonEmpty, "keep"), "not a directory"},
+		"edited manifest":                      {edited, kekPath, "", "was changed after the backup: its seal is of another manifest", nil},
+		"seal dropped":                         {unsealed, kekPath, "", "has no seal, which format caledger-backup/2 requires", nil},
+		"format set back":                      {downgraded, kekPath, "", "Restore it with --allow-unsealed", nil},
+		"sealed under another KEK":             {otherSeal, kekPath, "", "the backup is sealed under KEK", nil},
+		"keys under another KEK than the seal": {otherSeal, otherKEK, "", "wrapped under another KEK", nil},
+		"unsealed, keys under another KEK":     {downgraded, otherKEK, "", "wrapped under another KEK", []string{"--allow-unsealed"}},
+		"damaged file":                         {flip, kekPath, "", "does not match the backup's manifest", nil},
+		"unlisted file":                        {extra, kekPath, "", "which its manifest does not list", nil},
+		"path outside":                         {escape, kekPath, "", "not a file a backup holds", nil},
+		"missing vault":                        {missing, kekPath, "", "does not list keys/vault.db", nil},
+		"head mismatch":                        {head, kekPath, "", "its manifest says", nil},
+		"symlink":                              {symlink, kekPath, "", "not a regular file", nil},
+		"wrong KEK":                            {good, otherKEK, "", "the backup is sealed under KEK", nil},
+		"wrong KEK, stopped server's backup":   {fresh, otherKEK, "", "the backup is sealed under KEK", nil},
+		"readable KEK":                         {good, looseKEK, "", "group or others can read", nil},
+		"not a backup":                         {t.TempDir(), kekPath, "", "is not a backup", nil},
+		"non-empty target":                     {good, kekPath, nonEmpty, "is not empty", nil},
+		"target is my file":                    {good, kekPath, filepath.Join(nonEmpty, "keep"), "not a directory", nil},
 	} {
 		t.Run(name, func(t *testing.T) {
 			data := tc.data
 			if data == "" {
 				data = filepath.Join(t.TempDir(), "data")
 			}
-			_, err := restore(t, tc.from, tc.kek, data)
+			_, err := restore(t, tc.from, tc.kek, data, tc.args...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want an error with %q, got %v", tc.want, err)
 			}
@@ -454,6 +509,10 @@ func TestRestoreRefuses(t *testing.T) {
 				}
 			}
 		})
+	}
+	// A backup taken before manifests were sealed restores when told to.
+	if out, err := restore(t, downgraded, kekPath, filepath.Join(t.TempDir(), "data"), "--allow-unsealed"); err != nil {
+		t.Errorf("restore of an unsealed backup with --allow-unsealed: %v\n%s", err, out)
 	}
 	// A hidden directory an interrupted restore left is not touched, and
 	// stops the next one until removed.

@@ -178,9 +178,17 @@ func TestPKCS11KEK(t *testing.T) {
 	})
 	keysUnderOnly(t, data, first)
 
-	// A backup restores with the token alone.
+	// A backup seals its manifest under the token's key, so it needs the
+	// PIN; it restores with the token alone.
 	bk := filepath.Join(t.TempDir(), "backup")
-	if out := backup(t, data, bk); !strings.Contains(out, "PKCS#11 token") || !strings.Contains(out, "a KEK rotation deletes it") {
+	if err := run(t.Context(), []string{"backup", "--data", data, "--out", bk}, noEnv, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), kekPINEnv) {
+		t.Errorf("backup without the PIN: %v", err)
+	}
+	var backedUp bytes.Buffer
+	if err := run(t.Context(), []string{"backup", "--data", data, "--out", bk}, getenv, &backedUp, io.Discard); err != nil {
+		t.Fatalf("backup: %v", err)
+	}
+	if out := backedUp.String(); !strings.Contains(out, "PKCS#11 token") || !strings.Contains(out, "a KEK rotation deletes it") {
 		t.Errorf("backup output does not say where the KEK is:\n%s", out)
 	}
 	restoreArgs := func(target string, extra ...string) []string {
