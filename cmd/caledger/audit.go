@@ -105,6 +105,8 @@ See docs/ledger.md.`)
 		return prefixed("audit", err)
 	}
 	switch {
+	case *full && *statePath == "":
+		return &usageError{msg: "audit: --full needs --state: without a kept replay every audit replays every event"}
 	case *maxAge < 0:
 		return &usageError{msg: fmt.Sprintf("audit: --witness-max-age %s is negative", *maxAge)}
 	case *maxAge > 0 && witnesses == nil:
@@ -193,6 +195,9 @@ See docs/ledger.md.`)
 	// extends the kept checkpoint, whose events it replayed.
 	var from *audit.Replay
 	var resumed uint64
+	if kept != nil && keptReplay == nil && !*full {
+		fmt.Fprintf(stdout, "resume      not from %s, every event is replayed: there is no such file\n", *statePath+replaySuffix)
+	}
 	if keptReplay != nil && !*full && !keepOld && len(a.problems) == 0 {
 		if from = a.resume(keptReplay, kept, *statePath+replaySuffix); from != nil {
 			resumed = from.Size()

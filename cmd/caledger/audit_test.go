@@ -7,6 +7,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -213,6 +214,7 @@ func TestAudit(t *testing.T) {
 	}{
 		{keptReplay, fmt.Sprintf("it is the replay of %d events", size)},
 		{[]byte("{}"), "has format"},
+		{otherRoot(t, r.state+replaySuffix), fmt.Sprintf("it is the replay of %d events", size2)},
 	} {
 		if err := os.WriteFile(r.state+replaySuffix, tc.replay, 0o600); err != nil {
 			t.Fatal(err)
@@ -222,6 +224,17 @@ func TestAudit(t *testing.T) {
 			!strings.Contains(out, fmt.Sprintf("replayed    %d events in", size2)) {
 			t.Errorf("a kept replay %.20q: %v\n%s", tc.replay, err, out)
 		}
+	}
+	// No kept replay (an audit that stopped between its two writes, or one
+	// from before the replay was kept): every event is replayed, and said.
+	if err := os.Remove(r.state + replaySuffix); err != nil {
+		t.Fatal(err)
+	}
+	if out, err = r.audit(); err != nil || !strings.Contains(out, "there is no such file") || !strings.Contains(out, fmt.Sprintf("replayed    %d events in", size2)) {
+		t.Errorf("no kept replay: %v\n%s", err, out)
+	}
+	if _, err := r.audit("--full", "--state", ""); !isUsage(err) {
+		t.Errorf("--full without --state: %v, want a usage error", err)
 	}
 	if b, err := os.ReadFile(r.state + replaySuffix); err != nil {
 		t.Fatal(err)
@@ -285,6 +298,26 @@ func TestAudit(t *testing.T) {
 			t.Errorf("%q: %v is not a usage error", args, err)
 		}
 	}
+}
+
+// otherRoot returns the kept replay in file with one hash of its compact
+// range changed: a replay of as many events as the kept checkpoint's, with
+// another root.
+func otherRoot(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s map[string]any
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	s["range"].([]any)[0] = base64.StdEncoding.EncodeToString(make([]byte, 32))
+	if b, err = json.Marshal(s); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // summary is an audit's report without the lines that differ between a

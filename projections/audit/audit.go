@@ -32,10 +32,15 @@
 // cannot read anyway.
 //
 // Memory grows with the number of streams, certificates and erased subjects
-// (a map entry each), not with the number of events.
+// (a map entry each), not with the number of events. A stream or key group
+// name in none of the ledger's forms is kept as its SHA-256 only, so that
+// neither memory nor a kept state (MarshalState) holds what a faulty server
+// put there.
 package audit
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -47,6 +52,12 @@ import (
 
 	"github.com/caledger/caledger/domain"
 )
+
+// RulesVersion names the rules this package checks. It changes with every
+// rule, and with every change to what the replay remembers or how: a replay
+// kept under other rules (MarshalState) is not resumed, since the events it
+// covered were never checked under these.
+const RulesVersion = 1
 
 // MaxFindings bounds the findings a Replay keeps in detail; it counts them
 // all.
@@ -183,10 +194,11 @@ func (r *Replay) Add(canonical []byte) (domain.Event, error) {
 		r.find(pos, RulePosition, fmt.Sprintf("the event is recorded at position %d", e.Position))
 	}
 	r.count(&e)
-	if last := r.versions[e.Stream]; e.Version != last+1 {
+	stream := streamKey(e.Stream)
+	if last := r.versions[stream]; e.Version != last+1 {
 		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", StreamName(e.Stream), last, e.Version))
 	}
-	r.versions[e.Stream] = max(r.versions[e.Stream], e.Version)
+	r.versions[stream] = max(r.versions[stream], e.Version)
 	r.checkSealed(pos, &e)
 	r.apply(pos, &e)
 	return e, nil
@@ -220,7 +232,7 @@ func (r *Replay) checkSealed(pos uint64, e *domain.Event) {
 	// The first erasure that covers the group decides: an event sealed
 	// around it may land after it, within RaceWindow.
 	at := er.all
-	if g, ok := er.groups[e.Sealed.KeyGroup]; ok && (at.pos == 0 || g.pos < at.pos) {
+	if g, ok := er.groups[groupKey(e.Sealed.KeyGroup)]; ok && (at.pos == 0 || g.pos < at.pos) {
 		at = g
 	}
 	if at.pos == 0 {
@@ -270,8 +282,8 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 				er.groups = make(map[string]erased)
 			}
 			for _, g := range p.KeyGroups {
-				if _, ok := er.groups[g]; !ok {
-					er.groups[g] = at
+				if _, ok := er.groups[groupKey(g)]; !ok {
+					er.groups[groupKey(g)] = at
 				}
 			}
 		}
@@ -373,6 +385,42 @@ func StreamName(stream string) string {
 		return stream
 	}
 	return fmt.Sprintf("(a name of %d bytes in none of the ledger's forms)", len(stream))
+}
+
+// streamKey is the key of stream in the replay's maps: stream itself when it
+// has one of the ledger's forms, otherwise its digest (hashedKey).
+func streamKey(stream string) string {
+	if StreamName(stream) == stream {
+		return stream
+	}
+	return hashedKey(stream)
+}
+
+// groupKey is the key of key group g: g when it is one of the ledger's
+// groups, otherwise its digest.
+func groupKey(g string) string {
+	if domain.KnownKeyGroup(g) {
+		return g
+	}
+	return hashedKey(g)
+}
+
+// hashedKey stands for a name in none of the ledger's forms: "sha256:" and
+// the hex of its SHA-256. No name of the ledger's forms starts so, and a
+// name that does is hashed itself.
+func hashedKey(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "sha256:" + hex.EncodeToString(h[:])
+}
+
+// validKey reports whether k is a key streamKey or groupKey (known reports
+// the names of the ledger's forms) could have made.
+func validKey(k string, known func(string) bool) bool {
+	if h, ok := strings.CutPrefix(k, "sha256:"); ok {
+		b, err := hex.DecodeString(h)
+		return err == nil && len(b) == sha256.Size && h == strings.ToLower(h)
+	}
+	return known(k)
 }
 
 // TypeName is an event type as the audit prints it: as it is when it has the

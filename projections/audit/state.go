@@ -20,6 +20,7 @@ const StateFormat = "caledger-audit-replay/1"
 // Maps encode with sorted keys, so one Replay always gives the same bytes.
 type state struct {
 	Format   string                            `json:"format"`
+	Rules    int                               `json:"rules"`
 	Size     uint64                            `json:"size"`
 	Range    [][]byte                          `json:"range"`
 	Versions map[string]uint64                 `json:"versions"`
@@ -61,8 +62,9 @@ type stateStats struct {
 // MarshalState encodes what the replay has checked so far, so that a later
 // run can Resume it and replay only the events added since, rather than the
 // whole log again. The encoding holds hashes, counts, positions, times,
-// stream names, serials and subject pseudonyms: no personal data, which the
-// replay never sees.
+// stream and key group names of the ledger's forms (others only as digests),
+// serials and subject pseudonyms: no personal data, which the replay never
+// sees.
 //
 // A resumed replay is sound only for a log proved to extend this one: the
 // caller keeps the state beside a signed checkpoint of Size() events and
@@ -71,13 +73,21 @@ type stateStats struct {
 func (r *Replay) MarshalState() ([]byte, error) {
 	s := state{
 		Format:   StateFormat,
+		Rules:    RulesVersion,
 		Size:     r.rng.End(),
 		Range:    r.rng.Hashes(),
 		Versions: r.versions,
 		Erased:   make(map[domain.SubjectID]stateErasure, len(r.erased)),
 		Certs:    make(map[domain.Serial]stateCert, len(r.certs)),
-		Stats: stateStats{Events: r.stats.Events, ByType: r.stats.ByType, ByActorRole: r.stats.ByActorRole, Sealed: r.stats.Sealed,
-			KeyGenerated: r.stats.KeyGenerated, First: r.stats.First, Last: r.stats.Last},
+		Stats: stateStats{
+			Events:       r.stats.Events,
+			ByType:       r.stats.ByType,
+			ByActorRole:  r.stats.ByActorRole,
+			Sealed:       r.stats.Sealed,
+			KeyGenerated: r.stats.KeyGenerated,
+			First:        r.stats.First,
+			Last:         r.stats.Last,
+		},
 		Findings: r.findings,
 		Total:    r.total,
 	}
@@ -118,6 +128,9 @@ func Resume(b []byte) (*Replay, error) {
 	if s.Format != StateFormat {
 		return nil, fmt.Errorf("audit: the replay's state has format %q, want %q", s.Format, StateFormat)
 	}
+	if s.Rules != RulesVersion {
+		return nil, fmt.Errorf("audit: the replay's state was made under rules version %d, and this audit checks version %d", s.Rules, RulesVersion)
+	}
 	r, err := s.replay()
 	if err != nil {
 		return nil, fmt.Errorf("audit: the replay's state is not consistent: %w", err)
@@ -131,6 +144,9 @@ func (s *state) replay() (*Replay, error) {
 			return nil, fmt.Errorf("a hash of the range has %d bytes, not %d", len(h), rfc6962.DefaultHasher.Size())
 		}
 	}
+	if s.Size >= 1<<63 {
+		return nil, fmt.Errorf("a log of %d events", s.Size)
+	}
 	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 	rng, err := rf.NewRange(0, s.Size, s.Range)
 	if err != nil {
@@ -139,13 +155,17 @@ func (s *state) replay() (*Replay, error) {
 	at := func(pos uint64) bool { return pos >= 1 && pos <= s.Size }
 	r := New()
 	r.rng = rng
+	isStream := func(k string) bool { return StreamName(k) == k }
 	for stream, v := range s.Versions {
-		if v == 0 {
-			return nil, fmt.Errorf("stream %s is at version 0", StreamName(stream))
+		if !validKey(stream, isStream) {
+			return nil, fmt.Errorf("a stream named %s, neither in one of the ledger's forms nor a digest", StreamName(stream))
 		}
 		r.versions[stream] = v
 	}
 	for id, e := range s.Erased {
+		if !id.Valid() {
+			return nil, fmt.Errorf("an erased subject id of %d bytes that is not a pseudonym", len(id))
+		}
 		var er erasure
 		if e.All != nil {
 			if !at(e.All.Pos) {
@@ -154,6 +174,9 @@ func (s *state) replay() (*Replay, error) {
 			er.all = erased{pos: e.All.Pos, time: e.All.Time}
 		}
 		for g, x := range e.Groups {
+			if !validKey(g, domain.KnownKeyGroup) {
+				return nil, fmt.Errorf("subject %s has a key group erased that is neither one of the ledger's nor a digest", id)
+			}
 			if !at(x.Pos) {
 				return nil, fmt.Errorf("subject %s is erased at position %d, outside the log", id, x.Pos)
 			}
@@ -168,6 +191,9 @@ func (s *state) replay() (*Replay, error) {
 		r.erased[id] = er
 	}
 	for serial, c := range s.Certs {
+		if !serial.Valid() {
+			return nil, fmt.Errorf("a serial of %d bytes that is not a serial number", len(serial))
+		}
 		if (c.Revoked != 0 && !at(c.Revoked)) || (c.Deleted != 0 && !at(c.Deleted)) {
 			return nil, fmt.Errorf("certificate %s is revoked or deleted outside the log", serial)
 		}
@@ -184,6 +210,9 @@ func (s *state) replay() (*Replay, error) {
 	if byRole, ok := sum(st.ByActorRole); !ok || byRole != st.Events {
 		return nil, errors.New("the events counted by actor role do not add up to the events counted")
 	}
+	if (st.Events == 0) != (st.First.IsZero() && st.Last.IsZero()) || st.Last.Before(st.First) {
+		return nil, fmt.Errorf("%d events from %s to %s", st.Events, st.First.Format(time.RFC3339), st.Last.Format(time.RFC3339))
+	}
 	r.stats = Stats{Events: st.Events, Sealed: st.Sealed, KeyGenerated: st.KeyGenerated, First: st.First, Last: st.Last,
 		ByType: r.stats.ByType, ByActorRole: r.stats.ByActorRole}
 	for k, n := range st.ByType {
@@ -192,8 +221,8 @@ func (s *state) replay() (*Replay, error) {
 	for k, n := range st.ByActorRole {
 		r.stats.ByActorRole[k] = n
 	}
-	if len(s.Findings) > MaxFindings || s.Total < uint64(len(s.Findings)) {
-		return nil, fmt.Errorf("%d findings kept of %d counted (at most %d are kept)", len(s.Findings), s.Total, MaxFindings)
+	if uint64(len(s.Findings)) != min(s.Total, MaxFindings) {
+		return nil, fmt.Errorf("%d findings kept of %d counted (the first %d are kept)", len(s.Findings), s.Total, MaxFindings)
 	}
 	for _, f := range s.Findings {
 		if !at(f.Position) {

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -12,12 +13,15 @@ import (
 
 // richLedger keeps most rules and breaks some: certificates issued, expired,
 // revoked and deleted, accesses, group and full erasures, events that raced
-// an erasure (excused only while the ledger has not moved on), and two
-// findings.
+// an erasure (excused only while the ledger has not moved on), a stream and
+// a key group named in none of the ledger's forms (as a faulty server could
+// name them), and three findings.
 func richLedger(t testing.TB) *ledger {
 	l := newLedger(t)
 	subject := s1
 	l.add(domain.SubjectStream(subject), domain.SubjectRegistered{SubjectID: subject, Attributes: []string{"common_name"}}, subject, domain.GroupIdentity)
+	l.add(foreignName, domain.SubjectCorrected{SubjectID: s9}, "", "")
+	l.add(domain.SubjectStream(s9), domain.SubjectErased{SubjectID: s9, KeyGroups: []string{foreignName}, Basis: domain.BasisConsentWithdrawn}, "", "")
 	for _, c := range []struct {
 		serial   domain.Serial
 		validity time.Duration
@@ -42,8 +46,13 @@ func richLedger(t testing.TB) *ledger {
 	l.add(domain.AccessStream(subject), domain.PersonalDataAccessed{SubjectID: subject, Operation: "read"}, subject, domain.GroupIdentity)
 	l.add(domain.CertificateStream("a1"), domain.CertificateRevoked{Serial: "a1"}, "", "") // after its deletion
 	l.add(domain.CertificateStream("c3"), domain.CertificateRevoked{Serial: "c3", Reason: domain.ReasonKeyCompromise}, "", "")
+	l.add(foreignName, domain.SubjectCorrected{SubjectID: s9}, "", "")
+	l.add(domain.SubjectStream(s9), domain.SubjectCorrected{SubjectID: s9}, s9, foreignName) // after the group's erasure
 	return l
 }
+
+// foreignName is a stream and key group name in none of the ledger's forms.
+const foreignName = "ada.lovelace@example.org"
 
 // TestResumeMatchesFullReplay cuts ledgers at every position, resumes the
 // replay of the first part from its state and adds the rest: the result must
@@ -65,8 +74,11 @@ func TestResumeMatchesFullReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			if name == "rich" {
-				if _, total := full.Findings(); total != 2 {
-					t.Fatalf("the rich ledger gives %d findings, want 2:\n%s", total, findings(full))
+				if _, total := full.Findings(); total != 3 {
+					t.Fatalf("the rich ledger gives %d findings, want 3:\n%s", total, findings(full))
+				}
+				if bytes.Contains(want, []byte("ada.")) {
+					t.Fatalf("the state holds a name the server chose:\n%s", want)
 				}
 			}
 			for cut := range len(events) + 1 {
@@ -90,6 +102,20 @@ func TestResumeMatchesFullReplay(t *testing.T) {
 				}
 				if !bytes.Equal(got, want) {
 					t.Fatalf("cut at %d: the resumed replay ends as\n%s\nthe full replay as\n%s", cut, got, want)
+				}
+				// And as the full replay reports it, not only as it encodes.
+				gf, gt := r.Findings()
+				wf, wt := full.Findings()
+				if gt != wt || !reflect.DeepEqual(gf, wf) {
+					t.Fatalf("cut at %d: findings %v (%d), want %v (%d)", cut, gf, gt, wf, wt)
+				}
+				gs, ws := r.Stats(), full.Stats()
+				if !gs.First.Equal(ws.First) || !gs.Last.Equal(ws.Last) {
+					t.Fatalf("cut at %d: events from %s to %s, want %s to %s", cut, gs.First, gs.Last, ws.First, ws.Last)
+				}
+				gs.First, gs.Last, ws.First, ws.Last = time.Time{}, time.Time{}, time.Time{}, time.Time{}
+				if !reflect.DeepEqual(gs, ws) {
+					t.Fatalf("cut at %d: stats %+v, want %+v", cut, gs, ws)
 				}
 				if root, _ := r.Root(); !bytes.Equal(root, mth(events)) {
 					t.Fatalf("cut at %d: root %x, want %x", cut, root, mth(events))
@@ -128,7 +154,15 @@ func TestResumeRefuses(t *testing.T) {
 		{"another format", edit(func(s map[string]any) { s["format"] = "caledger-audit-replay/0" }), "has format"},
 		{"a range of another size", edit(func(s map[string]any) { s["size"] = 4 }), "does not fit 4 leaves"},
 		{"a short hash", edit(func(s map[string]any) { s["range"].([]any)[0] = "AAAA" }), "has 3 bytes"},
-		{"version 0", edit(func(s map[string]any) { s["versions"].(map[string]any)["cert-a1"] = 0 }), "at version 0"},
+		{"other rules", edit(func(s map[string]any) { s["rules"] = RulesVersion + 1 }), "made under rules version"},
+		{"a log too large", edit(func(s map[string]any) { s["size"] = uint64(1 << 63) }), "a log of"},
+		{"a stream by its name", edit(func(s map[string]any) { s["versions"].(map[string]any)[foreignName] = 1 }), "neither in one of the ledger's forms nor a digest"},
+		{"a key group by its name", edit(func(s map[string]any) {
+			s["erased"].(map[string]any)[string(s1)].(map[string]any)["groups"] = map[string]any{foreignName: map[string]any{"pos": 1, "time": time.Now()}}
+		}), "neither one of the ledger's nor a digest"},
+		{"a subject that is no pseudonym", edit(func(s map[string]any) { s["erased"].(map[string]any)[foreignName] = map[string]any{} }), "not a pseudonym"},
+		{"a serial that is none", edit(func(s map[string]any) { s["certs"].(map[string]any)[foreignName] = map[string]any{} }), "not a serial number"},
+		{"the last event before the first", edit(func(s map[string]any) { stats(s)["last"] = "2000-01-01T00:00:00Z" }), "events from"},
 		{"an erasure outside the log", edit(func(s map[string]any) {
 			s["erased"].(map[string]any)[string(s1)].(map[string]any)["all"] = map[string]any{"pos": 99, "time": time.Now()}
 		}), "erased at position 99"},
@@ -142,7 +176,8 @@ func TestResumeRefuses(t *testing.T) {
 			stats(s)["by_actor_role"].(map[string]any)["x"] = uint64(1<<64 - 1)
 		}), "counted by actor role"},
 		{"a finding outside the log", edit(func(s map[string]any) { s["findings"].([]any)[0].(map[string]any)["Position"] = 0 }), "finding at position 0"},
-		{"more findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 1 }), "findings kept of 1 counted"},
+		{"more findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 1 }), "3 findings kept of 1 counted"},
+		{"fewer findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 4 }), "3 findings kept of 4 counted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if r, err := Resume(tc.state); err == nil || !strings.Contains(err.Error(), tc.want) {
