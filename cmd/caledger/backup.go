@@ -71,7 +71,10 @@ func backupPlainFiles() []plainFile {
 }
 
 // backupManifest is manifest.json. It holds no personal data: paths, sizes,
-// sums, the ledger's head and the time.
+// sums, the ledger's head and the time. The seal covers the JSON encoding of
+// these fields as this program writes them, so a new field needs a new
+// format: a program that does not know it would drop it and find the seal
+// broken.
 type backupManifest struct {
 	Format  string    `json:"format"`
 	Created time.Time `json:"created"`
@@ -137,8 +140,11 @@ func (m *backupManifest) checkSeal(ctx context.Context, k datakey.KEK, allowUnse
 		return fmt.Errorf("the backup is sealed under KEK %s, and the KEK given is %s: give the KEK of the data directory the backup was taken from (%w)", m.Seal.KEKID, k.ID(), keyvault.ErrWrongKEK)
 	}
 	got, err := k.Unwrap(ctx, m.Seal.Sealed, []byte(backupSealAD))
-	if err != nil {
+	if errors.Is(err, kek.ErrInvalidCiphertext) {
 		return fmt.Errorf("the seal of %s does not open under the KEK: the manifest was changed after the backup", backupManifestFile)
+	}
+	if err != nil {
+		return fmt.Errorf("open the seal of %s: %w", backupManifestFile, err)
 	}
 	want, err := m.digest()
 	if err != nil {
@@ -385,6 +391,8 @@ from their receipts. docs/backup.md has the details.`)
 			return err
 		}
 		if pkcs11KEK(peek) {
+			// Loaded before the seal is checked: say what is loaded.
+			fmt.Fprintf(stderr, "opening the KEK %q on PKCS#11 token %q through %s, as the backup's %s names it\n", peek.KEK.Label, peek.KEK.Token, peek.KEK.Library, configFile)
 			if k, err = openTokenKEK(ctx, src, peek, env); err != nil {
 				return err
 			}

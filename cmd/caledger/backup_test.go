@@ -447,6 +447,9 @@ func TestRestoreRefuses(t *testing.T) {
 			}
 		})
 	})
+	brokenSeal := altered(func(dir string) {
+		editManifest(t, dir, "", func(m *backupManifest) { m.Seal.Sealed[len(m.Seal.Sealed)-1] ^= 1 })
+	})
 	unsealed := altered(func(dir string) { editManifest(t, dir, "", func(m *backupManifest) { m.Seal = nil }) })
 	downgraded := altered(func(dir string) {
 		editManifest(t, dir, "", func(m *backupManifest) { m.Seal, m.Format = nil, unsealedBackupFormat })
@@ -466,6 +469,7 @@ func TestRestoreRefuses(t *testing.T) {
 		args            []string
 	}{
 		"edited manifest":                      {edited, kekPath, "", "was changed after the backup: its seal is of another manifest", nil},
+		"seal that does not open":              {brokenSeal, kekPath, "", "does not open under the KEK", nil},
 		"seal dropped":                         {unsealed, kekPath, "", "has no seal, which format caledger-backup/2 requires", nil},
 		"format set back":                      {downgraded, kekPath, "", "Restore it with --allow-unsealed", nil},
 		"sealed under another KEK":             {otherSeal, kekPath, "", "the backup is sealed under KEK", nil},

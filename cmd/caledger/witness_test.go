@@ -192,6 +192,29 @@ func TestWitnessedLedger(t *testing.T) {
 	if logs := r.s.logs.String(); strings.Contains(logs, "Secret Person") || strings.Contains(logs, "secret@") {
 		t.Fatalf("the logs hold personal data:\n%s", logs)
 	}
+
+	// With "refresh" set, the quiet ledger's checkpoint is cosigned again:
+	// when it was cosigned moves on, and an audit bounding the age by a few
+	// seconds passes.
+	r.stop()
+	setConfig(t, r.data, "witness", map[string]any{"interval": "1s", "refresh": "1s", "witnesses": []map[string]string{
+		{"url": one.URL, "vkey": one.VKey}, {"url": two.URL, "vkey": two.VKey}}})
+	r.start()
+	var first float64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		at := r.metric("caledger_ledger_witnessed_timestamp_seconds")
+		if first == 0 {
+			first = at
+		} else if at > first {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caledger_ledger_witnessed_timestamp_seconds stayed at %v for 20 s", first)
+		}
+	}
+	if out, err := r.audit(append(witnessFlags, "--witness-max-age", "10s", "--state", "")...); err != nil {
+		t.Fatalf("audit of a refreshed checkpoint: %v\n%s", err, out)
+	}
 }
 
 // TestServeRefusesBadWitnesses: a witness configuration serve cannot use

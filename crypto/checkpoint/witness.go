@@ -143,26 +143,37 @@ func (w *Witnesses) Verify(signed []byte, logVerifier note.Verifier) (log.Checkp
 // reader accepts: a node could otherwise keep serving an old witnessed
 // checkpoint and hide what it appended since. A log that has not grown must
 // have its checkpoint cosigned again (projections/witness, Refresh) to pass.
-// A cosignature from the future counts as fresh: the witness's clock is ahead.
+// A cosignature dated after now (the witness's clock is ahead) counts as
+// fresh up to maxAge ahead, and not beyond: a witness whose clock runs far
+// ahead would otherwise keep a checkpoint fresh for as long. Each witness
+// counts once.
 func (w *Witnesses) CheckAge(cs []Cosignature, now time.Time, maxAge time.Duration) error {
-	fresh := 0
+	fresh := map[string]bool{}
 	var newest time.Time
+	var ahead []string
 	for _, c := range cs {
-		if now.Sub(c.Time) <= maxAge {
-			fresh++
+		switch age := now.Sub(c.Time); {
+		case age < -maxAge:
+			ahead = append(ahead, c.Witness)
+		case age <= maxAge:
+			fresh[c.Witness] = true
 		}
 		if c.Time.After(newest) {
 			newest = c.Time
 		}
 	}
-	if fresh >= w.quorum {
+	if len(fresh) >= w.quorum {
 		return nil
+	}
+	if len(ahead) > 0 {
+		return fmt.Errorf("checkpoint: %d of the %d cosignatures required are at most %s old; %s cosigned more than that ahead of the time checked (a clock ahead?)",
+			len(fresh), w.quorum, maxAge, strings.Join(ahead, ", "))
 	}
 	if len(cs) == 0 {
 		return fmt.Errorf("checkpoint: no cosignature, and %d are required at most %s old", w.quorum, maxAge)
 	}
 	return fmt.Errorf("checkpoint: %d of the %d cosignatures required are at most %s old; the newest is from %s, %s before the time checked",
-		fresh, w.quorum, maxAge, newest.UTC().Format(time.RFC3339), now.Sub(newest).Round(time.Second))
+		len(fresh), w.quorum, maxAge, newest.UTC().Format(time.RFC3339), now.Sub(newest).Round(time.Second))
 }
 
 // cosignatureOf finds v's verified signature in n.

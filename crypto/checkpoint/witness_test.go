@@ -3,7 +3,6 @@ package checkpoint_test
 import (
 	"bytes"
 	"crypto/rand"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -191,26 +190,36 @@ func TestCheckAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	one, err := checkpoint.ParseWitnesses([]string{a.vkey, b.vkey}, 1, logS.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// at gives witnesses a and b cosignatures of the ages given.
 	at := func(ages ...time.Duration) []checkpoint.Cosignature {
 		var cs []checkpoint.Cosignature
 		for i, age := range ages {
-			cs = append(cs, checkpoint.Cosignature{Witness: fmt.Sprint("witness.test/", i), Time: now.Add(-age)})
+			cs = append(cs, checkpoint.Cosignature{Witness: []string{"witness.test/a", "witness.test/b"}[i], Time: now.Add(-age)})
 		}
 		return cs
 	}
 	for _, tc := range []struct {
 		name string
+		ws   *checkpoint.Witnesses
 		cs   []checkpoint.Cosignature
 		want string // "" for no error
 	}{
-		{"both fresh", at(time.Minute, time.Hour), ""},
-		{"one at the bound", at(0, time.Hour), ""},
-		{"one from the future", at(-time.Minute, time.Minute), ""},
-		{"one too old", at(time.Minute, time.Hour+time.Second), "1 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T11:59:00Z, 1m0s before"},
-		{"both too old", at(3*time.Hour, 2*time.Hour), "0 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T10:00:00Z, 2h0m0s before"},
-		{"none", nil, "no cosignature, and 2 are required"},
+		{"both fresh", ws, at(time.Minute, time.Hour), ""},
+		{"one at the bound", ws, at(0, time.Hour), ""},
+		{"one from the near future", ws, at(-time.Minute, time.Minute), ""},
+		{"one too old", ws, at(time.Minute, time.Hour+time.Second), "1 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T11:59:00Z, 1m0s before"},
+		{"both too old", ws, at(3*time.Hour, 2*time.Hour), "0 of the 2 cosignatures required are at most 1h0m0s old; the newest is from 2026-11-23T10:00:00Z, 2h0m0s before"},
+		{"one from far ahead", ws, at(time.Minute, -2*time.Hour), "1 of the 2 cosignatures required are at most 1h0m0s old; witness.test/b cosigned more than that ahead"},
+		{"none", ws, nil, "no cosignature, and 2 are required"},
+		{"a quorum of one, one fresh", one, at(2*time.Hour, time.Minute), ""},
+		{"a quorum of one, none fresh", one, at(2*time.Hour, 3*time.Hour), "0 of the 1 cosignatures required"},
+		{"one witness twice", ws, append(at(time.Minute), at(time.Minute)...), "1 of the 2 cosignatures required"},
 	} {
-		err := ws.CheckAge(tc.cs, now, time.Hour)
+		err := tc.ws.CheckAge(tc.cs, now, time.Hour)
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 		}

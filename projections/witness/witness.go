@@ -113,6 +113,9 @@ type Cosigner struct {
 	// witness's goroutine.
 	known    []uint64
 	failures []atomic.Uint64
+	// latestLines are, per witness, its cosignature line in the latest
+	// witnessed checkpoint (nil: none). Only a round touches them.
+	latestLines [][]byte
 
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
@@ -149,7 +152,7 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 	}
 	c := &Cosigner{tree: tree, signer: signer, urls: urls, verifiers: ws.Verifiers(), quorum: ws.Quorum(),
 		interval: opts.Interval, refresh: max(opts.Refresh, 0), client: opts.Client, logger: opts.Logger,
-		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)),
+		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)), latestLines: make([][]byte, len(urls)),
 		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{})}
 	if c.interval <= 0 {
 		c.interval = time.Minute
@@ -276,7 +279,7 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 }
 
 // round gets the tree's checkpoint cosigned, if the tree grew since the latest
-// witnessed one.
+// witnessed one, or the latest is older than the refresh age.
 func (c *Cosigner) round(ctx context.Context) error {
 	size := c.tree.Size()
 	latest, _ := c.Latest()
@@ -303,11 +306,9 @@ func (c *Cosigner) round(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	cosigned := bytes.Clone(signed)
 	n := 0
 	for _, line := range lines {
 		if line != nil {
-			cosigned = append(cosigned, line...)
 			n++
 		}
 	}
@@ -315,22 +316,38 @@ func (c *Cosigner) round(ctx context.Context) error {
 		c.mu.Lock()
 		c.partial = Checkpoint{}
 		if n > 0 {
-			c.partial = Checkpoint{Size: size, Note: cosigned}
+			c.partial = Checkpoint{Size: size, Note: withLines(signed, lines)}
 		}
 		c.mu.Unlock()
 		return fmt.Errorf("witness: %d of the %d witnesses required cosigned the checkpoint of %d events: %w", n, c.quorum, size, errors.Join(errs...))
 	}
 	// The quorum is met; a witness that did not cosign is behind, and the
-	// next round tries it again.
+	// next round tries it again. A refresh keeps the earlier cosignature of
+	// a witness that did not answer: it is of the same checkpoint, and a
+	// reader requiring every witness still accepts the refreshed one.
 	for i, err := range errs {
 		if err != nil {
 			c.logger.Warn("a witness did not cosign the ledger's checkpoint", "witness", c.verifiers[i].Name(), "size", size, "err", err)
+			if size == latest.Size {
+				lines[i] = c.latestLines[i]
+			}
 		}
 	}
+	c.latestLines = lines
 	c.mu.Lock()
-	c.latest, c.partial = Checkpoint{Size: size, Note: cosigned, At: time.Now()}, Checkpoint{}
+	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: time.Now()}, Checkpoint{}
 	c.mu.Unlock()
 	return nil
+}
+
+// withLines is the signed checkpoint followed by the cosignature lines that
+// are not nil.
+func withLines(signed []byte, lines [][]byte) []byte {
+	note := bytes.Clone(signed)
+	for _, line := range lines {
+		note = append(note, line...)
+	}
+	return note
 }
 
 // add posts the checkpoint signed (of size leaves) to witness i and returns

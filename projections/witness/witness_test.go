@@ -122,55 +122,87 @@ func waitWitnessed(t testing.TB, c *witness.Cosigner, size uint64) (witness.Chec
 
 // TestRefresh checks that a cosigner with Refresh has the same checkpoint
 // cosigned again while the ledger does not grow, with newer cosignature
-// times, and that one without Refresh leaves it as it is. Cosignature times
-// are in seconds, so the test takes a little over one.
+// times; that a witness down during a refresh keeps its earlier cosignature
+// in the refreshed checkpoint; and that a cosigner without Refresh leaves its
+// checkpoint as it is. Cosignature times are in seconds, so the test takes a
+// little over one.
 func TestRefresh(t *testing.T) {
 	l := newLedger(t)
 	signer, logV := newSigner(t)
-	w := witnesstest.Start(t, "witness.test/one")
-	w.AddLog(origin, signer.VerifierKey())
-	readers, err := checkpoint.ParseWitnesses([]string{w.VKey}, 0, signer.VerifierKey())
+	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
+	for _, w := range []*witnesstest.Witness{one, two} {
+		w.AddLog(origin, signer.VerifierKey())
+	}
+	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
 	if err != nil {
 		t.Fatal(err)
 	}
-	still, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, w), Interval: 20 * time.Millisecond})
+	still, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, one), Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	fresh, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, w), Interval: 20 * time.Millisecond, Refresh: time.Millisecond})
+	fresh, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, one, two), Quorum: 1,
+		Interval: 20 * time.Millisecond, Refresh: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	size := l.grow(3)
-	cosigned := func(c *witness.Cosigner) (witness.Checkpoint, time.Time) {
+	// cosigned returns c's witnessed checkpoint and when each witness
+	// cosigned it.
+	cosigned := func(c *witness.Cosigner) (witness.Checkpoint, map[string]time.Time) {
 		t.Helper()
 		cp, err := waitWitnessed(t, c, size)
 		if err != nil {
-			t.Fatalf("%v\n%s", err, w.Output())
+			t.Fatalf("%v\none: %s\ntwo: %s", err, one.Output(), two.Output())
 		}
 		got, cosigs, err := readers.Verify(cp.Note, logV)
-		if err != nil || got.Size != size || len(cosigs) != 1 {
+		if err != nil || got.Size != size {
 			t.Fatalf("%d events, %v, %v", got.Size, cosigs, err)
 		}
-		return cp, cosigs[0].Time
+		times := map[string]time.Time{}
+		for _, c := range cosigs {
+			times[c.Witness] = c.Time
+		}
+		return cp, times
 	}
 	run(t, still)
 	first, _ := cosigned(still)
 	run(t, fresh)
-	_, t0 := cosigned(fresh)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, t1 := cosigned(fresh); t1.After(t0) {
-			break
+	// refreshed waits until witness one's cosignature is newer than after.
+	refreshed := func(after time.Time) map[string]time.Time {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if _, times := cosigned(fresh); times["witness.test/one"].After(after) {
+				return times
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the cosignature of %s was not refreshed in 5 s\none: %s", after, one.Output())
+			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the cosignature of %s was not refreshed in 5 s\n%s", t0, w.Output())
+	}
+	// Both witnesses cosign; both cosignatures are refreshed.
+	var t0 map[string]time.Time
+	for deadline := time.Now().Add(5 * time.Second); len(t0) < 2; time.Sleep(20 * time.Millisecond) {
+		if _, t0 = cosigned(fresh); time.Now().After(deadline) {
+			t.Fatalf("cosigned by %v, want both witnesses", t0)
 		}
+	}
+	t1 := refreshed(t0["witness.test/one"])
+	if len(t1) != 2 {
+		t.Fatalf("the refreshed checkpoint is cosigned by %v, want both", t1)
+	}
+	// With witness two down, the refreshed checkpoint keeps its earlier
+	// cosignature beside witness one's new one.
+	two.Stop()
+	t2 := refreshed(t1["witness.test/one"])
+	if got, ok := t2["witness.test/two"]; !ok || got.After(t1["witness.test/two"]) {
+		t.Fatalf("witness two, down, cosigned at %v (%v), want its earlier cosignature of %v", got, ok, t1["witness.test/two"])
+	}
+	if f := fresh.Failures(); f["witness.test/one"] != 0 || f["witness.test/two"] == 0 {
+		t.Fatalf("failures %v, want witness two's only", f)
 	}
 	if cp, _ := cosigned(still); !bytes.Equal(cp.Note, first.Note) || !cp.At.Equal(first.At) {
 		t.Fatalf("the cosigner without Refresh had its checkpoint cosigned again:\n%s\n%s", first.Note, cp.Note)
-	}
-	if f := fresh.Failures()["witness.test/one"]; f != 0 {
-		t.Fatalf("%d failed refreshes", f)
 	}
 }
 
