@@ -450,6 +450,7 @@ from their receipts. docs/backup.md has the details.`)
 		if k != nil {
 			k.Close()
 		}
+		fmt.Fprintf(stderr, "opening the KEK %q on PKCS#11 token %q through %s, as the copied %s names it\n", cfg.KEK.Label, cfg.KEK.Token, cfg.KEK.Library, configFile)
 		if k, err = openTokenKEK(ctx, stage, cfg, env); err != nil {
 			return err
 		}
