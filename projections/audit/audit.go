@@ -91,16 +91,19 @@ func (f Finding) String() string {
 }
 
 // Stats summarises what the replay saw: who did what, and when.
+// A Replay's state (MarshalState) encodes it with the tags below; Streams is
+// derived, and left out.
 type Stats struct {
-	Events      uint64
-	ByType      map[string]uint64 // events per type
-	ByActorRole map[string]uint64 // events per actor role
-	Streams     int
-	Sealed      uint64 // events with a sealed part
+	Events      uint64            `json:"events"`
+	ByType      map[string]uint64 `json:"by_type"`       // events per type
+	ByActorRole map[string]uint64 `json:"by_actor_role"` // events per actor role
+	Streams     int               `json:"-"`
+	Sealed      uint64            `json:"sealed"` // events with a sealed part
 	// KeyGenerated counts the certificates whose key pair caledger
 	// generated (soft tokens): keys that existed outside their holder.
-	KeyGenerated uint64
-	First, Last  time.Time // the earliest and latest event times
+	KeyGenerated uint64    `json:"key_generated"`
+	First        time.Time `json:"first"` // the earliest event time
+	Last         time.Time `json:"last"`  // the latest event time
 }
 
 // Replay checks events appended in position order. The zero Replay is not

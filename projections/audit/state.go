@@ -26,7 +26,7 @@ type state struct {
 	Versions map[string]uint64                 `json:"versions"`
 	Erased   map[domain.SubjectID]stateErasure `json:"erased,omitempty"`
 	Certs    map[domain.Serial]stateCert       `json:"certs,omitempty"`
-	Stats    stateStats                        `json:"stats"`
+	Stats    Stats                             `json:"stats"`
 	Findings []Finding                         `json:"findings,omitempty"`
 	Total    uint64                            `json:"findings_total,omitempty"`
 }
@@ -49,16 +49,6 @@ type stateCert struct {
 	Deleted  uint64    `json:"d,omitempty"`
 }
 
-type stateStats struct {
-	Events       uint64            `json:"events"`
-	ByType       map[string]uint64 `json:"by_type"`
-	ByActorRole  map[string]uint64 `json:"by_actor_role"`
-	Sealed       uint64            `json:"sealed"`
-	KeyGenerated uint64            `json:"key_generated"`
-	First        time.Time         `json:"first"`
-	Last         time.Time         `json:"last"`
-}
-
 // MarshalState encodes what the replay has checked so far, so that a later
 // run can Resume it and replay only the events added since, rather than the
 // whole log again. The encoding holds hashes, counts, positions, times,
@@ -79,15 +69,7 @@ func (r *Replay) MarshalState() ([]byte, error) {
 		Versions: r.versions,
 		Erased:   make(map[domain.SubjectID]stateErasure, len(r.erased)),
 		Certs:    make(map[domain.Serial]stateCert, len(r.certs)),
-		Stats: stateStats{
-			Events:       r.stats.Events,
-			ByType:       r.stats.ByType,
-			ByActorRole:  r.stats.ByActorRole,
-			Sealed:       r.stats.Sealed,
-			KeyGenerated: r.stats.KeyGenerated,
-			First:        r.stats.First,
-			Last:         r.stats.Last,
-		},
+		Stats:    r.stats,
 		Findings: r.findings,
 		Total:    r.total,
 	}
@@ -213,14 +195,14 @@ func (s *state) replay() (*Replay, error) {
 	if (st.Events == 0) != (st.First.IsZero() && st.Last.IsZero()) || st.Last.Before(st.First) {
 		return nil, fmt.Errorf("%d events from %s to %s", st.Events, st.First.Format(time.RFC3339), st.Last.Format(time.RFC3339))
 	}
-	r.stats = Stats{Events: st.Events, Sealed: st.Sealed, KeyGenerated: st.KeyGenerated, First: st.First, Last: st.Last,
-		ByType: r.stats.ByType, ByActorRole: r.stats.ByActorRole}
-	for k, n := range st.ByType {
-		r.stats.ByType[k] = n
+	if st.ByType == nil {
+		st.ByType = make(map[string]uint64)
 	}
-	for k, n := range st.ByActorRole {
-		r.stats.ByActorRole[k] = n
+	if st.ByActorRole == nil {
+		st.ByActorRole = make(map[string]uint64)
 	}
+	st.Streams = 0 // derived from the versions
+	r.stats = st
 	if uint64(len(s.Findings)) != min(s.Total, MaxFindings) {
 		return nil, fmt.Errorf("%d findings kept of %d counted (the first %d are kept)", len(s.Findings), s.Total, MaxFindings)
 	}
