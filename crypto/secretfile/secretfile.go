@@ -4,7 +4,8 @@
 // so a chmod or a swap between the check and the read cannot slip past them.
 // SyncDir makes the creation, renaming or removal of such a file (and of the
 // wrapped CA key files) durable. It has no cgo, so the KEK and signer packages
-// use it rather than eventstore/sqlitefile's, which links SQLite.
+// call it directly; eventstore/sqlitefile.SyncDir, for the SQLite files, is
+// this one too.
 package secretfile
 
 import (

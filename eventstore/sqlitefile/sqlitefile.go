@@ -19,6 +19,8 @@ import (
 	"syscall"
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver Copy uses
+
+	"github.com/caledger/caledger/crypto/secretfile"
 )
 
 // ErrInUse is matched by the error of Lock when another process (or another
@@ -84,18 +86,9 @@ func Lock(lockPath, guarded string) (*os.File, error) {
 }
 
 // SyncDir syncs the directory dir, so that the names of files created or
-// renamed in it survive a crash.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err // an *fs.PathError: it names the operation and dir
-}
+// renamed in it survive a crash. It is secretfile.SyncDir, which packages
+// that must not link SQLite call directly.
+func SyncDir(dir string) error { return secretfile.SyncDir(dir) }
 
 // SyncFile syncs the file path and its directory.
 func SyncFile(path string) error {
