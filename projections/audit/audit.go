@@ -44,6 +44,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -440,7 +441,11 @@ func TypeName(typ string) string {
 	if ok {
 		return typ
 	}
-	return fmt.Sprintf("(a type of %d bytes in none of the ledger's forms)", len(typ))
+	return typeOfLength(len(typ))
+}
+
+func typeOfLength(n int) string {
+	return fmt.Sprintf("(a type of %d bytes in none of the ledger's forms)", n)
 }
 
 // RoleName is an actor role as the audit prints it: as it is when it is one
@@ -450,7 +455,29 @@ func RoleName(role string) string {
 	if len(role) <= 32 && ledgerWord(role) {
 		return role
 	}
-	return fmt.Sprintf("(a role of %d bytes in none of the ledger's forms)", len(role))
+	return roleOfLength(len(role))
+}
+
+func roleOfLength(n int) string {
+	return fmt.Sprintf("(a role of %d bytes in none of the ledger's forms)", n)
+}
+
+// printed reports whether key is a name as the audit prints it: name(key) is
+// key itself, or key is the length form that ofLength gives for some length.
+func printed(key string, name func(string) string, ofLength func(int) string) bool {
+	if name(key) == key {
+		return true
+	}
+	i := strings.IndexFunc(key, func(r rune) bool { return r >= '0' && r <= '9' })
+	if i < 0 {
+		return false
+	}
+	digits := key[i:]
+	if j := strings.IndexByte(digits, ' '); j >= 0 {
+		digits = digits[:j]
+	}
+	n, err := strconv.Atoi(digits)
+	return err == nil && n >= 0 && key == ofLength(n)
 }
 
 // ledgerWord reports whether w is a word of the ledger's names: lower-case

@@ -195,6 +195,16 @@ func (s *state) replay() (*Replay, error) {
 	if (st.Events == 0) != (st.First.IsZero() && st.Last.IsZero()) || st.Last.Before(st.First) {
 		return nil, fmt.Errorf("%d events from %s to %s", st.Events, st.First.Format(time.RFC3339), st.Last.Format(time.RFC3339))
 	}
+	for typ := range st.ByType {
+		if !printed(typ, TypeName, typeOfLength) {
+			return nil, fmt.Errorf("events counted by a type of %d bytes that is not in the form the audit prints", len(typ))
+		}
+	}
+	for role := range st.ByActorRole {
+		if !printed(role, RoleName, roleOfLength) {
+			return nil, fmt.Errorf("events counted by an actor role of %d bytes that is not in the form the audit prints", len(role))
+		}
+	}
 	if st.ByType == nil {
 		st.ByType = make(map[string]uint64)
 	}
@@ -209,6 +219,11 @@ func (s *state) replay() (*Replay, error) {
 	for _, f := range s.Findings {
 		if !at(f.Position) {
 			return nil, fmt.Errorf("a finding at position %d, outside the log", f.Position)
+		}
+		switch f.Rule {
+		case RuleMalformed, RulePosition, RuleStreamVersion, RuleSealedAfterErasure, RuleCertificate, RuleStream:
+		default:
+			return nil, fmt.Errorf("a finding at position %d under a rule of %d bytes that is none of the audit's", f.Position, len(f.Rule))
 		}
 	}
 	r.findings, r.total = s.Findings, s.Total

@@ -175,6 +175,19 @@ func TestResumeRefuses(t *testing.T) {
 		{"counts by role that overflow", edit(func(s map[string]any) {
 			stats(s)["by_actor_role"].(map[string]any)["x"] = uint64(1<<64 - 1)
 		}), "counted by actor role"},
+		{"a type in no printed form", edit(func(s map[string]any) {
+			by := stats(s)["by_type"].(map[string]any)
+			by[foreignName], by[domain.TypeCertificateIssued] = 1, by[domain.TypeCertificateIssued].(float64)-1
+		}), "counted by a type of"},
+		{"a type's length form that lies", edit(func(s map[string]any) {
+			by := stats(s)["by_type"].(map[string]any)
+			by["(a type of 7 bytes in none of the ledger's forms) "+foreignName], by[domain.TypeCertificateIssued] = 1, by[domain.TypeCertificateIssued].(float64)-1
+		}), "counted by a type of"},
+		{"a role in no printed form", edit(func(s map[string]any) {
+			by := stats(s)["by_actor_role"].(map[string]any)
+			by[foreignName], by["officer"] = 1, by["officer"].(float64)-1
+		}), "counted by an actor role of"},
+		{"a finding under no rule", edit(func(s map[string]any) { s["findings"].([]any)[0].(map[string]any)["Rule"] = foreignName }), "none of the audit's"},
 		{"a finding outside the log", edit(func(s map[string]any) { s["findings"].([]any)[0].(map[string]any)["Position"] = 0 }), "finding at position 0"},
 		{"more findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 1 }), "3 findings kept of 1 counted"},
 		{"fewer findings kept than counted", edit(func(s map[string]any) { s["findings_total"] = 4 }), "3 findings kept of 4 counted"},
@@ -187,6 +200,15 @@ func TestResumeRefuses(t *testing.T) {
 	}
 	if _, err := Resume(good); err != nil {
 		t.Fatalf("the unedited state: %v", err)
+	}
+	printedForms := edit(func(s map[string]any) {
+		by := stats(s)["by_type"].(map[string]any)
+		by[TypeName(foreignName)], by[domain.TypeCertificateIssued] = 1, by[domain.TypeCertificateIssued].(float64)-1
+		roles := stats(s)["by_actor_role"].(map[string]any)
+		roles[RoleName(foreignName)], roles["officer"] = 1, roles["officer"].(float64)-1
+	})
+	if _, err := Resume(printedForms); err != nil {
+		t.Fatalf("a state with a type and a role in their length forms: %v", err)
 	}
 }
 
