@@ -10,8 +10,8 @@ import (
 	"github.com/caledger/caledger/crypto/datakey"
 )
 
-// rewrapBatch is how many keys one transaction of Rewrap re-wraps: one commit
-// (and fsync) per batch, and a stop loses at most one batch's work.
+// rewrapBatch is how many keys Rewrap reads at a time, and how often it
+// reports progress.
 const rewrapBatch = 4096
 
 // Rewrap re-wraps every data key of the vault file at path that is wrapped
@@ -22,17 +22,23 @@ const rewrapBatch = 4096
 // shredded keys included.
 //
 // The file must not be open elsewhere (the server stopped): Rewrap writes it
-// through its own connection. It works in batches of one transaction each, so
-// a stop (a cancelled ctx, a crash) leaves some keys under each KEK; the vault
-// then refuses to open with either (ErrWrongKEK), and Rewrap with the same
-// from and to resumes. Keys under any other KEK are refused before anything is
-// written. When every key is under to, from is dropped from the file's list of
-// KEKs and the WAL is checkpointed and truncated, so that the rows' old
-// wrappings leave the vault's files (secure_delete overwrites them in the
-// database file).
+// through its own connection. It works in one transaction: every key is
+// unwrapped under from and wrapped under to once, and a key that does not
+// unwrap (a damaged row, or one copied to another subject) makes it fail
+// having written nothing, after counting the others. A stop (a cancelled ctx,
+// a crash) leaves the file as it was. Keys under any other KEK than from and
+// to are refused before anything is written, and a file already partly under
+// to (left by an older version, which committed in batches) is completed.
+// When every key is under to, from is dropped from the file's list of KEKs in
+// the same transaction, and the WAL is checkpointed and truncated, so that
+// the rows' old wrappings leave the vault's files (secure_delete overwrites
+// them in the database file). Until then the WAL holds a copy of every page
+// the transaction changed: the disk needs room for about the vault's size
+// again.
 //
-// progress, if not nil, is called after each batch with the keys done and the
-// keys to do in this call.
+// progress, if not nil, is called after every rewrapBatch keys with the keys
+// done and the keys to do in this call; it reports work of the transaction,
+// which a later failure undoes.
 func Rewrap(ctx context.Context, path string, from, to KEK, progress func(done, total int)) (int, error) {
 	return rewrap(ctx, path, from, to, rewrapBatch, progress)
 }
@@ -75,46 +81,78 @@ func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress fu
 	if err != nil {
 		return 0, err
 	}
-	// A key that does not unwrap (a damaged row, or one copied to another
-	// subject) would stop the run half-way, with the file under two KEKs:
-	// every key is checked before the first is re-wrapped.
-	if err := v.checkUnwrap(ctx, from); err != nil {
+	tx, err := v.db.BeginTx(ctx, nil)
+	if err != nil {
 		return 0, err
 	}
+	defer tx.Rollback()
 	// Recorded before the first key is wrapped under it, as Open would.
-	if _, err := v.db.ExecContext(ctx, "INSERT OR IGNORE INTO keks (kek_id, added_ns) VALUES (?, ?)", v.kekID, v.now().UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO keks (kek_id, added_ns) VALUES (?, ?)", v.kekID, v.now().UnixNano()); err != nil {
 		return 0, err
 	}
-	done := 0
+	update, err := tx.PrepareContext(ctx, `UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE rowid = ? AND kek_id = ?`)
+	if err != nil {
+		return 0, err
+	}
+	defer update.Close()
+	var (
+		done, bad int
+		first     string
+		after     int64
+	)
 	for {
-		rows, err := v.keysUnder(ctx, from.ID(), batch)
+		rows, err := keysUnder(ctx, tx, from.ID(), after, batch)
 		if err != nil {
-			return done, err
+			return 0, err
 		}
 		if len(rows) == 0 {
 			break
 		}
 		for i := range rows {
 			r := &rows[i]
+			after = r.rowid
 			ad := wrapAD(r.subject, r.group)
 			h, err := datakey.Unwrap(ctx, r.wrapped, from, ad)
 			if err != nil {
-				return done, fmt.Errorf("subject %s group %s: unwrap key: %w", r.subject, r.group, err)
+				if err := ctx.Err(); err != nil {
+					return 0, err
+				}
+				if bad == 0 {
+					first = fmt.Sprintf("subject %s group %s: %v", r.subject, r.group, err)
+				}
+				bad++
+				continue
 			}
-			if r.wrapped, err = datakey.Wrap(ctx, h, v.kek, ad); err != nil {
-				return done, fmt.Errorf("subject %s group %s: wrap key: %w", r.subject, r.group, err)
+			if bad > 0 {
+				continue // only counting the keys that do not unwrap
 			}
+			wrapped, err := datakey.Wrap(ctx, h, v.kek, ad)
+			if err != nil {
+				return 0, fmt.Errorf("subject %s group %s: wrap key: %w", r.subject, r.group, err)
+			}
+			res, err := update.ExecContext(ctx, v.kekID, wrapped, r.rowid, from.ID())
+			if err != nil {
+				return 0, err
+			}
+			if n, err := res.RowsAffected(); err != nil {
+				return 0, err
+			} else if n != 1 {
+				return 0, fmt.Errorf("subject %s group %s: the row changed during the rewrap (is the vault open elsewhere?)", r.subject, r.group)
+			}
+			done++
 		}
-		if err := v.storeRewrapped(ctx, from.ID(), rows); err != nil {
-			return done, err
-		}
-		done += len(rows)
-		if progress != nil {
+		if progress != nil && bad == 0 {
 			progress(done, total)
 		}
 	}
-	if err := v.retire(ctx, from.ID()); err != nil {
-		return done, err
+	if bad > 0 {
+		return 0, fmt.Errorf("%d keys under the old KEK do not unwrap, so nothing was re-wrapped (the first: %s)", bad, first)
+	}
+	if err := retire(ctx, tx, from.ID(), done, total); err != nil {
+		return 0, err
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, err
 	}
 	if err := v.checkpoint(ctx, shredCheckpointAttempts); err != nil {
 		return done, err
@@ -181,12 +219,15 @@ func kekCounts(ctx context.Context, db *sql.DB) (map[string]int, error) {
 }
 
 type wrappedRow struct {
+	rowid          int64
 	subject, group string
 	wrapped        []byte
 }
 
-func (v *Vault) keysUnder(ctx context.Context, kekID string, limit int) ([]wrappedRow, error) {
-	rows, err := v.db.QueryContext(ctx, `SELECT subject, key_group, wrapped FROM data_keys WHERE kek_id = ? LIMIT ?`, kekID, limit)
+// keysUnder returns up to limit keys under kekID with a rowid above after, in
+// rowid order (which the index on kek_id gives without a sort).
+func keysUnder(ctx context.Context, tx *sql.Tx, kekID string, after int64, limit int) ([]wrappedRow, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT rowid, subject, key_group, wrapped FROM data_keys WHERE kek_id = ? AND rowid > ? ORDER BY rowid LIMIT ?`, kekID, after, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +235,7 @@ func (v *Vault) keysUnder(ctx context.Context, kekID string, limit int) ([]wrapp
 	var out []wrappedRow
 	for rows.Next() {
 		var r wrappedRow
-		if err := rows.Scan(&r.subject, &r.group, &r.wrapped); err != nil {
+		if err := rows.Scan(&r.rowid, &r.subject, &r.group, &r.wrapped); err != nil {
 			return nil, err
 		}
 		out = append(out, r)
@@ -202,87 +243,18 @@ func (v *Vault) keysUnder(ctx context.Context, kekID string, limit int) ([]wrapp
 	return out, rows.Err()
 }
 
-// storeRewrapped writes rows, re-wrapped under the vault's KEK, in one
-// transaction; each update applies only if the row is still under from.
-func (v *Vault) storeRewrapped(ctx context.Context, from string, rows []wrappedRow) error {
-	tx, err := v.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	stmt, err := tx.PrepareContext(ctx, `UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE subject = ? AND key_group = ? AND kek_id = ?`)
-	if err != nil {
-		return err
-	}
-	defer stmt.Close()
-	for _, r := range rows {
-		res, err := stmt.ExecContext(ctx, v.kekID, r.wrapped, r.subject, r.group, from)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n != 1 {
-			return fmt.Errorf("subject %s group %s: the row changed during the rewrap (is the vault open elsewhere?)", r.subject, r.group)
-		}
-	}
-	return tx.Commit()
-}
-
-// checkUnwrap unwraps every key under from, in one pass over the rows (one
-// read transaction: nothing else writes the file), and fails if any does not
-// unwrap, saying how many and which first.
-func (v *Vault) checkUnwrap(ctx context.Context, from KEK) error {
-	rows, err := v.db.QueryContext(ctx, `SELECT subject, key_group, wrapped FROM data_keys WHERE kek_id = ?`, from.ID())
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var bad int
-	var first string
-	for rows.Next() {
-		var r wrappedRow
-		if err := rows.Scan(&r.subject, &r.group, &r.wrapped); err != nil {
-			return err
-		}
-		if _, err := datakey.Unwrap(ctx, r.wrapped, from, wrapAD(r.subject, r.group)); err != nil {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if bad == 0 {
-				first = fmt.Sprintf("subject %s group %s: %v", r.subject, r.group, err)
-			}
-			bad++
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if bad > 0 {
-		return fmt.Errorf("%d keys under the old KEK do not unwrap, so nothing was re-wrapped (the first: %s)", bad, first)
-	}
-	return nil
-}
-
-// retire drops from the file's list of KEKs, in one transaction with the
-// check that no key is under it any more.
-func (v *Vault) retire(ctx context.Context, from string) error {
-	tx, err := v.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
+// retire drops from from the file's list of KEKs, in tx, after checking that
+// the transaction re-wrapped every key counted under it and left none.
+func retire(ctx context.Context, tx *sql.Tx, from string, done, total int) error {
 	var left int
 	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM data_keys WHERE kek_id = ?`, from).Scan(&left); err != nil {
 		return err
 	}
-	if left > 0 {
-		return fmt.Errorf("%d keys under the old KEK appeared during the rewrap (is the vault open elsewhere?)", left)
+	if left > 0 || done != total {
+		return fmt.Errorf("%d keys re-wrapped of %d counted, and %d left under the old KEK (is the vault open elsewhere?)", done, total, left)
 	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ?`, from); err != nil {
-		return err
-	}
-	return tx.Commit()
+	_, err := tx.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ?`, from)
+	return err
 }
 
 // KEKCounts returns how many data keys of the vault file at path are wrapped

@@ -24,10 +24,12 @@ func fileKEK(t testing.TB) *kek.File {
 	return k
 }
 
-// TestRewrap: a rewrap stopped after one batch leaves a file that opens under
-// neither KEK; a second run completes it, after which every surviving key
-// opens under the new KEK only, shredded keys stay shredded, the old KEK is
-// off the file's list, and no row's old wrapping is left in the vault's files.
+// TestRewrap: a rewrap stopped after its first batch leaves the file as it
+// was; a file half re-wrapped (as older versions, which committed in batches,
+// could leave it) opens under neither KEK, and a second run completes it,
+// after which every surviving key opens under the new KEK only, shredded keys
+// stay shredded, the old KEK is off the file's list, and no row's old
+// wrapping is left in the vault's files.
 func TestRewrap(t *testing.T) {
 	ctx := context.Background()
 	oldKEK, newKEK := fileKEK(t), fileKEK(t)
@@ -77,16 +79,48 @@ func TestRewrap(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Stopped after the first batch.
+	// Stopped after the first batch: nothing is written.
 	stopCtx, stop := context.WithCancel(ctx)
 	done, err := rewrap(stopCtx, path, oldKEK, newKEK, 16, func(done, total int) {
-		if total != live {
-			t.Errorf("progress total %d, want %d", total, live)
+		if done != 16 || total != live {
+			t.Errorf("progress %d of %d, want 16 of %d", done, total, live)
 		}
 		stop()
 	})
-	if !errors.Is(err, context.Canceled) || done != 16 {
-		t.Fatalf("stopped rewrap: %d keys, %v; want 16 and context.Canceled", done, err)
+	if !errors.Is(err, context.Canceled) || done != 0 {
+		t.Fatalf("stopped rewrap: %d keys, %v; want 0 and context.Canceled", done, err)
+	}
+	if counts, err := KEKCounts(ctx, path); err != nil || len(counts) != 1 || counts[oldKEK.ID()] != live {
+		t.Fatalf("after the stopped rewrap: %v, %v; want all %d keys under the old KEK", counts, err, live)
+	}
+	v, err = Open(ctx, path, oldKEK, WithClock(testClock))
+	if err != nil {
+		t.Fatalf("Open with the old KEK after a stopped rewrap: %v", err)
+	}
+	if keks := fileKEKs(t, v); len(keks) != 1 || keks[0] != oldKEK.ID() {
+		t.Fatalf("keks lists %q after a stopped rewrap, want only the old KEK", keks)
+	}
+
+	// Half re-wrapped: 16 keys under the new KEK.
+	if _, err := v.db.ExecContext(ctx, "INSERT INTO keks (kek_id, added_ns) VALUES (?, 0)", newKEK.ID()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range firstKeys(t, v, 16) {
+		ad := wrapAD(r.subject, r.group)
+		h, err := datakey.Unwrap(ctx, r.wrapped, oldKEK, ad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := datakey.Wrap(ctx, h, newKEK, ad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.db.ExecContext(ctx, "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE rowid = ?", newKEK.ID(), w, r.rowid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := v.Close(); err != nil {
+		t.Fatal(err)
 	}
 	for _, k := range []KEK{oldKEK, newKEK} {
 		if v, err := Open(ctx, path, k); !errors.Is(err, ErrWrongKEK) {
@@ -199,8 +233,9 @@ func TestRewrapRefuses(t *testing.T) {
 }
 
 // TestRewrapRefusesBadRow: a key that does not unwrap (here a row copied to
-// another subject, so its associated data no longer matches) is found before
-// anything is re-wrapped, and the file is left as it was.
+// another subject, so its associated data no longer matches) stops the rewrap,
+// and the file is left as it was, even where the keys before it were
+// re-wrapped in the transaction.
 func TestRewrapRefusesBadRow(t *testing.T) {
 	ctx := context.Background()
 	a, b := fileKEK(t), fileKEK(t)
@@ -236,6 +271,28 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 	if len(counts) != 1 || counts[a.ID()] != 3 {
 		t.Fatalf("the refused rewrap changed the file: %v", counts)
 	}
+}
+
+// firstKeys returns the first n rows of v's data keys.
+func firstKeys(t *testing.T, v *Vault, n int) []wrappedRow {
+	t.Helper()
+	rows, err := v.db.QueryContext(context.Background(), "SELECT rowid, subject, key_group, wrapped FROM data_keys ORDER BY rowid LIMIT ?", n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []wrappedRow
+	for rows.Next() {
+		var r wrappedRow
+		if err := rows.Scan(&r.rowid, &r.subject, &r.group, &r.wrapped); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil || len(out) != n {
+		t.Fatalf("%d rows, %v; want %d", len(out), err, n)
+	}
+	return out
 }
 
 func fileKEKs(t *testing.T, v *Vault) []string {
