@@ -6,10 +6,12 @@ import (
 	"github.com/caledger/caledger/projections/twogen"
 )
 
-// cached is a signed response and the answer it states.
+// cached is a signed response, the answer it states and the key that signed
+// it (a new delegated responder makes it stale).
 type cached struct {
-	ans Answer
-	res result
+	ans    Answer
+	res    result
+	signer *responseSigner
 }
 
 // cache holds signed responses to requests without a nonce, keyed by the DER

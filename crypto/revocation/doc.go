@@ -26,7 +26,11 @@
 // # OCSP responses, caching and nonces
 //
 // Responses are signed by the CA key itself and name it by key hash; they carry
-// no certificates. Requests are parsed here rather than with
+// no certificates. Responder.Delegate hands a CA's responses to a delegated
+// responder (RFC 6960 section 4.2.2.2): a key with a certificate the CA issued
+// for OCSP signing, which every response then names by key hash and carries in
+// its certs field, so that an HSM-held CA key signs one certificate instead of
+// every nonce response. Requests are parsed here rather than with
 // golang.org/x/crypto/ocsp.ParseRequest, which drops request extensions, and
 // responses are encoded here rather than with ocsp.CreateResponse, which puts
 // its ExtraExtensions in singleExtensions, where OpenSSL and RFC 6960 section

@@ -11,7 +11,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -110,10 +112,71 @@ type Responder struct {
 
 // issuer is an Issuer with what every response needs computed once.
 type issuer struct {
-	id          string
+	id       string
+	cert     *x509.Certificate
+	own      *responseSigner                 // the CA key
+	delegate atomic.Pointer[responseSigner] // a delegated responder, if one is set
+}
+
+// responseSigner is a key that signs responses, with what every response
+// needs of it computed once.
+type responseSigner struct {
 	key         crypto.Signer
 	alg         sigAlg
 	responderID []byte // ResponderID byKey: [2] EXPLICIT OCTET STRING (SHA-1 of the key)
+	certs       []byte // the certs field, [0] EXPLICIT SEQUENCE OF Certificate; nil for the CA key
+	notAfter    time.Time
+}
+
+// newResponseSigner returns the signer for key, whose certificate is cert;
+// certs, when not nil, is sent in every response.
+func newResponseSigner(cert *x509.Certificate, key crypto.Signer, alg sigAlg, certs [][]byte) (*responseSigner, error) {
+	keyBits, err := subjectKeyBits(cert)
+	if err != nil {
+		return nil, err
+	}
+	s := &responseSigner{key: key, alg: alg, notAfter: cert.NotAfter}
+	b := cryptobyte.NewBuilder(nil)
+	b.AddASN1(asn1.Tag(2).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
+		b.AddASN1OctetString(hashSum(crypto.SHA1, keyBits))
+	})
+	s.responderID = b.BytesOrPanic()
+	if certs != nil {
+		b := cryptobyte.NewBuilder(nil)
+		b.AddASN1(tagExplicit0, func(b *cryptobyte.Builder) {
+			b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				for _, c := range certs {
+					b.AddBytes(c)
+				}
+			})
+		})
+		s.certs = b.BytesOrPanic()
+	}
+	return s, nil
+}
+
+// subjectKeyBits returns the subjectPublicKey bits of cert, which a ResponderID
+// and a CertID hash.
+func subjectKeyBits(cert *x509.Certificate) ([]byte, error) {
+	spki := cryptobyte.String(cert.RawSubjectPublicKeyInfo)
+	var seq cryptobyte.String
+	var keyBits []byte
+	if len(cert.RawSubject) == 0 ||
+		!spki.ReadASN1(&seq, asn1.SEQUENCE) || !seq.SkipASN1(asn1.SEQUENCE) ||
+		!seq.ReadASN1BitStringAsBytes(&keyBits) {
+		return nil, fmt.Errorf("%w: certificate lacks its raw subject or key (parse it from DER)", ErrInvalid)
+	}
+	return keyBits, nil
+}
+
+// signer returns the key that signs a response valid until nextUpdate: the
+// delegated responder's while its certificate outlasts the response,
+// otherwise the CA's.
+func (iss *issuer) signer(nextUpdate time.Time) *responseSigner {
+	if d := iss.delegate.Load(); d != nil && !nextUpdate.After(d.notAfter) {
+		return d
+	}
+	return iss.own
 }
 
 // certIDHashes are the CertID hash algorithms matched (RFC 6960 section 4.1.1
@@ -195,20 +258,15 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 		if err != nil {
 			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
 		}
-		spki := cryptobyte.String(in.Certificate.RawSubjectPublicKeyInfo)
-		var seq cryptobyte.String
-		var keyBits []byte
-		if len(in.Certificate.RawSubject) == 0 ||
-			!spki.ReadASN1(&seq, asn1.SEQUENCE) || !seq.SkipASN1(asn1.SEQUENCE) ||
-			!seq.ReadASN1BitStringAsBytes(&keyBits) {
-			return nil, fmt.Errorf("%w: issuer %q: certificate lacks its raw subject or key (parse it from DER)", ErrInvalid, in.ID)
+		keyBits, err := subjectKeyBits(in.Certificate)
+		if err != nil {
+			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
 		}
-		iss := &issuer{id: in.ID, key: in.Key, alg: alg}
-		b := cryptobyte.NewBuilder(nil)
-		b.AddASN1(asn1.Tag(2).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
-			b.AddASN1OctetString(hashSum(crypto.SHA1, keyBits))
-		})
-		iss.responderID = b.BytesOrPanic()
+		own, err := newResponseSigner(in.Certificate, in.Key, alg, nil)
+		if err != nil {
+			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
+		}
+		iss := &issuer{id: in.ID, cert: in.Certificate, own: own}
 		for _, h := range certIDHashes {
 			k := issuerKey(h, hashSum(h, in.Certificate.RawSubject), hashSum(h, keyBits))
 			if other, dup := r.issuers[k]; dup {
@@ -218,6 +276,46 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 		}
 	}
 	return r, nil
+}
+
+// Delegate has the CA whose Issuer.ID is caID answer through a delegated
+// responder (RFC 6960 section 4.2.2.2): from now on its responses are signed
+// by key, name cert's key as the responder, and carry cert. cert must be
+// issued by the CA, include the id-kp-OCSPSigning extended key usage and be
+// valid now; key must be its key. A response is signed by the CA key again
+// whenever cert would expire before the response's nextUpdate, so a delegate
+// that is not renewed in time stops being used rather than making responses
+// that no client accepts. Errors caused by the arguments match ErrInvalid.
+func (r *Responder) Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error {
+	var iss *issuer
+	for _, in := range r.issuers {
+		if in.id == caID {
+			iss = in
+			break
+		}
+	}
+	if iss == nil {
+		return fmt.Errorf("%w: no issuer %q", ErrInvalid, caID)
+	}
+	alg, err := checkKeyPair(cert, key)
+	if err != nil {
+		return fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
+	}
+	if err := cert.CheckSignatureFrom(iss.cert); err != nil {
+		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not issued by the CA: %v", ErrInvalid, caID, err)
+	}
+	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
+		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate lacks the OCSP signing extended key usage", ErrInvalid, caID)
+	}
+	if now := r.now(); now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
+		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not valid now", ErrInvalid, caID)
+	}
+	d, err := newResponseSigner(cert, key, alg, [][]byte{cert.Raw})
+	if err != nil {
+		return fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
+	}
+	iss.delegate.Store(d)
+	return nil
 }
 
 // result is a response with what ServeHTTP needs for its caching headers.
@@ -268,20 +366,21 @@ func (r *Responder) respond(ctx context.Context, der []byte) (result, error) {
 	}
 
 	now := r.now().UTC().Truncate(time.Second)
+	res := result{thisUpdate: now, nextUpdate: now.Add(r.validity), signed: true}
+	signer := iss.signer(res.nextUpdate)
 	cacheable := req.nonce == nil && r.cache != nil
 	if cacheable {
-		if c, ok := r.cache.get(string(req.certID)); ok && sameAnswer(c.ans, ans) &&
+		if c, ok := r.cache.get(string(req.certID)); ok && sameAnswer(c.ans, ans) && c.signer == signer &&
 			!now.Before(c.res.thisUpdate) && now.Before(c.res.thisUpdate.Add(r.validity/2)) {
 			return c.res, nil
 		}
 	}
-	res := result{thisUpdate: now, nextUpdate: now.Add(r.validity), signed: true}
-	res.der, err = iss.response(&req, ans, res.thisUpdate, res.nextUpdate)
+	res.der, err = signer.response(&req, ans, res.thisUpdate, res.nextUpdate)
 	if err != nil {
 		return errorResult(ocsp.InternalErrorErrorResponse), fmt.Errorf("revocation: OCSP response for CA %q: %w", iss.id, err)
 	}
 	if cacheable {
-		r.cache.put(string(req.certID), cached{ans: ans, res: res})
+		r.cache.put(string(req.certID), cached{ans: ans, res: res, signer: signer})
 	}
 	return res, nil
 }
@@ -318,12 +417,13 @@ var (
 )
 
 // response builds and signs the OCSPResponse (RFC 6960 section 4.2.1) for one
-// request: a BasicOCSPResponse with no certificates, the request's CertID
-// echoed, and its nonce, if any, among the responseExtensions.
-func (iss *issuer) response(req *request, ans Answer, thisUpdate, nextUpdate time.Time) ([]byte, error) {
+// request: a BasicOCSPResponse with the signer's certificates (none for the
+// CA key), the request's CertID echoed, and its nonce, if any, among the
+// responseExtensions.
+func (s *responseSigner) response(req *request, ans Answer, thisUpdate, nextUpdate time.Time) ([]byte, error) {
 	b := cryptobyte.NewBuilder(make([]byte, 0, 256))
 	b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) { // ResponseData; version v1 is the DEFAULT, left out
-		b.AddBytes(iss.responderID)
+		b.AddBytes(s.responderID)
 		b.AddASN1GeneralizedTime(thisUpdate) // producedAt
 		b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) { // SingleResponse
@@ -360,7 +460,7 @@ func (iss *issuer) response(req *request, ans Answer, thisUpdate, nextUpdate tim
 	if err != nil {
 		return nil, err
 	}
-	sig, _, err := iss.alg.sign(iss.key, tbs)
+	sig, _, err := s.alg.sign(s.key, tbs)
 	if err != nil {
 		return nil, err
 	}
@@ -373,8 +473,9 @@ func (iss *issuer) response(req *request, ans Answer, thisUpdate, nextUpdate tim
 				b.AddASN1(asn1.OCTET_STRING, func(b *cryptobyte.Builder) {
 					b.AddASN1(asn1.SEQUENCE, func(b *cryptobyte.Builder) { // BasicOCSPResponse
 						b.AddBytes(tbs)
-						b.AddBytes(iss.alg.algID)
+						b.AddBytes(s.alg.algID)
 						b.AddASN1BitString(sig)
+						b.AddBytes(s.certs)
 					})
 				})
 			})
