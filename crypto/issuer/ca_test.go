@@ -196,3 +196,84 @@ func TestRolesOf(t *testing.T) {
 		t.Errorf("roles OID %v is not under %v", issuer.OIDRoles, issuer.OIDArc)
 	}
 }
+
+// TestNewOCSPResponder: a delegated responder certificate for the root (P-384)
+// and the intermediate (P-256) passes the lints and carries exactly what RFC
+// 6960 asks of one, and a validity past the CA's is capped.
+func TestNewOCSPResponder(t *testing.T) {
+	p := newPKI(t, nil)
+	ctx := context.Background()
+	key := newKey(t, issuer.KeyP256)
+	oidNoCheck := asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1, 5}
+	for _, ca := range []issuer.CA{
+		{ID: "root", Certificate: p.root, Key: p.rootKey},
+		{ID: "issuing", Certificate: p.inter, Key: p.interKey, Chain: []*x509.Certificate{p.root}},
+	} {
+		t.Run(ca.ID, func(t *testing.T) {
+			c, err := issuer.NewOCSPResponder(ctx, ca, key.Public(), 72*time.Hour, big.NewInt(0x7a), now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CheckSignatureFrom(ca.Certificate); err != nil {
+				t.Fatal(err)
+			}
+			if c.IsCA || !c.BasicConstraintsValid || c.KeyUsage != x509.KeyUsageDigitalSignature ||
+				!slices.Equal(c.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}) || len(c.UnknownExtKeyUsage) != 0 {
+				t.Errorf("CA %v, key usage %b, extended key usage %v %v", c.IsCA, c.KeyUsage, c.ExtKeyUsage, c.UnknownExtKeyUsage)
+			}
+			noCheck := slices.IndexFunc(c.Extensions, func(e pkix.Extension) bool { return e.Id.Equal(oidNoCheck) })
+			if noCheck < 0 || string(c.Extensions[noCheck].Value) != "\x05\x00" || c.Extensions[noCheck].Critical {
+				t.Errorf("id-pkix-ocsp-nocheck missing or not a non-critical NULL: %v", c.Extensions)
+			}
+			if want := ca.Certificate.Subject.CommonName + " OCSP responder"; c.Subject.CommonName != want ||
+				!slices.Equal(c.Subject.Organization, ca.Certificate.Subject.Organization) {
+				t.Errorf("subject %v, want %q in the CA's organisation", c.Subject, want)
+			}
+			if !slices.Equal(c.AuthorityKeyId, ca.Certificate.SubjectKeyId) || len(c.SubjectKeyId) == 0 || c.SerialNumber.Int64() != 0x7a {
+				t.Errorf("AKI %x (CA SKI %x), SKI %x, serial %v", c.AuthorityKeyId, ca.Certificate.SubjectKeyId, c.SubjectKeyId, c.SerialNumber)
+			}
+			if nb := now.Add(-time.Minute).UTC().Truncate(time.Second); !c.NotBefore.Equal(nb) || !c.NotAfter.Equal(nb.Add(72*time.Hour)) {
+				t.Errorf("validity %v to %v", c.NotBefore, c.NotAfter)
+			}
+			if len(c.CRLDistributionPoints) != 0 || len(c.OCSPServer) != 0 {
+				t.Errorf("a responder that is not checked names where to check it: %q %q", c.CRLDistributionPoints, c.OCSPServer)
+			}
+		})
+	}
+	capped, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "issuing", Certificate: p.inter, Key: p.interKey}, key.Public(), 100*365*24*time.Hour, big.NewInt(1), now)
+	if err != nil || !capped.NotAfter.Equal(p.inter.NotAfter) {
+		t.Fatalf("a responder longer than its CA: %v, %v; want it capped at %v", capped.NotAfter, err, p.inter.NotAfter)
+	}
+	long := p.inter.Subject
+	long.CommonName = strings.Repeat("é", 40) // 40 characters, 80 bytes
+	longCA, err := issuer.NewIntermediate(ctx, issuer.CA{ID: "root", Certificate: p.root, Key: p.rootKey}, p.interKey.Public(), long, time.Hour, big.NewInt(9), now, issuer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "long", Certificate: longCA, Key: p.interKey}, key.Public(), time.Hour, big.NewInt(1), now)
+	if err != nil || c.Subject.CommonName != strings.Repeat("é", 24)+" OCSP responder" {
+		t.Fatalf("a long CA name: %q, %v; want it cut on a rune boundary to fit 64 bytes with the suffix", c.Subject.CommonName, err)
+	}
+	for name, f := range map[string]func() error{
+		"no serial": func() error {
+			_, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "root", Certificate: p.root, Key: p.rootKey}, key.Public(), time.Hour, nil, now)
+			return err
+		},
+		"no validity": func() error {
+			_, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "root", Certificate: p.root, Key: p.rootKey}, key.Public(), 0, big.NewInt(1), now)
+			return err
+		},
+		"a P-521 key": func() error {
+			_, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "root", Certificate: p.root, Key: p.rootKey}, newKey(t, "P-521").Public(), time.Hour, big.NewInt(1), now)
+			return err
+		},
+		"another CA's key": func() error {
+			_, err := issuer.NewOCSPResponder(ctx, issuer.CA{ID: "root", Certificate: p.root, Key: p.interKey}, key.Public(), time.Hour, big.NewInt(1), now)
+			return err
+		},
+	} {
+		if err := f(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}

@@ -114,7 +114,7 @@ type Responder struct {
 type issuer struct {
 	id       string
 	cert     *x509.Certificate
-	own      *responseSigner                 // the CA key
+	own      *responseSigner                // the CA key
 	delegate atomic.Pointer[responseSigner] // a delegated responder, if one is set
 }
 
