@@ -49,6 +49,18 @@ type CRLPublished struct {
 	SHA256 string `json:"sha256"`
 }
 
+// OCSPResponderIssued: a CA issued a delegated OCSP responder certificate
+// (RFC 6960 section 4.2.2.2) for a key that a server holds in memory only,
+// and that signs the CA's OCSP responses until the certificate expires. The
+// certificate is public: it names the CA's organisation, never a person.
+type OCSPResponderIssued struct {
+	CAID        string    `json:"ca_id"`
+	Serial      Serial    `json:"serial"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	Certificate []byte    `json:"certificate"` // DER
+}
+
 // CertificateRejected: the signer refused a certificate because pre-issuance
 // linting found errors. Nothing was issued; the serial is never used.
 type CertificateRejected struct {
@@ -61,10 +73,12 @@ type CertificateRejected struct {
 
 func (CACreated) EventType() string           { return TypeCACreated }
 func (CRLPublished) EventType() string        { return TypeCRLPublished }
+func (OCSPResponderIssued) EventType() string { return TypeOCSPResponderIssued }
 func (CertificateRejected) EventType() string { return TypeCertificateRejected }
 
 func (CACreated) SchemaVersion() uint16           { return 1 }
 func (CRLPublished) SchemaVersion() uint16        { return 1 }
+func (OCSPResponderIssued) SchemaVersion() uint16 { return 1 }
 func (CertificateRejected) SchemaVersion() uint16 { return 1 }
 
 // CA is the aggregate of one certificate authority, rebuilt from its stream.
@@ -94,6 +108,9 @@ func (c *CA) Apply(e *Event) error {
 			return err
 		}
 		c.CRLNumber = p.Number
+	case TypeOCSPResponderIssued:
+		// Nothing of the CA's state depends on its responders: the event is
+		// for auditors and relying parties matching a responder certificate.
 	default:
 		return fmt.Errorf("CA stream %s: unexpected event type %q", e.Stream, e.Type)
 	}
@@ -131,6 +148,24 @@ func (c *CA) PublishCRL(p CRLPublished) ([]Change, error) {
 	}
 	if !p.NextUpdate.After(p.ThisUpdate) {
 		return nil, errorf(KindInvalid, "bad-crl-dates", "a CRL's next update must follow its this update")
+	}
+	p.CAID = c.Created.CAID
+	return []Change{{Payload: p}}, nil
+}
+
+// RecordOCSPResponder decides the record of a delegated OCSP responder
+// certificate of the CA.
+func (c *CA) RecordOCSPResponder(p OCSPResponderIssued) ([]Change, error) {
+	if !c.Exists() {
+		return nil, errorf(KindNotFound, "no-ca", "no such CA")
+	}
+	switch {
+	case !p.Serial.Valid():
+		return nil, errorf(KindInvalid, "bad-serial", "an OCSP responder certificate needs a serial")
+	case !p.NotAfter.After(p.NotBefore):
+		return nil, errorf(KindInvalid, "bad-validity", "an OCSP responder certificate must end after it starts")
+	case len(p.Certificate) == 0:
+		return nil, errorf(KindInvalid, "no-certificate", "an OCSP responder needs its certificate")
 	}
 	p.CAID = c.Created.CAID
 	return []Change{{Payload: p}}, nil

@@ -73,6 +73,45 @@ func TestCALifecycle(t *testing.T) {
 	if got := streamTypes(t, r, domain.CAStream("issuing")); len(got) != 4 {
 		t.Fatalf("CA stream = %v", got)
 	}
+
+	// A delegated OCSP responder: signed once with the serial drawn for it,
+	// recorded after the CRLs, and refused when malformed or for no CA.
+	calls := 0
+	rec, err := r.h.IssueOCSPResponder(ctx, admin, "issuing", func(serial domain.Serial) (domain.OCSPResponderIssued, error) {
+		calls++
+		return domain.OCSPResponderIssued{Serial: serial, NotBefore: r.now, NotAfter: r.now.Add(time.Hour), Certificate: []byte{1}}, nil
+	})
+	if err != nil || calls != 1 || rec.CAID != "issuing" || !rec.Serial.Valid() {
+		t.Fatalf("IssueOCSPResponder = %+v, %v after %d signatures", rec, err, calls)
+	}
+	if got := streamTypes(t, r, domain.CAStream("issuing")); len(got) != 5 || got[4] != domain.TypeOCSPResponderIssued {
+		t.Fatalf("CA stream = %v", got)
+	}
+	if ca, err := r.h.LoadCA(ctx, "issuing"); err != nil || ca.CRLNumber != 3 || ca.Version != 5 {
+		t.Fatalf("LoadCA after the responder = %+v, %v", ca, err)
+	}
+	for _, tc := range []struct {
+		name string
+		id   string
+		edit func(*domain.OCSPResponderIssued)
+		want *domain.Error
+		code string
+	}{
+		{"another serial", "issuing", func(p *domain.OCSPResponderIssued) { p.Serial = "1" }, domain.ErrInvalid, "bad-serial"},
+		{"no validity", "issuing", func(p *domain.OCSPResponderIssued) { p.NotAfter = p.NotBefore }, domain.ErrInvalid, "bad-validity"},
+		{"no certificate", "issuing", func(p *domain.OCSPResponderIssued) { p.Certificate = nil }, domain.ErrInvalid, "no-certificate"},
+		{"no such CA", "nope", func(*domain.OCSPResponderIssued) {}, domain.ErrNotFound, "no-ca"},
+	} {
+		_, err := r.h.IssueOCSPResponder(ctx, admin, tc.id, func(serial domain.Serial) (domain.OCSPResponderIssued, error) {
+			p := domain.OCSPResponderIssued{Serial: serial, NotBefore: r.now, NotAfter: r.now.Add(time.Hour), Certificate: []byte{1}}
+			tc.edit(&p)
+			return p, nil
+		})
+		wantErr(t, err, tc.want, tc.code)
+	}
+	if got := streamTypes(t, r, domain.CAStream("issuing")); len(got) != 5 {
+		t.Fatalf("refused responders were recorded: %v", got)
+	}
 }
 
 // lintingSigner refuses every certificate the way the real signer does when a

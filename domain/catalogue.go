@@ -20,6 +20,7 @@ const (
 	TypeCertificateRejected      = "certificate.rejected"
 	TypeCACreated                = "ca.created"
 	TypeCRLPublished             = "ca.crl-published"
+	TypeOCSPResponderIssued      = "ca.ocsp-responder-issued"
 )
 
 // Key groups. A subject's personal data is sealed under one data key per group, so

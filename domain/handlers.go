@@ -385,6 +385,49 @@ func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign 
 	return der, rec, err
 }
 
+// IssueOCSPResponder has sign make a delegated OCSP responder certificate of
+// CA id with a new serial, and records it; the record is returned only once it
+// is durable, and only then may the certificate sign responses. sign is
+// called once: a concurrent change of the CA's stream (a CRL) retries the
+// record, not the signature.
+func (h *Handlers) IssueOCSPResponder(ctx context.Context, actor Actor, id string, sign func(serial Serial) (OCSPResponderIssued, error)) (OCSPResponderIssued, error) {
+	if _, err := h.LoadCA(ctx, id); err != nil {
+		return OCSPResponderIssued{}, err
+	}
+	serial, err := h.newSerial()
+	if err != nil {
+		return OCSPResponderIssued{}, err
+	}
+	p, err := sign(serial)
+	if err != nil {
+		var de *Error
+		if errors.As(err, &de) {
+			return OCSPResponderIssued{}, err
+		}
+		return OCSPResponderIssued{}, unavailable("OCSP responder signer", err)
+	}
+	if p.Serial != serial {
+		return OCSPResponderIssued{}, errorf(KindInvalid, "bad-serial", "the OCSP responder certificate does not carry the serial drawn for it")
+	}
+	var rec OCSPResponderIssued
+	err = h.retry(ctx, func() error {
+		c, err := h.LoadCA(ctx, id)
+		if err != nil {
+			return err
+		}
+		changes, err := c.RecordOCSPResponder(p)
+		if err != nil {
+			return err
+		}
+		if _, err := h.commit(ctx, actor, CAStream(id), c.Version, changes); err != nil {
+			return err
+		}
+		rec = changes[0].Payload.(OCSPResponderIssued)
+		return nil
+	})
+	return rec, err
+}
+
 // RevokeCertificate revokes certificate serial for reason.
 func (h *Handlers) RevokeCertificate(ctx context.Context, actor Actor, serial Serial, reason RevocationReason) error {
 	return h.retry(ctx, func() error {

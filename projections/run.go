@@ -392,6 +392,8 @@ func decode(e *domain.Event) (p domain.Payload, known bool, err error) {
 		return nil, e.Schema == (domain.CACreated{}).SchemaVersion(), nil
 	case domain.TypeCRLPublished:
 		return nil, e.Schema == (domain.CRLPublished{}).SchemaVersion(), nil
+	case domain.TypeOCSPResponderIssued:
+		return nil, e.Schema == (domain.OCSPResponderIssued{}).SchemaVersion(), nil
 	default:
 		// The shared key vault (crypto/sharedvault) keeps its wrapped keys and
 		// epochs in the ledger, in streams of its own: no view reads them.

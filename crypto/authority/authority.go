@@ -26,6 +26,7 @@ type Ledger interface {
 	LoadCA(ctx context.Context, id string) (domain.CA, error)
 	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
 	PublishCRL(ctx context.Context, actor domain.Actor, id string, sign func(number uint64) (domain.CRLPublished, []byte, error)) ([]byte, domain.CRLPublished, error)
+	IssueOCSPResponder(ctx context.Context, actor domain.Actor, id string, sign func(serial domain.Serial) (domain.OCSPResponderIssued, error)) (domain.OCSPResponderIssued, error)
 }
 
 // Revocations is what the authority reads of the views.
@@ -70,6 +71,8 @@ type Authority struct {
 	cas     map[string]*ca
 	deflt   string
 	issuers []issuer.CA
+
+	responderPoll time.Duration // the longest wait of RunOCSPResponders
 }
 
 type ca struct {
@@ -96,7 +99,7 @@ func Load(ctx context.Context, ledger Ledger, views Revocations, keys Keys, ids 
 	if opts.CRLWait <= 0 {
 		opts.CRLWait = 2 * time.Second
 	}
-	a := &Authority{ledger: ledger, views: views, opts: opts, cas: map[string]*ca{}, deflt: defaultIssuer}
+	a := &Authority{ledger: ledger, views: views, opts: opts, cas: map[string]*ca{}, deflt: defaultIssuer, responderPoll: time.Minute}
 	for _, id := range ids {
 		rec, err := ledger.LoadCA(ctx, id)
 		if err != nil {

@@ -35,7 +35,10 @@ type rig struct {
 
 var admin = domain.Actor{ID: "test", Role: "admin"}
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { return newRigWith(t, nil) }
+
+// newRigWith is newRig with the authority's options edited by edit.
+func newRigWith(t *testing.T, edit func(*authority.Options)) *rig {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -84,8 +87,11 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 	}
-	a, err := authority.Load(ctx, h, views, authority.Keys{"software": keys}, []string{"root", "issuing"}, "issuing",
-		authority.Options{Head: store.Head, CRLWait: 200 * time.Millisecond})
+	opts := authority.Options{Head: store.Head, CRLWait: 200 * time.Millisecond}
+	if edit != nil {
+		edit(&opts)
+	}
+	a, err := authority.Load(ctx, h, views, authority.Keys{"software": keys}, []string{"root", "issuing"}, "issuing", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
