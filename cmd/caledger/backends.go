@@ -73,6 +73,60 @@ type config struct {
 	// Witness, when set, has witnesses cosign the ledger's checkpoints
 	// (docs/ledger.md).
 	Witness *witnessConfig `json:"witness,omitempty"`
+	// OCSP, when set, configures who signs OCSP responses (docs/ca.md).
+	OCSP *ocspConfig `json:"ocsp,omitempty"`
+}
+
+// ocspConfig is the "ocsp" section of the config.
+type ocspConfig struct {
+	// Responder is "ca" (the default: each CA's key signs its responses) or
+	// "delegated": each CA certifies an in-memory key of the server for OCSP
+	// signing, which signs its responses instead (RFC 6960 section 4.2.2.2),
+	// so that a CA key on an HSM signs one certificate, not every response.
+	Responder string `json:"responder,omitempty"`
+	// ResponderValidity is a Go duration (default "48h", at least "4h"): the
+	// validity of each delegated responder certificate; it is renewed at
+	// half of it.
+	ResponderValidity string `json:"responder_validity,omitempty"`
+}
+
+// Values of ocspConfig.Responder.
+const (
+	ocspResponderCA        = "ca"
+	ocspResponderDelegated = "delegated"
+)
+
+// defaultOCSPResponderValidity is the validity of delegated responders when
+// the config sets none.
+const defaultOCSPResponderValidity = 48 * time.Hour
+
+// delegated returns the validity of the delegated responders, or 0 when the
+// CA keys sign their responses themselves.
+func (c *ocspConfig) delegated() (time.Duration, error) {
+	if c == nil {
+		return 0, nil
+	}
+	switch c.Responder {
+	case "", ocspResponderCA:
+		if c.ResponderValidity != "" {
+			return 0, fmt.Errorf("%s: ocsp: responder_validity is set but responder is not %q", configFile, ocspResponderDelegated)
+		}
+		return 0, nil
+	case ocspResponderDelegated:
+	default:
+		return 0, fmt.Errorf("%s: ocsp: responder %q is neither %q nor %q", configFile, c.Responder, ocspResponderCA, ocspResponderDelegated)
+	}
+	if c.ResponderValidity == "" {
+		return defaultOCSPResponderValidity, nil
+	}
+	d, err := time.ParseDuration(c.ResponderValidity)
+	if err != nil {
+		return 0, fmt.Errorf("%s: ocsp: responder_validity: %w", configFile, err)
+	}
+	if d < authority.MinOCSPResponderValidity {
+		return 0, fmt.Errorf("%s: ocsp: responder_validity %v is below %v: a responder is renewed at half its validity and must outlast the hour of the responses it signs", configFile, d, authority.MinOCSPResponderValidity)
+	}
+	return d, nil
 }
 
 // pkcs11Options locate the token of the CA keys. The PIN is never stored: it

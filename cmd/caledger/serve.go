@@ -109,6 +109,10 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := api.CheckSoftTokenHeaders(cfg.SoftTokenHeaders); err != nil {
 		return fmt.Errorf("%s: %w", configFile, err)
 	}
+	responderValidity, err := cfg.OCSP.delegated()
+	if err != nil {
+		return err
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, tlsCertFile), filepath.Join(dataDir, tlsKeyFile))
 	if err != nil {
 		return fmt.Errorf("load the server's TLS certificate: %w", err)
@@ -182,6 +186,22 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err != nil {
 		return err
 	}
+	responders := &responderExpiries{}
+	if responderValidity > 0 {
+		// Until the first delegate is recorded, and whenever one runs out
+		// unrenewed, the CA key signs.
+		respondersDone := make(chan struct{})
+		go func() {
+			defer close(respondersDone)
+			n.supervise(viewsCtx, "delegated OCSP responders stopped; restarting", func(ctx context.Context) error {
+				return n.cas.RunOCSPResponders(ctx, ocsp, responderValidity, responders.set)
+			}, nil)
+		}()
+		defer func() {
+			stopViews()
+			<-respondersDone
+		}()
+	}
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
@@ -189,6 +209,9 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	metrics.MustRegister(n.collectors(publisher, cosigner)...)
+	if responderValidity > 0 {
+		metrics.MustRegister(responders.collector())
+	}
 	var directoryErasure api.DirectoryErasure
 	if publisher != nil {
 		directoryErasure = publishedUpTo(publisher)
@@ -419,4 +442,32 @@ func (r *addrRedactor) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// responderExpiries holds when each CA's delegated OCSP responder expires.
+type responderExpiries struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (r *responderExpiries) set(caID string, notAfter time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]time.Time{}
+	}
+	r.m[caID] = notAfter
+}
+
+func (r *responderExpiries) collector() prometheus.Collector {
+	desc := prometheus.NewDesc("caledger_ocsp_responder_expiry_timestamp_seconds",
+		"When the CA's current delegated OCSP responder certificate expires, in Unix seconds. It moves forward at every renewal (half the validity); once it is less than an hour away the CA key signs the responses again.",
+		[]string{"ca"}, nil)
+	return collectorFunc{descs: []*prometheus.Desc{desc}, collect: func(ch chan<- prometheus.Metric) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		for id, t := range r.m {
+			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(t.Unix()), id)
+		}
+	}}
 }

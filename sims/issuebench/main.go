@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	serveArgs := fs.String("serve-args", "", "extra arguments for caledger serve, e.g. \"--cpuprofile /tmp/serve.prof\"")
 	ocspDuration := fs.Duration("ocsp-duration", 5*time.Second, "length of each timed OCSP run after the issuance phase (0: none)")
 	hsm := fs.Bool("hsm", false, "put the CA keys on a fresh SoftHSM2 token; the baseline is then the raw SoftHSM2 P-256 signing rate")
+	responder := fs.String("ocsp-responder", "", "set the config's ocsp.responder (\"ca\" or \"delegated\"; empty: the default, ca)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -95,6 +96,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	initCmd.Env = env
 	if b, err := initCmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("init: %v\n%s", err, b)
+	}
+	if *responder != "" {
+		if err := setOCSPResponder(data, *responder); err != nil {
+			return err
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -406,4 +412,22 @@ func rateOf(d time.Duration, f func() bool) float64 {
 	}
 	wg.Wait()
 	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// setOCSPResponder sets ocsp.responder in the config of data.
+func setOCSPResponder(data, responder string) error {
+	path := filepath.Join(data, "caledger.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	cfg["ocsp"] = map[string]any{"responder": responder}
+	if b, err = json.MarshalIndent(cfg, "", "  "); err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o600)
 }

@@ -50,6 +50,7 @@ type ocspResult struct {
 	errs, bad   int64
 	goodSeen    int64
 	revokedSeen int64
+	delegated   int64 // checked responses signed by a delegated responder
 }
 
 // parseIssued turns PEM chains returned by issuance into leaf certificates and
@@ -163,7 +164,7 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 			return req
 		})
 	}
-	var bad, good, revoked atomic.Int64
+	var bad, good, revoked, delegated atomic.Int64
 	check := func(i int, der []byte) {
 		if (i/clients)%16 != 0 { // every 16th of this client's
 			return
@@ -173,6 +174,9 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 		// x/crypto/ocsp does not parse responseExtensions, where the nonce
 		// is echoed; 32 random bytes are found in the response only there.
 		nonce := nonces[i%len(requests)]
+		if err == nil && resp.Certificate != nil {
+			delegated.Add(1)
+		}
 		switch {
 		case err != nil, nonce != nil && !bytes.Contains(der, nonce):
 			bad.Add(1)
@@ -185,7 +189,7 @@ func ocspRun(ctx context.Context, public string, targets []ocspTarget, issuer *x
 		}
 	}
 	rate, lat, failed := closedLoop(clients, d, http.StatusOK, do, check)
-	return ocspResult{rate: rate, lat: lat, errs: failed, bad: bad.Load(), goodSeen: good.Load(), revokedSeen: revoked.Load()}
+	return ocspResult{rate: rate, lat: lat, errs: failed, bad: bad.Load(), goodSeen: good.Load(), revokedSeen: revoked.Load(), delegated: delegated.Load()}
 }
 
 // leanClient is the OCSP runs' second load generator, the way load tools such
@@ -336,8 +340,8 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 			if lean {
 				gen = "lean client (prepared requests, http.ReadResponse)"
 			}
-			rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients (%s), %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
-				clients, gen, len(targets), what, r.rate, pct(r.lat, 50), pct(r.lat, 99), r.errs, r.bad, r.bad+r.goodSeen+r.revokedSeen, serverCPU(cpu1-cpu0, len(r.lat)),
+			rows = append(rows, fmt.Sprintf("| OCSP over HTTP POST, %d keep-alive clients (%s), %d certificates (a quarter revoked), %s | %.0f responses/s, p50 %s, p99 %s, %d errors, %d of %d checked responses wrong, %d signed by a delegated responder; %s | %s, %d goroutines: %.0f/s (before %.0f, after %.0f) | %.2f× |\n",
+				clients, gen, len(targets), what, r.rate, pct(r.lat, 50), pct(r.lat, 99), r.errs, r.bad, r.bad+r.goodSeen+r.revokedSeen, r.delegated, serverCPU(cpu1-cpu0, len(r.lat)),
 				baselineWhat, runtime.GOMAXPROCS(0), raw, rawBefore, rawAfter, r.rate/raw))
 			failures += r.errs + r.bad
 			if r.goodSeen == 0 || r.revokedSeen == 0 {
