@@ -388,8 +388,8 @@ func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign 
 // IssueOCSPResponder has sign make a delegated OCSP responder certificate of
 // CA id with a new serial, and records it; the record is returned only once it
 // is durable, and only then may the certificate sign responses. sign is
-// called once: a concurrent change of the CA's stream (a CRL) retries the
-// record, not the signature.
+// called once: a concurrent change of the CA's stream (a CRL, perhaps on
+// another node) retries the record, patiently, not the signature.
 func (h *Handlers) IssueOCSPResponder(ctx context.Context, actor Actor, id string, sign func(serial Serial) (OCSPResponderIssued, error)) (OCSPResponderIssued, error) {
 	if _, err := h.LoadCA(ctx, id); err != nil {
 		return OCSPResponderIssued{}, err
@@ -410,7 +410,7 @@ func (h *Handlers) IssueOCSPResponder(ctx context.Context, actor Actor, id strin
 		return OCSPResponderIssued{}, errorf(KindInvalid, "bad-serial", "the OCSP responder certificate does not carry the serial drawn for it")
 	}
 	var rec OCSPResponderIssued
-	err = h.retry(ctx, func() error {
+	err = h.retryPatiently(ctx, func() error {
 		c, err := h.LoadCA(ctx, id)
 		if err != nil {
 			return err

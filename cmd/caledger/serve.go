@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/api"
+	"github.com/caledger/caledger/crypto/authority"
 	"github.com/caledger/caledger/crypto/revocation"
 	"github.com/caledger/caledger/crypto/softtoken"
 	"github.com/caledger/caledger/projections/directory"
@@ -187,21 +188,6 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		return err
 	}
 	responders := &responderExpiries{}
-	if responderValidity > 0 {
-		// Until the first delegate is recorded, and whenever one runs out
-		// unrenewed, the CA key signs.
-		respondersDone := make(chan struct{})
-		go func() {
-			defer close(respondersDone)
-			n.supervise(viewsCtx, "delegated OCSP responders stopped; restarting", func(ctx context.Context) error {
-				return n.cas.RunOCSPResponders(ctx, ocsp, responderValidity, responders.set)
-			}, nil)
-		}()
-		defer func() {
-			stopViews()
-			<-respondersDone
-		}()
-	}
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
@@ -276,6 +262,25 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		logger.Info("publishing", "addr", pln.Addr().String())
 	}
 	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir, "cacert", filepath.Join(dataDir, rootPEM))
+	if responderValidity > 0 {
+		// Started once the listeners are bound, so that a start that fails
+		// records no responders. Until the first delegate is recorded, and
+		// whenever one runs out unrenewed, the CA key signs.
+		respondersDone := make(chan struct{})
+		go func() {
+			defer close(respondersDone)
+			n.supervise(viewsCtx, "delegated OCSP responders stopped; restarting", func(ctx context.Context) error {
+				return n.cas.RunOCSPResponders(ctx, ocsp, authority.OCSPResponders{Validity: responderValidity, Expiry: responders.set,
+					Failed: func(caID string, err error) {
+						logger.Error("the CA's delegated OCSP responder was not renewed; retrying", "ca", caID, "err", err)
+					}})
+			}, nil)
+		}()
+		defer func() {
+			stopViews()
+			<-respondersDone
+		}()
+	}
 
 	errc := make(chan error, len(servers))
 	for _, f := range serveFuncs {

@@ -196,7 +196,8 @@ func (a *Authority) Intermediates() []*x509.Certificate {
 	return out
 }
 
-// systemActor is recorded as the actor of CRLs, which no client asks for.
+// systemActor is recorded as the actor of CRLs and delegated OCSP
+// responders, which no client asks for.
 var systemActor = domain.Actor{ID: "caledger", Role: "system"}
 
 // CRL implements api.CAs.

@@ -26,46 +26,79 @@ type Delegates interface {
 	Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error
 }
 
-// RunOCSPResponders gives every loaded CA a delegated OCSP responder of the
-// given validity and renews each at half its validity, until ctx ends or a
-// renewal fails (its error is returned: the caller restarts it with backoff,
-// and until then the responses of a CA whose delegate ran out are signed by
-// the CA key again). Each responder's key is a P-256 key made here and held
-// in memory only; its certificate is made by issuer.NewOCSPResponder, signed
-// by the CA key (one signature, on an HSM too) and recorded in the ledger
-// (ca.ocsp-responder-issued) before it signs any response. A CA whose own
-// certificate ends within MinOCSPResponderValidity gets none. expiry, if not
-// nil, learns each new delegate's NotAfter.
-func (a *Authority) RunOCSPResponders(ctx context.Context, d Delegates, validity time.Duration, expiry func(caID string, notAfter time.Time)) error {
-	if validity < MinOCSPResponderValidity {
-		return fmt.Errorf("OCSP responder validity %v is below %v", validity, MinOCSPResponderValidity)
+// OCSPResponders configures RunOCSPResponders.
+type OCSPResponders struct {
+	// Validity is each delegate certificate's validity, at least
+	// MinOCSPResponderValidity.
+	Validity time.Duration
+	// Expiry, if not nil, learns each new delegate's NotAfter.
+	Expiry func(caID string, notAfter time.Time)
+	// Failed, if not nil, learns each failed attempt to give a CA a delegate;
+	// the attempt is retried after 1 s, doubling up to 5 minutes.
+	Failed func(caID string, err error)
+}
+
+// maxResponderRetry bounds the wait between failed attempts for one CA.
+const maxResponderRetry = 5 * time.Minute
+
+// RunOCSPResponders gives every loaded CA a delegated OCSP responder and
+// renews each at half its validity, until ctx ends; it returns an error only
+// for a validity below MinOCSPResponderValidity. Each responder's key is a
+// P-256 key made here and held in memory only; its certificate is made by
+// issuer.NewOCSPResponder, signed by the CA key (one signature, on an HSM too)
+// and recorded in the ledger (ca.ocsp-responder-issued) before it signs any
+// response. A failed attempt for one CA is retried for that CA alone, so a
+// CA whose key keeps failing does not make the others record new responders;
+// meanwhile its current delegate, if any, signs until it is within a
+// response's validity of its end, and then the CA key does. A CA whose own
+// certificate ends within MinOCSPResponderValidity gets none.
+func (a *Authority) RunOCSPResponders(ctx context.Context, d Delegates, o OCSPResponders) error {
+	if o.Validity < MinOCSPResponderValidity {
+		return fmt.Errorf("OCSP responder validity %v is below %v", o.Validity, MinOCSPResponderValidity)
 	}
-	renew := make(map[string]time.Time, len(a.order)) // when each CA's delegate is due; zero: now
+	type state struct {
+		due   time.Time     // when the CA's next attempt is due; zero: now
+		retry time.Duration // the wait after the last failure; 0 after a success
+	}
+	states := make(map[string]*state, len(a.order))
+	for _, id := range a.order {
+		states[id] = &state{}
+	}
 	for {
 		now := a.opts.Now()
-		next := now.Add(validity)
+		next := now.Add(o.Validity)
 		for _, id := range a.order {
 			if a.cas[id].Info.Certificate.NotAfter.Sub(now) < MinOCSPResponderValidity {
 				continue // too close to the CA's end for a delegate: the CA key signs
 			}
-			if due := renew[id]; !due.After(now) {
-				cert, err := a.newOCSPResponder(ctx, d, id, validity)
-				if err != nil {
-					return err
-				}
-				renew[id] = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
-				if expiry != nil {
-					expiry(id, cert.NotAfter)
+			st := states[id]
+			if !st.due.After(now) {
+				cert, err := a.newOCSPResponder(ctx, d, id, o.Validity)
+				switch {
+				case ctx.Err() != nil:
+					return ctx.Err()
+				case err != nil:
+					st.retry = min(max(2*st.retry, time.Second), maxResponderRetry)
+					st.due = now.Add(st.retry)
+					if o.Failed != nil {
+						o.Failed(id, err)
+					}
+				default:
+					st.retry = 0
+					st.due = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+					if o.Expiry != nil {
+						o.Expiry(id, cert.NotAfter)
+					}
 				}
 			}
-			if renew[id].Before(next) {
-				next = renew[id]
+			if st.due.Before(next) {
+				next = st.due
 			}
 		}
 		// Woken at least every responderPoll: the wait is on the monotonic
 		// clock, and a suspended machine or a stepped wall clock must not
 		// leave a delegate past its renewal.
-		t := time.NewTimer(min(max(next.Sub(a.opts.Now()), time.Second), a.responderPoll))
+		t := time.NewTimer(min(max(next.Sub(a.opts.Now()), 10*time.Millisecond), a.responderPoll))
 		select {
 		case <-ctx.Done():
 			t.Stop()

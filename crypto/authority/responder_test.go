@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -98,11 +99,11 @@ func TestOCSPResponders(t *testing.T) {
 	done := make(chan error, 1)
 	const validity = 6 * time.Hour
 	go func() {
-		done <- r.a.RunOCSPResponders(ctx, d, validity, func(id string, notAfter time.Time) {
+		done <- r.a.RunOCSPResponders(ctx, d, authority.OCSPResponders{Validity: validity, Expiry: func(id string, notAfter time.Time) {
 			mu.Lock()
 			defer mu.Unlock()
 			expiries[id] = notAfter
-		})
+		}, Failed: func(id string, err error) { t.Errorf("CA %s: %v", id, err) }})
 	}()
 	round := func() map[string]*x509.Certificate {
 		t.Helper()
@@ -164,11 +165,19 @@ func TestOCSPResponders(t *testing.T) {
 	if resp := query(); !resp.Certificate.Equal(renewed) {
 		t.Fatal("responses still carry the old delegate")
 	}
-	mu.Lock()
-	if !expiries["issuing"].Equal(renewed.NotAfter) || !expiries["root"].Equal(second["Test Root"].NotAfter) {
-		t.Errorf("expiries %v", expiries)
+	// Expiry learns of a delegate after it is installed.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		ok := expiries["issuing"].Equal(renewed.NotAfter) && expiries["root"].Equal(second["Test Root"].NotAfter)
+		got := fmt.Sprint(expiries)
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("expiries %v, want the renewed delegates'", got)
+		}
 	}
-	mu.Unlock()
 	for _, id := range []string{"root", "issuing"} {
 		var n int
 		events, err := streamEvents(r, id)
@@ -198,7 +207,82 @@ func TestOCSPRespondersRefusesShortValidity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.a.RunOCSPResponders(t.Context(), responder, time.Hour, nil); err == nil {
+	if err := r.a.RunOCSPResponders(t.Context(), responder, authority.OCSPResponders{Validity: time.Hour}); err == nil {
 		t.Fatal("a one-hour responder validity was accepted")
+	}
+}
+
+// refusing is a Delegates that refuses the delegates of one CA.
+type refusing struct {
+	next   authority.Delegates
+	refuse string
+}
+
+func (d refusing) Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error {
+	if caID == d.refuse {
+		return errors.New("refused")
+	}
+	return d.next.Delegate(caID, cert, key)
+}
+
+// TestOCSPRespondersRetryOneCA: a CA whose delegate keeps failing is retried
+// alone, with a growing wait, and the other CA records no more responders.
+func TestOCSPRespondersRetryOneCA(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	r := newRigWith(t, func(o *authority.Options) { o.Now = clk.Now })
+	authority.SetResponderPoll(r.a, 10*time.Millisecond)
+	responder, err := revocation.NewResponder(r.a.OCSPIssuers(), r.a.Lookup, revocation.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	failures := make(chan time.Time, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.a.RunOCSPResponders(ctx, refusing{next: responder, refuse: "root"}, authority.OCSPResponders{Validity: 6 * time.Hour,
+			Failed: func(id string, err error) {
+				if id != "root" {
+					t.Errorf("CA %s failed: %v", id, err)
+				}
+				failures <- clk.Now()
+			}})
+	}()
+	var at []time.Time
+	for len(at) < 4 {
+		select {
+		case f := <-failures:
+			at = append(at, f)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d failures within 10 s, want 4", len(at))
+		}
+		clk.Add(1500 * time.Millisecond) // past a 1 s retry, not a 2 s one
+		if len(at) >= 2 {
+			clk.Add(10 * time.Second) // past any retry up to 8 s
+		}
+	}
+	// Waits of 1 s, then 2 s, then 4 s: the second failure came after the
+	// first 1.5 s step, the third needed the longer steps.
+	if d := at[1].Sub(at[0]); d != 1500*time.Millisecond {
+		t.Errorf("second attempt %v after the first, want 1.5 s", d)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]int{"root": 4, "issuing": 1} {
+		events, err := streamEvents(r, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, e := range events {
+			if e.Type == domain.TypeOCSPResponderIssued {
+				n++
+			}
+		}
+		if n < want || (id == "issuing" && n != want) {
+			t.Errorf("CA %s: %d responder records, want %d", id, n, want)
+		}
 	}
 }

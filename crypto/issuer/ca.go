@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -137,7 +138,7 @@ func NewOCSPResponder(ctx context.Context, parent CA, key crypto.PublicKey, vali
 	}
 	name := parent.Certificate.Subject
 	const suffix = " OCSP responder" // kept whole, so that the name is never the CA's
-	name.CommonName = truncate(name.CommonName, 64-len(suffix)) + suffix
+	name.CommonName = strings.TrimSpace(truncate(name.CommonName, 64-len(suffix)) + suffix)
 	nb := now.Add(-caBackdate).UTC().Truncate(time.Second)
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,

@@ -104,7 +104,38 @@ func TestDelegate(t *testing.T) {
 	if resp := query(true); resp.Certificate != nil {
 		t.Fatal("a response that outlives the delegate's certificate is still signed by the delegate")
 	}
-	if resp := query(false); resp.Certificate != nil {
+}
+
+// TestDelegateCacheFollowsSigner: a response cached from a delegate is not
+// served once the CA key signs again, though it is young enough to be.
+func TestDelegateCacheFollowsSigner(t *testing.T) {
+	ca := newTestCA(t, newP256(t), "Delegating CA")
+	clock := &fakeClock{t: time.Now()}
+	table := defaultTable()
+	table.answers["1001"] = Answer{Status: Good}
+	r := newTestResponder(t, ca, table, Options{Now: clock.Now})
+	key := newP256(t)
+	// Ends 1 h 10 min from now: it fits an hour's response now, not in 15 min.
+	if err := r.Delegate(table.caID, responderCert(t, ca, key, 2*time.Hour+10*time.Minute, nil), key); err != nil {
+		t.Fatal(err)
+	}
+	query := func() *ocsp.Response {
+		t.Helper()
+		der, err := r.Respond(t.Context(), simpleRequest(t, ca, crypto.SHA1, big.NewInt(1001)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := ocsp.ParseResponseForCert(der, nil, ca.cert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if resp := query(); resp.Certificate == nil {
+		t.Fatal("the first response is not the delegate's")
+	}
+	clock.Add(15 * time.Minute)
+	if resp := query(); resp.Certificate != nil {
 		t.Fatal("a cached response of the delegate is served after its certificate stopped fitting")
 	}
 }
@@ -139,6 +170,15 @@ func TestDelegateRefuses(t *testing.T) {
 		{"no OCSP signing usage", table.caID, responderCert(t, ca, key, 48*time.Hour, func(c *x509.Certificate) {
 			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 		}), key, "lacks the OCSP signing"},
+		{"a CA certificate", table.caID, responderCert(t, ca, key, 48*time.Hour, func(c *x509.Certificate) {
+			c.IsCA, c.BasicConstraintsValid, c.KeyUsage = true, true, x509.KeyUsageCertSign|x509.KeyUsageDigitalSignature
+		}), key, "is a CA certificate"},
+		{"no digitalSignature", table.caID, responderCert(t, ca, key, 48*time.Hour, func(c *x509.Certificate) {
+			c.KeyUsage = x509.KeyUsageKeyEncipherment
+		}), key, "lacks digitalSignature"},
+		{"not yet valid", table.caID, responderCert(t, ca, key, 48*time.Hour, func(c *x509.Certificate) {
+			c.NotBefore = time.Now().Add(time.Hour)
+		}), key, "not valid now"},
 		{"expired", table.caID, responderCert(t, ca, key, 30*time.Minute, nil), key, "not valid now"},
 		{"another key", table.caID, responderCert(t, ca, key, 48*time.Hour, nil), newP256(t), "does not match"},
 		{"an unknown CA", "ca-9", responderCert(t, ca, key, 48*time.Hour, nil), key, "no issuer"},

@@ -281,8 +281,9 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 // Delegate has the CA whose Issuer.ID is caID answer through a delegated
 // responder (RFC 6960 section 4.2.2.2): from now on its responses are signed
 // by key, name cert's key as the responder, and carry cert. cert must be
-// issued by the CA, include the id-kp-OCSPSigning extended key usage and be
-// valid now; key must be its key. A response is signed by the CA key again
+// issued by the CA, include the id-kp-OCSPSigning extended key usage, allow
+// digitalSignature, not be a CA certificate and be valid now; key must be its
+// key. A response is signed by the CA key again
 // whenever cert would expire before the response's nextUpdate, so a delegate
 // that is not renewed in time stops being used rather than making responses
 // that no client accepts. Errors caused by the arguments match ErrInvalid.
@@ -306,6 +307,9 @@ func (r *Responder) Delegate(caID string, cert *x509.Certificate, key crypto.Sig
 	}
 	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
 		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate lacks the OCSP signing extended key usage", ErrInvalid, caID)
+	}
+	if cert.IsCA || (cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0) {
+		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is a CA certificate or lacks digitalSignature", ErrInvalid, caID)
 	}
 	if now := r.now(); now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
 		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not valid now", ErrInvalid, caID)
