@@ -243,6 +243,10 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kek
 		if r.dataKeys, err = keyvault.Rewrap(ctx, filepath.Join(dir, vaultFile), cur, next, func(done, total int) {
 			bar.update(uint64(done), uint64(total))
 		}); err != nil {
+			if bar.total > 0 {
+				// The bar shows work the failed transaction undid: end its line.
+				fmt.Fprintln(stderr, " (undone: nothing was re-wrapped)")
+			}
 			return r, err
 		}
 		if bar.total > 0 {

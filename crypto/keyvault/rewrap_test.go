@@ -245,7 +245,7 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 		t.Fatal(err)
 	}
 	var subjects []domain.SubjectID
-	for range 3 {
+	for range 5 {
 		s, err := domain.NewSubjectID(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -255,21 +255,33 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 		}
 		subjects = append(subjects, s)
 	}
-	moved := readKey(t, v, subjects[0], "profile").wrapped
-	if _, err := v.db.ExecContext(ctx, `UPDATE data_keys SET wrapped = ? WHERE subject = ?`, moved, subjects[2]); err != nil {
-		t.Fatal(err)
+	// The first row and a middle one get another subject's key: keys before
+	// and after them unwrap.
+	for _, i := range []int{0, 2} {
+		moved := readKey(t, v, subjects[i+1], "profile").wrapped
+		if _, err := v.db.ExecContext(ctx, `UPDATE data_keys SET wrapped = ? WHERE subject = ?`, moved, subjects[i]); err != nil {
+			t.Fatal(err)
+		}
 	}
 	v.Close()
-	_, err = rewrap(ctx, path, a, b, 1, nil)
-	if err == nil || !strings.Contains(err.Error(), "1 keys under the old KEK do not unwrap") || !strings.Contains(err.Error(), string(subjects[2])) {
-		t.Fatalf("rewrap with a moved row: %v", err)
+	done, err := rewrap(ctx, path, a, b, 1, nil)
+	if err == nil || done != 0 || !strings.Contains(err.Error(), "2 keys under the old KEK do not unwrap") || !strings.Contains(err.Error(), string(subjects[0])) {
+		t.Fatalf("rewrap with two moved rows: %d, %v", done, err)
 	}
 	counts, err := KEKCounts(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(counts) != 1 || counts[a.ID()] != 3 {
+	if len(counts) != 1 || counts[a.ID()] != 5 {
 		t.Fatalf("the refused rewrap changed the file: %v", counts)
+	}
+	v, err = Open(ctx, path, a, WithClock(testClock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	if keks := fileKEKs(t, v); len(keks) != 1 || keks[0] != a.ID() {
+		t.Fatalf("keks lists %q after the refused rewrap, want only %q", keks, a.ID())
 	}
 }
 

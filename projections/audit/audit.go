@@ -80,6 +80,16 @@ const (
 	RuleStream             = "stream"               // an erasure or certificate event in another stream than its own
 )
 
+// knownRule reports whether r is one of the rules above (Resume refuses a
+// state whose findings name another).
+func knownRule(r string) bool {
+	switch r {
+	case RuleMalformed, RulePosition, RuleStreamVersion, RuleSealedAfterErasure, RuleCertificate, RuleStream:
+		return true
+	}
+	return false
+}
+
 // Finding is a broken rule at one event.
 type Finding struct {
 	Position uint64 // the event's position (leaf index + 1)
@@ -476,8 +486,8 @@ func printed(key string, name func(string) string, ofLength func(int) string) bo
 	if j := strings.IndexByte(digits, ' '); j >= 0 {
 		digits = digits[:j]
 	}
-	n, err := strconv.Atoi(digits)
-	return err == nil && n >= 0 && key == ofLength(n)
+	n, err := strconv.Atoi(digits) // digits has no sign: n is not negative
+	return err == nil && key == ofLength(n)
 }
 
 // ledgerWord reports whether w is a word of the ledger's names: lower-case

@@ -220,9 +220,7 @@ func (s *state) replay() (*Replay, error) {
 		if !at(f.Position) {
 			return nil, fmt.Errorf("a finding at position %d, outside the log", f.Position)
 		}
-		switch f.Rule {
-		case RuleMalformed, RulePosition, RuleStreamVersion, RuleSealedAfterErasure, RuleCertificate, RuleStream:
-		default:
+		if !knownRule(f.Rule) {
 			return nil, fmt.Errorf("a finding at position %d under a rule of %d bytes that is none of the audit's", f.Position, len(f.Rule))
 		}
 	}
