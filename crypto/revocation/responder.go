@@ -102,6 +102,7 @@ type Options struct {
 // for concurrent use.
 type Responder struct {
 	issuers    map[string]*issuer // by issuerKey
+	byID       map[string]*issuer // by Issuer.ID
 	lookup     Lookup
 	now        func() time.Time
 	validity   time.Duration
@@ -128,13 +129,10 @@ type responseSigner struct {
 	notAfter    time.Time
 }
 
-// newResponseSigner returns the signer for key, whose certificate is cert;
-// certs, when not nil, is sent in every response.
-func newResponseSigner(cert *x509.Certificate, key crypto.Signer, alg sigAlg, certs [][]byte) (*responseSigner, error) {
-	keyBits, err := subjectKeyBits(cert)
-	if err != nil {
-		return nil, err
-	}
+// newResponseSigner returns the signer for key, whose certificate is cert
+// with subjectPublicKey bits keyBits; certs, when not nil, is sent in every
+// response.
+func newResponseSigner(cert *x509.Certificate, keyBits []byte, key crypto.Signer, alg sigAlg, certs [][]byte) *responseSigner {
 	s := &responseSigner{key: key, alg: alg, notAfter: cert.NotAfter}
 	b := cryptobyte.NewBuilder(nil)
 	b.AddASN1(asn1.Tag(2).ContextSpecific().Constructed(), func(b *cryptobyte.Builder) {
@@ -152,7 +150,7 @@ func newResponseSigner(cert *x509.Certificate, key crypto.Signer, alg sigAlg, ce
 		})
 		s.certs = b.BytesOrPanic()
 	}
-	return s, nil
+	return s
 }
 
 // subjectKeyBits returns the subjectPublicKey bits of cert, which a ResponderID
@@ -248,12 +246,11 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 		r.log = slog.New(slog.DiscardHandler)
 	}
 
-	ids := make(map[string]bool, len(issuers))
+	r.byID = make(map[string]*issuer, len(issuers))
 	for _, in := range issuers {
-		if in.ID == "" || ids[in.ID] {
+		if in.ID == "" || r.byID[in.ID] != nil {
 			return nil, fmt.Errorf("%w: issuer IDs must be non-empty and unique", ErrInvalid)
 		}
-		ids[in.ID] = true
 		alg, err := checkKeyPair(in.Certificate, in.Key)
 		if err != nil {
 			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
@@ -262,11 +259,9 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 		if err != nil {
 			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
 		}
-		own, err := newResponseSigner(in.Certificate, in.Key, alg, nil)
-		if err != nil {
-			return nil, fmt.Errorf("issuer %q: %w", in.ID, err)
-		}
+		own := newResponseSigner(in.Certificate, keyBits, in.Key, alg, nil)
 		iss := &issuer{id: in.ID, cert: in.Certificate, own: own}
+		r.byID[in.ID] = iss
 		for _, h := range certIDHashes {
 			k := issuerKey(h, hashSum(h, in.Certificate.RawSubject), hashSum(h, keyBits))
 			if other, dup := r.issuers[k]; dup {
@@ -288,13 +283,7 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 // that is not renewed in time stops being used rather than making responses
 // that no client accepts. Errors caused by the arguments match ErrInvalid.
 func (r *Responder) Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error {
-	var iss *issuer
-	for _, in := range r.issuers {
-		if in.id == caID {
-			iss = in
-			break
-		}
-	}
+	iss := r.byID[caID]
 	if iss == nil {
 		return fmt.Errorf("%w: no issuer %q", ErrInvalid, caID)
 	}
@@ -314,11 +303,11 @@ func (r *Responder) Delegate(caID string, cert *x509.Certificate, key crypto.Sig
 	if now := r.now(); now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
 		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not valid now", ErrInvalid, caID)
 	}
-	d, err := newResponseSigner(cert, key, alg, [][]byte{cert.Raw})
+	keyBits, err := subjectKeyBits(cert)
 	if err != nil {
 		return fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
 	}
-	iss.delegate.Store(d)
+	iss.delegate.Store(newResponseSigner(cert, keyBits, key, alg, [][]byte{cert.Raw}))
 	return nil
 }
 
