@@ -90,19 +90,8 @@ func (s *server) registerLedger(hapi huma.API) {
 		Summary: "A signed checkpoint of the ledger", Tags: []string{"ledger"}, Security: auditor,
 		Description: "The ledger's Merkle log as it now stands, as a C2SP tlog-checkpoint (a signed note: origin, size, RFC 6962 root hash, " +
 			"signature). Verify it with the verifier key (GET /v1/ledger/key, or data/ca/checkpoint.vkey on the server). Role: auditor.",
-		Responses: map[string]*huma.Response{"200": {Description: "The checkpoint.", Content: map[string]*huma.MediaType{
-			"text/plain": {Schema: &huma.Schema{Type: "string"}},
-		}}},
-	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
-		if _, err := require(ctx, RoleAuditor); err != nil {
-			return nil, err
-		}
-		c, err := s.cfg.Ledger.Checkpoint(ctx)
-		if err != nil {
-			return nil, s.problem(ctx, err)
-		}
-		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: c}, nil
-	})
+		Responses: textOK("The checkpoint."),
+	}, s.auditorText(s.cfg.Ledger.Checkpoint))
 
 	huma.Register(hapi, huma.Operation{
 		OperationID: "ledger-checkpoint-witnessed", Method: http.MethodGet, Path: "/v1/ledger/checkpoint/witnessed",
@@ -111,34 +100,16 @@ func (s *server) registerLedger(hapi huma.API) {
 			"each witness's cosignature line (C2SP tlog-cosignature). A witness cosigns only a checkpoint that extends every one of this " +
 			"log it cosigned before, so a checkpoint cosigned by witnesses you trust is on the one history they saw. It may lag the " +
 			"ledger by the witnessing interval. 404 when the node has no witnesses, 503 while none is witnessed yet. Role: auditor.",
-		Responses: map[string]*huma.Response{"200": {Description: "The cosigned checkpoint.", Content: map[string]*huma.MediaType{
-			"text/plain": {Schema: &huma.Schema{Type: "string"}},
-		}}},
-	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
-		if _, err := require(ctx, RoleAuditor); err != nil {
-			return nil, err
-		}
-		c, err := s.cfg.Ledger.WitnessedCheckpoint(ctx)
-		if err != nil {
-			return nil, s.problem(ctx, err)
-		}
-		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: c}, nil
-	})
+		Responses: textOK("The cosigned checkpoint."),
+	}, s.auditorText(s.cfg.Ledger.WitnessedCheckpoint))
 
 	huma.Register(hapi, huma.Operation{
 		OperationID: "ledger-key", Method: http.MethodGet, Path: "/v1/ledger/key",
 		Summary: "The checkpoints' verifier key", Tags: []string{"ledger"}, Security: auditor,
 		Description: "The note verifier key checkpoints are signed for. Compare it once with one obtained out of band (the server's " +
 			"data/ca/checkpoint.vkey): a key fetched over the connection it is to check proves nothing. Role: auditor.",
-		Responses: map[string]*huma.Response{"200": {Description: "The verifier key.", Content: map[string]*huma.MediaType{
-			"text/plain": {Schema: &huma.Schema{Type: "string"}},
-		}}},
-	}, func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
-		if _, err := require(ctx, RoleAuditor); err != nil {
-			return nil, err
-		}
-		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: []byte(s.cfg.Ledger.VerifierKey() + "\n")}, nil
-	})
+		Responses: textOK("The verifier key."),
+	}, s.auditorText(func(context.Context) ([]byte, error) { return []byte(s.cfg.Ledger.VerifierKey() + "\n"), nil }))
 
 	huma.Register(hapi, huma.Operation{
 		OperationID: "ledger-events", Method: http.MethodGet, Path: "/v1/ledger/events",
@@ -227,4 +198,25 @@ func LedgerEventOf(e *domain.Event) (LedgerEvent, error) {
 		le.SealedFor = &LedgerSealed{SubjectID: e.Sealed.SubjectID, KeyGroup: e.Sealed.KeyGroup}
 	}
 	return le, nil
+}
+
+// textOK documents a 200 answer of plain text.
+func textOK(description string) map[string]*huma.Response {
+	return map[string]*huma.Response{"200": {Description: description, Content: map[string]*huma.MediaType{
+		"text/plain": {Schema: &huma.Schema{Type: "string"}},
+	}}}
+}
+
+// auditorText answers an auditor with the text get returns.
+func (s *server) auditorText(get func(context.Context) ([]byte, error)) func(context.Context, *struct{}) (*rawOutput, error) {
+	return func(ctx context.Context, _ *struct{}) (*rawOutput, error) {
+		if _, err := require(ctx, RoleAuditor); err != nil {
+			return nil, err
+		}
+		b, err := get(ctx)
+		if err != nil {
+			return nil, s.problem(ctx, err)
+		}
+		return &rawOutput{Status: http.StatusOK, ContentType: "text/plain; charset=utf-8", Body: b}, nil
+	}
 }
