@@ -368,7 +368,7 @@ pages:
 				}
 				if a.list {
 					fmt.Fprintf(a.stdout, "%8d  %s  %-10s %-37s %-26s %s\n", e.Position, e.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-						audit.RoleName(e.Actor.Role), printable(e.Actor.ID), audit.TypeName(e.Type), audit.StreamName(e.Stream))
+						audit.RoleName(e.Actor.Role), audit.ActorName(e.Actor.ID), audit.TypeName(e.Type), audit.StreamName(e.Stream))
 				}
 			}
 			if err := checkKept(); err != nil {

@@ -468,6 +468,20 @@ func RoleName(role string) string {
 	return roleOfLength(len(role))
 }
 
+// ActorName is an actor id as the audit prints it: as it is when it has one
+// of the ledger's forms (cert:<serial> for a client certificate, or one word
+// such as caledger or caledger-init, at most 32 bytes), otherwise only its
+// length, for the reason TypeName gives.
+func ActorName(id string) string {
+	if serial, ok := strings.CutPrefix(id, "cert:"); ok && domain.Serial(serial).Valid() {
+		return id
+	}
+	if len(id) <= 32 && ledgerWord(id) {
+		return id
+	}
+	return fmt.Sprintf("(an actor id of %d bytes in none of the ledger's forms)", len(id))
+}
+
 func roleOfLength(n int) string {
 	return fmt.Sprintf("(a role of %d bytes in none of the ledger's forms)", n)
 }

@@ -437,3 +437,18 @@ func TestRoleName(t *testing.T) {
 		}
 	}
 }
+
+// TestActorName: actor ids in the ledger's forms are printed; any other only
+// by its length.
+func TestActorName(t *testing.T) {
+	for _, id := range []string{"cert:1a2b", "caledger", "caledger-init", "caledger-kek-rotate", "caledger-vault"} {
+		if got := ActorName(id); got != id {
+			t.Errorf("ActorName(%q) = %q", id, got)
+		}
+	}
+	for _, id := range []string{"Ada Lovelace", "ada@example.org", "cert:Ada Lovelace", "cert:", "", strings.Repeat("a", 33)} {
+		if got := ActorName(id); (id != "" && strings.Contains(got, id)) || !strings.Contains(got, fmt.Sprint(len(id))) {
+			t.Errorf("ActorName(%q) = %q, want only its length", id, got)
+		}
+	}
+}
