@@ -25,7 +25,6 @@ import (
 	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore/sqlite"
-	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // A backup is a directory: the files below, at their paths in the data
@@ -800,7 +799,7 @@ func syncTree(dir string) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
-		if err := sqlitefile.SyncDir(p); err != nil {
+		if err := secretfile.SyncDir(p); err != nil {
 			return fmt.Errorf("sync %s: %w", p, err)
 		}
 		return nil
@@ -863,7 +862,7 @@ func commitDir(stage, target string) error {
 	if err := syscall.Rename(stage, target); err != nil {
 		return &os.LinkError{Op: "rename", Old: stage, New: target, Err: err}
 	}
-	if err := sqlitefile.SyncDir(filepath.Dir(target)); err != nil {
+	if err := secretfile.SyncDir(filepath.Dir(target)); err != nil {
 		return fmt.Errorf("%s is complete, but syncing its parent directory failed (a crash may lose its name): %w", target, err)
 	}
 	return nil

@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/caledger/caledger/eventstore/sqlitefile"
+	"github.com/caledger/caledger/crypto/secretfile"
 )
 
 // writeFileAtomic writes data to path with mode perm so that path holds
@@ -40,5 +40,5 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return sqlitefile.SyncDir(dir)
+	return secretfile.SyncDir(dir)
 }

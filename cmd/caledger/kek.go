@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/caledger/caledger/crypto/keyvault"
+	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/crypto/signer"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
 	"github.com/caledger/caledger/eventstore/sqlite"
-	"github.com/caledger/caledger/eventstore/sqlitefile"
 )
 
 // The ledger's record of the local KEK's rotations (docs/events.md). The
@@ -277,7 +277,7 @@ func rotateKEK(ctx context.Context, store eventstore.Store, dir string, home kek
 	if err := os.Remove(marker); err != nil {
 		return r, err
 	}
-	return r, sqlitefile.SyncDir(filepath.Dir(marker))
+	return r, secretfile.SyncDir(filepath.Dir(marker))
 }
 
 // startKEKRotation makes (or takes) the new KEK in home and records the

@@ -3,9 +3,8 @@
 // others, of bounded size. The checks are made on the open file, not the path,
 // so a chmod or a swap between the check and the read cannot slip past them.
 // SyncDir makes the creation, renaming or removal of such a file (and of the
-// wrapped CA key files) durable. It has no cgo, so the KEK and signer packages
-// call it directly; eventstore/sqlitefile.SyncDir, for the SQLite files, is
-// this one too.
+// wrapped CA key files, and of the SQLite files) durable. It has no cgo, so
+// every package calls it, those that must not link SQLite included.
 package secretfile
 
 import (

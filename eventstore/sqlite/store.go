@@ -17,6 +17,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // registers the "sqlite3" driver
 
+	"github.com/caledger/caledger/crypto/secretfile"
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/eventstore"
 	"github.com/caledger/caledger/eventstore/sqlitefile"
@@ -444,7 +445,7 @@ func createFile(path string) (bool, error) {
 }
 
 func syncDir(dir string) error {
-	if err := sqlitefile.SyncDir(dir); err != nil {
+	if err := secretfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("event store: %w", err)
 	}
 	return nil

@@ -85,11 +85,6 @@ func Lock(lockPath, guarded string) (*os.File, error) {
 	return f, nil
 }
 
-// SyncDir syncs the directory dir, so that the names of files created or
-// renamed in it survive a crash. It is secretfile.SyncDir, which packages
-// that must not link SQLite call directly.
-func SyncDir(dir string) error { return secretfile.SyncDir(dir) }
-
 // SyncFile syncs the file path and its directory.
 func SyncFile(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -103,7 +98,7 @@ func SyncFile(path string) error {
 	if err != nil {
 		return err // an *fs.PathError: it names the operation and path
 	}
-	return SyncDir(filepath.Dir(path))
+	return secretfile.SyncDir(filepath.Dir(path))
 }
 
 // busyTimeout is how long Copy's connection waits for a lock held elsewhere,
