@@ -248,23 +248,42 @@ func TestOCSPRespondersRetryOneCA(t *testing.T) {
 				failures <- clk.Now()
 			}})
 	}()
-	var at []time.Time
-	for len(at) < 4 {
+	next := func() time.Time {
+		t.Helper()
 		select {
 		case f := <-failures:
-			at = append(at, f)
+			return f
 		case <-time.After(10 * time.Second):
-			t.Fatalf("%d failures within 10 s, want 4", len(at))
+			t.Fatal("no failure within 10 s")
 		}
-		clk.Add(1500 * time.Millisecond) // past a 1 s retry, not a 2 s one
-		if len(at) >= 2 {
-			clk.Add(10 * time.Second) // past any retry up to 8 s
+		return time.Time{}
+	}
+	quiet := func() {
+		t.Helper()
+		select {
+		case f := <-failures:
+			t.Fatalf("an attempt at %v, before its wait was over", f)
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	// Waits of 1 s, then 2 s, then 4 s: the second failure came after the
-	// first 1.5 s step, the third needed the longer steps.
-	if d := at[1].Sub(at[0]); d != 1500*time.Millisecond {
-		t.Errorf("second attempt %v after the first, want 1.5 s", d)
+	// Waits of 1 s, then 2 s, then 4 s.
+	at := []time.Time{next()}
+	clk.Add(500 * time.Millisecond)
+	quiet()
+	clk.Add(time.Second)
+	at = append(at, next())
+	clk.Add(1500 * time.Millisecond)
+	quiet()
+	clk.Add(time.Second)
+	at = append(at, next())
+	clk.Add(3500 * time.Millisecond)
+	quiet()
+	clk.Add(time.Second)
+	at = append(at, next())
+	for i, want := range []time.Duration{1500 * time.Millisecond, 2500 * time.Millisecond, 4500 * time.Millisecond} {
+		if d := at[i+1].Sub(at[i]); d != want {
+			t.Errorf("attempt %d came %v after the one before, want %v", i+2, d, want)
+		}
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
