@@ -22,7 +22,9 @@ import (
 const MinOCSPResponderValidity = 4 * time.Hour
 
 // Delegates receives the delegated responders: a *revocation.Responder.
+// CheckDelegate returns the error Delegate would return, and changes nothing.
 type Delegates interface {
+	CheckDelegate(caID string, cert *x509.Certificate, key crypto.Signer) error
 	Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error
 }
 
@@ -45,9 +47,9 @@ const maxResponderRetry = 5 * time.Minute
 // renews each at half its validity, until ctx ends; it returns an error only
 // for a validity below MinOCSPResponderValidity. Each responder's key is a
 // P-256 key made here and held in memory only; its certificate is made by
-// issuer.NewOCSPResponder, signed by the CA key (one signature, on an HSM too)
-// and recorded in the ledger (ca.ocsp-responder-issued) before it signs any
-// response. A failed attempt for one CA is retried for that CA alone, so a
+// issuer.NewOCSPResponder, signed by the CA key (one signature, on an HSM too),
+// checked by d.CheckDelegate and recorded in the ledger
+// (ca.ocsp-responder-issued) before it signs any response. A failed attempt for one CA is retried for that CA alone, so a
 // CA whose key keeps failing does not make the others record new responders;
 // meanwhile its current delegate, if any, signs until it is within a
 // response's validity of its end, and then the CA key does. A CA whose own
@@ -108,7 +110,7 @@ func (a *Authority) RunOCSPResponders(ctx context.Context, d Delegates, o OCSPRe
 	}
 }
 
-// newOCSPResponder makes, records and installs one delegate of CA id.
+// newOCSPResponder makes, checks, records and installs one delegate of CA id.
 func (a *Authority) newOCSPResponder(ctx context.Context, d Delegates, id string, validity time.Duration) (*x509.Certificate, error) {
 	c := a.cas[id]
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -123,6 +125,11 @@ func (a *Authority) newOCSPResponder(ctx context.Context, d Delegates, id string
 		}
 		cert, err = issuer.NewOCSPResponder(ctx, issuer.CA{ID: id, Certificate: c.Info.Certificate, Key: c.Key}, key.Public(), validity, n, a.opts.Now())
 		if err != nil {
+			return domain.OCSPResponderIssued{}, err
+		}
+		// Checked before it is recorded: no record names a delegate that
+		// the responder then refuses.
+		if err := d.CheckDelegate(id, cert, key); err != nil {
 			return domain.OCSPResponderIssued{}, err
 		}
 		return domain.OCSPResponderIssued{Serial: serial, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, Certificate: cert.Raw}, nil

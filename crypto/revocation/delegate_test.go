@@ -82,6 +82,12 @@ func TestDelegate(t *testing.T) {
 
 	key := newP256(t)
 	cert := responderCert(t, ca, key, 48*time.Hour, nil)
+	if err := r.CheckDelegate(table.caID, cert, key); err != nil {
+		t.Fatal(err)
+	}
+	if resp := query(true); resp.Certificate != nil {
+		t.Fatal("CheckDelegate installed the delegate")
+	}
 	if err := r.Delegate(table.caID, cert, key); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +190,11 @@ func TestDelegateRefuses(t *testing.T) {
 		{"an unknown CA", "ca-9", responderCert(t, ca, key, 48*time.Hour, nil), key, "no issuer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := r.Delegate(tc.id, tc.cert, tc.key)
+			err := r.CheckDelegate(tc.id, tc.cert, tc.key)
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("CheckDelegate: %v; want ErrInvalid saying %q", err, tc.want)
+			}
+			err = r.Delegate(tc.id, tc.cert, tc.key)
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Delegate: %v; want ErrInvalid saying %q", err, tc.want)
 			}

@@ -283,32 +283,50 @@ func NewResponder(issuers []Issuer, lookup Lookup, opts Options) (*Responder, er
 // that is not renewed in time stops being used rather than making responses
 // that no client accepts. Errors caused by the arguments match ErrInvalid.
 func (r *Responder) Delegate(caID string, cert *x509.Certificate, key crypto.Signer) error {
+	iss, signer, err := r.delegate(caID, cert, key)
+	if err != nil {
+		return err
+	}
+	iss.delegate.Store(signer)
+	return nil
+}
+
+// CheckDelegate returns the error Delegate would return for these arguments,
+// and changes nothing: a caller that records a delegate before installing it
+// checks first, so that no record names a delegate that is then refused.
+func (r *Responder) CheckDelegate(caID string, cert *x509.Certificate, key crypto.Signer) error {
+	_, _, err := r.delegate(caID, cert, key)
+	return err
+}
+
+// delegate checks a delegated responder for Delegate and CheckDelegate and
+// returns the CA it answers for and its signer.
+func (r *Responder) delegate(caID string, cert *x509.Certificate, key crypto.Signer) (*issuer, *responseSigner, error) {
 	iss := r.byID[caID]
 	if iss == nil {
-		return fmt.Errorf("%w: no issuer %q", ErrInvalid, caID)
+		return nil, nil, fmt.Errorf("%w: no issuer %q", ErrInvalid, caID)
 	}
 	alg, err := checkKeyPair(cert, key)
 	if err != nil {
-		return fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
+		return nil, nil, fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
 	}
 	if err := cert.CheckSignatureFrom(iss.cert); err != nil {
-		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not issued by the CA: %v", ErrInvalid, caID, err)
+		return nil, nil, fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not issued by the CA: %v", ErrInvalid, caID, err)
 	}
 	if !slices.Contains(cert.ExtKeyUsage, x509.ExtKeyUsageOCSPSigning) {
-		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate lacks the OCSP signing extended key usage", ErrInvalid, caID)
+		return nil, nil, fmt.Errorf("%w: issuer %q: the delegated responder's certificate lacks the OCSP signing extended key usage", ErrInvalid, caID)
 	}
 	if cert.IsCA || (cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageDigitalSignature == 0) {
-		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is a CA certificate or lacks digitalSignature", ErrInvalid, caID)
+		return nil, nil, fmt.Errorf("%w: issuer %q: the delegated responder's certificate is a CA certificate or lacks digitalSignature", ErrInvalid, caID)
 	}
 	if now := r.now(); now.Before(cert.NotBefore) || !now.Before(cert.NotAfter) {
-		return fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not valid now", ErrInvalid, caID)
+		return nil, nil, fmt.Errorf("%w: issuer %q: the delegated responder's certificate is not valid now", ErrInvalid, caID)
 	}
 	keyBits, err := subjectKeyBits(cert)
 	if err != nil {
-		return fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
+		return nil, nil, fmt.Errorf("issuer %q: delegated responder: %w", caID, err)
 	}
-	iss.delegate.Store(newResponseSigner(cert, keyBits, key, alg, [][]byte{cert.Raw}))
-	return nil
+	return iss, newResponseSigner(cert, keyBits, key, alg, [][]byte{cert.Raw}), nil
 }
 
 // result is a response with what ServeHTTP needs for its caching headers.
