@@ -114,6 +114,18 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err != nil {
 		return err
 	}
+	// The checkpoint key is a file of the data directory: a problem with it,
+	// or with the witnesses' keys, stops the start at once too.
+	signer, err := loadCheckpointSigner(dataDir)
+	if err != nil {
+		return err
+	}
+	var witnessOpts witness.Options
+	if cfg.Witness != nil {
+		if witnessOpts, err = cfg.Witness.options(signer, logger); err != nil {
+			return err
+		}
+	}
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, tlsCertFile), filepath.Join(dataDir, tlsKeyFile))
 	if err != nil {
 		return fmt.Errorf("load the server's TLS certificate: %w", err)
@@ -137,18 +149,13 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err := n.loadCAs(ctx, cfg, env); err != nil {
 		return err
 	}
-	// Before anything starts: a key problem stops the start at once.
-	signer, err := loadCheckpointSigner(dataDir)
-	if err != nil {
-		return err
-	}
 	if err := n.openTree(ctx); err != nil {
 		return err
 	}
 	var cosigner *witness.Cosigner
 	if cfg.Witness != nil {
-		if cosigner, err = n.openCosigner(cfg.Witness, signer); err != nil {
-			return err
+		if cosigner, err = witness.New(n.tree, signer, witnessOpts); err != nil {
+			return fmt.Errorf("%s: witness: %w", configFile, err)
 		}
 	}
 	var publisher *directory.Publisher

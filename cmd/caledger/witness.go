@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"strings"
@@ -40,33 +41,41 @@ type witnessEntry struct {
 	VKey string `json:"vkey"`
 }
 
-// openCosigner returns the cosigner cfg describes. Nothing is contacted yet.
-func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*witness.Cosigner, error) {
+// options checks cfg, with the witness keys read against the ledger's
+// checkpoint signer, and returns the cosigner's options. It needs no backend,
+// so that serve refuses a mistaken config before it opens any.
+func (cfg *witnessConfig) options(signer *checkpoint.Signer, logger *slog.Logger) (witness.Options, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%s: witness: %s", configFile, fmt.Sprintf(format, args...))
 	}
 	if len(cfg.Witnesses) == 0 {
-		return nil, bad("no witnesses")
+		return witness.Options{}, bad("no witnesses")
 	}
-	opts := witness.Options{Quorum: cfg.Quorum, Logger: n.logger.With("component", "witness")}
+	opts := witness.Options{Quorum: cfg.Quorum, Logger: logger.With("component", "witness")}
+	vkeys := make([]string, 0, len(cfg.Witnesses))
 	for i, w := range cfg.Witnesses {
 		u, err := url.Parse(w.URL)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return nil, bad("witness %d: url %q is not an http or https URL with no query or fragment", i+1, w.URL)
+			return witness.Options{}, bad("witness %d: url %q is not an http or https URL with no query or fragment", i+1, w.URL)
 		}
 		if u.User != nil {
 			// A password here would be kept in caledger.json and in logs.
-			return nil, bad("witness %d: the url holds credentials, which caledger.json must not", i+1)
+			return witness.Options{}, bad("witness %d: the url holds credentials, which caledger.json must not", i+1)
 		}
 		if strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/add-checkpoint") {
-			return nil, bad("witness %d: url %q must be the witness's prefix, without /add-checkpoint", i+1, w.URL)
+			return witness.Options{}, bad("witness %d: url %q must be the witness's prefix, without /add-checkpoint", i+1, w.URL)
 		}
 		opts.Witnesses = append(opts.Witnesses, witness.Witness{URL: u.String(), VKey: w.VKey})
+		vkeys = append(vkeys, w.VKey)
+	}
+	// The keys and the quorum, checked as witness.New will check them.
+	if _, err := checkpoint.ParseWitnesses(vkeys, cfg.Quorum, signer.VerifierKey()); err != nil {
+		return witness.Options{}, bad("%v", err)
 	}
 	if cfg.Interval != "" {
 		d, err := time.ParseDuration(cfg.Interval)
 		if err != nil || d < time.Second {
-			return nil, bad("interval %q is not a duration of a second or more, such as 1m", cfg.Interval)
+			return witness.Options{}, bad("interval %q is not a duration of a second or more, such as 1m", cfg.Interval)
 		}
 		opts.Interval = d
 	}
@@ -74,15 +83,11 @@ func (n *node) openCosigner(cfg *witnessConfig, signer *checkpoint.Signer) (*wit
 	if cfg.Refresh != "" {
 		d, err := time.ParseDuration(cfg.Refresh)
 		if err != nil || (d != 0 && d < time.Second) {
-			return nil, bad("refresh %q is not a duration of a second or more, such as 1h, or 0s for never", cfg.Refresh)
+			return witness.Options{}, bad("refresh %q is not a duration of a second or more, such as 1h, or 0s for never", cfg.Refresh)
 		}
 		opts.Refresh = d
 	}
-	c, err := witness.New(n.tree, signer, opts)
-	if err != nil {
-		return nil, bad("%v", err)
-	}
-	return c, nil
+	return opts, nil
 }
 
 // runCosigner has the witnesses cosign the ledger's checkpoints until ctx

@@ -244,14 +244,16 @@ func TestServeRefusesBadWitnesses(t *testing.T) {
 		"the endpoint":  {map[string]any{"witnesses": []map[string]string{{"url": "http://w/add-checkpoint", "vkey": vkey}}}, "without /add-checkpoint"},
 		"credentials":   {map[string]any{"witnesses": []map[string]string{{"url": "http://u:p@w", "vkey": vkey}}}, "the url holds credentials"},
 		"the log's key": {map[string]any{"witnesses": []map[string]string{{"url": "http://w", "vkey": logVKey}}}, "the log's own key"},
-		"interval":      {map[string]any{"witnesses": []map[string]string{ok}, "interval": "10ms"}, "interval"},
+		"interval":      {map[string]any{"witnesses": []map[string]string{ok}, "interval": "10ms"}, "interval \"10ms\""},
 		"refresh":       {map[string]any{"witnesses": []map[string]string{ok}, "refresh": "10ms"}, "refresh \"10ms\""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			setConfig(t, data, "witness", c.cfg)
 			ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 			defer cancel()
-			err := run(ctx, []string{"serve", "--data", data, "--addr", "127.0.0.1:0", "--public-addr", ""}, noEnv, io.Discard, io.Discard)
+			// --store kurrent without KURRENTDB_URL: the config must be
+			// refused before the ledger is opened, which would fail.
+			err := run(ctx, []string{"serve", "--data", data, "--store", "kurrent", "--addr", "127.0.0.1:0", "--public-addr", ""}, noEnv, io.Discard, io.Discard)
 			if err == nil || !strings.Contains(err.Error(), configFile) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("serve: %v; want an error naming %s and %q", err, configFile, c.want)
 			}
