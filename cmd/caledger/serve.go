@@ -87,16 +87,16 @@ func envOr(env func(string) string, key, def string) string {
 	return def
 }
 
-// serve serves the API on addr until ctx is done, then shuts down
-// gracefully. It logs one line once listening: msg=listening with the bound
-// address (addr), the data directory (data) and the certificate clients must
-// trust (cacert).
 // listenAddrs are where serve listens: the HTTPS API, and the plain-HTTP
 // publication listener (none when empty).
 type listenAddrs struct {
 	api, public string
 }
 
+// serve serves the API on addrs until ctx is done, then shuts down
+// gracefully. It logs one line once listening: msg=listening with the bound
+// address (addr), the data directory (data) and the certificate clients must
+// trust (cacert).
 func serve(ctx context.Context, logger *slog.Logger, env func(string) string, storeName, dataDir string, addrs listenAddrs, allow []netip.Prefix) (err error) {
 	dataDir, err = filepath.Abs(dataDir)
 	if err != nil {
