@@ -33,6 +33,20 @@ func newCosigner(t testing.TB, name string) cosigner {
 	return cosigner{signer: s, vkey: vkey}
 }
 
+// newMLDSACosigner is a test witness with an ML-DSA-44 cosignature/v1 key.
+func newMLDSACosigner(t testing.TB, name string) cosigner {
+	t.Helper()
+	skey, vkey, err := fnote.GenerateMLDSAKey(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := fnote.NewSignerForCosignatureV1(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cosigner{signer: s, vkey: vkey}
+}
+
 // answer is what the witness returns to add-checkpoint: its signature lines.
 func (c cosigner) answer(t testing.TB, signed []byte) []byte {
 	t.Helper()
@@ -123,6 +137,72 @@ func TestWitnessQuorum(t *testing.T) {
 	}
 }
 
+// TestWitnessMLDSA: a witness with an ML-DSA-44 key cosigns beside an
+// Ed25519 one; its cosignature is checked, dated and counted, and a forged
+// or misplaced one is refused.
+func TestWitnessMLDSA(t *testing.T) {
+	logS, logV, signed := newLog(t)
+	a, m := newCosigner(t, "witness.test/a"), newMLDSACosigner(t, "witness.test/pq")
+	if !strings.Contains(m.vkey, "+") || len(m.vkey) < 1000 {
+		t.Fatalf("%q is not an ML-DSA-44 verifier key", m.vkey)
+	}
+	before := time.Now().Add(-time.Second)
+	cosigned := bytes.Clone(signed)
+	for _, w := range []cosigner{a, m} {
+		v, err := checkpoint.NewWitnessVerifier(w.vkey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, cs, err := checkpoint.CheckCosignature(signed, w.answer(t, signed), v)
+		if err != nil {
+			t.Fatalf("%s: %v", v.Name(), err)
+		}
+		if cs.Witness != v.Name() || cs.Time.Before(before.Truncate(time.Second)) || cs.Time.After(time.Now()) {
+			t.Fatalf("cosignature %+v", cs)
+		}
+		cosigned = append(cosigned, line...)
+	}
+	all, err := checkpoint.ParseWitnesses([]string{a.vkey, m.vkey}, 0, logS.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, got, err := all.Verify(cosigned, logV)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp.Size != 7 || len(got) != 2 || got[1].Witness != "witness.test/pq" {
+		t.Fatalf("checkpoint %+v, cosignatures %+v", cp, got)
+	}
+
+	vm, err := checkpoint.NewWitnessVerifier(m.vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A byte of the ML-DSA signature changed; the cosignature of another
+	// checkpoint of the log.
+	forged := bytes.Clone(m.answer(t, signed))
+	if i := len(forged) - 20; forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
+	if _, _, err := checkpoint.CheckCosignature(signed, forged, vm); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("a forged ML-DSA cosignature: %v", err)
+	}
+	other, err := logS.Sign(8, bytes.Repeat([]byte{2}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := checkpoint.CheckCosignature(signed, m.answer(t, other), vm); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("an ML-DSA cosignature of another checkpoint: %v", err)
+	}
+	// One ML-DSA key under two names counts once.
+	renamed := strings.Replace(m.vkey, "witness.test/pq+", "witness.test/pq2+", 1)
+	if _, err := checkpoint.ParseWitnesses([]string{m.vkey, renamed}, 0, logS.VerifierKey()); err == nil || !strings.Contains(err.Error(), "share a key") {
+		t.Fatalf("one ML-DSA key under two names: %v", err)
+	}
+}
+
 func TestCheckCosignatureRefuses(t *testing.T) {
 	logS, _, signed := newLog(t)
 	a, b := newCosigner(t, "witness.test/a"), newCosigner(t, "witness.test/b")
@@ -140,14 +220,18 @@ func TestCheckCosignatureRefuses(t *testing.T) {
 	} else {
 		forged[i] = 'A'
 	}
-	for name, answer := range map[string][]byte{
-		"another witness's": b.answer(t, signed),
-		"empty":             nil,
-		"not lines":         []byte("— witness.test/a AAAA"),
-		"forged":            forged,
+	for name, c := range map[string]struct {
+		answer []byte
+		want   string
+	}{
+		"another witness's": {b.answer(t, signed), "holds no cosignature of witness.test/a"},
+		"empty":             {nil, "not signature lines"},
+		"not lines":         {[]byte("— witness.test/a AAAA"), "not signature lines"},
+		"a bad line":        {[]byte("— witness.test/a AAAA\n"), "holds no cosignature of witness.test/a"},
+		"forged":            {forged, "does not verify"},
 	} {
-		if _, _, err := checkpoint.CheckCosignature(signed, answer, va); err == nil {
-			t.Errorf("%s answer accepted", name)
+		if _, _, err := checkpoint.CheckCosignature(signed, c.answer, va); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s answer: want an error with %q, got %v", name, c.want, err)
 		}
 	}
 	// A witness given twice, one key under two names, the log's own key as
