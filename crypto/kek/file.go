@@ -58,7 +58,7 @@ func ParseFile(b []byte, name string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kek: %s is not a Tink JSON keyset", name)
 	}
-	return newFile(h)
+	return newFile(h, name)
 }
 
 // OpenOrCreateFile loads the KEK file at path, first creating it with a new
@@ -120,14 +120,16 @@ func create(path string) error {
 	return nil
 }
 
-func newFile(h *keyset.Handle) (*File, error) {
+func newFile(h *keyset.Handle, name string) (*File, error) {
+	// Tink's errors are not passed on either: they quote the keyset's
+	// fields, which come from the file.
 	p, err := h.Primary()
 	if err != nil {
-		return nil, fmt.Errorf("kek: keyset: %w", err)
+		return nil, fmt.Errorf("kek: %s has no usable primary key", name)
 	}
 	a, err := aead.New(h)
 	if err != nil {
-		return nil, fmt.Errorf("kek: keyset is not an AEAD keyset: %w", err)
+		return nil, fmt.Errorf("kek: %s is not a keyset of AEAD keys, such as the AES-256-GCM key caledger makes", name)
 	}
 	return &File{id: fmt.Sprintf("file:%08x", p.KeyID()), aead: a}, nil
 }
