@@ -59,6 +59,18 @@ func (c cosigner) answer(t testing.TB, signed []byte) []byte {
 	return sigs
 }
 
+// forge returns answer with the base64 character back bytes before its end
+// changed, which lies in the signature when back is small enough.
+func forge(answer []byte, back int) []byte {
+	forged := bytes.Clone(answer)
+	if i := len(forged) - back; forged[i] == 'A' {
+		forged[i] = 'B'
+	} else {
+		forged[i] = 'A'
+	}
+	return forged
+}
+
 func newLog(t testing.TB) (*checkpoint.Signer, note.Verifier, []byte) {
 	t.Helper()
 	key, err := checkpoint.GenerateKey("caledger.ledger/0123456789abcdef")
@@ -180,13 +192,7 @@ func TestWitnessMLDSA(t *testing.T) {
 	}
 	// A byte of the ML-DSA signature changed; the cosignature of another
 	// checkpoint of the log.
-	forged := bytes.Clone(m.answer(t, signed))
-	if i := len(forged) - 20; forged[i] == 'A' {
-		forged[i] = 'B'
-	} else {
-		forged[i] = 'A'
-	}
-	if _, _, err := checkpoint.CheckCosignature(signed, forged, vm); err == nil || !strings.Contains(err.Error(), "does not verify") {
+	if _, _, err := checkpoint.CheckCosignature(signed, forge(m.answer(t, signed), 20), vm); err == nil || !strings.Contains(err.Error(), "does not verify") {
 		t.Fatalf("a forged ML-DSA cosignature: %v", err)
 	}
 	other, err := logS.Sign(8, bytes.Repeat([]byte{2}, 32))
@@ -214,12 +220,7 @@ func TestCheckCosignatureRefuses(t *testing.T) {
 	// forged signature are all refused.
 	// A character near the end of the base64 lies in the Ed25519 signature
 	// (after the key hash and the timestamp).
-	forged := bytes.Clone(a.answer(t, signed))
-	if i := len(forged) - 8; forged[i] == 'A' {
-		forged[i] = 'B'
-	} else {
-		forged[i] = 'A'
-	}
+	forged := forge(a.answer(t, signed), 8)
 	for name, c := range map[string]struct {
 		answer []byte
 		want   string
