@@ -154,6 +154,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	}
 	var cosigner *witness.Cosigner
 	if cfg.Witness != nil {
+		witnessOpts.Keeper = keptFile{path: filepath.Join(dataDir, witnessedFile)}
 		if cosigner, err = witness.New(n.tree, signer, witnessOpts); err != nil {
 			return fmt.Errorf("%s: witness: %w", configFile, err)
 		}

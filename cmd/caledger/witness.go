@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
@@ -88,6 +90,41 @@ func (cfg *witnessConfig) options(signer *checkpoint.Signer, logger *slog.Logger
 		opts.Refresh = d
 	}
 	return opts, nil
+}
+
+// witnessedFile is where serve keeps the latest checkpoint the witnesses
+// cosigned, for the next start (projections/witness, Keeper). It is checked
+// again when it is read, and may be deleted.
+const witnessedFile = "views/witnessed.json"
+
+// maxWitnessedFile bounds what is read of it: a checkpoint and a signature
+// line per witness.
+const maxWitnessedFile = 1 << 20
+
+// keptFile keeps bytes in a file, replaced atomically.
+type keptFile struct{ path string }
+
+func (f keptFile) Load(context.Context) ([]byte, error) {
+	file, err := os.Open(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	b, err := io.ReadAll(io.LimitReader(file, maxWitnessedFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxWitnessedFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", f.path, maxWitnessedFile)
+	}
+	return b, nil
+}
+
+func (f keptFile) Save(_ context.Context, b []byte) error {
+	return writeFileAtomic(f.path, b, 0o600)
 }
 
 // runCosigner has the witnesses cosign the ledger's checkpoints until ctx

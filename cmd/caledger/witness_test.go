@@ -193,6 +193,29 @@ func TestWitnessedLedger(t *testing.T) {
 		t.Fatalf("the logs hold personal data:\n%s", logs)
 	}
 
+	// Restarted while both witnesses are down, the node serves the
+	// checkpoint they last cosigned, kept in data/views/witnessed.json, and a
+	// witnessed audit passes.
+	status, _, before := r.admin.do("GET", "/v1/ledger/checkpoint/witnessed", "", nil)
+	if status != http.StatusOK {
+		t.Fatalf("the witnessed checkpoint: %d %s", status, before)
+	}
+	r.stop()
+	if _, err := os.Stat(filepath.Join(r.data, witnessedFile)); err != nil {
+		t.Fatal(err)
+	}
+	one.Stop()
+	two.Stop()
+	r.start()
+	if status, _, after := r.admin.do("GET", "/v1/ledger/checkpoint/witnessed", "", nil); status != http.StatusOK || !bytes.Equal(after, before) {
+		t.Fatalf("after a restart with the witnesses down: %d\n%s\nwant\n%s", status, after, before)
+	}
+	if out, err := r.audit(append(witnessFlags, "--state", "")...); err != nil {
+		t.Fatalf("a witnessed audit after a restart with the witnesses down: %v\n%s", err, out)
+	}
+	one.Restart()
+	two.Restart()
+
 	// With "refresh" set, the quiet ledger's checkpoint is cosigned again:
 	// when it was cosigned moves on, and an audit bounding the age by a few
 	// seconds passes.

@@ -18,15 +18,19 @@
 // their age (caledger audit --witness-max-age) can tell a quiet ledger from a
 // node that hides its growth behind an old checkpoint.
 //
-// The latest witnessed checkpoint is kept in memory only. After a restart the
-// first round regains one: a witness answers a stale "old" size with the size
-// it holds (409), and the round proves consistency from there.
+// With a Keeper, each witnessed checkpoint is also kept (a file of the node),
+// and Run starts from the kept one once it has checked it again: a node
+// restarted while its witnesses are down still serves the checkpoint they
+// last cosigned. Without one, or when the kept one does not check, the first
+// round regains one: a witness answers a stale "old" size with the size it
+// holds (409), and the round proves consistency from there.
 package witness
 
 import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +42,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/caledger/caledger/crypto/checkpoint"
@@ -83,6 +88,32 @@ type Options struct {
 	// Client posts to the witnesses; nil means one with a 10 s timeout.
 	Client *http.Client
 	Logger *slog.Logger
+	// Keeper, if not nil, keeps the latest witnessed checkpoint across
+	// restarts.
+	Keeper Keeper
+}
+
+// Keeper keeps the bytes of the latest witnessed checkpoint, such as in a
+// file replaced atomically. Load returns nil when nothing is kept. What Load
+// returns is checked before it is used (the log's signature, the quorum of
+// cosignatures, the root against the tree), so a damaged or planted copy is
+// ignored, not served.
+type Keeper interface {
+	Load(ctx context.Context) ([]byte, error)
+	Save(ctx context.Context, b []byte) error
+}
+
+// keptFormat names the encoding of a kept checkpoint.
+const keptFormat = "caledger-witnessed/1"
+
+// kept is a witnessed checkpoint as a Keeper keeps it: the log's signed
+// checkpoint and the witnesses' cosignature lines apart, so that each line is
+// checked on its own when it is loaded.
+type kept struct {
+	Format       string    `json:"format"`
+	At           time.Time `json:"at"`
+	Signed       string    `json:"signed"`
+	Cosignatures string    `json:"cosignatures"`
 }
 
 // Checkpoint is a witnessed checkpoint: the log's signed note with the
@@ -107,6 +138,7 @@ type Cosigner struct {
 	refresh   time.Duration
 	client    *http.Client
 	logger    *slog.Logger
+	keeper    Keeper
 	kick      chan struct{}
 	// known is, per witness, the size of the last checkpoint it cosigned (0
 	// while unknown). Only a round touches it, each witness's entry from that
@@ -151,7 +183,7 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 		return nil, err
 	}
 	c := &Cosigner{tree: tree, signer: signer, urls: urls, verifiers: ws.Verifiers(), quorum: ws.Quorum(),
-		interval: opts.Interval, refresh: max(opts.Refresh, 0), client: opts.Client, logger: opts.Logger,
+		interval: opts.Interval, refresh: max(opts.Refresh, 0), client: opts.Client, logger: opts.Logger, keeper: opts.Keeper,
 		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)), latestLines: make([][]byte, len(urls)),
 		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{})}
 	if c.interval <= 0 {
@@ -169,8 +201,18 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 // Run does rounds until ctx ends: one at once, then every Interval and when
 // WaitFor asks. After a failed round, the next waits for the retry's backoff
 // even when WaitFor asks: clients asking again and again for an erasure
-// receipt do not drive rounds at witnesses that are down.
+// receipt do not drive rounds at witnesses that are down. With a Keeper and no
+// witnessed checkpoint yet, it first takes the kept one, if that checks; one
+// that does not is logged and left for the next round to replace.
 func (c *Cosigner) Run(ctx context.Context) error {
+	if _, ok := c.Latest(); !ok && c.keeper != nil {
+		if err := c.adopt(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			c.logger.Warn("the kept witnessed checkpoint is not used; the first round gets a new one", "err", err)
+		}
+	}
 	next := time.NewTimer(0)
 	defer next.Stop()
 	retry := time.Second
@@ -334,8 +376,88 @@ func (c *Cosigner) round(ctx context.Context) error {
 		}
 	}
 	c.latestLines = lines
+	at := time.Now()
 	c.mu.Lock()
-	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: time.Now()}, Checkpoint{}
+	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: at}, Checkpoint{}
+	c.mu.Unlock()
+	if c.keeper != nil {
+		// Not keeping it fails nothing: the node serves it from memory, and
+		// after a restart the first round gets a new one.
+		k := kept{Format: keptFormat, At: at.UTC(), Signed: string(signed), Cosignatures: string(bytes.Join(lines, nil))}
+		b, err := json.Marshal(k)
+		if err == nil {
+			err = c.keeper.Save(ctx, b)
+		}
+		if err != nil {
+			c.logger.Warn("the witnessed checkpoint is not kept", "size", size, "err", err)
+		}
+	}
+	return nil
+}
+
+// adopt makes the Keeper's checkpoint the latest witnessed one, after checking
+// it as a reader would: the log's signature, a checkpoint of the tree (its
+// root at its size), and at least the quorum of cosignatures of the
+// configured witnesses. Lines of witnesses no longer configured are dropped.
+// Nothing changes when a check fails. Run calls it before any round.
+func (c *Cosigner) adopt(ctx context.Context) error {
+	b, err := c.keeper.Load(ctx)
+	if err != nil || b == nil {
+		return err
+	}
+	var k kept
+	if err := json.Unmarshal(b, &k); err != nil {
+		return fmt.Errorf("witness: the kept checkpoint does not parse: %v", err)
+	}
+	if k.Format != keptFormat {
+		return fmt.Errorf("witness: the kept checkpoint has format %q, want %q", k.Format, keptFormat)
+	}
+	logV, err := note.NewVerifier(c.signer.VerifierKey())
+	if err != nil {
+		return fmt.Errorf("witness: the log's verifier key: %w", err)
+	}
+	signed := []byte(k.Signed)
+	cp, _, opened, err := log.ParseCheckpoint(signed, logV.Name(), logV)
+	if err != nil {
+		return fmt.Errorf("witness: the kept checkpoint does not verify with the log's key: %w", err)
+	}
+	if len(opened.Sigs) != 1 || len(opened.UnverifiedSigs) != 0 {
+		// The cosignatures are kept apart, each checked below.
+		return errors.New("witness: the kept checkpoint carries other signatures than the log's")
+	}
+	if size := c.tree.Size(); cp.Size == 0 || cp.Size > size {
+		return fmt.Errorf("witness: the kept checkpoint of %d events is not within the tree's %d", cp.Size, size)
+	}
+	root, err := c.tree.Root(ctx, cp.Size)
+	if err != nil {
+		return fmt.Errorf("witness: the tree's root: %w", err)
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("witness: the kept checkpoint of %d events has another root than the tree", cp.Size)
+	}
+	lines := make([][]byte, len(c.verifiers))
+	n := 0
+	for i, v := range c.verifiers {
+		if line, _, err := checkpoint.CheckCosignature(signed, []byte(k.Cosignatures), v); err == nil {
+			lines[i] = line
+			n++
+		}
+	}
+	if n < c.quorum {
+		return fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
+	}
+	for i, line := range lines {
+		if line != nil {
+			c.known[i] = cp.Size
+		}
+	}
+	at := k.At
+	if now := time.Now(); at.After(now) {
+		at = now // a time ahead of the clock would put off the refresh
+	}
+	c.latestLines = lines
+	c.mu.Lock()
+	c.latest = Checkpoint{Size: cp.Size, Note: withLines(signed, lines), At: at}
 	c.mu.Unlock()
 	return nil
 }

@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -514,4 +517,204 @@ func TestWaitForHungWitness(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("WaitFor returned after %v, its context ended after 300 ms", took)
 	}
+}
+
+// memKeeper is a Keeper in memory that counts its saves.
+type memKeeper struct {
+	b     atomic.Pointer[[]byte]
+	saves atomic.Int64
+}
+
+func (k *memKeeper) Load(context.Context) ([]byte, error) {
+	if p := k.b.Load(); p != nil {
+		return *p, nil
+	}
+	return nil, nil
+}
+
+func (k *memKeeper) Save(_ context.Context, b []byte) error {
+	b = bytes.Clone(b)
+	k.b.Store(&b)
+	k.saves.Add(1)
+	return nil
+}
+
+// TestKeep: a cosigner with a Keeper keeps each witnessed checkpoint; a new
+// one, as after a restart, serves the kept checkpoint while the witnesses are
+// down, with its cosignatures, and goes on from it once they are back. A kept
+// checkpoint that does not check is not served, and the log says why.
+func TestKeep(t *testing.T) {
+	l := newLedger(t)
+	signer, logV := newSigner(t)
+	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
+	for _, w := range []*witnesstest.Witness{one, two} {
+		w.AddLog(origin, signer.VerifierKey())
+	}
+	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 0, signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keeper := &memKeeper{}
+	var logs syncBuffer
+	opts := witness.Options{Witnesses: witnessesOf(t, one, two), Interval: time.Hour, Keeper: keeper,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	start := func() (*witness.Cosigner, func()) {
+		t.Helper()
+		c, err := witness.New(l.tree, signer, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = c.Run(ctx) }()
+		return c, func() { cancel(); <-done }
+	}
+
+	c, stop := start()
+	size := l.grow(5)
+	first, err := waitWitnessed(t, c, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	if keeper.saves.Load() != 1 {
+		t.Fatalf("%d saves, want 1", keeper.saves.Load())
+	}
+
+	// Restarted with both witnesses down: the kept checkpoint is served
+	// (WaitFor returns it without a round, which would fail).
+	one.Stop()
+	two.Stop()
+	c, stop = start()
+	got, err := waitWitnessed(t, c, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Size != size || !bytes.Equal(got.Note, first.Note) || !got.At.Equal(first.At) {
+		t.Fatalf("after a restart: %d events, at %v, note\n%s\nwant %d, at %v,\n%s", got.Size, got.At, got.Note, size, first.At, first.Note)
+	}
+	if _, cosigs, err := readers.Verify(got.Note, logV); err != nil || len(cosigs) != 2 {
+		t.Fatalf("the kept checkpoint: %v, %v", cosigs, err)
+	}
+	stop()
+
+	// Back up, the witnesses take the next checkpoint.
+	one.Restart()
+	two.Restart()
+	c, stop = start()
+	size = l.grow(2)
+	cp, err := waitWitnessed(t, c, size)
+	if err != nil {
+		t.Fatalf("%v\none: %s\ntwo: %s", err, one.Output(), two.Output())
+	}
+	if _, cosigs, err := readers.Verify(cp.Note, logV); err != nil || len(cosigs) != 2 {
+		t.Fatalf("after the restart: %v, %v", cosigs, err)
+	}
+	if f := c.Failures(); f["witness.test/one"] != 0 || f["witness.test/two"] != 0 {
+		t.Fatalf("failures %v", f)
+	}
+	stop()
+	if keeper.saves.Load() != 2 {
+		t.Fatalf("%d saves, want 2", keeper.saves.Load())
+	}
+
+	// Kept checkpoints that do not check, with the witnesses down again:
+	// WaitFor(1) returns at once with a kept checkpoint, and otherwise fails
+	// with the first round.
+	one.Stop()
+	two.Stop()
+	kb, _ := keeper.Load(context.Background())
+	var good keptJSON
+	if err := json.Unmarshal(kb, &good); err != nil {
+		t.Fatal(err)
+	}
+	// sign signs a checkpoint of size events with the tree's root at
+	// rootSize.
+	sign := func(s *checkpoint.Signer, size, rootSize uint64) string {
+		t.Helper()
+		root, err := l.tree.Root(context.Background(), rootSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Sign(size, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	otherSigner, _ := newSigner(t)
+	for name, c := range map[string]struct {
+		edit func(k *keptJSON)
+		want string
+	}{
+		"another format":      {func(k *keptJSON) { k.Format = "caledger-witnessed/0" }, "caledger-witnessed/0"},
+		"another log's key":   {func(k *keptJSON) { k.Signed = sign(otherSigner, size, size) }, "does not verify with the log's key"},
+		"another root":        {func(k *keptJSON) { k.Signed = sign(signer, size, size-1) }, "another root than the tree"},
+		"beyond the tree":     {func(k *keptJSON) { k.Signed = sign(signer, size+1, size) }, "is not within the tree's"},
+		"no cosignatures":     {func(k *keptJSON) { k.Cosignatures = "" }, "holds 0 of the 2 cosignatures"},
+		"one cosignature":     {func(k *keptJSON) { k.Cosignatures, _, _ = strings.Cut(k.Cosignatures, "\n"); k.Cosignatures += "\n" }, "holds 1 of the 2 cosignatures"},
+		"lines in the signed": {func(k *keptJSON) { k.Signed += k.Cosignatures }, "other signatures than the log's"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			k := good
+			c.edit(&k)
+			b, err := json.Marshal(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := keeper.Save(context.Background(), b); err != nil {
+				t.Fatal(err)
+			}
+			logs.Reset()
+			cs, stop := start()
+			defer stop()
+			if cp, err := waitWitnessed(t, cs, 1); err == nil {
+				t.Fatalf("served a kept checkpoint of %d events", cp.Size)
+			}
+			if out := logs.String(); !strings.Contains(out, "kept witnessed checkpoint is not used") || !strings.Contains(out, c.want) {
+				t.Fatalf("the log does not say %q:\n%s", c.want, out)
+			}
+		})
+	}
+	// The good one, put back, is served again.
+	if err := keeper.Save(context.Background(), kb); err != nil {
+		t.Fatal(err)
+	}
+	c, stop = start()
+	defer stop()
+	if cp, err := waitWitnessed(t, c, size); err != nil || !bytes.Equal(cp.Note, []byte(good.Signed+good.Cosignatures)) {
+		t.Fatalf("the kept checkpoint put back: %v\n%s", err, cp.Note)
+	}
+}
+
+// keptJSON is the encoding a Cosigner gives its Keeper.
+type keptJSON struct {
+	Format       string    `json:"format"`
+	At           time.Time `json:"at"`
+	Signed       string    `json:"signed"`
+	Cosignatures string    `json:"cosignatures"`
+}
+
+// syncBuffer is a bytes.Buffer for a logger that several goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func (s *syncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
