@@ -49,8 +49,9 @@ const maxResponderRetry = 5 * time.Minute
 // P-256 key made here and held in memory only; its certificate is made by
 // issuer.NewOCSPResponder, signed by the CA key (one signature, on an HSM too),
 // checked by d.CheckDelegate and recorded in the ledger
-// (ca.ocsp-responder-issued) before it signs any response. A failed attempt for one CA is retried for that CA alone, so a
-// CA whose key keeps failing does not make the others record new responders;
+// (ca.ocsp-responder-issued) before it signs any response. A failed attempt
+// for one CA is retried for that CA alone, so a CA whose key keeps failing
+// does not make the others record new responders;
 // meanwhile its current delegate, if any, signs until it is within a
 // response's validity of its end, and then the CA key does. A CA whose own
 // certificate ends within MinOCSPResponderValidity gets none.
@@ -127,8 +128,9 @@ func (a *Authority) newOCSPResponder(ctx context.Context, d Delegates, id string
 		if err != nil {
 			return domain.OCSPResponderIssued{}, err
 		}
-		// Checked before it is recorded: no record names a delegate that
-		// the responder then refuses.
+		// Checked before it is recorded, so that a record names a delegate
+		// the responder takes (Delegate checks the time again after the
+		// record: only a clock step in between could fail it then).
 		if err := d.CheckDelegate(id, cert, key); err != nil {
 			return domain.OCSPResponderIssued{}, err
 		}
