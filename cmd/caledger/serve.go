@@ -156,8 +156,11 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if cfg.Witness != nil {
 		witnessOpts.Keeper = keptFile{path: filepath.Join(dataDir, witnessedFile)}
 		if cosigner, err = witness.New(n.tree, signer, witnessOpts); err != nil {
-			return fmt.Errorf("%s: witness: %w", configFile, err)
+			return fmt.Errorf("%s: %w", configFile, err)
 		}
+		// The checkpoint kept from the last run is served from the first
+		// request, if it checks.
+		cosigner.Restore(ctx)
 	}
 	var publisher *directory.Publisher
 	if cfg.Directory != nil {

@@ -19,11 +19,11 @@
 // node that hides its growth behind an old checkpoint.
 //
 // With a Keeper, each witnessed checkpoint is also kept (a file of the node),
-// and Run starts from the kept one once it has checked it again: a node
-// restarted while its witnesses are down still serves the checkpoint they
-// last cosigned. Without one, or when the kept one does not check, the first
-// round regains one: a witness answers a stale "old" size with the size it
-// holds (409), and the round proves consistency from there.
+// and Restore (or Run) starts from the kept one once it has checked it again:
+// a node restarted while its witnesses are down still serves the checkpoint
+// they last cosigned. Without one, or when the kept one does not check, the
+// first round regains one: a witness answers a stale "old" size with the size
+// it holds (409), and the round proves consistency from there.
 package witness
 
 import (
@@ -141,13 +141,18 @@ type Cosigner struct {
 	keeper    Keeper
 	kick      chan struct{}
 	// known is, per witness, the size of the last checkpoint it cosigned (0
-	// while unknown). Only a round touches it, each witness's entry from that
-	// witness's goroutine.
+	// while unknown). Only a round (each witness's entry from that witness's
+	// goroutine) and restore touch it, both on Run's goroutine, or restore
+	// before Run.
 	known    []uint64
 	failures []atomic.Uint64
 	// latestLines are, per witness, its cosignature line in the latest
-	// witnessed checkpoint (nil: none). Only a round touches them.
+	// witnessed checkpoint (nil: none). Only a round and restore touch them.
 	latestLines [][]byte
+	// keptPending is set while the Keeper's checkpoint may still be adopted:
+	// until it is, or a round witnesses one, or it fails a check other than
+	// the tree's size. Only restore and Run touch it.
+	keptPending bool
 
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
@@ -185,7 +190,7 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 	c := &Cosigner{tree: tree, signer: signer, urls: urls, verifiers: ws.Verifiers(), quorum: ws.Quorum(),
 		interval: opts.Interval, refresh: max(opts.Refresh, 0), client: opts.Client, logger: opts.Logger, keeper: opts.Keeper,
 		kick: make(chan struct{}, 1), known: make([]uint64, len(urls)), latestLines: make([][]byte, len(urls)),
-		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{})}
+		failures: make([]atomic.Uint64, len(urls)), changed: make(chan struct{}), keptPending: opts.Keeper != nil}
 	if c.interval <= 0 {
 		c.interval = time.Minute
 	}
@@ -201,18 +206,9 @@ func New(tree Tree, signer Signer, opts Options) (*Cosigner, error) {
 // Run does rounds until ctx ends: one at once, then every Interval and when
 // WaitFor asks. After a failed round, the next waits for the retry's backoff
 // even when WaitFor asks: clients asking again and again for an erasure
-// receipt do not drive rounds at witnesses that are down. With a Keeper and no
-// witnessed checkpoint yet, it first takes the kept one, if that checks; one
-// that does not is logged and left for the next round to replace.
+// receipt do not drive rounds at witnesses that are down. With a Keeper whose
+// checkpoint has not been adopted yet, each round is preceded by Restore.
 func (c *Cosigner) Run(ctx context.Context) error {
-	if _, ok := c.Latest(); !ok && c.keeper != nil {
-		if err := c.adopt(ctx); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			c.logger.Warn("the kept witnessed checkpoint is not used; the first round gets a new one", "err", err)
-		}
-	}
 	next := time.NewTimer(0)
 	defer next.Stop()
 	retry := time.Second
@@ -226,6 +222,10 @@ func (c *Cosigner) Run(ctx context.Context) error {
 			if failed {
 				continue // the timer's round comes soon enough
 			}
+		}
+		c.restore(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 		c.mu.Lock()
 		c.started++
@@ -248,6 +248,36 @@ func (c *Cosigner) Run(ctx context.Context) error {
 			retry = time.Second
 		}
 		next.Reset(wait)
+	}
+}
+
+// Restore makes the Keeper's checkpoint the latest witnessed one, if there is
+// no latest yet and it checks (see adopt); a node calls it before it serves,
+// so that the kept checkpoint is there from its first request. One that fails
+// a check is logged and not used; one of more events than the tree has yet is
+// tried again before each of Run's rounds, until the tree covers it. It must
+// not be called while Run runs.
+func (c *Cosigner) Restore(ctx context.Context) { c.restore(ctx) }
+
+// restore is Restore, on Run's goroutine or before Run.
+func (c *Cosigner) restore(ctx context.Context) {
+	if !c.keptPending {
+		return
+	}
+	if _, ok := c.Latest(); ok {
+		c.keptPending = false
+		return
+	}
+	err := c.adopt(ctx)
+	switch {
+	case err == nil:
+		c.keptPending = false
+	case ctx.Err() != nil:
+	case errors.Is(err, errKeptAhead):
+		c.logger.Info("the kept witnessed checkpoint waits for the tree", "err", err)
+	default:
+		c.keptPending = false
+		c.logger.Warn("the kept witnessed checkpoint is not used; the first round gets a new one", "err", err)
 	}
 }
 
@@ -380,9 +410,11 @@ func (c *Cosigner) round(ctx context.Context) error {
 	c.mu.Lock()
 	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: at}, Checkpoint{}
 	c.mu.Unlock()
+	c.keptPending = false
 	if c.keeper != nil {
-		// Not keeping it fails nothing: the node serves it from memory, and
-		// after a restart the first round gets a new one.
+		// Not keeping it fails nothing: the node serves it from memory; after
+		// a restart the one kept before, if any, is served until a round
+		// gets a new one.
 		k := kept{Format: keptFormat, At: at.UTC(), Signed: string(signed), Cosignatures: string(bytes.Join(lines, nil))}
 		b, err := json.Marshal(k)
 		if err == nil {
@@ -395,11 +427,16 @@ func (c *Cosigner) round(ctx context.Context) error {
 	return nil
 }
 
+// errKeptAhead is adopt's error for a kept checkpoint of more events than
+// the tree has yet (a tree rebuilding, or behind after a crash).
+var errKeptAhead = errors.New("witness: the kept checkpoint is ahead of the tree")
+
 // adopt makes the Keeper's checkpoint the latest witnessed one, after checking
 // it as a reader would: the log's signature, a checkpoint of the tree (its
 // root at its size), and at least the quorum of cosignatures of the
 // configured witnesses. Lines of witnesses no longer configured are dropped.
-// Nothing changes when a check fails. Run calls it before any round.
+// Its time, which no signature covers, is taken as at most the newest
+// cosignature's. Nothing changes when a check fails.
 func (c *Cosigner) adopt(ctx context.Context) error {
 	b, err := c.keeper.Load(ctx)
 	if err != nil || b == nil {
@@ -407,10 +444,15 @@ func (c *Cosigner) adopt(ctx context.Context) error {
 	}
 	var k kept
 	if err := json.Unmarshal(b, &k); err != nil {
-		return fmt.Errorf("witness: the kept checkpoint does not parse: %v", err)
+		// The error may quote the file; it holds nothing personal, but it
+		// need not fill the log either.
+		return errors.New("witness: the kept checkpoint is not the JSON this program writes")
 	}
 	if k.Format != keptFormat {
-		return fmt.Errorf("witness: the kept checkpoint has format %q, want %q", k.Format, keptFormat)
+		return fmt.Errorf("witness: the kept checkpoint has format %.40q, want %q", k.Format, keptFormat)
+	}
+	if k.At.IsZero() {
+		return errors.New("witness: the kept checkpoint has no time")
 	}
 	logV, err := note.NewVerifier(c.signer.VerifierKey())
 	if err != nil {
@@ -425,8 +467,11 @@ func (c *Cosigner) adopt(ctx context.Context) error {
 		// The cosignatures are kept apart, each checked below.
 		return errors.New("witness: the kept checkpoint carries other signatures than the log's")
 	}
-	if size := c.tree.Size(); cp.Size == 0 || cp.Size > size {
-		return fmt.Errorf("witness: the kept checkpoint of %d events is not within the tree's %d", cp.Size, size)
+	if cp.Size == 0 {
+		return errors.New("witness: the kept checkpoint is of no events")
+	}
+	if size := c.tree.Size(); cp.Size > size {
+		return fmt.Errorf("%w: %d events, and the tree has %d", errKeptAhead, cp.Size, size)
 	}
 	root, err := c.tree.Root(ctx, cp.Size)
 	if err != nil {
@@ -437,23 +482,29 @@ func (c *Cosigner) adopt(ctx context.Context) error {
 	}
 	lines := make([][]byte, len(c.verifiers))
 	n := 0
+	var newest time.Time
 	for i, v := range c.verifiers {
-		if line, _, err := checkpoint.CheckCosignature(signed, []byte(k.Cosignatures), v); err == nil {
+		if line, cs, err := checkpoint.CheckCosignature(signed, []byte(k.Cosignatures), v); err == nil {
 			lines[i] = line
 			n++
+			if cs.Time.After(newest) {
+				newest = cs.Time
+			}
 		}
 	}
 	if n < c.quorum {
 		return fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
 	}
+	at := k.At
+	if at.After(newest) {
+		// The witnesses' times are signed, second by second; the file's is
+		// not. A later one would put off the refresh and show in the metric.
+		at = newest
+	}
 	for i, line := range lines {
 		if line != nil {
 			c.known[i] = cp.Size
 		}
-	}
-	at := k.At
-	if now := time.Now(); at.After(now) {
-		at = now // a time ahead of the clock would put off the refresh
 	}
 	c.latestLines = lines
 	c.mu.Lock()

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -539,10 +542,25 @@ func (k *memKeeper) Save(_ context.Context, b []byte) error {
 	return nil
 }
 
+// shortTree is a tree that shows at most limit events (all: 0), as a tree
+// still catching up on the ledger does.
+type shortTree struct {
+	*tree.Tree
+	limit atomic.Uint64
+}
+
+func (s *shortTree) Size() uint64 {
+	if n := s.limit.Load(); n > 0 {
+		return min(n, s.Tree.Size())
+	}
+	return s.Tree.Size()
+}
+
 // TestKeep: a cosigner with a Keeper keeps each witnessed checkpoint; a new
 // one, as after a restart, serves the kept checkpoint while the witnesses are
-// down, with its cosignatures, and goes on from it once they are back. A kept
-// checkpoint that does not check is not served, and the log says why.
+// down, with its cosignatures, waits for a tree that is behind it, and goes
+// on from it once the witnesses are back. A kept checkpoint that does not
+// check is not served, and the log says why.
 func TestKeep(t *testing.T) {
 	l := newLedger(t)
 	signer, logV := newSigner(t)
@@ -554,23 +572,43 @@ func TestKeep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Witness one is reached through a proxy that counts its 409 answers:
+	// a cosigner that knows the size it cosigned gets none.
+	var conflicts atomic.Int64
+	target, err := url.Parse(one.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if r.StatusCode == http.StatusConflict {
+			conflicts.Add(1)
+		}
+		return nil
+	}
+	proxy.ErrorLog = stdlog.New(io.Discard, "", 0)
+	viaProxy := httptest.NewServer(proxy)
+	defer viaProxy.Close()
 	keeper := &memKeeper{}
 	var logs syncBuffer
-	opts := witness.Options{Witnesses: witnessesOf(t, one, two), Interval: time.Hour, Keeper: keeper,
+	tr := &shortTree{Tree: l.tree}
+	opts := witness.Options{Witnesses: []witness.Witness{{URL: viaProxy.URL, VKey: one.VKey}, {URL: two.URL, VKey: two.VKey}}, Interval: time.Hour, Keeper: keeper,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	start := func() (*witness.Cosigner, func()) {
+	// start restores a new cosigner, as serve does, and runs it.
+	start := func(opts witness.Options) (*witness.Cosigner, func()) {
 		t.Helper()
-		c, err := witness.New(l.tree, signer, opts)
+		c, err := witness.New(tr, signer, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
+		c.Restore(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); _ = c.Run(ctx) }()
 		return c, func() { cancel(); <-done }
 	}
 
-	c, stop := start()
+	c, stop := start(opts)
 	size := l.grow(5)
 	first, err := waitWitnessed(t, c, size)
 	if err != nil {
@@ -580,29 +618,67 @@ func TestKeep(t *testing.T) {
 	if keeper.saves.Load() != 1 {
 		t.Fatalf("%d saves, want 1", keeper.saves.Load())
 	}
-
-	// Restarted with both witnesses down: the kept checkpoint is served
-	// (WaitFor returns it without a round, which would fail).
-	one.Stop()
-	two.Stop()
-	c, stop = start()
-	got, err := waitWitnessed(t, c, size)
+	_, cosigs, err := readers.Verify(first.Note, logV)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Size != size || !bytes.Equal(got.Note, first.Note) || !got.At.Equal(first.At) {
-		t.Fatalf("after a restart: %d events, at %v, note\n%s\nwant %d, at %v,\n%s", got.Size, got.At, got.Note, size, first.At, first.Note)
+	// The kept time is at most the newest cosignature's, which the
+	// witnesses signed (in whole seconds).
+	wantAt := first.At
+	if newest := newestOf(cosigs); newest.Before(wantAt) {
+		wantAt = newest
 	}
-	if _, cosigs, err := readers.Verify(got.Note, logV); err != nil || len(cosigs) != 2 {
-		t.Fatalf("the kept checkpoint: %v, %v", cosigs, err)
+
+	// Restarted with both witnesses down and the ledger grown: the kept
+	// checkpoint is there before Run's first round, which fails.
+	one.Stop()
+	two.Stop()
+	l.grow(2)
+	c, stop = start(opts)
+	got, ok := c.Latest()
+	if !ok || got.Size != size || !bytes.Equal(got.Note, first.Note) || !got.At.Equal(wantAt) {
+		t.Fatalf("after a restart: %v, %d events, at %v, note\n%s\nwant %d, at %v,\n%s", ok, got.Size, got.At, got.Note, size, wantAt, first.Note)
 	}
 	stop()
 
-	// Back up, the witnesses take the next checkpoint.
+	// Configured with one of the two witnesses, it serves the kept
+	// checkpoint with that witness's line only.
+	onlyOne := opts
+	onlyOne.Witnesses = opts.Witnesses[:1]
+	c, stop = start(onlyOne)
+	got, _ = c.Latest()
+	stop()
+	quorum1, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, cosigs, err := quorum1.Verify(got.Note, logV); err != nil || len(cosigs) != 1 || cosigs[0].Witness != "witness.test/one" {
+		t.Fatalf("with one witness configured: %v, %v\n%s", cosigs, err, got.Note)
+	}
+
+	// A tree behind the kept checkpoint: it is not served until the tree
+	// covers it, and then before the next round.
+	tr.limit.Store(size - 1)
+	logs.Reset()
+	c, stop = start(opts)
+	if got, ok := c.Latest(); ok {
+		t.Fatalf("a kept checkpoint of %d events served with a tree of %d", got.Size, tr.Size())
+	}
+	if !strings.Contains(logs.String(), "the kept witnessed checkpoint waits for the tree") {
+		t.Fatalf("the log does not say the kept checkpoint waits:\n%s", logs.String())
+	}
+	tr.limit.Store(0)
+	if got, err := waitWitnessed(t, c, size); err != nil || got.Size != size {
+		t.Fatalf("once the tree covers it: %d events, %v", got.Size, err)
+	}
+	stop()
+
+	// Back up, the witnesses take the next checkpoints, proved from the
+	// kept size (no 409) and then from the one before.
 	one.Restart()
 	two.Restart()
-	c, stop = start()
-	size = l.grow(2)
+	c, stop = start(opts)
+	size = l.grow(1)
 	cp, err := waitWitnessed(t, c, size)
 	if err != nil {
 		t.Fatalf("%v\none: %s\ntwo: %s", err, one.Output(), two.Output())
@@ -614,8 +690,13 @@ func TestKeep(t *testing.T) {
 		t.Fatalf("failures %v", f)
 	}
 	stop()
-	if keeper.saves.Load() != 2 {
-		t.Fatalf("%d saves, want 2", keeper.saves.Load())
+	if n := conflicts.Load(); n != 0 {
+		t.Fatalf("witness one answered 409 %d times", n)
+	}
+	// The first run's checkpoint, the one of the restart's first round, and
+	// the last.
+	if keeper.saves.Load() != 3 {
+		t.Fatalf("%d saves, want 3", keeper.saves.Load())
 	}
 
 	// Kept checkpoints that do not check, with the witnesses down again:
@@ -624,9 +705,12 @@ func TestKeep(t *testing.T) {
 	one.Stop()
 	two.Stop()
 	kb, _ := keeper.Load(context.Background())
-	var good keptJSON
+	var good witness.Kept
 	if err := json.Unmarshal(kb, &good); err != nil {
 		t.Fatal(err)
+	}
+	if good.Format != witness.KeptFormat {
+		t.Fatalf("kept format %q", good.Format)
 	}
 	// sign signs a checkpoint of size events with the tree's root at
 	// rootSize.
@@ -643,21 +727,24 @@ func TestKeep(t *testing.T) {
 		return string(b)
 	}
 	otherSigner, _ := newSigner(t)
-	for name, c := range map[string]struct {
-		edit func(k *keptJSON)
+	for name, tc := range map[string]struct {
+		edit func(k *witness.Kept)
 		want string
 	}{
-		"another format":      {func(k *keptJSON) { k.Format = "caledger-witnessed/0" }, "caledger-witnessed/0"},
-		"another log's key":   {func(k *keptJSON) { k.Signed = sign(otherSigner, size, size) }, "does not verify with the log's key"},
-		"another root":        {func(k *keptJSON) { k.Signed = sign(signer, size, size-1) }, "another root than the tree"},
-		"beyond the tree":     {func(k *keptJSON) { k.Signed = sign(signer, size+1, size) }, "is not within the tree's"},
-		"no cosignatures":     {func(k *keptJSON) { k.Cosignatures = "" }, "holds 0 of the 2 cosignatures"},
-		"one cosignature":     {func(k *keptJSON) { k.Cosignatures, _, _ = strings.Cut(k.Cosignatures, "\n"); k.Cosignatures += "\n" }, "holds 1 of the 2 cosignatures"},
-		"lines in the signed": {func(k *keptJSON) { k.Signed += k.Cosignatures }, "other signatures than the log's"},
+		"another format":    {func(k *witness.Kept) { k.Format = "caledger-witnessed/0" }, "caledger-witnessed/0"},
+		"no time":           {func(k *witness.Kept) { k.At = time.Time{} }, "has no time"},
+		"another log's key": {func(k *witness.Kept) { k.Signed = sign(otherSigner, size, size) }, "does not verify with the log's key"},
+		"another root":      {func(k *witness.Kept) { k.Signed = sign(signer, size, size-1) }, "another root than the tree"},
+		"no cosignatures":   {func(k *witness.Kept) { k.Cosignatures = "" }, "holds 0 of the 2 cosignatures"},
+		"one cosignature": {func(k *witness.Kept) {
+			k.Cosignatures, _, _ = strings.Cut(k.Cosignatures, "\n")
+			k.Cosignatures += "\n"
+		}, "holds 1 of the 2 cosignatures"},
+		"lines in the signed": {func(k *witness.Kept) { k.Signed += k.Cosignatures }, "other signatures than the log's"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			k := good
-			c.edit(&k)
+			tc.edit(&k)
 			b, err := json.Marshal(k)
 			if err != nil {
 				t.Fatal(err)
@@ -666,33 +753,50 @@ func TestKeep(t *testing.T) {
 				t.Fatal(err)
 			}
 			logs.Reset()
-			cs, stop := start()
+			cs, stop := start(opts)
 			defer stop()
 			if cp, err := waitWitnessed(t, cs, 1); err == nil {
 				t.Fatalf("served a kept checkpoint of %d events", cp.Size)
 			}
-			if out := logs.String(); !strings.Contains(out, "kept witnessed checkpoint is not used") || !strings.Contains(out, c.want) {
-				t.Fatalf("the log does not say %q:\n%s", c.want, out)
+			if out := logs.String(); !strings.Contains(out, "kept witnessed checkpoint is not used") || !strings.Contains(out, tc.want) {
+				t.Fatalf("the log does not say %q:\n%s", tc.want, out)
 			}
 		})
 	}
-	// The good one, put back, is served again.
-	if err := keeper.Save(context.Background(), kb); err != nil {
-		t.Fatal(err)
-	}
-	c, stop = start()
-	defer stop()
-	if cp, err := waitWitnessed(t, c, size); err != nil || !bytes.Equal(cp.Note, []byte(good.Signed+good.Cosignatures)) {
-		t.Fatalf("the kept checkpoint put back: %v\n%s", err, cp.Note)
+	// A time ahead of the witnesses' is taken as the newest cosignature's;
+	// the good one, put back, is served again as it was.
+	for _, at := range []time.Time{time.Now().Add(time.Hour), good.At} {
+		k := good
+		k.At = at
+		b, err := json.Marshal(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := keeper.Save(context.Background(), b); err != nil {
+			t.Fatal(err)
+		}
+		c, stop = start(opts)
+		cp, ok := c.Latest()
+		stop()
+		_, cosigs, err := readers.Verify(cp.Note, logV)
+		if !ok || err != nil || !bytes.Equal(cp.Note, []byte(good.Signed+good.Cosignatures)) {
+			t.Fatalf("the kept checkpoint at %v: %v, %v\n%s", at, ok, err, cp.Note)
+		}
+		if newest := newestOf(cosigs); cp.At.After(newest) || cp.At.After(good.At) {
+			t.Fatalf("the kept checkpoint at %v is served at %v; its newest cosignature is of %v", at, cp.At, newest)
+		}
 	}
 }
 
-// keptJSON is the encoding a Cosigner gives its Keeper.
-type keptJSON struct {
-	Format       string    `json:"format"`
-	At           time.Time `json:"at"`
-	Signed       string    `json:"signed"`
-	Cosignatures string    `json:"cosignatures"`
+// newestOf is the time of the newest of cs.
+func newestOf(cs []checkpoint.Cosignature) time.Time {
+	var newest time.Time
+	for _, c := range cs {
+		if c.Time.After(newest) {
+			newest = c.Time
+		}
+	}
+	return newest
 }
 
 // syncBuffer is a bytes.Buffer for a logger that several goroutines write.
