@@ -352,7 +352,7 @@ func (n *node) collectors(dir *directory.Publisher, cosigner *witness.Cosigner) 
 	var witnessed []prometheus.Collector
 	if cosigner != nil {
 		size := prometheus.NewDesc("caledger_ledger_witnessed_size", "Events the latest checkpoint the witnesses cosigned covers (0: none yet).", nil, nil)
-		at := prometheus.NewDesc("caledger_ledger_witnessed_timestamp_seconds", "When the witnesses cosigned the latest witnessed checkpoint, in Unix seconds by the node's clock (0: none yet). A quiet ledger's checkpoint is cosigned again every witness refresh; the value falls behind when the witnesses do not answer, and stays while refresh is 0s.", nil, nil)
+		at := prometheus.NewDesc("caledger_ledger_witnessed_timestamp_seconds", "When the witnesses cosigned the latest witnessed checkpoint, in Unix seconds by the node's clock (for one kept from before a restart: at most its newest cosignature's time; 0: none yet). A quiet ledger's checkpoint is cosigned again every witness refresh; the value falls behind when the witnesses do not answer, and stays while refresh is 0s.", nil, nil)
 		failures := prometheus.NewDesc("caledger_witness_failures_total", "Rounds in which a witness did not cosign the ledger's checkpoint (see the logs).", []string{"witness"}, nil)
 		witnessed = append(witnessed, collectorFunc{descs: []*prometheus.Desc{size, at, failures}, collect: func(ch chan<- prometheus.Metric) {
 			cp, ok := cosigner.Latest()

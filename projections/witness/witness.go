@@ -122,7 +122,9 @@ type Checkpoint struct {
 	Size uint64
 	Note []byte
 	// At is when the quorum's cosignatures were received, by the node's
-	// clock (zero for a partly cosigned checkpoint).
+	// clock (zero for a partly cosigned checkpoint); for one restored from
+	// the Keeper, at most its newest cosignature's time, by that witness's
+	// clock.
 	At time.Time
 }
 
@@ -151,8 +153,11 @@ type Cosigner struct {
 	latestLines [][]byte
 	// keptPending is set while the Keeper's checkpoint may still be adopted:
 	// until it is, or a round witnesses one, or it fails a check other than
-	// the tree's size. Only restore and Run touch it.
+	// the tree's size. keptAhead is the size of a kept checkpoint the tree
+	// does not cover yet (0: none); rounds wait for the tree to reach it.
+	// Only restore and round touch them, on Run's goroutine or before Run.
 	keptPending bool
+	keptAhead   uint64
 
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
@@ -255,8 +260,9 @@ func (c *Cosigner) Run(ctx context.Context) error {
 // no latest yet and it checks (see adopt); a node calls it before it serves,
 // so that the kept checkpoint is there from its first request. One that fails
 // a check is logged and not used; one of more events than the tree has yet is
-// tried again before each of Run's rounds, until the tree covers it. It must
-// not be called while Run runs.
+// tried again before each of Run's rounds, and no round posts until the tree
+// covers it (the witnesses would refuse a smaller checkpoint). It must not be
+// called while Run runs.
 func (c *Cosigner) Restore(ctx context.Context) { c.restore(ctx) }
 
 // restore is Restore, on Run's goroutine or before Run.
@@ -268,15 +274,18 @@ func (c *Cosigner) restore(ctx context.Context) {
 		c.keptPending = false
 		return
 	}
-	err := c.adopt(ctx)
+	ahead, err := c.adopt(ctx)
 	switch {
 	case err == nil:
-		c.keptPending = false
+		c.keptPending, c.keptAhead = false, 0
 	case ctx.Err() != nil:
-	case errors.Is(err, errKeptAhead):
-		c.logger.Info("the kept witnessed checkpoint waits for the tree", "err", err)
+	case ahead > 0:
+		if c.keptAhead == 0 {
+			c.logger.Info("the kept witnessed checkpoint waits for the tree; no round runs until the tree covers it", "err", err)
+		}
+		c.keptAhead = ahead
 	default:
-		c.keptPending = false
+		c.keptPending, c.keptAhead = false, 0
 		c.logger.Warn("the kept witnessed checkpoint is not used; the first round gets a new one", "err", err)
 	}
 }
@@ -354,6 +363,11 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 // witnessed one, or the latest is older than the refresh age.
 func (c *Cosigner) round(ctx context.Context) error {
 	size := c.tree.Size()
+	if c.keptAhead > size {
+		// The witnesses hold the kept size: a smaller checkpoint would only
+		// be refused (409), and look like a fork.
+		return nil
+	}
 	latest, _ := c.Latest()
 	stale := c.refresh > 0 && time.Since(latest.At) >= c.refresh
 	if size == 0 || size < latest.Size || (size == latest.Size && !stale) {
@@ -410,7 +424,7 @@ func (c *Cosigner) round(ctx context.Context) error {
 	c.mu.Lock()
 	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: at}, Checkpoint{}
 	c.mu.Unlock()
-	c.keptPending = false
+	c.keptPending, c.keptAhead = false, 0
 	if c.keeper != nil {
 		// Not keeping it fails nothing: the node serves it from memory; after
 		// a restart the one kept before, if any, is served until a round
@@ -427,58 +441,56 @@ func (c *Cosigner) round(ctx context.Context) error {
 	return nil
 }
 
-// errKeptAhead is adopt's error for a kept checkpoint of more events than
-// the tree has yet (a tree rebuilding, or behind after a crash).
-var errKeptAhead = errors.New("witness: the kept checkpoint is ahead of the tree")
-
 // adopt makes the Keeper's checkpoint the latest witnessed one, after checking
 // it as a reader would: the log's signature, a checkpoint of the tree (its
 // root at its size), and at least the quorum of cosignatures of the
 // configured witnesses. Lines of witnesses no longer configured are dropped.
 // Its time, which no signature covers, is taken as at most the newest
-// cosignature's. Nothing changes when a check fails.
-func (c *Cosigner) adopt(ctx context.Context) error {
+// cosignature's. Nothing changes when a check fails. For a kept checkpoint of
+// more events than the tree has yet (a tree being rebuilt, or behind after a
+// crash), it returns that size with its error.
+func (c *Cosigner) adopt(ctx context.Context) (ahead uint64, _ error) {
 	b, err := c.keeper.Load(ctx)
 	if err != nil || b == nil {
-		return err
+		return 0, err
 	}
 	var k kept
 	if err := json.Unmarshal(b, &k); err != nil {
 		// The error may quote the file; it holds nothing personal, but it
 		// need not fill the log either.
-		return errors.New("witness: the kept checkpoint is not the JSON this program writes")
+		return 0, errors.New("witness: the kept checkpoint is not the JSON this program writes")
 	}
 	if k.Format != keptFormat {
-		return fmt.Errorf("witness: the kept checkpoint has format %.40q, want %q", k.Format, keptFormat)
+		return 0, fmt.Errorf("witness: the kept checkpoint has format %.40q, want %q", k.Format, keptFormat)
 	}
 	if k.At.IsZero() {
-		return errors.New("witness: the kept checkpoint has no time")
+		return 0, errors.New("witness: the kept checkpoint has no time")
 	}
 	logV, err := note.NewVerifier(c.signer.VerifierKey())
 	if err != nil {
-		return fmt.Errorf("witness: the log's verifier key: %w", err)
+		return 0, fmt.Errorf("witness: the log's verifier key: %w", err)
 	}
 	signed := []byte(k.Signed)
 	cp, _, opened, err := log.ParseCheckpoint(signed, logV.Name(), logV)
 	if err != nil {
-		return fmt.Errorf("witness: the kept checkpoint does not verify with the log's key: %w", err)
+		return 0, fmt.Errorf("witness: the kept checkpoint does not verify with the log's key: %w", err)
 	}
 	if len(opened.Sigs) != 1 || len(opened.UnverifiedSigs) != 0 {
 		// The cosignatures are kept apart, each checked below.
-		return errors.New("witness: the kept checkpoint carries other signatures than the log's")
+		return 0, errors.New("witness: the kept checkpoint carries other signatures than the log's")
 	}
 	if cp.Size == 0 {
-		return errors.New("witness: the kept checkpoint is of no events")
+		return 0, errors.New("witness: the kept checkpoint is of no events")
 	}
 	if size := c.tree.Size(); cp.Size > size {
-		return fmt.Errorf("%w: %d events, and the tree has %d", errKeptAhead, cp.Size, size)
+		return cp.Size, fmt.Errorf("witness: the kept checkpoint is of %d events, and the tree has %d", cp.Size, size)
 	}
 	root, err := c.tree.Root(ctx, cp.Size)
 	if err != nil {
-		return fmt.Errorf("witness: the tree's root: %w", err)
+		return 0, fmt.Errorf("witness: the tree's root: %w", err)
 	}
 	if !bytes.Equal(root, cp.Hash) {
-		return fmt.Errorf("witness: the kept checkpoint of %d events has another root than the tree", cp.Size)
+		return 0, fmt.Errorf("witness: the kept checkpoint of %d events has another root than the tree", cp.Size)
 	}
 	lines := make([][]byte, len(c.verifiers))
 	n := 0
@@ -493,7 +505,7 @@ func (c *Cosigner) adopt(ctx context.Context) error {
 		}
 	}
 	if n < c.quorum {
-		return fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
+		return 0, fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
 	}
 	at := k.At
 	if at.After(newest) {
@@ -501,16 +513,19 @@ func (c *Cosigner) adopt(ctx context.Context) error {
 		// not. A later one would put off the refresh and show in the metric.
 		at = newest
 	}
+	if now := time.Now(); at.After(now) {
+		at = now // a witness's clock ahead
+	}
 	for i, line := range lines {
 		if line != nil {
-			c.known[i] = cp.Size
+			c.known[i] = max(c.known[i], cp.Size) // a failed round may have learnt more
 		}
 	}
 	c.latestLines = lines
 	c.mu.Lock()
 	c.latest = Checkpoint{Size: cp.Size, Note: withLines(signed, lines), At: at}
 	c.mu.Unlock()
-	return nil
+	return 0, nil
 }
 
 // withLines is the signed checkpoint followed by the cosignature lines that
