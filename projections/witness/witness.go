@@ -280,9 +280,10 @@ func (c *Cosigner) restore(ctx context.Context) {
 		c.keptPending, c.keptAhead = false, 0
 	case ctx.Err() != nil:
 	case ahead > 0:
-		if c.keptAhead == 0 {
-			c.logger.Info("the kept witnessed checkpoint waits for the tree; no round runs until the tree covers it", "err", err)
-		}
+		// Logged at every try (before each round, an Interval apart): a
+		// tree being rebuilt catches up, but a ledger that lost events
+		// never does, and the witnesses then hold a fork of it.
+		c.logger.Warn("the kept witnessed checkpoint waits for the tree; no round runs until the tree covers it (a ledger that lost events never does: the witnesses hold a fork)", "err", err)
 		c.keptAhead = ahead
 	default:
 		c.keptPending, c.keptAhead = false, 0
