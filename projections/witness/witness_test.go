@@ -102,6 +102,32 @@ func newSigner(t testing.TB) (*checkpoint.Signer, note.Verifier) {
 	return s, v
 }
 
+// twoWitnesses starts witnesses one and two, each told of the log signer
+// signs.
+func twoWitnesses(t testing.TB, signer *checkpoint.Signer) (one, two *witnesstest.Witness) {
+	t.Helper()
+	one, two = witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
+	for _, w := range []*witnesstest.Witness{one, two} {
+		w.AddLog(origin, signer.VerifierKey())
+	}
+	return one, two
+}
+
+// readersOf is how a reader requiring quorum of ws checks the log's
+// checkpoints.
+func readersOf(t testing.TB, signer *checkpoint.Signer, quorum int, ws ...*witnesstest.Witness) *checkpoint.Witnesses {
+	t.Helper()
+	var vkeys []string
+	for _, w := range ws {
+		vkeys = append(vkeys, w.VKey)
+	}
+	r, err := checkpoint.ParseWitnesses(vkeys, quorum, signer.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func witnessesOf(t testing.TB, ws ...*witnesstest.Witness) []witness.Witness {
 	t.Helper()
 	var out []witness.Witness
@@ -135,14 +161,8 @@ func waitWitnessed(t testing.TB, c *witness.Cosigner, size uint64) (witness.Chec
 func TestRefresh(t *testing.T) {
 	l := newLedger(t)
 	signer, logV := newSigner(t)
-	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
-	for _, w := range []*witnesstest.Witness{one, two} {
-		w.AddLog(origin, signer.VerifierKey())
-	}
-	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	one, two := twoWitnesses(t, signer)
+	readers := readersOf(t, signer, 1, one, two)
 	still, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, one), Interval: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -221,14 +241,8 @@ func TestRefresh(t *testing.T) {
 func TestCosign(t *testing.T) {
 	l := newLedger(t)
 	signer, logV := newSigner(t)
-	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
-	for _, w := range []*witnesstest.Witness{one, two} {
-		w.AddLog(origin, signer.VerifierKey())
-	}
-	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 0, signer.VerifierKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	one, two := twoWitnesses(t, signer)
+	readers := readersOf(t, signer, 0, one, two)
 	c, err := witness.New(l.tree, signer, witness.Options{Witnesses: witnessesOf(t, one, two), Interval: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -280,10 +294,7 @@ func TestCosign(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "1 of the 2") || !strings.Contains(err.Error(), "witness.test/two") {
 		t.Fatalf("with a witness down: %v", err)
 	}
-	quorum1, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	quorum1 := readersOf(t, signer, 1, one, two)
 	if _, cosigs, err := quorum1.Verify(partial.Note, logV); err != nil || partial.Size != size || len(cosigs) != 1 {
 		t.Fatalf("the partly cosigned checkpoint: %d events, %v, %v", partial.Size, cosigs, err)
 	}
@@ -564,14 +575,8 @@ func (s *shortTree) Size() uint64 {
 func TestKeep(t *testing.T) {
 	l := newLedger(t)
 	signer, logV := newSigner(t)
-	one, two := witnesstest.Start(t, "witness.test/one"), witnesstest.Start(t, "witness.test/two")
-	for _, w := range []*witnesstest.Witness{one, two} {
-		w.AddLog(origin, signer.VerifierKey())
-	}
-	readers, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 0, signer.VerifierKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	one, two := twoWitnesses(t, signer)
+	readers := readersOf(t, signer, 0, one, two)
 	// Witness one is reached through a proxy that counts its 409 answers:
 	// a cosigner that knows the size it cosigned gets none.
 	var conflicts atomic.Int64
@@ -648,10 +653,7 @@ func TestKeep(t *testing.T) {
 	c, stop = start(onlyOne)
 	got, _ = c.Latest()
 	stop()
-	quorum1, err := checkpoint.ParseWitnesses([]string{one.VKey, two.VKey}, 1, signer.VerifierKey())
-	if err != nil {
-		t.Fatal(err)
-	}
+	quorum1 := readersOf(t, signer, 1, one, two)
 	if _, cosigs, err := quorum1.Verify(got.Note, logV); err != nil || len(cosigs) != 1 || cosigs[0].Witness != "witness.test/one" {
 		t.Fatalf("with one witness configured: %v, %v\n%s", cosigs, err, got.Note)
 	}
