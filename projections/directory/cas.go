@@ -130,9 +130,10 @@ func (p *Publisher) publishCAs(ctx context.Context, written map[string][]byte, f
 }
 
 // putCA writes CA ca's entry with crl: a modify, an add when the entry is
-// missing, and, when the directory refuses the modify for good (an entry
-// someone else made, of another object class), a delete and an add: the base
-// DN belongs to caledger.
+// missing, and, when the entry is of another object class (someone else made
+// it), a delete and an add: the base DN belongs to caledger. Any other refusal
+// (a CRL over the directory's size limit, say) is returned and the entry kept
+// as it is: a delete then would lose the CA certificate too.
 func (p *Publisher) putCA(ctx context.Context, ca CA, crl []byte) error {
 	dn := p.caDN(ca.ID)
 	return p.withConn(ctx, func(conn *ldap.Conn) error {
@@ -141,7 +142,7 @@ func (p *Publisher) putCA(ctx context.Context, ca CA, crl []byte) error {
 		mod.Replace(crlAttribute, []string{string(crl)})
 		err := conn.Modify(mod)
 		switch {
-		case refused(err):
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultObjectClassViolation):
 			if err := conn.Del(ldap.NewDelRequest(dn, nil)); err != nil {
 				return err
 			}
