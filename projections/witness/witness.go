@@ -155,11 +155,10 @@ type Cosigner struct {
 	latestLines [][]byte
 	// keptPending is set while the Keeper's checkpoint may still be adopted:
 	// until it is, or a round witnesses one, or it fails a check other than
-	// the tree's size. keptAhead is the size of a kept checkpoint the tree
-	// does not cover yet (0: none); rounds wait for the tree to reach it.
-	// Only restore and round touch them, on Run's goroutine or before Run.
+	// the tree's size. After restore it is left set only for a kept
+	// checkpoint the tree does not cover yet, and rounds wait for the tree.
+	// Only restore and round touch it, on Run's goroutine or before Run.
 	keptPending bool
-	keptAhead   uint64
 
 	mu sync.Mutex
 	// latest is the latest witnessed checkpoint (Size 0: none yet).
@@ -272,23 +271,18 @@ func (c *Cosigner) restore(ctx context.Context) {
 	if !c.keptPending {
 		return
 	}
-	if _, ok := c.Latest(); ok {
-		c.keptPending = false
-		return
-	}
-	ahead, err := c.adopt(ctx)
+	err := c.adopt(ctx)
 	switch {
 	case err == nil:
-		c.keptPending, c.keptAhead = false, 0
+		c.keptPending = false
 	case ctx.Err() != nil:
-	case ahead > 0:
+	case errors.Is(err, errKeptAhead):
 		// Logged at every try (before each round, an Interval apart): a
 		// tree being rebuilt catches up, but a ledger that lost events
 		// never does, and the witnesses then hold a fork of it.
 		c.logger.Warn("the kept witnessed checkpoint waits for the tree; no round runs until the tree covers it (a ledger that lost events never does: the witnesses hold a fork)", "err", err)
-		c.keptAhead = ahead
 	default:
-		c.keptPending, c.keptAhead = false, 0
+		c.keptPending = false
 		c.logger.Warn("the kept witnessed checkpoint is not used; the first round gets a new one", "err", err)
 	}
 }
@@ -365,12 +359,13 @@ func (c *Cosigner) WaitFor(ctx context.Context, size uint64) (Checkpoint, error)
 // round gets the tree's checkpoint cosigned, if the tree grew since the latest
 // witnessed one, or the latest is older than the refresh age.
 func (c *Cosigner) round(ctx context.Context) error {
-	size := c.tree.Size()
-	if c.keptAhead > size {
-		// The witnesses hold the kept size: a smaller checkpoint would only
-		// be refused (409), and look like a fork.
+	if c.keptPending {
+		// Restore left the kept checkpoint waiting for the tree: the
+		// witnesses hold its size, and a smaller checkpoint would only be
+		// refused (409), and look like a fork.
 		return nil
 	}
+	size := c.tree.Size()
 	latest, _ := c.Latest()
 	stale := c.refresh > 0 && time.Since(latest.At) >= c.refresh
 	if size == 0 || size < latest.Size || (size == latest.Size && !stale) {
@@ -427,7 +422,7 @@ func (c *Cosigner) round(ctx context.Context) error {
 	c.mu.Lock()
 	c.latest, c.partial = Checkpoint{Size: size, Note: withLines(signed, lines), At: at}, Checkpoint{}
 	c.mu.Unlock()
-	c.keptPending, c.keptAhead = false, 0
+	c.keptPending = false
 	if c.keeper != nil {
 		// Not keeping it fails nothing: the node serves it from memory; after
 		// a restart the one kept before, if any, is served until a round
@@ -444,53 +439,57 @@ func (c *Cosigner) round(ctx context.Context) error {
 	return nil
 }
 
+// errKeptAhead is adopt's error for a kept checkpoint the tree does not cover
+// yet.
+var errKeptAhead = errors.New("witness: the kept checkpoint is ahead of the tree")
+
 // adopt makes the Keeper's checkpoint the latest witnessed one, after checking
 // it as a reader would: the log's signature, a checkpoint of the tree (its
 // root at its size), and at least the quorum of cosignatures of the
 // configured witnesses. Lines of witnesses no longer configured are dropped.
 // Its time, which no signature covers, is taken as at most the newest
-// cosignature's. Nothing changes when a check fails. For a kept checkpoint of
-// more events than the tree has yet (a tree being rebuilt, or behind after a
-// crash), it returns that size with its error.
-func (c *Cosigner) adopt(ctx context.Context) (ahead uint64, _ error) {
+// cosignature's. Nothing changes when a check fails. A kept checkpoint of more
+// events than the tree has yet (a tree being rebuilt, or behind after a crash)
+// fails with errKeptAhead.
+func (c *Cosigner) adopt(ctx context.Context) error {
 	b, err := c.keeper.Load(ctx)
 	if err != nil || b == nil {
-		return 0, err
+		return err
 	}
 	var k kept
 	if err := json.Unmarshal(b, &k); err != nil {
 		// The error may quote the file; it holds nothing personal, but it
 		// need not fill the log either.
-		return 0, errors.New("witness: the kept checkpoint is not the JSON this program writes")
+		return errors.New("witness: the kept checkpoint is not the JSON this program writes")
 	}
 	if k.Format != keptFormat {
-		return 0, fmt.Errorf("witness: the kept checkpoint has format %.40q, want %q", k.Format, keptFormat)
+		return fmt.Errorf("witness: the kept checkpoint has format %.40q, want %q", k.Format, keptFormat)
 	}
 	if k.At.IsZero() {
-		return 0, errors.New("witness: the kept checkpoint has no time")
+		return errors.New("witness: the kept checkpoint has no time")
 	}
 	signed := []byte(k.Signed)
 	cp, err := c.signer.Verify(signed)
 	if err != nil {
-		return 0, fmt.Errorf("witness: the kept checkpoint does not verify with the log's key: %w", err)
+		return fmt.Errorf("witness: the kept checkpoint does not verify with the log's key: %w", err)
 	}
 	if _, sigs, _ := bytes.Cut(signed, []byte("\n\n")); bytes.Count(sigs, []byte("\n")) != 1 {
 		// The log's signature line only: the cosignatures are kept apart,
 		// each checked below.
-		return 0, errors.New("witness: the kept checkpoint carries other signatures than the log's")
+		return errors.New("witness: the kept checkpoint carries other signatures than the log's")
 	}
 	if cp.Size == 0 {
-		return 0, errors.New("witness: the kept checkpoint is of no events")
+		return errors.New("witness: the kept checkpoint is of no events")
 	}
 	if size := c.tree.Size(); cp.Size > size {
-		return cp.Size, fmt.Errorf("witness: the kept checkpoint is of %d events, and the tree has %d", cp.Size, size)
+		return fmt.Errorf("%w: it is of %d events, and the tree has %d", errKeptAhead, cp.Size, size)
 	}
 	root, err := c.tree.Root(ctx, cp.Size)
 	if err != nil {
-		return 0, fmt.Errorf("witness: the tree's root: %w", err)
+		return fmt.Errorf("witness: the tree's root: %w", err)
 	}
 	if !bytes.Equal(root, cp.Hash) {
-		return 0, fmt.Errorf("witness: the kept checkpoint of %d events has another root than the tree", cp.Size)
+		return fmt.Errorf("witness: the kept checkpoint of %d events has another root than the tree", cp.Size)
 	}
 	lines := make([][]byte, len(c.verifiers))
 	n := 0
@@ -505,7 +504,7 @@ func (c *Cosigner) adopt(ctx context.Context) (ahead uint64, _ error) {
 		}
 	}
 	if n < c.quorum {
-		return 0, fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
+		return fmt.Errorf("witness: the kept checkpoint of %d events holds %d of the %d cosignatures required", cp.Size, n, c.quorum)
 	}
 	at := k.At
 	if at.After(newest) {
@@ -525,7 +524,7 @@ func (c *Cosigner) adopt(ctx context.Context) (ahead uint64, _ error) {
 	c.mu.Lock()
 	c.latest = Checkpoint{Size: cp.Size, Note: withLines(signed, lines), At: at}
 	c.mu.Unlock()
-	return 0, nil
+	return nil
 }
 
 // withLines is the signed checkpoint followed by the cosignature lines that
