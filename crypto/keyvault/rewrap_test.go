@@ -1,6 +1,7 @@
 package keyvault
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -255,9 +256,10 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 		}
 		subjects = append(subjects, s)
 	}
-	// The first row and a middle one get another subject's key: keys before
-	// and after them unwrap.
-	for _, i := range []int{0, 2} {
+	// Two middle rows get another subject's key: the two keys before them
+	// are re-wrapped in the transaction before the first bad one is read.
+	before := firstKeys(t, v, 2)
+	for _, i := range []int{2, 3} {
 		moved := readKey(t, v, subjects[i+1], "profile").wrapped
 		if _, err := v.db.ExecContext(ctx, `UPDATE data_keys SET wrapped = ? WHERE subject = ?`, moved, subjects[i]); err != nil {
 			t.Fatal(err)
@@ -265,7 +267,7 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 	}
 	v.Close()
 	done, err := rewrap(ctx, path, a, b, 1, nil)
-	if err == nil || done != 0 || !strings.Contains(err.Error(), "2 keys under the old KEK do not unwrap") || !strings.Contains(err.Error(), string(subjects[0])) {
+	if err == nil || done != 0 || !strings.Contains(err.Error(), "2 keys under the old KEK do not unwrap") || !strings.Contains(err.Error(), string(subjects[2])) {
 		t.Fatalf("rewrap with two moved rows: %d, %v", done, err)
 	}
 	counts, err := KEKCounts(ctx, path)
@@ -282,6 +284,11 @@ func TestRewrapRefusesBadRow(t *testing.T) {
 	defer v.Close()
 	if keks := fileKEKs(t, v); len(keks) != 1 || keks[0] != a.ID() {
 		t.Fatalf("keks lists %q after the refused rewrap, want only %q", keks, a.ID())
+	}
+	for i, r := range firstKeys(t, v, 2) {
+		if !bytes.Equal(r.wrapped, before[i].wrapped) {
+			t.Fatalf("row %d, re-wrapped before the bad rows, was not rolled back", i)
+		}
 	}
 }
 
