@@ -77,15 +77,16 @@ func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress fu
 	if version != schemaVersion {
 		return 0, fmt.Errorf("the file has schema version %d, want %d (is it a vault?)", version, schemaVersion)
 	}
-	total, err := v.countUnder(ctx, from.ID())
-	if err != nil {
-		return 0, err
-	}
 	tx, err := v.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, err
 	}
 	defer tx.Rollback()
+	// Counted in the transaction: the rows it re-wraps are these.
+	total, err := v.countUnder(ctx, tx, from.ID())
+	if err != nil {
+		return 0, err
+	}
 	// Recorded before the first key is wrapped under it, as Open would.
 	if _, err := tx.ExecContext(ctx, "INSERT OR IGNORE INTO keks (kek_id, added_ns) VALUES (?, ?)", v.kekID, v.now().UnixNano()); err != nil {
 		return 0, err
@@ -130,14 +131,8 @@ func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress fu
 			if err != nil {
 				return 0, fmt.Errorf("subject %s group %s: wrap key: %w", r.subject, r.group, err)
 			}
-			res, err := update.ExecContext(ctx, v.kekID, wrapped, r.rowid, from.ID())
-			if err != nil {
+			if _, err := update.ExecContext(ctx, v.kekID, wrapped, r.rowid, from.ID()); err != nil {
 				return 0, err
-			}
-			if n, err := res.RowsAffected(); err != nil {
-				return 0, err
-			} else if n != 1 {
-				return 0, fmt.Errorf("subject %s group %s: the row changed during the rewrap (is the vault open elsewhere?)", r.subject, r.group)
 			}
 			done++
 		}
@@ -148,7 +143,9 @@ func (v *Vault) rewrapFrom(ctx context.Context, from KEK, batch int, progress fu
 	if bad > 0 {
 		return 0, fmt.Errorf("%d keys under the old KEK do not unwrap, so nothing was re-wrapped (the first: %s)", bad, first)
 	}
-	if err := retire(ctx, tx, from.ID(), done, total); err != nil {
+	// Every key counted under from was re-wrapped in this transaction:
+	// from leaves the file's list of KEKs with it.
+	if _, err := tx.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ?`, from.ID()); err != nil {
 		return 0, err
 	}
 	if err := tx.Commit(); err != nil {
@@ -182,8 +179,8 @@ func (v *Vault) checkSettings(ctx context.Context) error {
 
 // countUnder returns how many keys are wrapped under kekID, and refuses a file
 // with keys under a KEK that is neither kekID nor the vault's.
-func (v *Vault) countUnder(ctx context.Context, kekID string) (int, error) {
-	counts, err := kekCounts(ctx, v.db)
+func (v *Vault) countUnder(ctx context.Context, q querier, kekID string) (int, error) {
+	counts, err := kekCounts(ctx, q)
 	if err != nil {
 		return 0, err
 	}
@@ -199,9 +196,14 @@ func (v *Vault) countUnder(ctx context.Context, kekID string) (int, error) {
 	return counts[kekID], nil
 }
 
-// kekCounts returns how many data keys of db are wrapped under each KEK id.
-func kekCounts(ctx context.Context, db *sql.DB) (map[string]int, error) {
-	rows, err := db.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// kekCounts returns how many data keys of q are wrapped under each KEK id.
+func kekCounts(ctx context.Context, q querier) (map[string]int, error) {
+	rows, err := q.QueryContext(ctx, "SELECT kek_id, COUNT(*) FROM data_keys GROUP BY kek_id")
 	if err != nil {
 		return nil, err
 	}
@@ -241,20 +243,6 @@ func keysUnder(ctx context.Context, tx *sql.Tx, kekID string, after int64, limit
 		out = append(out, r)
 	}
 	return out, rows.Err()
-}
-
-// retire drops from from the file's list of KEKs, in tx, after checking that
-// the transaction re-wrapped every key counted under it and left none.
-func retire(ctx context.Context, tx *sql.Tx, from string, done, total int) error {
-	var left int
-	if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM data_keys WHERE kek_id = ?`, from).Scan(&left); err != nil {
-		return err
-	}
-	if left > 0 || done != total {
-		return fmt.Errorf("%d keys re-wrapped of %d counted, and %d left under the old KEK (is the vault open elsewhere?)", done, total, left)
-	}
-	_, err := tx.ExecContext(ctx, `DELETE FROM keks WHERE kek_id = ?`, from)
-	return err
 }
 
 // KEKCounts returns how many data keys of the vault file at path are wrapped
