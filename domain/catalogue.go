@@ -240,7 +240,8 @@ func UnmarshalPublic(e *Event, p Payload) error {
 		return fmt.Errorf("event %d: %s schema %d is not known", e.Position, e.Type, e.Schema)
 	}
 	if err := json.Unmarshal(e.Public, p); err != nil {
-		return fmt.Errorf("event %d: %s public part: %w", e.Position, e.Type, err)
+		// JSONProblem: encoding/json's own error may quote the bytes.
+		return fmt.Errorf("event %d: %s public part: %s", e.Position, e.Type, JSONProblem(err))
 	}
 	return nil
 }
