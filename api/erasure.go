@@ -2,9 +2,7 @@ package api
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"time"
 
 	"github.com/caledger/caledger/domain"
@@ -152,7 +150,7 @@ func (s *server) erasureState(ctx context.Context, id domain.SubjectID, wait tim
 			// server's recovery and stop the process.
 			defer func() {
 				if v := recover(); v != nil {
-					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", panicCause(v)+" in the erasure receipt's directory state"), slog.String("stack", string(debug.Stack())))
+					logPanic(ctx, s.logger, v, "the erasure receipt's directory state")
 					directory <- "pending"
 				}
 			}()

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -204,6 +205,12 @@ func recoverPanics(logger *slog.Logger) func(http.Handler) http.Handler {
 var httpMethods = []string{
 	http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
 	http.MethodPatch, http.MethodDelete, http.MethodOptions,
+}
+
+// logPanic logs the panic v recovered off a handler's goroutine, where
+// recoverPanics cannot catch it, naming where it happened.
+func logPanic(ctx context.Context, logger *slog.Logger, v any, where string) {
+	logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", panicCause(v)+" in "+where), slog.String("stack", string(debug.Stack())))
 }
 
 // panicCause describes a recovered panic value for the log: a runtime

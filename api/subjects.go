@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
-	"runtime/debug"
 	"sync"
 
 	"github.com/caledger/caledger/domain"
@@ -52,7 +50,7 @@ func (s *server) recordSearchAccesses(ctx context.Context, actor domain.Actor, r
 			// which would end the whole server.
 			defer func() {
 				if v := recover(); v != nil {
-					s.logger.LogAttrs(ctx, slog.LevelError, "panic", slog.String("cause", panicCause(v)+" in RecordAccess"), slog.String("stack", string(debug.Stack())))
+					logPanic(ctx, s.logger, v, "RecordAccess")
 					recorded[i] = fmt.Errorf("record access: panic %T", v)
 					cancel(recorded[i])
 				}
