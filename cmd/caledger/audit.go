@@ -125,8 +125,12 @@ See docs/ledger.md.`)
 			if kept, _, _, err = log.ParseCheckpoint(b, origin, verifier); err != nil {
 				return fmt.Errorf("audit: %s is not a checkpoint of %s signed with %s: %w", *statePath, origin, *vkeyPath, err)
 			}
-			if keptReplay, err = os.ReadFile(*statePath + replaySuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("audit: state: %w", err)
+			// The kept replay grows with the ledger: not read for --full,
+			// which replays from the first event.
+			if !*full {
+				if keptReplay, err = os.ReadFile(*statePath + replaySuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("audit: state: %w", err)
+				}
 			}
 		}
 	}
@@ -198,7 +202,7 @@ See docs/ledger.md.`)
 	if kept != nil && keptReplay == nil && !*full {
 		fmt.Fprintf(stdout, "resume      not from %s, every event is replayed: there is no such file\n", *statePath+replaySuffix)
 	}
-	if keptReplay != nil && !*full && !keepOld && len(a.problems) == 0 {
+	if keptReplay != nil && !keepOld && len(a.problems) == 0 {
 		if from = a.resume(keptReplay, kept, *statePath+replaySuffix); from != nil {
 			resumed = from.Size()
 		}

@@ -102,7 +102,7 @@ trust them audit. See docs/ledger.md.`)
 			}
 		}
 		fmt.Fprintf(stdout, "position %d, %s: erasure of %s of subject %s, basis %s, by %s\n  in %s of %d events: checkpoint signature and inclusion proof verified\n",
-			e.Position, e.Time.Format(time.RFC3339), what, p.SubjectID, printable(p.Basis), printable(e.Actor.Role), cp.Origin, cp.Size)
+			e.Position, e.Time.Format(time.RFC3339), what, p.SubjectID, printable(p.Basis), audit.RoleName(e.Actor.Role), cp.Origin, cp.Size)
 		if witnesses != nil {
 			fmt.Fprintf(stdout, "  witnessed by %s\n", cosigners(cosigs))
 		}
