@@ -637,17 +637,12 @@ func restoreNode(ctx context.Context, dir string, cfg config, env func(string) s
 // the manifest does not list.
 func readBackupManifest(dir string) (backupManifest, error) {
 	var m backupManifest
-	f, err := os.Open(filepath.Join(dir, backupManifestFile))
-	if err != nil {
+	b, err := readFileLimit(filepath.Join(dir, backupManifestFile), maxBackupManifest)
+	if errors.Is(err, fs.ErrNotExist) {
 		return m, fmt.Errorf("%s is not a backup: %w", dir, err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxBackupManifest+1))
 	if err != nil {
 		return m, err
-	}
-	if len(b) > maxBackupManifest {
-		return m, fmt.Errorf("%s is larger than %d bytes", backupManifestFile, maxBackupManifest)
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%s: %w", backupManifestFile, err)

@@ -1,12 +1,32 @@
 package main
 
 import (
+	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/caledger/caledger/crypto/secretfile"
 )
+
+// readFileLimit reads the file at path, refusing one of more than limit
+// bytes.
+func readFileLimit(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return b, nil
+}
 
 // writeFileAtomic writes data to path with mode perm so that path holds
 // either its old content or all of data, even across a crash: it writes a

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
@@ -105,22 +104,11 @@ const maxWitnessedFile = 1 << 20
 type keptFile struct{ path string }
 
 func (f keptFile) Load(context.Context) ([]byte, error) {
-	file, err := os.Open(f.path)
+	b, err := readFileLimit(f.path, maxWitnessedFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer file.Close()
-	b, err := io.ReadAll(io.LimitReader(file, maxWitnessedFile+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxWitnessedFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", f.path, maxWitnessedFile)
-	}
-	return b, nil
+	return b, err
 }
 
 func (f keptFile) Save(_ context.Context, b []byte) error {
