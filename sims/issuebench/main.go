@@ -196,7 +196,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *ocspDuration <= 0 {
 		return nil
 	}
-	return ocspPhase(ctx, out, srv.Process.Pid, c, base, public, chains, *clients, *ocspDuration, signBaseline, signWhat)
+	return ocspPhase(ctx, out, srv.Process.Pid, c, base, public, chains, *clients, *ocspDuration, signBaseline, signWhat, *responder == "delegated")
 }
 
 // sampleViewLag scrapes /metrics every 100 ms until ctx ends and returns, per

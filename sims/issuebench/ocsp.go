@@ -296,8 +296,10 @@ func rawSignRate(_ context.Context, d time.Duration) (float64, error) {
 
 // ocspPhase revokes a quarter of leaves and times both OCSP runs beside the
 // baseline (the CA key's raw signing rate), writing their rows to out.
+// delegated says the server was given delegated responders: then the checked
+// responses must be signed by one, and otherwise by none.
 func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base, public string, chains [][]byte, clients int, d time.Duration,
-	baseline func(context.Context, time.Duration) (float64, error), baselineWhat string) error {
+	baseline func(context.Context, time.Duration) (float64, error), baselineWhat string, delegated bool) error {
 	leaves, issuer, err := parseIssued(chains)
 	if err != nil {
 		return err
@@ -347,6 +349,10 @@ func ocspPhase(ctx context.Context, out io.Writer, pid int, c *http.Client, base
 			if r.goodSeen == 0 || r.revokedSeen == 0 {
 				failures++
 				rows = append(rows, fmt.Sprintf("| (the run checked %d good and %d revoked answers: both must be seen) | | | |\n", r.goodSeen, r.revokedSeen))
+			}
+			if delegated != (r.delegated > 0) {
+				failures++
+				rows = append(rows, fmt.Sprintf("| (%d checked responses were signed by a delegated responder, with delegated responders configured: %v) | | | |\n", r.delegated, delegated))
 			}
 		}
 	}
