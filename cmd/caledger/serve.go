@@ -198,7 +198,6 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	if err != nil {
 		return err
 	}
-	responders := &responderExpiries{}
 
 	metrics := prometheus.NewRegistry()
 	metrics.MustRegister(
@@ -207,7 +206,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 	)
 	metrics.MustRegister(n.collectors(publisher, cosigner)...)
 	if responderValidity > 0 {
-		metrics.MustRegister(responders.collector())
+		metrics.MustRegister(responderExpiries(ocsp))
 	}
 	var directoryErasure api.DirectoryErasure
 	if publisher != nil {
@@ -281,7 +280,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 		go func() {
 			defer close(respondersDone)
 			n.supervise(viewsCtx, "delegated OCSP responders stopped; restarting", func(ctx context.Context) error {
-				return n.cas.RunOCSPResponders(ctx, ocsp, authority.OCSPResponders{Validity: responderValidity, Expiry: responders.set,
+				return n.cas.RunOCSPResponders(ctx, ocsp, authority.OCSPResponders{Validity: responderValidity,
 					Failed: func(caID string, err error) {
 						logger.Error("the CA's delegated OCSP responder was not renewed; retrying", "ca", caID, "err", err)
 					}})
@@ -460,29 +459,14 @@ func (r *addrRedactor) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// responderExpiries holds when each CA's delegated OCSP responder expires.
-type responderExpiries struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-func (r *responderExpiries) set(caID string, notAfter time.Time) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[string]time.Time{}
-	}
-	r.m[caID] = notAfter
-}
-
-func (r *responderExpiries) collector() prometheus.Collector {
+// responderExpiries is the metric of when each CA's delegated OCSP responder
+// expires, as ocsp knows it.
+func responderExpiries(ocsp *revocation.Responder) prometheus.Collector {
 	desc := prometheus.NewDesc("caledger_ocsp_responder_expiry_timestamp_seconds",
 		"When the CA's current delegated OCSP responder certificate expires, in Unix seconds. It moves forward at every renewal (half the validity); once it is less than an hour away the CA key signs the responses again.",
 		[]string{"ca"}, nil)
 	return collectorFunc{descs: []*prometheus.Desc{desc}, collect: func(ch chan<- prometheus.Metric) {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		for id, t := range r.m {
+		for id, t := range ocsp.DelegateExpiries() {
 			ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, float64(t.Unix()), id)
 		}
 	}}

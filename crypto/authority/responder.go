@@ -33,8 +33,6 @@ type OCSPResponders struct {
 	// Validity is each delegate certificate's validity, at least
 	// MinOCSPResponderValidity.
 	Validity time.Duration
-	// Expiry, if not nil, learns each new delegate's NotAfter.
-	Expiry func(caID string, notAfter time.Time)
 	// Failed, if not nil, learns each failed attempt to give a CA a delegate;
 	// the attempt is retried after 1 s, doubling up to 5 minutes.
 	Failed func(caID string, err error)
@@ -89,9 +87,6 @@ func (a *Authority) RunOCSPResponders(ctx context.Context, d Delegates, o OCSPRe
 				default:
 					st.retry = 0
 					st.due = cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
-					if o.Expiry != nil {
-						o.Expiry(id, cert.NotAfter)
-					}
 				}
 			}
 			if st.due.Before(next) {

@@ -88,8 +88,14 @@ func TestDelegate(t *testing.T) {
 	if resp := query(true); resp.Certificate != nil {
 		t.Fatal("CheckDelegate installed the delegate")
 	}
+	if got := r.DelegateExpiries(); len(got) != 0 {
+		t.Fatalf("DelegateExpiries before Delegate: %v, want none", got)
+	}
 	if err := r.Delegate(table.caID, cert, key); err != nil {
 		t.Fatal(err)
+	}
+	if got := r.DelegateExpiries(); len(got) != 1 || !got[table.caID].Equal(cert.NotAfter) {
+		t.Fatalf("DelegateExpiries: %v, want %s until %v", got, table.caID, cert.NotAfter)
 	}
 	for _, nonce := range []bool{false, true, false} { // the first answer without a nonce was cached before the delegation
 		resp := query(nonce)
@@ -206,6 +212,9 @@ func TestDelegateRefuses(t *testing.T) {
 	}
 	if resp, err := ocsp.ParseResponseForCert(der, nil, ca.cert); err != nil || resp.Certificate != nil {
 		t.Fatalf("after refused delegations: %v, %v; want a response of the CA key", resp, err)
+	}
+	if got := r.DelegateExpiries(); len(got) != 0 {
+		t.Fatalf("DelegateExpiries after refused delegations: %v, want none", got)
 	}
 }
 

@@ -329,6 +329,19 @@ func (r *Responder) delegate(caID string, cert *x509.Certificate, key crypto.Sig
 	return iss, newResponseSigner(cert, keyBits, key, alg, [][]byte{cert.Raw}), nil
 }
 
+// DelegateExpiries returns, for each CA with a delegated responder installed
+// by Delegate, when the delegate's certificate ends: past that (and from a
+// response's validity before it) the CA key signs again.
+func (r *Responder) DelegateExpiries() map[string]time.Time {
+	out := make(map[string]time.Time, len(r.byID))
+	for id, iss := range r.byID {
+		if d := iss.delegate.Load(); d != nil {
+			out[id] = d.notAfter
+		}
+	}
+	return out
+}
+
 // result is a response with what ServeHTTP needs for its caching headers.
 type result struct {
 	der                    []byte
