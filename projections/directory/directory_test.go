@@ -1076,6 +1076,98 @@ func TestCAPublication(t *testing.T) {
 	}
 }
 
+// TestCAPublicationSkipsUnchangedCRL: after a revocation only the CAs whose
+// CRL changed are written again. The CA entry is deleted behind the
+// publisher's back, so a write would bring it back: a revocation that leaves
+// its CRL as it was does not, and one that changes it does.
+func TestCAPublicationSkipsUnchangedCRL(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	crls := &crlSource{r: r}
+	var (
+		mu      sync.Mutex
+		listed  = -1 // the revocations the kept CRL lists
+		kept    []byte
+		checked atomic.Int64 // calls of the second CA's CRL
+	)
+	// The first CA's CRL is built again only when its revocations change,
+	// as authority.CRL keeps one until the views move past it.
+	first := func(ctx context.Context) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		crls.mu.Lock()
+		n := len(crls.revoked)
+		crls.mu.Unlock()
+		if n != listed {
+			b, err := crls.CRL(ctx)
+			if err != nil {
+				return nil, err
+			}
+			kept, listed = b, n
+		}
+		return kept, nil
+	}
+	// The CAs are published in order, so once the second CA's CRL is asked
+	// for, the first CA's entry is written or skipped.
+	second := func(ctx context.Context) ([]byte, error) {
+		checked.Add(1)
+		return crls.CRL(ctx)
+	}
+	opts := r.options(srv, &memCheckpoints{})
+	opts.CAs = []directory.CA{{ID: "issuing", Certificate: r.ca.Raw, CRL: first}, {ID: "second", Certificate: r.ca.Raw, CRL: second}}
+	p := newPublisher(t, opts, r.h)
+	id := r.register(t, ada)
+	one := r.issue(t, id, "email-protection")
+	two := r.issue(t, id, "email-protection")
+	caughtUp, _ := r.run(t, p)
+	caughtUp()
+	for deadline := time.Now().Add(15 * time.Second); caEntry(t, srv, "issuing") == nil || caEntry(t, srv, "second") == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the CA entries were not published at start; logs:\n%s", r.logs.String())
+		}
+	}
+	conn := srv.Admin()
+	defer conn.Close()
+	if err := conn.Del(ldap.NewDelRequest("cn=issuing,"+slapdtest.People, nil)); err != nil {
+		t.Fatal(err)
+	}
+
+	// revoke revokes s through the ledger and waits until the publication
+	// that follows has passed the first CA.
+	revoke := func(s domain.Serial) {
+		t.Helper()
+		before := checked.Load()
+		if err := r.h.RevokeCertificate(context.Background(), officer, s, domain.ReasonKeyCompromise); err != nil {
+			t.Fatal(err)
+		}
+		caughtUp()
+		for deadline := time.Now().Add(15 * time.Second); checked.Load() == before; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no publication of the CAs after the revocation; logs:\n%s", r.logs.String())
+			}
+		}
+	}
+	// The CRL source is not told of this revocation: the first CA's CRL
+	// stays the same bytes.
+	revoke(one.Serial)
+	if e := caEntry(t, srv, "issuing"); e != nil {
+		t.Fatal("a CA entry whose CRL did not change was written again")
+	}
+	crls.revoke(two.Serial)
+	revoke(two.Serial)
+	e := caEntry(t, srv, "issuing")
+	if e == nil {
+		t.Fatal("a CA entry whose CRL changed was not written")
+	}
+	l, err := x509.ParseRevocationList(e.GetRawAttributeValue("certificateRevocationList;binary"))
+	if err != nil || len(l.RevokedCertificateEntries) != 1 || l.RevokedCertificateEntries[0].SerialNumber.Text(16) != string(two.Serial) {
+		t.Fatalf("the CA entry's CRL: %v, %v; want one listing %s", l, err, two.Serial)
+	}
+	if p.Failures() != 0 {
+		t.Fatalf("%d failures:\n%s", p.Failures(), r.logs.String())
+	}
+}
+
 // TestCAPublicationFailure: a CA whose CRL cannot be had is logged, counted
 // and retried, and holds up neither the subjects' entries nor an erasure.
 func TestCAPublicationFailure(t *testing.T) {
