@@ -1091,7 +1091,8 @@ func TestCAPublicationSkipsUnchangedCRL(t *testing.T) {
 		checked atomic.Int64 // calls of the second CA's CRL
 	)
 	// The first CA's CRL is built again only when its revocations change,
-	// as authority.CRL keeps one until the views move past it.
+	// as authority.CRL keeps its CRL while a revocation under another CA
+	// kicks the publication of every CA.
 	first := func(ctx context.Context) ([]byte, error) {
 		mu.Lock()
 		defer mu.Unlock()
