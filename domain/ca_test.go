@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -319,5 +320,74 @@ func TestKeyGeneratedIsRecorded(t *testing.T) {
 		if p.KeyGenerated != (re.Old == token.Serial) {
 			t.Errorf("replacement of %s: key_generated %v", re.Old, p.KeyGenerated)
 		}
+	}
+}
+
+// failingSigner fails every signature with err.
+type failingSigner struct{ err error }
+
+func (s failingSigner) SignCertificate(context.Context, domain.SignRequest) (domain.Signed, error) {
+	return domain.Signed{}, s.err
+}
+
+// TestSignerErrors: a signer's *domain.Error reaches the caller as the signer
+// chose it (wrapped or not), any other error becomes unavailable naming the
+// signer, and neither writes to the ledger. The same holds for the signatures
+// of certificates, CRLs and delegated OCSP responders.
+func TestSignerErrors(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	admin := domain.Actor{ID: "init", Role: "admin"}
+	if err := r.h.CreateCA(ctx, admin, domain.CACreated{CAID: "issuing", Kind: domain.CAKindIssuing, ParentID: "root",
+		Certificate: r.h.Signer.(*testSigner).ca.Raw, Key: domain.CAKey{Provider: "software", Label: "issuing", Algorithm: "P-256"}}); err != nil {
+		t.Fatal(err)
+	}
+	id := r.register(t)
+	chosen := &domain.Error{Kind: domain.KindInvalid, Code: "bad-csr", Detail: "the CSR is refused"}
+	ops := []struct {
+		name, signer string
+		run          func(err error) error
+	}{
+		{"certificate", "signer", func(err error) error {
+			r.h.Signer = failingSigner{err}
+			_, err = r.h.IssueCertificate(ctx, officer, domain.IssueRequest{SubjectID: id, CAID: "issuing", Profile: "tls-client", CSR: newCSR(t)})
+			return err
+		}},
+		{"CRL", "CRL signer", func(err error) error {
+			_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(uint64) (domain.CRLPublished, []byte, error) {
+				return domain.CRLPublished{}, nil, err
+			})
+			return err
+		}},
+		{"OCSP responder", "OCSP responder signer", func(err error) error {
+			_, err = r.h.IssueOCSPResponder(ctx, admin, "issuing", func(domain.Serial) (domain.OCSPResponderIssued, error) {
+				return domain.OCSPResponderIssued{}, err
+			})
+			return err
+		}},
+	}
+	for _, op := range ops {
+		t.Run(op.name, func(t *testing.T) {
+			head, err := r.store.Head(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, signerErr := range []error{chosen, fmt.Errorf("lint: %w", chosen)} {
+				err := op.run(signerErr)
+				wantErr(t, err, domain.ErrInvalid, "bad-csr")
+				if !errors.Is(err, signerErr) {
+					t.Errorf("%v: the signer's error is not in the chain", err)
+				}
+			}
+			plain := errors.New("token removed")
+			err = op.run(plain)
+			wantErr(t, err, domain.ErrUnavailable, "unavailable")
+			if !errors.Is(err, plain) || !strings.Contains(err.Error(), op.signer+" failed") {
+				t.Errorf("%v: want unavailable naming the %s, wrapping its error", err, op.signer)
+			}
+			if after, err := r.store.Head(ctx); err != nil || after != head {
+				t.Fatalf("the ledger moved from %d to %d (%v)", head, after, err)
+			}
+		})
 	}
 }

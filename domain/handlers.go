@@ -162,11 +162,7 @@ func (h *Handlers) IssueCertificate(ctx context.Context, actor Actor, req IssueR
 			if errors.As(err, &lint) {
 				return h.reject(ctx, actor, req, serial, lint, err)
 			}
-			var de *Error
-			if errors.As(err, &de) {
-				return err
-			}
-			return unavailable("signer", err)
+			return signerError("signer", err)
 		}
 		if signed.Serial != serial {
 			return unavailable("signer", fmt.Errorf("certificate has serial %s, want %s", signed.Serial, serial))
@@ -366,11 +362,7 @@ func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign 
 		}
 		p, crl, err := sign(c.CRLNumber + 1)
 		if err != nil {
-			var de *Error
-			if errors.As(err, &de) {
-				return err
-			}
-			return unavailable("CRL signer", err)
+			return signerError("CRL signer", err)
 		}
 		changes, err := c.PublishCRL(p)
 		if err != nil {
@@ -400,11 +392,7 @@ func (h *Handlers) IssueOCSPResponder(ctx context.Context, actor Actor, id strin
 	}
 	p, err := sign(serial)
 	if err != nil {
-		var de *Error
-		if errors.As(err, &de) {
-			return OCSPResponderIssued{}, err
-		}
-		return OCSPResponderIssued{}, unavailable("OCSP responder signer", err)
+		return OCSPResponderIssued{}, signerError("OCSP responder signer", err)
 	}
 	if p.Serial != serial {
 		return OCSPResponderIssued{}, errorf(KindInvalid, "bad-serial", "the OCSP responder certificate does not carry the serial drawn for it")
@@ -782,4 +770,14 @@ func (h *Handlers) newSerial() (Serial, error) {
 
 func unavailable(what string, err error) *Error {
 	return &Error{Kind: KindUnavailable, Code: "unavailable", Detail: what + " failed", Err: err}
+}
+
+// signerError is the error of a signer (what names it) that failed with err:
+// err itself when it is an *Error, which the signer chose for the caller (a
+// CSR refused, say); otherwise unavailable.
+func signerError(what string, err error) error {
+	if _, ok := errors.AsType[*Error](err); ok {
+		return err
+	}
+	return unavailable(what, err)
 }
