@@ -4,6 +4,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/big"
 )
 
 // EventID identifies an event. It is a random (version 4) UUID.
@@ -76,9 +77,20 @@ func (id SubjectID) Valid() bool { return isLowerHex(string(id), 32, 32) }
 // used in stream names ("cert-<serial>").
 type Serial string
 
-// Valid reports whether s is a positive serial of at most 20 octets (RFC 5280 4.1.2.2).
+// Valid reports whether s is a positive serial whose DER encoding is at most
+// 20 octets (RFC 5280 4.1.2.2): at most 159 bits, since a 160-bit number
+// takes a leading zero octet to stay positive.
 func (s Serial) Valid() bool {
-	return isLowerHex(string(s), 1, 40) && s[0] != '0'
+	return isLowerHex(string(s), 1, 40) && s[0] != '0' && (len(s) < 40 || s[0] < '8')
+}
+
+// Int returns s as a certificate's serial number, and false when s is not
+// Valid.
+func (s Serial) Int() (*big.Int, bool) {
+	if !s.Valid() {
+		return nil, false
+	}
+	return new(big.Int).SetString(string(s), 16)
 }
 
 func isLowerHex(s string, min, max int) bool {

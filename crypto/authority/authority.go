@@ -228,7 +228,7 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("revocations view: %w", err)
 		}
-		serial, ok := new(big.Int).SetString(string(row.Serial), 16)
+		serial, ok := row.Serial.Int()
 		if !ok {
 			return nil, fmt.Errorf("revocations view: bad serial %q", row.Serial)
 		}

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
-	"math/big"
 	"time"
 
 	"github.com/caledger/caledger/crypto/issuer"
@@ -115,9 +114,9 @@ func (a *Authority) newOCSPResponder(ctx context.Context, d Delegates, id string
 	}
 	var cert *x509.Certificate
 	_, err = a.ledger.IssueOCSPResponder(ctx, systemActor, id, func(serial domain.Serial) (domain.OCSPResponderIssued, error) {
-		n, ok := new(big.Int).SetString(string(serial), 16)
+		n, ok := serial.Int()
 		if !ok {
-			return domain.OCSPResponderIssued{}, fmt.Errorf("serial %q is not hexadecimal", serial)
+			return domain.OCSPResponderIssued{}, fmt.Errorf("serial %q is not a valid certificate serial", serial)
 		}
 		cert, err = issuer.NewOCSPResponder(ctx, issuer.CA{ID: id, Certificate: c.Info.Certificate, Key: c.Key}, key.Public(), validity, n, a.opts.Now())
 		if err != nil {

@@ -468,8 +468,8 @@ func (ca *caState) sign(tbs []byte) ([]byte, error) {
 // parseSerial turns a domain serial into the certificate's serial number, which
 // must be positive and at most 20 octets once DER-encoded (RFC 5280 4.1.2.2).
 func parseSerial(s domain.Serial) (*big.Int, error) {
-	n, ok := new(big.Int).SetString(string(s), 16)
-	if !s.Valid() || !ok || n.Sign() <= 0 || n.BitLen() > 159 {
+	n, ok := s.Int()
+	if !ok {
 		return nil, invalid(CodeBadSerial, "the serial is not positive lower-case hex of at most 20 octets")
 	}
 	return n, nil
