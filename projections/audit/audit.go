@@ -122,9 +122,9 @@ type Stats struct {
 type Replay struct {
 	rng *compact.Range
 
-	versions map[string]uint64 // stream -> last version seen
+	versions versions // stream -> last version seen
 	erased   map[domain.SubjectID]erasure
-	certs    map[domain.Serial]*certificate
+	certs    map[serialKey]certificate
 
 	stats    Stats
 	findings []Finding
@@ -143,20 +143,14 @@ type erased struct {
 	time time.Time
 }
 
-type certificate struct {
-	notAfter time.Time
-	revoked  uint64 // position of the revocation, 0 if none
-	deleted  uint64
-}
-
 // New returns an empty Replay: the log of size 0.
 func New() *Replay {
 	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
 	return &Replay{
 		rng:      rf.NewEmptyRange(0),
-		versions: make(map[string]uint64),
+		versions: newVersions(),
 		erased:   make(map[domain.SubjectID]erasure),
-		certs:    make(map[domain.Serial]*certificate),
+		certs:    make(map[serialKey]certificate),
 		stats:    Stats{ByType: make(map[string]uint64), ByActorRole: make(map[string]uint64)},
 	}
 }
@@ -176,7 +170,7 @@ func (r *Replay) Root() ([]byte, error) {
 // do not change them.
 func (r *Replay) Stats() Stats {
 	s := r.stats
-	s.Streams = len(r.versions)
+	s.Streams = r.versions.len()
 	return s
 }
 
@@ -208,11 +202,12 @@ func (r *Replay) Add(canonical []byte) (domain.Event, error) {
 		r.find(pos, RulePosition, fmt.Sprintf("the event is recorded at position %d", e.Position))
 	}
 	r.count(&e)
-	stream := streamKey(e.Stream)
-	if last := r.versions[stream]; e.Version != last+1 {
+	stream := refOf(e.Stream)
+	last := r.versions.get(stream)
+	if e.Version != last+1 {
 		r.find(pos, RuleStreamVersion, fmt.Sprintf("stream %s goes from version %d to %d", StreamName(e.Stream), last, e.Version))
 	}
-	r.versions[stream] = max(r.versions[stream], e.Version)
+	r.versions.set(stream, max(last, e.Version))
 	r.checkSealed(pos, &e)
 	r.apply(pos, &e)
 	return e, nil
@@ -307,11 +302,12 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
-		if _, ok := r.certs[p.Serial]; ok {
+		k := keyOfSerial(p.Serial)
+		if _, ok := r.certs[k]; ok {
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is issued a second time", p.Serial))
 			return
 		}
-		r.certs[p.Serial] = &certificate{notAfter: p.NotAfter}
+		r.certs[k] = newCertificate(p.NotAfter)
 		if p.KeyGenerated {
 			r.stats.KeyGenerated++
 		}
@@ -320,9 +316,10 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
-		c := r.certs[p.Serial]
+		k := keyOfSerial(p.Serial)
+		c, ok := r.certs[k]
 		switch {
-		case c == nil:
+		case !ok:
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked but was never issued", p.Serial))
 		case c.revoked != 0:
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked again (first at position %d)", p.Serial, c.revoked))
@@ -330,24 +327,27 @@ func (r *Replay) apply(pos uint64, e *domain.Event) {
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is revoked after its deletion at position %d", p.Serial, c.deleted))
 		default:
 			c.revoked = pos
+			r.certs[k] = c
 		}
 	case domain.TypeCertificateDeleted:
 		var p domain.CertificateDeleted
 		if !r.public(pos, e, &p) || !r.serial(pos, e, p.Serial) {
 			return
 		}
-		c := r.certs[p.Serial]
+		k := keyOfSerial(p.Serial)
+		c, ok := r.certs[k]
 		switch {
-		case c == nil:
+		case !ok:
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted but was never issued", p.Serial))
 		case c.deleted != 0:
 			r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted again (first at position %d)", p.Serial, c.deleted))
 		default:
-			if c.revoked == 0 && e.Time.Before(c.notAfter) {
+			if notAfter := c.notAfter(); c.revoked == 0 && e.Time.Before(notAfter) {
 				r.find(pos, RuleCertificate, fmt.Sprintf("certificate %s is deleted at %s while neither revoked nor expired (not after %s)",
-					p.Serial, e.Time.Format(time.RFC3339), c.notAfter.Format(time.RFC3339)))
+					p.Serial, e.Time.Format(time.RFC3339), notAfter.Format(time.RFC3339)))
 			}
 			c.deleted = pos
+			r.certs[k] = c
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -369,6 +370,32 @@ func BenchmarkReplay(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
 	})
+}
+
+// BenchmarkReplayMemory reports the heap a Replay holds for each certificate
+// once it has replayed n issuances, each in a stream of its own:
+//
+//	go test -run '^$' -bench ReplayMemory -benchtime 3x ./projections/audit/
+func BenchmarkReplayMemory(b *testing.B) {
+	const n = 100000
+	events := issuances(b, n)
+	var held int64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := New()
+		for _, e := range events {
+			if _, err := r.Add(e); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		held = int64(after.HeapAlloc) - int64(before.HeapAlloc)
+		runtime.KeepAlive(r)
+	}
+	b.ReportMetric(float64(held)/n, "B/certificate")
 }
 
 // issuances returns n issuance-shaped events: certificate.issued, each in a

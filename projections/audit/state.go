@@ -66,7 +66,7 @@ func (r *Replay) MarshalState() ([]byte, error) {
 		Rules:    RulesVersion,
 		Size:     r.rng.End(),
 		Range:    r.rng.Hashes(),
-		Versions: r.versions,
+		Versions: r.versions.names(),
 		Erased:   make(map[domain.SubjectID]stateErasure, len(r.erased)),
 		Certs:    make(map[domain.Serial]stateCert, len(r.certs)),
 		Stats:    r.stats,
@@ -86,8 +86,8 @@ func (r *Replay) MarshalState() ([]byte, error) {
 		}
 		s.Erased[id] = e
 	}
-	for serial, c := range r.certs {
-		s.Certs[serial] = stateCert{NotAfter: c.notAfter, Revoked: c.revoked, Deleted: c.deleted}
+	for k, c := range r.certs {
+		s.Certs[k.serial()] = stateCert{NotAfter: c.notAfter(), Revoked: c.revoked, Deleted: c.deleted}
 	}
 	b, err := json.Marshal(&s)
 	if err != nil {
@@ -142,7 +142,11 @@ func (s *state) replay() (*Replay, error) {
 		if !validKey(stream, isStream) {
 			return nil, fmt.Errorf("a stream named %s, neither in one of the ledger's forms nor a digest", StreamName(stream))
 		}
-		r.versions[stream] = v
+		ref := streamRef{name: stream} // a digest, or a name whose streamKey is itself
+		if k, ok := parseStreamID(stream); ok {
+			ref = streamRef{id: k}
+		}
+		r.versions.set(ref, v)
 	}
 	for id, e := range s.Erased {
 		if !id.Valid() {
@@ -179,7 +183,9 @@ func (s *state) replay() (*Replay, error) {
 		if (c.Revoked != 0 && !at(c.Revoked)) || (c.Deleted != 0 && !at(c.Deleted)) {
 			return nil, fmt.Errorf("certificate %s is revoked or deleted outside the log", serial)
 		}
-		r.certs[serial] = &certificate{notAfter: c.NotAfter, revoked: c.Revoked, deleted: c.Deleted}
+		cert := newCertificate(c.NotAfter)
+		cert.revoked, cert.deleted = c.Revoked, c.Deleted
+		r.certs[keyOfSerial(serial)] = cert
 	}
 	st := s.Stats
 	if st.Events > s.Size || st.Sealed > st.Events || st.KeyGenerated > uint64(len(s.Certs)) {
