@@ -271,6 +271,79 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 	}
 }
 
+// certificateState folds the stream of certificate serial.
+func certificateState(t *testing.T, r *rig, serial domain.Serial) domain.Certificate {
+	t.Helper()
+	var c domain.Certificate
+	for e, err := range r.store.ReadStream(context.Background(), domain.CertificateStream(serial), 1) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(&e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
+
+// TestLostReissueWithdrawsItsChain puts the race that
+// TestConcurrentReissueLeavesOneReplacement hits now and then at fixed
+// points. Reissue B has issued its replacement b1 of the original and not
+// yet superseded the original; reissue A reads the subject then, finds both
+// valid, and supersedes both (a1, a2). B then finds the original superseded
+// and withdraws b1: b1 is already superseded by a2, so a2 is withdrawn, and
+// a1 is the one valid certificate left, as before the corrections.
+func TestLostReissueWithdrawsItsChain(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	id := r.register(t)
+	original := r.issue(t, id, "tls-client")
+	b1 := r.issue(t, id, "tls-client") // B's replacement, before B supersedes the original
+	reissued, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada A"}, domain.GroupIdentity)
+	if err != nil || len(reissued) != 2 || reissued[0].Old != original.Serial || reissued[1].Old != b1.Serial {
+		t.Fatalf("reissue A = %+v, %v; want the original and b1 replaced", reissued, err)
+	}
+	a1, a2 := reissued[0].New.Serial, reissued[1].New.Serial
+	for old, want := range map[domain.Serial]domain.Serial{original.Serial: a1, b1.Serial: a2} {
+		if c := certificateState(t, r, old); !c.Revoked || c.Reason != domain.ReasonSuperseded || c.ReplacedBy != want {
+			t.Fatalf("%s: revoked %v, reason %d, replaced by %q; want superseded by %s", old, c.Revoked, c.Reason, c.ReplacedBy, want)
+		}
+	}
+
+	// B lost the original: its withdrawal of b1 reaches a2.
+	if err := r.h.Withdraw(ctx, officer, b1.Serial); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []domain.Serial{original.Serial, b1.Serial, a1, a2} {
+		c := certificateState(t, r, s)
+		if valid := !c.Revoked; valid != (s == a1) {
+			t.Errorf("%s: valid %v; want only a1 (%s) valid", s, valid, a1)
+		}
+	}
+	if c := certificateState(t, r, a2); c.Reason != domain.ReasonSuperseded || c.ReplacedBy != "" {
+		t.Errorf("a2 withdrawn with reason %d, replaced by %q; want superseded, by nothing", c.Reason, c.ReplacedBy)
+	}
+
+	// Withdrawing again, or a certificate revoked for another reason,
+	// changes nothing.
+	other := r.issue(t, id, "tls-client")
+	if err := r.h.RevokeCertificate(ctx, officer, other.Serial, domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	head, err := r.store.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []domain.Serial{b1.Serial, a2, other.Serial} {
+		if err := r.h.Withdraw(ctx, officer, s); err != nil {
+			t.Fatalf("withdraw %s again: %v", s, err)
+		}
+	}
+	if after, _ := r.store.Head(ctx); after != head {
+		t.Fatalf("withdrawing revoked certificates appended %d events", after-head)
+	}
+}
+
 // TestKeyGeneratedIsRecorded: a soft token's certificate says publicly that
 // caledger generated its key, its replacement after a correction says so too,
 // and a certificate from the subject's own CSR leaves the field out of its

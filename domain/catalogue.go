@@ -123,6 +123,9 @@ type CertificateRevoked struct {
 	CAID      string           `json:"ca_id"`
 	Reason    RevocationReason `json:"reason"`
 	RevokedAt time.Time        `json:"revoked_at"`
+	// ReplacedBy names the certificate a correction reissued this one as
+	// (reason superseded); empty for any other revocation.
+	ReplacedBy Serial `json:"replaced_by,omitempty"`
 }
 
 // CertificateDeleted: a revoked or expired certificate was removed from the views.

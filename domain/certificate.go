@@ -22,7 +22,9 @@ type Certificate struct {
 	Revoked   bool
 	Reason    RevocationReason
 	RevokedAt time.Time
-	Deleted   bool
+	// ReplacedBy is the certificate a correction reissued c as, if any.
+	ReplacedBy Serial
+	Deleted    bool
 }
 
 // Apply folds one event of the certificate's stream into c.
@@ -43,7 +45,7 @@ func (c *Certificate) Apply(e *Event) error {
 		if err := UnmarshalPublic(e, &p); err != nil {
 			return err
 		}
-		c.Revoked, c.Reason, c.RevokedAt = true, p.Reason, p.RevokedAt
+		c.Revoked, c.Reason, c.RevokedAt, c.ReplacedBy = true, p.Reason, p.RevokedAt, p.ReplacedBy
 	case TypeCertificateDeleted:
 		c.Deleted = true
 	case TypeCertificateRejected:
@@ -84,6 +86,22 @@ func (c *Certificate) Revoke(reason RevocationReason, now time.Time) ([]Change, 
 			Detail: fmt.Sprintf("certificate %s was already revoked at %s", c.Serial, c.RevokedAt.Format(time.RFC3339))}
 	}
 	return []Change{{Payload: CertificateRevoked{Serial: c.Serial, CAID: c.CAID, Reason: reason, RevokedAt: now.UTC()}}}, nil
+}
+
+// Supersede decides the revocation of c at now, reason superseded, by
+// replacement: the certificate a correction reissued it as.
+func (c *Certificate) Supersede(replacement Serial, now time.Time) ([]Change, error) {
+	if !replacement.Valid() || replacement == c.Serial {
+		return nil, errorf(KindInvalid, "bad-serial", "certificate %s cannot be replaced by %q", c.Serial, replacement)
+	}
+	changes, err := c.Revoke(ReasonSuperseded, now)
+	if err != nil {
+		return nil, err
+	}
+	p := changes[0].Payload.(CertificateRevoked)
+	p.ReplacedBy = replacement
+	changes[0].Payload = p
+	return changes, nil
 }
 
 // Delete decides the deletion of c at now. A certificate can be deleted once it is

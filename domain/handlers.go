@@ -295,12 +295,12 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		// changed it since (a concurrent reissue or revocation), that one won:
 		// the replacement just issued is withdrawn, so one old certificate never
 		// ends up with two valid replacements.
-		changes, err := c.Revoke(ReasonSuperseded, h.Now())
+		changes, err := c.Supersede(issued.Serial, h.Now())
 		if err == nil {
 			_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
 		}
 		if errors.Is(err, ErrWrongVersion) {
-			if werr := h.RevokeCertificate(ctx, actor, issued.Serial, ReasonSuperseded); werr != nil {
+			if werr := h.withdraw(ctx, actor, issued.Serial); werr != nil {
 				return out, werr
 			}
 			continue
@@ -311,6 +311,42 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		out = append(out, Reissued{Old: serial, New: issued})
 	}
 	return out, nil
+}
+
+// maxWithdrawals bounds the certificates withdraw revokes or reads again.
+const maxWithdrawals = 64
+
+// withdraw revokes (reason superseded) serial, a replacement that a reissue
+// issued and then lost: another reissue superseded the old certificate first.
+// Until it is revoked here, serial is valid, so a concurrent reissue may
+// already have superseded it in turn; the replacement that one issued
+// (ReplacedBy) is withdrawn then, and so on along the chain. Otherwise that
+// replacement would stay valid beside the winner's, two certificates where
+// the subject had one.
+func (h *Handlers) withdraw(ctx context.Context, actor Actor, serial Serial) error {
+	for range maxWithdrawals {
+		c, err := h.loadCertificate(ctx, serial)
+		if err != nil {
+			return err
+		}
+		if c.Revoked {
+			if c.ReplacedBy == "" {
+				return nil
+			}
+			serial = c.ReplacedBy
+			continue
+		}
+		changes, err := c.Revoke(ReasonSuperseded, h.Now())
+		if err != nil {
+			return err
+		}
+		_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
+		if !errors.Is(err, ErrWrongVersion) {
+			return err
+		}
+		// Changed meanwhile (superseded, perhaps): read it again.
+	}
+	return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the replacement certificates changed concurrently; try again"}
 }
 
 // CreateCA records the creation of a certificate authority.
