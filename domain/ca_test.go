@@ -339,8 +339,15 @@ func TestLostReissueWithdrawsItsChain(t *testing.T) {
 			t.Fatalf("withdraw %s again: %v", s, err)
 		}
 	}
+	// Nor does withdrawing one that has expired.
+	now := r.h.Now
+	r.h.Now = func() time.Time { return now().Add(20 * 365 * 24 * time.Hour) }
+	if err := r.h.Withdraw(ctx, officer, a1); err != nil {
+		t.Fatalf("withdraw an expired certificate: %v", err)
+	}
+	r.h.Now = now
 	if after, _ := r.store.Head(ctx); after != head {
-		t.Fatalf("withdrawing revoked certificates appended %d events", after-head)
+		t.Fatalf("withdrawing revoked or expired certificates appended %d events", after-head)
 	}
 }
 

@@ -294,13 +294,15 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		// Supersede the old certificate at the version read above. If anything
 		// changed it since (a concurrent reissue or revocation), that one won:
 		// the replacement just issued is withdrawn, so one old certificate never
-		// ends up with two valid replacements.
+		// ends up with two valid replacements. The replacement is recorded, so
+		// a caller that goes away does not stop what completes it.
+		done := context.WithoutCancel(ctx)
 		changes, err := c.Supersede(issued.Serial, h.Now())
 		if err == nil {
-			_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
+			_, err = h.commit(done, actor, CertificateStream(serial), c.Version, changes)
 		}
 		if errors.Is(err, ErrWrongVersion) {
-			if werr := h.withdraw(ctx, actor, issued.Serial); werr != nil {
+			if werr := h.withdraw(done, actor, issued.Serial); werr != nil {
 				return out, werr
 			}
 			continue
@@ -336,6 +338,9 @@ func (h *Handlers) withdraw(ctx context.Context, actor Actor, serial Serial) err
 			serial = c.ReplacedBy
 			continue
 		}
+		if c.Deleted || !h.Now().Before(c.NotAfter) {
+			return nil // expired: valid no longer
+		}
 		changes, err := c.Revoke(ReasonSuperseded, h.Now())
 		if err != nil {
 			return err
@@ -346,7 +351,8 @@ func (h *Handlers) withdraw(ctx context.Context, actor Actor, serial Serial) err
 		}
 		// Changed meanwhile (superseded, perhaps): read it again.
 	}
-	return &Error{Kind: KindConflict, Code: "concurrent-change", Detail: "the replacement certificates changed concurrently; try again"}
+	return &Error{Kind: KindConflict, Code: "concurrent-change",
+		Detail: fmt.Sprintf("certificate %s, reissued by a correction that lost to another, kept changing concurrently and may still be valid: revoke it", serial)}
 }
 
 // CreateCA records the creation of a certificate authority.
