@@ -58,7 +58,10 @@ import (
 // rule, and with every change to what the replay remembers or how: a replay
 // kept under other rules (MarshalState) is not resumed, since the events it
 // covered were never checked under these.
-const RulesVersion = 1
+//
+// Version 2: a serial of 160 bits (21 octets in DER, with its sign) is
+// malformed, as RFC 5280 allows at most 20; version 1 took it.
+const RulesVersion = 2
 
 // MaxFindings bounds the findings a Replay keeps in detail; it counts them
 // all.
