@@ -75,6 +75,11 @@ func (c *Certificate) Issue(p CertificateIssued, material CertificateMaterial) (
 // Revoke decides the revocation of c for reason at now. Revocation is final: a
 // second revocation is a conflict and changes nothing.
 func (c *Certificate) Revoke(reason RevocationReason, now time.Time) ([]Change, error) {
+	return c.revoke(reason, now, "")
+}
+
+// revoke is Revoke, recording replacedBy when it is not empty.
+func (c *Certificate) revoke(reason RevocationReason, now time.Time, replacedBy Serial) ([]Change, error) {
 	if err := c.present(); err != nil {
 		return nil, err
 	}
@@ -85,7 +90,7 @@ func (c *Certificate) Revoke(reason RevocationReason, now time.Time) ([]Change, 
 		return nil, &Error{Kind: KindConflict, Code: "already-revoked",
 			Detail: fmt.Sprintf("certificate %s was already revoked at %s", c.Serial, c.RevokedAt.Format(time.RFC3339))}
 	}
-	return []Change{{Payload: CertificateRevoked{Serial: c.Serial, CAID: c.CAID, Reason: reason, RevokedAt: now.UTC()}}}, nil
+	return []Change{{Payload: CertificateRevoked{Serial: c.Serial, CAID: c.CAID, Reason: reason, RevokedAt: now.UTC(), ReplacedBy: replacedBy}}}, nil
 }
 
 // Supersede decides the revocation of c at now, reason superseded, by
@@ -94,14 +99,7 @@ func (c *Certificate) Supersede(replacement Serial, now time.Time) ([]Change, er
 	if !replacement.Valid() || replacement == c.Serial {
 		return nil, errorf(KindInvalid, "bad-serial", "certificate %s cannot be replaced by %q", c.Serial, replacement)
 	}
-	changes, err := c.Revoke(ReasonSuperseded, now)
-	if err != nil {
-		return nil, err
-	}
-	p := changes[0].Payload.(CertificateRevoked)
-	p.ReplacedBy = replacement
-	changes[0].Payload = p
-	return changes, nil
+	return c.revoke(ReasonSuperseded, now, replacement)
 }
 
 // Delete decides the deletion of c at now. A certificate can be deleted once it is

@@ -37,15 +37,13 @@ func (k serialKey) serial() domain.Serial {
 	return domain.Serial(strings.TrimLeft(hex.EncodeToString(k[:]), "0"))
 }
 
-// The kinds of streams keyed by an id's bytes, and their names' prefixes.
+// The kinds of streams keyed by an id's bytes.
 const (
-	kindSubject byte = iota + 1
-	kindAccess
-	kindVault
-	kindCert
+	kindSubject byte = iota + 1 // domain.SubjectStream
+	kindAccess                  // domain.AccessStream
+	kindVault                   // a shared vault's keys of one subject: vault-<pseudonym>
+	kindCert                    // domain.CertificateStream
 )
-
-var kindPrefix = [...]string{kindSubject: "subject-", kindAccess: "access-", kindVault: "vault-", kindCert: "cert-"}
 
 // streamID is a stream of one subject or certificate: its kind, and the
 // subject's pseudonym (16 octets) or the certificate's serialKey.
@@ -85,10 +83,16 @@ func parseStreamID(stream string) (streamID, bool) {
 
 // name returns the stream's name.
 func (k streamID) name() string {
-	if k.kind == kindCert {
-		return kindPrefix[kindCert] + string(k.id.serial())
+	id := domain.SubjectID(hex.EncodeToString(k.id[:16]))
+	switch k.kind {
+	case kindSubject:
+		return domain.SubjectStream(id)
+	case kindAccess:
+		return domain.AccessStream(id)
+	case kindVault:
+		return "vault-" + string(id)
 	}
-	return kindPrefix[k.kind] + hex.EncodeToString(k.id[:16])
+	return domain.CertificateStream(k.id.serial())
 }
 
 // versions holds each stream's last version: by streamID where the stream
