@@ -167,6 +167,7 @@ type Publisher struct {
 	profiles map[string]bool
 	attrs    map[string]bool
 	target   string
+	pageSize uint32 // entries in a page of the sweep's listing: pageSize, but tests page smaller
 
 	reconcileMu sync.Mutex // held by each Reconcile
 	conn        *ldap.Conn // guarded by connMu
@@ -213,7 +214,7 @@ func New(opts Options, subjects Subjects) (*Publisher, error) {
 	if len(opts.Attributes) == 0 {
 		opts.Attributes = []string{"common_name", "email"}
 	}
-	p := &Publisher{opts: opts, subjects: subjects, log: opts.Logger, base: base,
+	p := &Publisher{opts: opts, subjects: subjects, log: opts.Logger, base: base, pageSize: pageSize,
 		profiles: map[string]bool{}, attrs: map[string]bool{}, notify: make(chan struct{}),
 		unpublished: map[domain.SubjectID]bool{}, kick: make(chan struct{}, 1), caKick: make(chan struct{}, 1)}
 	ids := map[string]bool{}

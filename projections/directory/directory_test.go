@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"iter"
 	"log/slog"
 	"math/big"
@@ -455,6 +456,58 @@ func TestSweep(t *testing.T) {
 	}
 	if entry(t, srv, id) != nil {
 		t.Fatal("the sweep kept an expired certificate")
+	}
+}
+
+// TestSweepPages: a sweep whose listing spans pages (two entries a page here)
+// checks every entry, rewrites the ones that drifted whichever page they are
+// on, and writes none that match.
+func TestSweepPages(t *testing.T) {
+	srv := slapdtest.Start(t, slapdtest.Options{})
+	r := newRig(t)
+	p := newPublisher(t, r.options(srv, &memCheckpoints{}), r.h)
+	directory.SetPageSize(p, 2)
+	ctx := context.Background()
+	var ids []domain.SubjectID
+	for i := range 5 {
+		id := r.register(t, map[string]string{"common_name": fmt.Sprintf("Subject %d", i), "email": fmt.Sprintf("s%d@example.org", i)})
+		r.issue(t, id, "email-protection")
+		if err := p.Reconcile(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	conn := srv.Admin()
+	defer conn.Close()
+	dn := func(id domain.SubjectID) string { return "uid=" + string(id) + "," + slapdtest.People }
+
+	csn := map[domain.SubjectID]string{}
+	for _, id := range ids {
+		csn[id] = entryCSN(t, conn, dn(id))
+	}
+	if n, err := p.Sweep(ctx); err != nil || n != len(ids) {
+		t.Fatalf("Sweep = %d, %v; want %d entries", n, err, len(ids))
+	}
+	for _, id := range ids {
+		if after := entryCSN(t, conn, dn(id)); after != csn[id] {
+			t.Fatalf("the sweep rewrote %s, which matched", id)
+		}
+	}
+
+	for _, id := range ids {
+		mod := ldap.NewModifyRequest(dn(id), nil)
+		mod.Replace("mail", []string{"forged@example.org"})
+		if err := conn.Modify(mod); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, err := p.Sweep(ctx); err != nil || n != len(ids) {
+		t.Fatalf("Sweep = %d, %v; want %d entries", n, err, len(ids))
+	}
+	for i, id := range ids {
+		if mail := entry(t, srv, id).GetAttributeValue("mail"); mail != fmt.Sprintf("s%d@example.org", i) {
+			t.Errorf("mail of %s = %q after the sweep", id, mail)
+		}
 	}
 }
 

@@ -2,8 +2,11 @@ package directory
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/url"
@@ -27,6 +30,10 @@ const (
 	saveEvery = time.Second
 	// maxChunk bounds how many events Run reads ahead of its reconciles.
 	maxChunk = 1024
+	// pageSize is how many entries a page of the sweep's listing holds (RFC
+	// 2696 paged results): the listing reads each page's values, so this
+	// bounds the memory it takes, not what it lists.
+	pageSize = 500
 	// maxAttempts is how many times in a row what may be published of a
 	// subject can fail to be read before its entry is removed instead.
 	maxAttempts = 5
@@ -129,7 +136,7 @@ func (p *Publisher) Run(ctx context.Context, src projections.Source) error {
 			last = Checkpoint{Target: p.target, Position: e.Position, EventID: e.ID}
 		}
 		for _, id := range touched {
-			if err := p.reconcileUntilDone(ctx, id, false); err != nil {
+			if err := p.reconcileUntilDone(ctx, id, nil); err != nil {
 				return err
 			}
 		}
@@ -253,15 +260,15 @@ func (p *Publisher) retry(ctx context.Context, id domain.SubjectID, f func() err
 	}
 }
 
-// reconcileUntilDone reconciles id (reading its entry first when check is
-// set, see reconcile) until it succeeds or ctx ends. When what
+// reconcileUntilDone reconciles id (against the digest a sweep listed, when
+// listed is set, see reconcile) until it succeeds or ctx ends. When what
 // may be published of the subject cannot be read maxAttempts times in a row,
 // its entry is removed instead, and the subject is kept for the sweeps, which
 // reconcile it again until it is read.
-func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID, check bool) error {
+func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID, listed *[sha256.Size]byte) error {
 	unreadableInARow := 0
 	return p.retry(ctx, id, func() error {
-		err := p.reconcile(ctx, id, check)
+		err := p.reconcile(ctx, id, listed)
 		var u unreadable
 		if !errors.As(err, &u) {
 			unreadableInARow = 0
@@ -322,15 +329,20 @@ func (u unreadable) Unwrap() error { return u.err }
 // Reconciles run one at a time, each reading the subject after the one before
 // wrote, so the last write always reflects the latest read.
 func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
-	return p.reconcile(ctx, id, false)
+	return p.reconcile(ctx, id, nil)
 }
 
-// reconcile is Reconcile. When check is set, the entry is read first and left
-// alone when its managed attributes already hold exactly what would be
-// written: a sweep then writes only the entries that drifted, not every entry
-// of the directory each time (a directory's write is a disk sync and, in a
-// replicated directory, traffic to every replica).
-func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bool) error {
+// reconcile is Reconcile. When listed is set, it is the digest of the
+// entry's managed attributes as a sweep listed them, and the entry is left
+// alone when what would be written has the same digest: a sweep then writes
+// only the entries that drifted, not every entry of the directory each time (a
+// directory's write is a disk sync and, in a replicated directory, traffic to
+// every replica), and reads none of them again.
+//
+// The listing may be older than the entry. An entry this publisher wrote
+// since is at worst written again. One changed behind its back since is
+// found by the next sweep, as one changed after the sweep would be.
+func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, listed *[sha256.Size]byte) error {
 	p.reconcileMu.Lock()
 	defer p.reconcileMu.Unlock()
 	published := func(profile string) bool { return p.profiles[profile] }
@@ -349,7 +361,7 @@ func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bo
 		return p.remove(ctx, dn)
 	}
 	values := p.values(id, pub.Attributes, certs)
-	if check && p.holds(ctx, dn, values) {
+	if listed != nil && *listed == digest(func(name string) []string { return values[name] }) {
 		return nil
 	}
 	minimal := map[string][]string{"cn": values["cn"], "sn": values["sn"], certificateAttribute: certs}
@@ -375,38 +387,36 @@ func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, check bo
 	return p.remove(ctx, dn)
 }
 
-// holds reports whether the entry dn exists and its managed attributes hold
-// values exactly, and nothing else. A failure to read the entry says no: the
-// entry is then written.
-func (p *Publisher) holds(ctx context.Context, dn string, values map[string][]string) bool {
-	var e *ldap.Entry
-	err := p.withConn(ctx, func(conn *ldap.Conn) error {
-		res, err := conn.Search(ldap.NewSearchRequest(dn, ldap.ScopeBaseObject, ldap.NeverDerefAliases, 1, 0, false,
-			"(objectClass=*)", managed, nil))
-		if err == nil && len(res.Entries) == 1 {
-			e = res.Entries[0]
-		}
-		return err
-	})
-	if err != nil || e == nil {
-		return false
-	}
+// digest sums the managed attributes of an entry, whose values get returns
+// by name. Each attribute's values are taken in byte order, so two entries
+// holding the same values have the same digest whatever order the directory
+// lists them in; an attribute's values are counted and each is prefixed by
+// its length, so no two different sets of values run together into one.
+func digest(get func(name string) []string) [sha256.Size]byte {
+	h := sha256.New()
+	var n [8]byte
 	for _, name := range managed {
-		have := e.GetEqualFoldRawAttributeValues(name)
-		want := values[name]
-		if len(have) != len(want) {
-			return false
-		}
-		got := make([]string, len(have))
-		for i, v := range have {
-			got[i] = string(v)
-		}
-		slices.Sort(got)
-		if !slices.Equal(got, slices.Sorted(slices.Values(want))) {
-			return false
+		values := slices.Sorted(slices.Values(get(name)))
+		h.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(values))))
+		for _, v := range values {
+			h.Write(binary.BigEndian.AppendUint64(n[:0], uint64(len(v))))
+			io.WriteString(h, v)
 		}
 	}
-	return true
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+// entryDigest is the digest of the managed attributes an entry the directory
+// listed holds.
+func entryDigest(e *ldap.Entry) [sha256.Size]byte {
+	return digest(func(name string) []string {
+		raw := e.GetEqualFoldRawAttributeValues(name)
+		values := make([]string, len(raw))
+		for i, v := range raw {
+			values[i] = string(v)
+		}
+		return values
+	})
 }
 
 // put writes values to the entry dn: with modify, replacing every managed
@@ -486,42 +496,60 @@ func (p *Publisher) values(id domain.SubjectID, attrs map[string]string, certs [
 
 // Sweep makes every entry of the base DN named by a subject id, and every
 // subject whose entry was removed because it could not be read, match what
-// may be published of its subject now, and returns how many it checked. When
-// the listing fails part way (a size limit of the bind DN, say) the entries
-// listed are still checked, and the error is returned after.
+// may be published of its subject now, and returns how many it checked. The
+// listing reads the entries' managed attributes, one page at a time, and keeps
+// a digest of each (see reconcile). When the listing fails part way (a size
+// limit of the bind DN, say) the entries listed are still checked, and the
+// error is returned after.
 func (p *Publisher) Sweep(ctx context.Context) (int, error) {
-	var ids []domain.SubjectID
+	type entry struct {
+		id     domain.SubjectID
+		listed *[sha256.Size]byte // nil: not listed, written whatever the directory holds
+	}
+	var entries []entry
+	seen := make(map[domain.SubjectID]bool)
 	listErr := p.withConn(ctx, func(conn *ldap.Conn) error {
+		paging := ldap.NewControlPaging(p.pageSize)
 		req := ldap.NewSearchRequest(p.opts.BaseDN, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,
-			"(uid=*)", []string{"uid"}, nil)
-		res, err := conn.SearchWithPaging(req, 500)
-		if res != nil {
+			"(uid=*)", managed, []ldap.Control{paging})
+		for {
+			res, err := conn.Search(req)
+			if res == nil {
+				return err
+			}
 			for _, e := range res.Entries {
-				if id, ok := p.subjectEntry(e); ok {
-					ids = append(ids, id)
+				if id, ok := p.subjectEntry(e); ok && !seen[id] {
+					seen[id] = true
+					sum := entryDigest(e)
+					entries = append(entries, entry{id, &sum})
 				}
 			}
+			if err != nil {
+				return err
+			}
+			// No paging control back: the directory does not page, and
+			// this was the whole listing. An empty cookie: the last page.
+			next, _ := ldap.FindControl(res.Controls, ldap.ControlTypePaging).(*ldap.ControlPaging)
+			if next == nil || len(next.Cookie) == 0 {
+				return nil
+			}
+			paging.SetCookie(next.Cookie)
 		}
-		return err
 	})
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
 	}
-	listed := make(map[domain.SubjectID]bool, len(ids))
-	for _, id := range ids {
-		listed[id] = true
-	}
 	for _, id := range p.pendingUnpublished() {
-		if !listed[id] {
-			ids = append(ids, id)
+		if !seen[id] {
+			entries = append(entries, entry{id, nil})
 		}
 	}
-	for i, id := range ids {
-		if err := p.reconcileUntilDone(ctx, id, true); err != nil {
+	for i, e := range entries {
+		if err := p.reconcileUntilDone(ctx, e.id, e.listed); err != nil {
 			return i, err
 		}
 	}
-	return len(ids), listErr
+	return len(entries), listErr
 }
 
 // subjectEntry returns the subject e is the entry of: e must be named

@@ -38,3 +38,25 @@ func TestSetUnpublishedKicksOnce(t *testing.T) {
 		t.Error("a subject unpublished again after it was published did not bring the sweep forward")
 	}
 }
+
+// TestDigest: the digest of an entry's managed attributes ignores the order
+// of an attribute's values, and tells apart values split or moved
+// differently.
+func TestDigest(t *testing.T) {
+	of := func(m map[string][]string) [32]byte { return digest(func(name string) []string { return m[name] }) }
+	base := of(map[string][]string{"cn": {"a", "b"}, "sn": {"c"}})
+	if of(map[string][]string{"cn": {"b", "a"}, "sn": {"c"}}) != base {
+		t.Error("the order of an attribute's values changed the digest")
+	}
+	for name, m := range map[string]map[string][]string{
+		"values joined":             {"cn": {"ab"}, "sn": {"c"}},
+		"a value moved to the next": {"cn": {"a"}, "sn": {"b", "c"}},
+		"a value repeated":          {"cn": {"a", "b", "b"}, "sn": {"c"}},
+		"an attribute added":        {"cn": {"a", "b"}, "sn": {"c"}, "mail": {""}},
+		"an unmanaged attribute":    {"cn": {"a", "b"}, "sn": {"c"}, "description": {"x"}},
+	} {
+		if got := of(m) == base; got != (name == "an unmanaged attribute") {
+			t.Errorf("%s: same digest = %v", name, got)
+		}
+	}
+}
