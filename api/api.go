@@ -107,7 +107,7 @@ type Config struct {
 type Commands interface {
 	RegisterSubject(ctx context.Context, actor domain.Actor, attrs map[string]string) (domain.SubjectID, error)
 	CorrectSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, attrs map[string]string, group string) error
-	CorrectAndReissue(ctx context.Context, actor domain.Actor, id domain.SubjectID, attrs map[string]string, group string) ([]domain.Reissued, error)
+	CorrectAndReissue(ctx context.Context, actor domain.Actor, id domain.SubjectID, attrs map[string]string, group string, allow func(profile string) error) ([]domain.Reissued, error)
 	ReadSubject(ctx context.Context, actor domain.Actor, id domain.SubjectID, operation, reason string) (map[string]string, error)
 	RecordAccess(ctx context.Context, actor domain.Actor, id domain.SubjectID, operation, reason string) error
 	IssueCertificate(ctx context.Context, actor domain.Actor, req domain.IssueRequest) (domain.Issued, error)

@@ -218,7 +218,13 @@ func (s *server) registerSubjects(hapi huma.API) {
 			s.waitForHead(ctx) // a search right after finds the corrected data
 			return &struct{ Body Correction }{Body: out}, nil
 		}
-		reissued, cerr := s.cfg.Commands.CorrectAndReissue(ctx, actor, id, in.Body.Attributes, group)
+		// A reissue replaces client credentials too, which are the
+		// administrators' to issue and withdraw.
+		allow := func(profile string) error {
+			_, err := s.credentialGuard(ctx, actor, profile)
+			return err
+		}
+		reissued, cerr := s.cfg.Commands.CorrectAndReissue(ctx, actor, id, in.Body.Attributes, group, allow)
 		for _, r := range reissued {
 			chain, err := s.chainPEM(r.New.CAID, r.New.Certificate)
 			if err != nil {

@@ -170,7 +170,7 @@ func TestCorrectAndReissue(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity)
+	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,11 +196,28 @@ func TestCorrectAndReissue(t *testing.T) {
 		t.Fatalf("old stream = %v", got)
 	}
 
+	// A reissue that allow refuses records nothing, not even the correction.
+	before := streamTypes(t, r, domain.SubjectStream(id))
+	refused := errors.New("refused")
+	_, err = r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada Byron"}, domain.GroupIdentity,
+		func(profile string) error {
+			if profile == "tls-client" {
+				return refused
+			}
+			return nil
+		})
+	if !errors.Is(err, refused) {
+		t.Fatalf("refused reissue: %v", err)
+	}
+	if after := streamTypes(t, r, domain.SubjectStream(id)); !slices.Equal(after, before) {
+		t.Fatalf("a refused reissue wrote to the subject: %v, then %v", before, after)
+	}
+
 	// An erased subject cannot be corrected or reissued.
 	if err := r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest); err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "X"}, domain.GroupIdentity)
+	_, err = r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "X"}, domain.GroupIdentity, nil)
 	wantErr(t, err, domain.ErrGone, "subject-erased")
 }
 
@@ -220,7 +237,7 @@ func TestConcurrentReissueLeavesOneReplacement(t *testing.T) {
 		results := make(chan result, 2)
 		for i := range 2 {
 			go func() {
-				re, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": fmt.Sprintf("Ada %d", i)}, domain.GroupIdentity)
+				re, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": fmt.Sprintf("Ada %d", i)}, domain.GroupIdentity, nil)
 				results <- result{re, err}
 			}()
 		}
@@ -299,7 +316,7 @@ func TestLostReissueWithdrawsItsChain(t *testing.T) {
 	id := r.register(t)
 	original := r.issue(t, id, "tls-client")
 	b1 := r.issue(t, id, "tls-client") // B's replacement, before B supersedes the original
-	reissued, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada A"}, domain.GroupIdentity)
+	reissued, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada A"}, domain.GroupIdentity, nil)
 	if err != nil || len(reissued) != 2 || reissued[0].Old != original.Serial || reissued[1].Old != b1.Serial {
 		t.Fatalf("reissue A = %+v, %v; want the original and b1 replaced", reissued, err)
 	}
@@ -391,7 +408,7 @@ func TestKeyGeneratedIsRecorded(t *testing.T) {
 		t.Fatalf("CertificateState = %+v, %v", c, err)
 	}
 
-	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity)
+	out, err := r.h.CorrectAndReissue(ctx, officer, id, map[string]string{"common_name": "Ada King"}, domain.GroupIdentity, nil)
 	if err != nil || len(out) != 2 {
 		t.Fatalf("reissued %+v, %v", out, err)
 	}

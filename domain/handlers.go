@@ -254,12 +254,29 @@ type Reissued struct {
 // public key (a replacement of a soft token's certificate is marked
 // key_generated too). Each replacement is issued before its predecessor is revoked with
 // reason superseded, so the subject is never left without a valid certificate.
-// On an error, the correction is recorded and the returned list holds the
-// reissues that completed: the caller must still deliver those certificates.
-func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id SubjectID, attrs map[string]string, group string) ([]Reissued, error) {
+//
+// allow, when set, is asked about the profile of every certificate to reissue
+// before anything is recorded, and an error from it refuses the command with
+// nothing written (the API refuses an officer the reissue of a client
+// credential, which is the administrators' to issue). It is asked again before
+// each reissue, for a certificate linked to the subject meanwhile.
+//
+// Once the correction is recorded, the reissues run to the end though ctx
+// ends: a caller that goes away does not leave some certificates replaced and
+// others not. On an error, the correction is recorded and the returned list
+// holds the reissues that completed: the caller must still deliver those
+// certificates.
+func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id SubjectID, attrs map[string]string, group string, allow func(profile string) error) ([]Reissued, error) {
+	if allow == nil {
+		allow = func(string) error { return nil }
+	}
+	if err := h.allowReissue(ctx, id, allow); err != nil {
+		return nil, err
+	}
 	if err := h.CorrectSubject(ctx, actor, id, attrs, group); err != nil {
 		return nil, err
 	}
+	ctx = context.WithoutCancel(ctx)
 	s, _, err := h.loadSubject(ctx, id)
 	if err != nil {
 		return nil, err
@@ -273,8 +290,11 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		if err != nil {
 			return out, err
 		}
-		if c.Revoked || c.Deleted || !h.Now().Before(c.NotAfter) {
+		if !h.reissuable(c) {
 			continue
+		}
+		if err := allow(c.Profile); err != nil {
+			return out, err
 		}
 		var material CertificateMaterial
 		if err := h.open(ctx, &events[0], &material); err != nil {
@@ -294,15 +314,13 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		// Supersede the old certificate at the version read above. If anything
 		// changed it since (a concurrent reissue or revocation), that one won:
 		// the replacement just issued is withdrawn, so one old certificate never
-		// ends up with two valid replacements. The replacement is recorded, so
-		// a caller that goes away does not stop what completes it.
-		done := context.WithoutCancel(ctx)
+		// ends up with two valid replacements.
 		changes, err := c.Supersede(issued.Serial, h.Now())
 		if err == nil {
-			_, err = h.commit(done, actor, CertificateStream(serial), c.Version, changes)
+			_, err = h.commit(ctx, actor, CertificateStream(serial), c.Version, changes)
 		}
 		if errors.Is(err, ErrWrongVersion) {
-			if werr := h.withdraw(done, actor, issued.Serial); werr != nil {
+			if werr := h.withdraw(ctx, actor, issued.Serial); werr != nil {
 				return out, werr
 			}
 			continue
@@ -313,6 +331,36 @@ func (h *Handlers) CorrectAndReissue(ctx context.Context, actor Actor, id Subjec
 		out = append(out, Reissued{Old: serial, New: issued})
 	}
 	return out, nil
+}
+
+// reissuable reports whether a correction reissues c: it is still valid
+// (issued, and not revoked, deleted or expired).
+func (h *Handlers) reissuable(c Certificate) bool {
+	return !c.Revoked && !c.Deleted && h.Now().Before(c.NotAfter)
+}
+
+// allowReissue asks allow about the profile of every certificate of subject
+// id that a correction would reissue now.
+func (h *Handlers) allowReissue(ctx context.Context, id SubjectID, allow func(profile string) error) error {
+	s, _, err := h.loadSubject(ctx, id)
+	if err != nil {
+		return err
+	}
+	for _, serial := range s.Serials {
+		c, err := h.loadCertificate(ctx, serial)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if h.reissuable(c) {
+			if err := allow(c.Profile); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // maxWithdrawals bounds the certificates withdraw revokes or reads again.

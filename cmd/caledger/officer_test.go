@@ -452,18 +452,32 @@ func TestOfficerFlow(t *testing.T) {
 
 	t.Run("a revoked credential is refused", func(t *testing.T) {
 		var list []struct {
-			Serial  string `json:"serial"`
-			Profile string `json:"profile"`
+			Serial    string `json:"serial"`
+			Profile   string `json:"profile"`
+			SubjectID string `json:"subject_id"`
 		}
 		admin.json("GET", "/v1/certificates?limit=1000", nil, http.StatusOK, &list)
-		var auditorSerial string
+		var auditorSerial, auditorSubject string
 		for _, c := range list {
 			if c.Profile == "auditor" {
-				auditorSerial = c.Serial
+				auditorSerial, auditorSubject = c.Serial, c.SubjectID
 			}
 		}
 		if auditorSerial == "" {
 			t.Fatalf("no auditor credential among %+v", list)
+		}
+		// A correction with reissue would withdraw the credential and issue
+		// another: an officer is refused, and nothing is recorded.
+		officerClient.with(t).json("PATCH", "/v1/subjects/"+auditorSubject,
+			map[string]any{"attributes": map[string]string{"common_name": "Mallory"}, "reissue": true}, http.StatusForbidden, &p)
+		var held struct{ Attributes map[string]string }
+		admin.with(t).json("GET", "/v1/subjects/"+auditorSubject, nil, http.StatusOK, &held, "Caledger-Reason", "check a refused correction")
+		if held.Attributes["common_name"] == "Mallory" {
+			t.Error("a refused correction with reissue was recorded")
+		}
+		admin.json("GET", "/v1/certificates/"+auditorSerial, nil, http.StatusOK, &info)
+		if info.Status != "valid" {
+			t.Errorf("the credential after a refused reissue: %+v", info)
 		}
 		officerClient.with(t).json("POST", "/v1/certificates/"+auditorSerial+"/revocation", map[string]string{"reason": "privilegeWithdrawn"}, http.StatusForbidden, &p)
 		admin.json("POST", "/v1/certificates/"+auditorSerial+"/revocation", map[string]string{"reason": "privilegeWithdrawn"}, http.StatusOK, nil)
