@@ -71,8 +71,10 @@ func (h *Handlers) CorrectSubject(ctx context.Context, actor Actor, id SubjectID
 // groups), then destroys the data keys. Erasing what is already erased records
 // nothing, destroys the keys again and answers the conflict "already-erased":
 // that is how an erasure whose key destruction failed ("shred-pending") is
-// completed, and how one of two concurrent erasures learns the other won. An erasure is never given up
-// for losing races to other commands: it retries until ctx ends.
+// completed (so is domain.ReapplyErasures, which caledger serve runs at
+// start), and how one of two concurrent erasures learns the other won. An
+// erasure is never given up for losing races to other commands: it retries
+// until ctx ends. Once recorded, its key destruction runs though ctx ends.
 func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, groups []string, basis string) error {
 	recorded := false
 	err := h.retryPatiently(ctx, func() error {
@@ -94,7 +96,9 @@ func (h *Handlers) EraseSubject(ctx context.Context, actor Actor, id SubjectID, 
 	if err != nil {
 		return err
 	}
-	if err := h.Vault.Shred(ctx, id, groups...); err != nil {
+	// Recorded, the erasure is owed its key destruction though the caller
+	// goes away.
+	if err := h.Vault.Shred(context.WithoutCancel(ctx), id, groups...); err != nil {
 		return &Error{Kind: KindUnavailable, Code: "shred-pending",
 			Detail: fmt.Sprintf("erasure of subject %s is recorded but its keys are not yet destroyed; repeat the erasure", id), Err: err}
 	}

@@ -180,6 +180,7 @@ func serve(ctx context.Context, logger *slog.Logger, env func(string) string, st
 			wg.Go(func() { n.runSharedVault(viewsCtx) })
 		}
 		wg.Go(func() { n.runTree(viewsCtx) })
+		wg.Go(func() { n.runErasureCompletion(viewsCtx) })
 		if cosigner != nil {
 			wg.Go(func() { n.runCosigner(viewsCtx, cosigner) })
 		}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+
+	"github.com/caledger/caledger/domain"
+)
+
+// erasuresFile keeps how far completeErasures has checked the ledger. It is
+// rebuildable: without it the next start checks the whole ledger.
+const erasuresFile = "views/erasures.json"
+
+// maxErasuresFile bounds what is read of erasuresFile.
+const maxErasuresFile = 4 << 10
+
+// erasuresCheckpoint is erasuresFile's content.
+type erasuresCheckpoint struct {
+	// Next is the ledger position the next check starts at.
+	Next uint64 `json:"next"`
+}
+
+// completeErasures destroys the keys of every erasure the ledger records from
+// the checkpoint on that the vault does not hold yet, then moves the
+// checkpoint past the last event read. An erasure's keys are destroyed right
+// after its record; a process killed in between, a vault closed by a shutdown
+// that timed out, or a vault failure ("shred-pending") leaves them until the
+// erasure is repeated or this runs, at the next start. It returns the
+// erasures read and, for the embedded vault, how many of them it completed
+// (the shared vault's Shred passes over a subject already erased, and is not
+// counted).
+func (n *node) completeErasures(ctx context.Context) (found, completed int, err error) {
+	path := filepath.Join(n.dataDir, erasuresFile)
+	var cp erasuresCheckpoint
+	switch b, err := readFileLimit(path, maxErasuresFile); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return 0, 0, err
+	case json.Unmarshal(b, &cp) != nil:
+		n.logger.Warn("the erasures checkpoint does not read; the whole ledger is checked", "file", erasuresFile)
+		cp = erasuresCheckpoint{}
+	}
+	head, err := n.store.Head(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	// A ledger shorter than the checkpoint is another ledger (a restore into
+	// this directory): all of it is checked.
+	if cp.Next < 1 || cp.Next > head+1 {
+		cp.Next = 1
+	}
+	vault, owed := n.vault, (*owedShreds)(nil)
+	if n.embedded != nil {
+		owed = &owedShreds{Vault: n.embedded}
+		vault = owed
+	}
+	next := cp.Next
+	var events iter.Seq2[domain.Event, error] = func(yield func(domain.Event, error) bool) {
+		for e, err := range n.store.ReadAll(ctx, cp.Next) {
+			if err == nil {
+				next = e.Position + 1
+			}
+			if !yield(e, err) {
+				return
+			}
+		}
+	}
+	found, err = domain.ReapplyErasures(ctx, events, vault)
+	if owed != nil {
+		completed = owed.shredded
+	}
+	if err != nil {
+		return found, completed, fmt.Errorf("complete the recorded erasures: %w", err)
+	}
+	if next == cp.Next {
+		return found, completed, nil
+	}
+	b, err := json.Marshal(erasuresCheckpoint{Next: next})
+	if err != nil {
+		return found, completed, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return found, completed, err
+	}
+	return found, completed, writeFileAtomic(path, b, 0o600)
+}
+
+// runErasureCompletion runs completeErasures once, retrying it with backoff
+// until it succeeds or ctx ends.
+func (n *node) runErasureCompletion(ctx context.Context) {
+	ctx, done := context.WithCancel(ctx)
+	defer done()
+	n.supervise(ctx, "completing the recorded erasures failed; retrying", func(ctx context.Context) error {
+		found, completed, err := n.completeErasures(ctx)
+		if err != nil {
+			return err
+		}
+		if completed > 0 {
+			n.logger.Warn("erasures whose keys were not yet destroyed are complete now", "completed", completed, "erasures_read", found)
+		}
+		done()
+		return nil
+	}, nil)
+}
