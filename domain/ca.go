@@ -87,6 +87,9 @@ type CA struct {
 	Version uint64
 	// CRLNumber is the number of the last CRL published, 0 if none.
 	CRLNumber uint64
+	// CRLThisUpdate is the thisUpdate of the last CRL published, zero if
+	// none.
+	CRLThisUpdate time.Time
 }
 
 // Exists reports whether the CA was created.
@@ -107,7 +110,7 @@ func (c *CA) Apply(e *Event) error {
 		if err := UnmarshalPublic(e, &p); err != nil {
 			return err
 		}
-		c.CRLNumber = p.Number
+		c.CRLNumber, c.CRLThisUpdate = p.Number, p.ThisUpdate
 	case TypeOCSPResponderIssued:
 		// Nothing of the CA's state depends on its responders: the event is
 		// for auditors and relying parties matching a responder certificate.
@@ -138,7 +141,9 @@ func (c *CA) Create(p CACreated) ([]Change, error) {
 	return []Change{{Payload: p}}, nil
 }
 
-// PublishCRL decides the record of a CRL. p.Number must be the next number.
+// PublishCRL decides the record of a CRL. p.Number must be the next number,
+// and p.ThisUpdate must not come before the last CRL's: a relying party that
+// takes the CRL with the highest number must not get an older one.
 func (c *CA) PublishCRL(p CRLPublished) ([]Change, error) {
 	if !c.Exists() {
 		return nil, errorf(KindNotFound, "no-ca", "no such CA")
@@ -148,6 +153,9 @@ func (c *CA) PublishCRL(p CRLPublished) ([]Change, error) {
 	}
 	if !p.NextUpdate.After(p.ThisUpdate) {
 		return nil, errorf(KindInvalid, "bad-crl-dates", "a CRL's next update must follow its this update")
+	}
+	if p.ThisUpdate.Before(c.CRLThisUpdate) {
+		return nil, errorf(KindInvalid, "bad-crl-dates", "CRL %d's this update comes before CRL %d's", p.Number, c.CRLNumber)
 	}
 	p.CAID = c.Created.CAID
 	return []Change{{Payload: p}}, nil

@@ -53,9 +53,12 @@ func TestCALifecycle(t *testing.T) {
 
 	// CRL numbers run 1, 2, ... and each CRL leaves the process only once recorded.
 	for want := uint64(1); want <= 3; want++ {
-		der, rec, err := r.h.PublishCRL(ctx, admin, "issuing", func(n uint64) (domain.CRLPublished, []byte, error) {
+		der, rec, err := r.h.PublishCRL(ctx, admin, "issuing", func(n uint64, last time.Time) (domain.CRLPublished, []byte, error) {
 			if n != want {
 				t.Errorf("sign got number %d, want %d", n, want)
+			}
+			if wantLast := r.now; want == 1 && !last.IsZero() || want > 1 && !last.Equal(wantLast) {
+				t.Errorf("sign of CRL %d got the last CRL's this update %v", n, last)
 			}
 			return domain.CRLPublished{Number: n, ThisUpdate: r.now, NextUpdate: r.now.Add(time.Hour), SHA256: "00"}, []byte{byte(n)}, nil
 		})
@@ -67,10 +70,15 @@ func TestCALifecycle(t *testing.T) {
 		t.Fatalf("CRL number after three CRLs = %d", ca.CRLNumber)
 	}
 	// A CRL whose number does not follow is refused and not recorded.
-	_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(n uint64) (domain.CRLPublished, []byte, error) {
+	_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(n uint64, _ time.Time) (domain.CRLPublished, []byte, error) {
 		return domain.CRLPublished{Number: n + 1, ThisUpdate: r.now, NextUpdate: r.now.Add(time.Hour)}, nil, nil
 	})
 	wantErr(t, err, domain.ErrConflict, "crl-number")
+	// So is one older than the last: the highest number is the newest CRL.
+	_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(n uint64, last time.Time) (domain.CRLPublished, []byte, error) {
+		return domain.CRLPublished{Number: n, ThisUpdate: last.Add(-time.Second), NextUpdate: r.now.Add(time.Hour)}, nil, nil
+	})
+	wantErr(t, err, domain.ErrInvalid, "bad-crl-dates")
 	if got := streamTypes(t, r, domain.CAStream("issuing")); len(got) != 4 {
 		t.Fatalf("CA stream = %v", got)
 	}
@@ -451,7 +459,7 @@ func TestSignerErrors(t *testing.T) {
 			return err
 		}},
 		{"CRL", "CRL signer", func(err error) error {
-			_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(uint64) (domain.CRLPublished, []byte, error) {
+			_, _, err = r.h.PublishCRL(ctx, admin, "issuing", func(uint64, time.Time) (domain.CRLPublished, []byte, error) {
 				return domain.CRLPublished{}, nil, err
 			})
 			return err

@@ -444,9 +444,10 @@ func (h *Handlers) LoadCA(ctx context.Context, id string) (CA, error) {
 
 // PublishCRL has sign build the next CRL of CA id and records it; the CRL is
 // returned only once its record is durable. sign receives the CRL number and
-// returns the record and the DER. Another publisher winning the number makes
-// sign run again with the next one.
-func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign func(number uint64) (CRLPublished, []byte, error)) ([]byte, CRLPublished, error) {
+// the thisUpdate of the CA's last CRL (zero if none), and returns the record
+// and the DER. Another publisher winning the number makes sign run again with
+// the next one, and that publisher's CRL as the last.
+func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign func(number uint64, last time.Time) (CRLPublished, []byte, error)) ([]byte, CRLPublished, error) {
 	var der []byte
 	var rec CRLPublished
 	err := h.retry(ctx, func() error {
@@ -454,7 +455,7 @@ func (h *Handlers) PublishCRL(ctx context.Context, actor Actor, id string, sign 
 		if err != nil {
 			return err
 		}
-		p, crl, err := sign(c.CRLNumber + 1)
+		p, crl, err := sign(c.CRLNumber+1, c.CRLThisUpdate)
 		if err != nil {
 			return signerError("CRL signer", err)
 		}

@@ -238,17 +238,18 @@ func (v *Views) CertificateStatus(ctx context.Context, caID string, serial domai
 // revokedPage is how many revocations one query of Revoked reads.
 const revokedPage = 1000
 
-// Revoked yields the revoked certificates of CA caID that have not expired at now
-// (deleted ones included), ordered by serial: the entries of its CRL. It reads in
-// pages, each its own snapshot, so a slow consumer never holds the file; a CRL
-// builder that needs one consistent snapshot compares RevocationRevision before
-// and after. An issuer that keeps entries on one CRL past their certificate's
-// expiry (RFC 5280 3.3) passes now minus its CRL period.
-func (v *Views) Revoked(ctx context.Context, caID string, now time.Time) iter.Seq2[RevocationRow, error] {
+// Revoked yields the revoked certificates of CA caID that had not expired at
+// since (deleted ones included; a certificate's notAfter is its last valid
+// second), ordered by serial: the entries of its CRL. It reads in pages, each
+// its own snapshot, so a slow consumer never holds the file; a CRL builder
+// that needs one consistent snapshot compares RevocationRevision before and
+// after. A CRL builder passes the thisUpdate of the CA's last CRL, so an entry
+// stays on one CRL issued after its certificate expired (RFC 5280 3.3).
+func (v *Views) Revoked(ctx context.Context, caID string, since time.Time) iter.Seq2[RevocationRow, error] {
 	return func(yield func(RevocationRow, error) bool) {
 		after := domain.Serial("")
 		for {
-			page, err := v.revokedPage(ctx, caID, micros(now), after)
+			page, err := v.revokedPage(ctx, caID, micros(since), after)
 			if err != nil {
 				yield(RevocationRow{}, err)
 				return
@@ -266,12 +267,12 @@ func (v *Views) Revoked(ctx context.Context, caID string, now time.Time) iter.Se
 	}
 }
 
-func (v *Views) revokedPage(ctx context.Context, caID string, now int64, after domain.Serial) ([]RevocationRow, error) {
+func (v *Views) revokedPage(ctx context.Context, caID string, since int64, after domain.Serial) ([]RevocationRow, error) {
 	if v.closed() {
 		return nil, ErrClosed
 	}
 	rows, err := v.rdb.QueryContext(ctx, `SELECT serial, revoked_at, reason, not_after FROM revocations
-		WHERE ca_id = ? AND serial > ? AND not_after > ? ORDER BY serial LIMIT ?`, caID, after, now, revokedPage)
+		WHERE ca_id = ? AND serial > ? AND not_after >= ? ORDER BY serial LIMIT ?`, caID, after, since, revokedPage)
 	if err != nil {
 		return nil, v.queryErr(err)
 	}

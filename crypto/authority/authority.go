@@ -25,7 +25,7 @@ import (
 type Ledger interface {
 	LoadCA(ctx context.Context, id string) (domain.CA, error)
 	CertificateState(ctx context.Context, serial domain.Serial) (domain.Certificate, error)
-	PublishCRL(ctx context.Context, actor domain.Actor, id string, sign func(number uint64) (domain.CRLPublished, []byte, error)) ([]byte, domain.CRLPublished, error)
+	PublishCRL(ctx context.Context, actor domain.Actor, id string, sign func(number uint64, last time.Time) (domain.CRLPublished, []byte, error)) ([]byte, domain.CRLPublished, error)
 	IssueOCSPResponder(ctx context.Context, actor domain.Actor, id string, sign func(serial domain.Serial) (domain.OCSPResponderIssued, error)) (domain.OCSPResponderIssued, error)
 }
 
@@ -219,24 +219,36 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("revocations view: %w", err)
 	}
-	now := a.opts.Now()
-	if cached := c.crl; cached != nil && cached.revision == rev && now.Before(cached.thisUpdate.Add(a.opts.CRLValidity/2)) {
+	if cached := c.crl; cached != nil && cached.revision == rev && a.opts.Now().Before(cached.thisUpdate.Add(a.opts.CRLValidity/2)) {
 		return cached.der, nil
 	}
-	var entries []revocation.Entry
-	for row, err := range a.views.Revoked(ctx, id, now) {
+	var thisUpdate time.Time
+	retry := false
+	der, _, err := a.ledger.PublishCRL(ctx, systemActor, id, func(number uint64, last time.Time) (domain.CRLPublished, []byte, error) {
+		// Another node won the number with a CRL built from the views as
+		// they were then: this one must hold at least what that one did,
+		// so it waits for the views again and reads them anew.
+		if retry && a.opts.Head != nil {
+			if err := a.caughtUp(ctx); err != nil {
+				return domain.CRLPublished{}, nil, err
+			}
+		}
+		retry = true
+		var err error
+		if rev, err = a.views.RevocationRevision(ctx, id); err != nil {
+			return domain.CRLPublished{}, nil, fmt.Errorf("revocations view: %w", err)
+		}
+		// Never older than the CRL it follows (another node's clock may
+		// run ahead of this one's).
+		thisUpdate = a.opts.Now().UTC().Truncate(time.Second)
+		if thisUpdate.Before(last) {
+			thisUpdate = last
+		}
+		nextUpdate := thisUpdate.Add(a.opts.CRLValidity)
+		entries, err := a.crlEntries(ctx, id, last)
 		if err != nil {
-			return nil, fmt.Errorf("revocations view: %w", err)
+			return domain.CRLPublished{}, nil, err
 		}
-		serial, ok := row.Serial.Int()
-		if !ok {
-			return nil, fmt.Errorf("revocations view: bad serial %q", row.Serial)
-		}
-		entries = append(entries, revocation.Entry{Serial: serial, RevokedAt: row.RevokedAt, Reason: int(row.Reason)})
-	}
-	thisUpdate := now.UTC().Truncate(time.Second)
-	nextUpdate := thisUpdate.Add(a.opts.CRLValidity)
-	der, _, err := a.ledger.PublishCRL(ctx, systemActor, id, func(number uint64) (domain.CRLPublished, []byte, error) {
 		der, err := revocation.BuildCRL(ctx, c.Info.Certificate, c.Key, revocation.CRL{
 			Number: new(big.Int).SetUint64(number), ThisUpdate: thisUpdate, NextUpdate: nextUpdate, Entries: entries})
 		if err != nil {
@@ -251,6 +263,27 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 	}
 	c.crl = &cachedCRL{revision: rev, der: der, thisUpdate: thisUpdate}
 	return der, nil
+}
+
+// crlEntries returns the entries of CA id's next CRL: its revoked
+// certificates (deleted ones included) that had not expired when its last CRL
+// was issued (all of them when last is zero). RFC 5280 section 3.3 keeps an
+// entry until it has appeared on one CRL issued after its certificate
+// expired; the first CRL built after the expiry follows one issued before it,
+// so it holds the entry, and the next one drops it.
+func (a *Authority) crlEntries(ctx context.Context, id string, last time.Time) ([]revocation.Entry, error) {
+	var entries []revocation.Entry
+	for row, err := range a.views.Revoked(ctx, id, last) {
+		if err != nil {
+			return nil, fmt.Errorf("revocations view: %w", err)
+		}
+		serial, ok := row.Serial.Int()
+		if !ok {
+			return nil, fmt.Errorf("revocations view: bad serial %q", row.Serial)
+		}
+		entries = append(entries, revocation.Entry{Serial: serial, RevokedAt: row.RevokedAt, Reason: int(row.Reason)})
+	}
+	return entries, nil
 }
 
 // caughtUp waits, at most CRLWait, for the views to reach the ledger's head.

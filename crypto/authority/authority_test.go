@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,5 +197,81 @@ func TestCRLAndOCSPFollowTheViews(t *testing.T) {
 	ca, _ := r.h.LoadCA(ctx, "issuing")
 	if ca.CRLNumber != 2 {
 		t.Errorf("the ledger recorded %d CRLs, want 2", ca.CRLNumber)
+	}
+}
+
+// TestCRLKeepsAnExpiredEntryOnce: a revoked certificate stays on the first
+// CRL issued after it expired, and leaves the one after (RFC 5280 3.3).
+func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
+	var clock atomic.Pointer[time.Time]
+	start := time.Now()
+	clock.Store(&start)
+	r := newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.views.Run(ctx, r.store)
+	cert := r.credential(t, "tls-client")
+	if err := r.h.RevokeCertificate(ctx, admin, domain.Serial(cert.SerialNumber.Text(16)), domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	head, _ := r.store.Head(ctx)
+	if err := r.views.WaitFor(ctx, head); err != nil {
+		t.Fatal(err)
+	}
+	entries := func(at time.Time) (thisUpdate time.Time, n int) {
+		t.Helper()
+		clock.Store(&at)
+		der, err := r.a.CRL(ctx, "issuing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crl.ThisUpdate, len(crl.RevokedCertificateEntries)
+	}
+	if _, n := entries(start); n != 1 {
+		t.Fatalf("CRL before expiry: %d entries", n)
+	}
+	expired := cert.NotAfter.Add(time.Hour)
+	if at, n := entries(expired); n != 1 || !at.After(cert.NotAfter) {
+		t.Fatalf("first CRL after expiry (this update %v, not after %v): %d entries, want the expired one", at, cert.NotAfter, n)
+	}
+	if _, n := entries(expired.Add(13 * time.Hour)); n != 0 {
+		t.Fatalf("second CRL after expiry: %d entries, want none", n)
+	}
+}
+
+// TestCRLNeverOlderThanTheLast: a node whose clock runs behind the one that
+// published the last CRL dates its own no earlier.
+func TestCRLNeverOlderThanTheLast(t *testing.T) {
+	var clock atomic.Pointer[time.Time]
+	ahead := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	clock.Store(&ahead)
+	r := newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.views.Run(ctx, r.store)
+	if _, err := r.a.CRL(ctx, "issuing"); err != nil {
+		t.Fatal(err)
+	}
+	// The revision moves, so the next request builds again, an hour "earlier".
+	cert := r.credential(t, "tls-client")
+	if err := r.h.RevokeCertificate(ctx, admin, domain.Serial(cert.SerialNumber.Text(16)), domain.ReasonKeyCompromise); err != nil {
+		t.Fatal(err)
+	}
+	behind := ahead.Add(-time.Hour)
+	clock.Store(&behind)
+	der, err := r.a.CRL(ctx, "issuing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !crl.ThisUpdate.Equal(ahead) || len(crl.RevokedCertificateEntries) != 1 {
+		t.Fatalf("CRL %v: this update %v, %d entries; want %v and the revocation", crl.Number, crl.ThisUpdate, len(crl.RevokedCertificateEntries), ahead)
 	}
 }
