@@ -186,11 +186,12 @@ func (v *Views) initSchema(ctx context.Context) error {
 	for _, i := range stale {
 		v.applied[i], v.ids[i] = 0, domain.EventID{}
 	}
-	if len(stale) > 0 {
-		// The dropped tables may have held personal data.
-		v.truncatePending = true
-		v.truncateWAL(ctx)
-	}
+	// The dropped tables may have held personal data, and so may the WAL a
+	// process killed between an erasure's commit and its truncation left
+	// behind (truncatePending lived in its memory only): out of the WAL,
+	// whatever the last run did.
+	v.truncatePending = true
+	v.truncateWAL(ctx)
 	return nil
 }
 

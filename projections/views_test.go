@@ -3,8 +3,10 @@ package projections
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"errors"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -629,5 +631,52 @@ func TestLedgerReplaced(t *testing.T) {
 			must(t, fresh.Rebuild(context.Background(), second.store, nil))
 			diffDumps(t, "views moved to another ledger vs built from it", dump(t, fresh), dump(t, v))
 		})
+	}
+}
+
+// TestOpenTruncatesTheWAL: a process killed between an erasure's commit and
+// the WAL's truncation leaves the erased values in the WAL (here a reader's
+// snapshot makes the truncation fail, and the files are copied as a kill would
+// leave them); opening the views truncates it before anything else.
+func TestOpenTruncatesTheWAL(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	v := r.open(t, r.viewsPath())
+	stop := run(t, v, r.store)
+	id := r.register(t, victim)
+	r.register(t, survivor)
+	r.sync(t, v)
+
+	tx, err := rawDB(t, r.viewsPath()).BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	must(t, tx.QueryRow(`SELECT count(*) FROM checkpoints`).Scan(&n))
+	must(t, r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest))
+	r.sync(t, v) // the truncation waits for the reader, then gives up
+
+	crash := t.TempDir()
+	for name, b := range filesIn(t, filepath.Dir(r.viewsPath())) {
+		must(t, os.WriteFile(filepath.Join(crash, name), b, 0o600))
+	}
+	others := slices.Collect(maps.Values(survivor))
+	if len(leaks(filesIn(t, crash), victim["common_name"], others)) == 0 {
+		t.Fatal("the crash image holds none of the erased values: the test proves nothing")
+	}
+	must(t, tx.Rollback())
+	must(t, stop())
+
+	r.open(t, filepath.Join(crash, "views.db"))
+	files := filesIn(t, crash)
+	for _, s := range secrets() {
+		if where := leaks(files, s, others); len(where) > 0 {
+			t.Errorf("erased value left in the views' files after Open: %v", where)
+		}
+	}
+	for _, s := range others {
+		if len(foundIn(files, s)) == 0 {
+			t.Errorf("surviving value %q not found in the views' files: the scan is blind", s)
+		}
 	}
 }
