@@ -174,6 +174,7 @@ func newAPI(cfg Config) (*chi.Mux, huma.API) {
 	router.MethodNotAllowed(methodNotAllowed(router))
 
 	hapi := humachi.New(router, humaConfig(version))
+	hapi.UseMiddleware(requireCredential) // before any operation is registered
 	registerHealth(hapi, cfg.Ready, logger)
 	if cfg.Metrics != nil {
 		registerMetrics(hapi, cfg.Metrics, logger)

@@ -3,11 +3,15 @@ package api
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net"
 	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/danielgtaylor/huma/v2"
+	"github.com/danielgtaylor/huma/v2/adapters/humachi"
 
 	"github.com/caledger/caledger/domain"
 )
@@ -50,27 +54,35 @@ type principalKey struct{}
 
 // authenticate puts the principal of a verified client certificate in the
 // request context. Requests without one carry no principal: the public
-// operations serve them, the others answer 401. A certificate that verified
-// but cannot be used (revoked, no role) is answered 401 at once, except on the
-// public paths.
+// operations serve them, the others answer 401 (requireCredential). A
+// certificate that verified but cannot be used (revoked, no role) is answered
+// 401 at once, except on the public paths; one whose status cannot be read
+// now is answered 503.
 func authenticate(auth Authenticator) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			public := publicPath(r.URL.Path)
 			if auth == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 				next.ServeHTTP(w, r)
 				return
 			}
 			p, err := auth.Authenticate(r.Context(), r.TLS.VerifiedChains[0][0])
-			if err != nil && publicPath(r.URL.Path) {
+			if err != nil && public {
 				// A client that sends a certificate it cannot use (revoked, or
 				// no role: any certificate of this CA a TLS stack offers by
 				// itself) still reaches what everyone may read.
 				next.ServeHTTP(w, r)
 				return
 			}
+			var de *domain.Error
+			if errors.As(err, &de) && de.Kind == domain.KindUnavailable {
+				w.Header().Set("Retry-After", "1")
+				writeProblem(w, &problem{Type: problemType(de.Code), Title: http.StatusText(http.StatusServiceUnavailable),
+					Status: http.StatusServiceUnavailable, Code: de.Code, Detail: de.Detail})
+				return
+			}
 			if err != nil {
-				writeProblem(w, &problem{Type: problemType("unauthenticated"), Title: http.StatusText(http.StatusUnauthorized),
-					Status: http.StatusUnauthorized, Code: "unauthenticated", Detail: "the client certificate is not a valid caledger credential: " + err.Error()})
+				writeProblem(w, unauthenticated("the client certificate is not a valid caledger credential: "+err.Error()))
 				return
 			}
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
@@ -83,8 +95,7 @@ func authenticate(auth Authenticator) func(http.Handler) http.Handler {
 func require(ctx context.Context, roles ...string) (domain.Actor, error) {
 	p, ok := ctx.Value(principalKey{}).(Principal)
 	if !ok {
-		return domain.Actor{}, &problem{Type: problemType("unauthenticated"), Title: http.StatusText(http.StatusUnauthorized),
-			Status: http.StatusUnauthorized, Code: "unauthenticated", Detail: "this operation needs a client certificate (mutual TLS)"}
+		return domain.Actor{}, unauthenticated("this operation needs a client certificate (mutual TLS)")
 	}
 	for _, role := range roles {
 		if p.Has(role) {
@@ -95,6 +106,28 @@ func require(ctx context.Context, roles ...string) (domain.Actor, error) {
 	}
 	return domain.Actor{}, &problem{Type: problemType("forbidden"), Title: http.StatusText(http.StatusForbidden),
 		Status: http.StatusForbidden, Code: "forbidden", Detail: "this operation needs the role " + strings.Join(roles, " or ")}
+}
+
+// requireCredential is a huma middleware: it answers 401 to a request for an
+// operation that needs a client certificate (one with a security requirement)
+// and carries no principal, before huma reads or checks its input, so that a
+// client without a credential learns nothing of the operation's schema. Which
+// role the operation needs is the handler's check (require).
+func requireCredential(ctx huma.Context, next func(huma.Context)) {
+	if op := ctx.Operation(); op != nil && len(op.Security) > 0 {
+		if _, ok := ctx.Context().Value(principalKey{}).(Principal); !ok {
+			_, w := humachi.Unwrap(ctx)
+			writeProblem(w, unauthenticated("this operation needs a client certificate (mutual TLS)"))
+			return
+		}
+	}
+	next(ctx)
+}
+
+// unauthenticated is the 401 problem, saying why.
+func unauthenticated(detail string) *problem {
+	return &problem{Type: problemType("unauthenticated"), Title: http.StatusText(http.StatusUnauthorized),
+		Status: http.StatusUnauthorized, Code: "unauthenticated", Detail: detail}
 }
 
 // allowlist answers 403 to clients whose address is outside nets, on every path

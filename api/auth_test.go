@@ -1,9 +1,16 @@
 package api
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
+
+	"github.com/caledger/caledger/domain"
 )
 
 func TestAllowlist(t *testing.T) {
@@ -60,5 +67,50 @@ func TestPrincipalRoles(t *testing.T) {
 	}
 	if auditor.Has(RoleOfficer) || !auditor.Has(RoleAuditor) {
 		t.Error("auditor roles wrong")
+	}
+}
+
+// authFunc is an Authenticator answering every certificate with p and err.
+type authFunc func() (Principal, error)
+
+func (f authFunc) Authenticate(context.Context, *x509.Certificate) (Principal, error) { return f() }
+
+// TestCredentialBeforeInput: a protected operation answers 401 to a client
+// without a credential before it reads or checks the input (no 422 listing the
+// schema's complaints), unknown paths stay 404, and a credential whose status
+// cannot be read is answered 503, not 401.
+func TestCredentialBeforeInput(t *testing.T) {
+	unavailable := &domain.Error{Kind: domain.KindUnavailable, Code: "credential-status-unavailable", Detail: "try again"}
+	var auth authFunc = func() (Principal, error) { return Principal{}, unavailable }
+	router, _ := newAPI(Config{CAs: oneCA{}, Commands: guardLedger{}, Views: guardViews{}, Auth: auth})
+	for _, tt := range []struct {
+		name, method, path, body string
+		cert                     bool
+		want                     int
+	}{
+		{"bad subject id", http.MethodGet, "/v1/subjects/not-an-id", "", false, http.StatusUnauthorized},
+		{"bad search body", http.MethodPost, "/v1/subjects/search", `{"match": 7}`, false, http.StatusUnauthorized},
+		{"bad revocation", http.MethodPost, "/v1/certificates/zz/revocation", `{"reason": "nonsense"}`, false, http.StatusUnauthorized},
+		{"unknown path", http.MethodGet, "/v1/nothing", "", false, http.StatusNotFound},
+		{"public path", http.MethodGet, "/v1/cas", "", false, http.StatusOK},
+		{"status unavailable", http.MethodGet, "/v1/certificates", "", true, http.StatusServiceUnavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
+			req.Header.Set("Content-Type", "application/json")
+			if tt.cert {
+				req.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{{}}}}
+			} else {
+				req.TLS = &tls.ConnectionState{}
+			}
+			w := httptest.NewRecorder()
+			router.ServeHTTP(w, req)
+			if w.Code != tt.want {
+				t.Fatalf("%s %s = %d %s, want %d", tt.method, tt.path, w.Code, w.Body, tt.want)
+			}
+			if w.Code >= 400 && w.Header().Get("Content-Type") != problemContentType {
+				t.Errorf("answered as %q", w.Header().Get("Content-Type"))
+			}
+		})
 	}
 }

@@ -354,17 +354,27 @@ func (a *Authority) Authenticate(ctx context.Context, cert *x509.Certificate) (a
 		// the ledger decides, so a revoked credential is never let in.
 		c, lerr := a.ledger.CertificateState(ctx, serial)
 		switch {
+		case errors.Is(lerr, domain.ErrNotFound):
+			return api.Principal{}, fmt.Errorf("the ledger does not record it")
 		case lerr != nil:
-			return api.Principal{}, fmt.Errorf("its status is unavailable")
+			return api.Principal{}, statusUnavailable(lerr)
 		case c.Revoked:
 			return api.Principal{}, fmt.Errorf("it is revoked")
 		case c.Deleted:
 			return api.Principal{}, fmt.Errorf("it is deleted")
 		}
 	default:
-		return api.Principal{}, fmt.Errorf("its status is unavailable")
+		return api.Principal{}, statusUnavailable(err)
 	}
 	return api.Principal{Actor: domain.Actor{ID: "cert:" + string(serial), Role: roles[0]}, Roles: roles}, nil
 }
 
 func isNotFound(err error) bool { return errors.Is(err, projections.ErrNotFound) }
+
+// statusUnavailable is Authenticate's error when a credential's status cannot
+// be read (the views or the ledger failing): the API answers 503, not 401, so
+// that the client keeps a credential that may well be good.
+func statusUnavailable(err error) error {
+	return &domain.Error{Kind: domain.KindUnavailable, Code: "credential-status-unavailable",
+		Detail: "the client certificate's status cannot be read now; try again", Err: err}
+}
