@@ -199,26 +199,45 @@ func (s *server) registerCertificates(hapi huma.API) {
 			"The revocation is in the CRL and OCSP answers within a second. Role: officer.",
 	}, func(ctx context.Context, in *struct {
 		SerialPath
-		Body Revocation
+		Body *Revocation // optional: no body is reason unspecified
 	}) (*struct{ Body CertificateInfo }, error) {
 		actor, err := require(ctx, RoleOfficer)
 		if err != nil {
 			return nil, err
 		}
-		if actor, err = s.credentialGuardSerial(ctx, actor, domain.Serial(in.Serial)); err != nil {
+		serial := domain.Serial(in.Serial)
+		if actor, err = s.credentialGuardSerial(ctx, actor, serial); err != nil {
 			return nil, err
 		}
 		reason := domain.ReasonUnspecified
-		if in.Body.Reason != "" {
+		if in.Body != nil && in.Body.Reason != "" {
 			reason = reasonCodes[in.Body.Reason]
 		}
-		if err := s.cfg.Commands.RevokeCertificate(ctx, actor, domain.Serial(in.Serial), reason); err != nil {
+		if err := s.cfg.Commands.RevokeCertificate(ctx, actor, serial, reason); err != nil {
 			return nil, s.problem(ctx, err)
 		}
 		s.waitForHead(ctx)
-		row, err := s.cfg.Views.Certificate(ctx, domain.Serial(in.Serial))
-		if err != nil {
+		row, err := s.cfg.Views.Certificate(ctx, serial)
+		if err != nil && !errors.Is(err, projections.ErrNotFound) {
 			return nil, s.problem(ctx, err)
+		}
+		if err != nil || row.Status == projections.StatusValid {
+			// The views are behind the revocation just recorded (another
+			// node's views, or a lag past the wait): the ledger says how
+			// the certificate stands. Without a row, what only the views
+			// keep (not_before, spki_sha256) is left empty.
+			c, lerr := s.cfg.Commands.CertificateState(ctx, serial)
+			if lerr != nil {
+				return nil, s.problem(ctx, lerr)
+			}
+			if err != nil {
+				row = CertificateRow{Serial: serial, CAID: c.CAID, SubjectID: c.SubjectID, Profile: c.Profile,
+					NotAfter: c.NotAfter, KeyGenerated: c.KeyGenerated}
+			}
+			row.Status, row.RevokedAt, row.Reason = projections.StatusRevoked, c.RevokedAt, c.Reason
+			if c.Deleted {
+				row.Status = projections.StatusDeleted
+			}
 		}
 		return &struct{ Body CertificateInfo }{Body: certificateInfo(row)}, nil
 	})

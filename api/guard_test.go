@@ -2,10 +2,14 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/caledger/caledger/domain"
 	"github.com/caledger/caledger/projections"
@@ -88,5 +92,51 @@ func TestCredentialGuardSerial(t *testing.T) {
 				t.Fatalf("err = %v, want a %d problem", err, tt.status)
 			}
 		})
+	}
+}
+
+// revokingLedger is guardLedger that records revocations in its certificates.
+type revokingLedger struct{ guardLedger }
+
+func (l revokingLedger) RevokeCertificate(_ context.Context, _ domain.Actor, serial domain.Serial, reason domain.RevocationReason) error {
+	c := l.certs[serial]
+	c.Revoked, c.Reason, c.RevokedAt = true, reason, time.Unix(1700000000, 0).UTC()
+	l.certs[serial] = c
+	return nil
+}
+
+// TestRevocationAnswersFromTheLedger: a revocation whose views are behind
+// (the row still valid, or no row yet) answers what the ledger recorded, not
+// 404 or "valid"; and a revocation without a body is reason unspecified.
+func TestRevocationAnswersFromTheLedger(t *testing.T) {
+	ledger := revokingLedger{guardLedger{certs: map[domain.Serial]domain.Certificate{
+		"a1": {Serial: "a1", CAID: "issuing", Profile: "tls-client"},
+		"a2": {Serial: "a2", CAID: "issuing", Profile: "tls-client"},
+	}}}
+	views := guardViews{rows: map[domain.Serial]CertificateRow{
+		"a1": {Serial: "a1", CAID: "issuing", Profile: "tls-client", Status: projections.StatusValid, SPKISHA256: "ab"},
+	}}
+	router, _ := newAPI(Config{CAs: oneCA{}, Commands: ledger, Views: views})
+	officer := Principal{Actor: domain.Actor{ID: "cert:0a"}, Roles: []string{RoleOfficer}}
+	for _, tt := range []struct {
+		serial, body, reason string
+	}{
+		{"a1", `{"reason": "keyCompromise"}`, "keyCompromise"},
+		{"a2", "", "unspecified"},
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/v1/certificates/"+tt.serial+"/revocation", strings.NewReader(tt.body))
+		if tt.body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		req = req.WithContext(context.WithValue(req.Context(), principalKey{}, officer))
+		w := httptest.NewRecorder()
+		router.ServeHTTP(w, req)
+		var info CertificateInfo
+		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &info) != nil {
+			t.Fatalf("revoke %s: %d %s", tt.serial, w.Code, w.Body)
+		}
+		if info.Status != "revoked" || info.Reason != tt.reason || info.RevokedAt == nil || info.CA != "issuing" {
+			t.Errorf("revoke %s answered %+v, want revoked (%s)", tt.serial, info, tt.reason)
+		}
 	}
 }
