@@ -179,9 +179,13 @@ type Publisher struct {
 	// unpublished are subjects whose entry was removed because what may be
 	// published of them could not be read; the sweeps retry them.
 	unpublished map[domain.SubjectID]bool
-	kick        chan struct{} // signalled when a subject is left unpublished
-	caKick      chan struct{} // signalled when a certificate is revoked
-	notify      chan struct{} // closed and replaced when applied changes
+	// sinceListing are the subjects whose entry this publisher wrote or
+	// removed since the running sweep's listing began (nil outside a
+	// sweep): their listed digest says nothing of the entry now.
+	sinceListing map[domain.SubjectID]bool
+	kick         chan struct{} // signalled when a subject is left unpublished
+	caKick       chan struct{} // signalled when a certificate is revoked
+	notify       chan struct{} // closed and replaced when applied changes
 }
 
 // New checks opts and returns a publisher; it does not contact the directory.

@@ -280,6 +280,7 @@ func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID,
 		if unreadableInARow++; unreadableInARow < maxAttempts {
 			return err
 		}
+		p.writing(id)
 		if rerr := p.remove(ctx, p.dn(id)); rerr != nil {
 			return errors.Join(err, rerr)
 		}
@@ -288,6 +289,24 @@ func (p *Publisher) reconcileUntilDone(ctx context.Context, id domain.SubjectID,
 		p.log.Warn("directory: what may be published of the subject could not be read; its entry is removed until it can be", "subject", id, "error", describe(err))
 		return nil
 	})
+}
+
+// writing records that this publisher is about to write or remove subject
+// id's entry, for a sweep that listed it before (sinceListing).
+func (p *Publisher) writing(id domain.SubjectID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sinceListing != nil {
+		p.sinceListing[id] = true
+	}
+}
+
+// writtenSinceListing reports whether this publisher wrote or removed subject
+// id's entry since the running sweep's listing began.
+func (p *Publisher) writtenSinceListing(id domain.SubjectID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sinceListing[id]
 }
 
 // setUnpublished records (or forgets) a subject whose entry was removed
@@ -339,9 +358,11 @@ func (p *Publisher) Reconcile(ctx context.Context, id domain.SubjectID) error {
 // directory's write is a disk sync and, in a replicated directory, traffic to
 // every replica), and reads none of them again.
 //
-// The listing may be older than the entry. An entry this publisher wrote
-// since is at worst written again. One changed behind its back since is
-// found by the next sweep, as one changed after the sweep would be.
+// The listing may be older than the entry. An entry this publisher wrote or
+// removed since the listing began is not judged by its listed digest
+// (writtenSinceListing): it is written again. One changed behind the
+// publisher's back since is found by the next sweep, as one changed after the
+// sweep would be.
 func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, listed *[sha256.Size]byte) error {
 	p.reconcileMu.Lock()
 	defer p.reconcileMu.Unlock()
@@ -358,12 +379,14 @@ func (p *Publisher) reconcile(ctx context.Context, id domain.SubjectID, listed *
 	}
 	dn := p.dn(id)
 	if pub.Erased || len(certs) == 0 {
+		p.writing(id)
 		return p.remove(ctx, dn)
 	}
 	values := p.values(id, pub.Attributes, certs)
-	if listed != nil && *listed == digest(func(name string) []string { return values[name] }) {
+	if listed != nil && !p.writtenSinceListing(id) && *listed == digest(func(name string) []string { return values[name] }) {
 		return nil
 	}
+	p.writing(id)
 	minimal := map[string][]string{"cn": values["cn"], "sn": values["sn"], certificateAttribute: certs}
 	// The directory may refuse values for good (its schema or a constraint):
 	// retrying cannot help. Then the entry is written anew (an entry made by
@@ -508,6 +531,14 @@ func (p *Publisher) Sweep(ctx context.Context) (int, error) {
 	}
 	var entries []entry
 	seen := make(map[domain.SubjectID]bool)
+	p.mu.Lock()
+	p.sinceListing = map[domain.SubjectID]bool{}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.sinceListing = nil
+		p.mu.Unlock()
+	}()
 	listErr := p.withConn(ctx, func(conn *ldap.Conn) error {
 		paging := ldap.NewControlPaging(p.pageSize)
 		req := ldap.NewSearchRequest(p.opts.BaseDN, ldap.ScopeSingleLevel, ldap.NeverDerefAliases, 0, 0, false,

@@ -60,3 +60,23 @@ func TestDigest(t *testing.T) {
 		}
 	}
 }
+
+// TestWrittenSinceListing: an entry written or removed while a sweep runs is
+// not judged by the digest that sweep listed; outside a sweep nothing is
+// recorded.
+func TestWrittenSinceListing(t *testing.T) {
+	p := &Publisher{}
+	const id = domain.SubjectID("0123456789abcdef0123456789abcdef")
+	p.writing(id)
+	if p.writtenSinceListing(id) {
+		t.Fatal("a write outside a sweep was recorded")
+	}
+	p.sinceListing = map[domain.SubjectID]bool{}
+	if p.writtenSinceListing(id) {
+		t.Fatal("a subject not written since the listing counts as written")
+	}
+	p.writing(id)
+	if !p.writtenSinceListing(id) {
+		t.Fatal("a write during the sweep was not recorded")
+	}
+}
