@@ -224,15 +224,14 @@ func (s *server) registerCertificates(hapi huma.API) {
 		if err != nil || row.Status == projections.StatusValid {
 			// The views are behind the revocation just recorded (another
 			// node's views, or a lag past the wait): the ledger says how
-			// the certificate stands. Without a row, what only the views
-			// keep (not_before, spki_sha256) is left empty.
+			// the certificate stands.
 			c, lerr := s.cfg.Commands.CertificateState(ctx, serial)
 			if lerr != nil {
 				return nil, s.problem(ctx, lerr)
 			}
 			if err != nil {
 				row = CertificateRow{Serial: serial, CAID: c.CAID, SubjectID: c.SubjectID, Profile: c.Profile,
-					NotAfter: c.NotAfter, KeyGenerated: c.KeyGenerated}
+					NotBefore: c.NotBefore, NotAfter: c.NotAfter, SPKISHA256: c.SPKISHA256, KeyGenerated: c.KeyGenerated}
 			}
 			row.Status, row.RevokedAt, row.Reason = projections.StatusRevoked, c.RevokedAt, c.Reason
 			if c.Deleted {

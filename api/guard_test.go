@@ -111,7 +111,7 @@ func (l revokingLedger) RevokeCertificate(_ context.Context, _ domain.Actor, ser
 func TestRevocationAnswersFromTheLedger(t *testing.T) {
 	ledger := revokingLedger{guardLedger{certs: map[domain.Serial]domain.Certificate{
 		"a1": {Serial: "a1", CAID: "issuing", Profile: "tls-client"},
-		"a2": {Serial: "a2", CAID: "issuing", Profile: "tls-client"},
+		"a2": {Serial: "a2", CAID: "issuing", Profile: "tls-client", NotBefore: time.Unix(1600000000, 0).UTC(), SPKISHA256: "cd"},
 	}}}
 	views := guardViews{rows: map[domain.Serial]CertificateRow{
 		"a1": {Serial: "a1", CAID: "issuing", Profile: "tls-client", Status: projections.StatusValid, SPKISHA256: "ab"},
@@ -135,7 +135,8 @@ func TestRevocationAnswersFromTheLedger(t *testing.T) {
 		if w.Code != http.StatusOK || json.Unmarshal(w.Body.Bytes(), &info) != nil {
 			t.Fatalf("revoke %s: %d %s", tt.serial, w.Code, w.Body)
 		}
-		if info.Status != "revoked" || info.Reason != tt.reason || info.RevokedAt == nil || info.CA != "issuing" {
+		if info.Status != "revoked" || info.Reason != tt.reason || info.RevokedAt == nil || info.CA != "issuing" ||
+			tt.serial == "a2" && (info.NotBefore.IsZero() || info.SPKISHA256 == "") {
 			t.Errorf("revoke %s answered %+v, want revoked (%s)", tt.serial, info, tt.reason)
 		}
 	}

@@ -18,10 +18,13 @@ type Certificate struct {
 	// Rejected is set when pre-issuance linting refused the certificate: the
 	// serial exists in the ledger but no certificate was issued under it.
 	Rejected  bool
+	NotBefore time.Time
 	NotAfter  time.Time
-	Revoked   bool
-	Reason    RevocationReason
-	RevokedAt time.Time
+	// SPKISHA256 is the hex SHA-256 of the certificate's public key info.
+	SPKISHA256 string
+	Revoked    bool
+	Reason     RevocationReason
+	RevokedAt  time.Time
 	// ReplacedBy is the certificate a correction reissued c as, if any.
 	ReplacedBy Serial
 	Deleted    bool
@@ -39,7 +42,7 @@ func (c *Certificate) Apply(e *Event) error {
 			return err
 		}
 		c.Serial, c.CAID, c.SubjectID, c.Profile, c.NotAfter, c.Issued = p.Serial, p.CAID, p.SubjectID, p.Profile, p.NotAfter, true
-		c.KeyGenerated = p.KeyGenerated
+		c.KeyGenerated, c.NotBefore, c.SPKISHA256 = p.KeyGenerated, p.NotBefore, p.SPKISHA256
 	case TypeCertificateRevoked:
 		var p CertificateRevoked
 		if err := UnmarshalPublic(e, &p); err != nil {
