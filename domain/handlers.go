@@ -347,8 +347,8 @@ func (h *Handlers) reissuable(c Certificate) bool {
 // id that a correction would reissue now.
 func (h *Handlers) allowReissue(ctx context.Context, id SubjectID, allow func(profile string) error) error {
 	s, _, err := h.loadSubject(ctx, id)
-	if err != nil {
-		return err
+	if err != nil || s.Erased {
+		return err // an erased subject: the correction answers that
 	}
 	for _, serial := range s.Serials {
 		c, err := h.loadCertificate(ctx, serial)

@@ -223,29 +223,34 @@ func (a *Authority) CRL(ctx context.Context, id string) ([]byte, error) {
 		return cached.der, nil
 	}
 	var thisUpdate time.Time
-	retry := false
 	der, _, err := a.ledger.PublishCRL(ctx, systemActor, id, func(number uint64, last time.Time) (domain.CRLPublished, []byte, error) {
-		// Another node won the number with a CRL built from the views as
-		// they were then: this one must hold at least what that one did,
-		// so it waits for the views again and reads them anew.
-		if retry && a.opts.Head != nil {
+		// The last CRL (perhaps another node's, published after this
+		// request's wait above) was built from views that reached the ledger
+		// as it was then: this one must hold at least what that one did, so
+		// it waits for the views to reach the head again, a head read after
+		// that CRL was recorded, and reads them anew on every attempt.
+		if a.opts.Head != nil {
 			if err := a.caughtUp(ctx); err != nil {
 				return domain.CRLPublished{}, nil, err
 			}
 		}
-		retry = true
 		var err error
 		if rev, err = a.views.RevocationRevision(ctx, id); err != nil {
 			return domain.CRLPublished{}, nil, fmt.Errorf("revocations view: %w", err)
 		}
 		// Never older than the CRL it follows (another node's clock may
 		// run ahead of this one's).
-		thisUpdate = a.opts.Now().UTC().Truncate(time.Second)
-		if thisUpdate.Before(last) {
-			thisUpdate = last
+		now := a.opts.Now().UTC().Truncate(time.Second)
+		thisUpdate = now
+		since := last
+		if now.Before(last) {
+			// The last CRL is dated ahead of this clock (this node's runs
+			// behind, or the other's ran fast): this one takes its date, but
+			// drops no certificate that is still valid now.
+			thisUpdate, since = last, now
 		}
 		nextUpdate := thisUpdate.Add(a.opts.CRLValidity)
-		entries, err := a.crlEntries(ctx, id, last)
+		entries, err := a.crlEntries(ctx, id, since)
 		if err != nil {
 			return domain.CRLPublished{}, nil, err
 		}

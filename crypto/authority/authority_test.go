@@ -244,10 +244,12 @@ func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
 }
 
 // TestCRLNeverOlderThanTheLast: a node whose clock runs behind the one that
-// published the last CRL dates its own no earlier.
+// published the last CRL (here two days, past the expiry of the certificate)
+// dates its own no earlier, and still lists the certificates valid by its
+// own clock.
 func TestCRLNeverOlderThanTheLast(t *testing.T) {
 	var clock atomic.Pointer[time.Time]
-	ahead := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	ahead := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
 	clock.Store(&ahead)
 	r := newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
 	ctx, cancel := context.WithCancel(context.Background())
@@ -256,12 +258,12 @@ func TestCRLNeverOlderThanTheLast(t *testing.T) {
 	if _, err := r.a.CRL(ctx, "issuing"); err != nil {
 		t.Fatal(err)
 	}
-	// The revision moves, so the next request builds again, an hour "earlier".
+	// The revision moves, so the next request builds again, two days "earlier".
 	cert := r.credential(t, "tls-client")
 	if err := r.h.RevokeCertificate(ctx, admin, domain.Serial(cert.SerialNumber.Text(16)), domain.ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
-	behind := ahead.Add(-time.Hour)
+	behind := ahead.Add(-48 * time.Hour)
 	clock.Store(&behind)
 	der, err := r.a.CRL(ctx, "issuing")
 	if err != nil {
