@@ -24,6 +24,9 @@ const maxErasuresFile = 4 << 10
 type erasuresCheckpoint struct {
 	// Next is the ledger position the next check starts at.
 	Next uint64 `json:"next"`
+	// Last is the id of the event at Next-1, which tells this ledger from
+	// another one put in its place.
+	Last domain.EventID `json:"last"`
 }
 
 // completeErasures destroys the keys of every erasure the ledger records from
@@ -50,21 +53,35 @@ func (n *node) completeErasures(ctx context.Context) (found, completed int, err 
 	if err != nil {
 		return 0, 0, err
 	}
-	// A ledger shorter than the checkpoint is another ledger (a restore into
-	// this directory): all of it is checked.
+	// A ledger shorter than the checkpoint, or whose event at Next-1 is
+	// another, is another ledger (a restore into this directory): all of it
+	// is checked.
 	if cp.Next < 1 || cp.Next > head+1 {
 		cp.Next = 1
+	}
+	if cp.Next > 1 {
+		same := false
+		for e, err := range n.store.ReadAll(ctx, cp.Next-1) {
+			if err != nil {
+				return 0, 0, err
+			}
+			same = e.Position == cp.Next-1 && e.ID == cp.Last
+			break
+		}
+		if !same {
+			cp.Next = 1
+		}
 	}
 	vault, owed := n.vault, (*owedShreds)(nil)
 	if n.embedded != nil {
 		owed = &owedShreds{Vault: n.embedded}
 		vault = owed
 	}
-	next := cp.Next
+	next, last := cp.Next, cp.Last
 	var events iter.Seq2[domain.Event, error] = func(yield func(domain.Event, error) bool) {
 		for e, err := range n.store.ReadAll(ctx, cp.Next) {
 			if err == nil {
-				next = e.Position + 1
+				next, last = e.Position+1, e.ID
 			}
 			if !yield(e, err) {
 				return
@@ -81,7 +98,7 @@ func (n *node) completeErasures(ctx context.Context) (found, completed int, err 
 	if next == cp.Next {
 		return found, completed, nil
 	}
-	b, err := json.Marshal(erasuresCheckpoint{Next: next})
+	b, err := json.Marshal(erasuresCheckpoint{Next: next, Last: last})
 	if err != nil {
 		return found, completed, err
 	}

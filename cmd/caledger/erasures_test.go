@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -91,8 +92,9 @@ func TestCompleteErasures(t *testing.T) {
 		t.Fatalf("again = %d, %d, %v; want nothing read after the checkpoint", found, completed, err)
 	}
 	for name, content := range map[string]string{
-		"a checkpoint past the ledger's end": `{"next": 1000000}`,
-		"a checkpoint that does not read":    `{`,
+		"a checkpoint past the ledger's end":             `{"next": 1000000}`,
+		"a checkpoint that does not read":                `{`,
+		"a checkpoint naming another event at its place": fmt.Sprintf(`{"next": %d, "last": "00000000-0000-4000-8000-000000000000"}`, head+1),
 	} {
 		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
