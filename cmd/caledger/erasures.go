@@ -41,12 +41,12 @@ type erasuresCheckpoint struct {
 func (n *node) completeErasures(ctx context.Context) (found, completed int, err error) {
 	path := filepath.Join(n.dataDir, erasuresFile)
 	var cp erasuresCheckpoint
+	// A checkpoint that cannot be used costs a read of the whole ledger,
+	// never a skipped erasure.
 	switch b, err := readFileLimit(path, maxErasuresFile); {
 	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return 0, 0, err
-	case json.Unmarshal(b, &cp) != nil:
-		n.logger.Warn("the erasures checkpoint does not read; the whole ledger is checked", "file", erasuresFile)
+	case err != nil || json.Unmarshal(b, &cp) != nil:
+		n.logger.Warn("the erasures checkpoint does not read; the whole ledger is checked", "file", erasuresFile, "err", err)
 		cp = erasuresCheckpoint{}
 	}
 	head, err := n.store.Head(ctx)
