@@ -337,6 +337,23 @@ func secrets() []string {
 	return s
 }
 
+// wantErased fails t when files hold a piece of any of the victim's values
+// (secrets), or lack one of others, the values of subjects that remain: a scan
+// that finds no survivor is blind.
+func wantErased(t *testing.T, files map[string][]byte, others []string) {
+	t.Helper()
+	for _, s := range secrets() {
+		if where := leaks(files, s, others); len(where) > 0 {
+			t.Errorf("erased value left in the views' files: %v", where)
+		}
+	}
+	for _, s := range others {
+		if len(foundIn(files, s)) == 0 {
+			t.Errorf("surviving value %q not found in the views' files: the scan is blind", s)
+		}
+	}
+}
+
 func fillers(n int) []map[string]string {
 	out := make([]map[string]string, n)
 	for i := range out {
@@ -399,17 +416,7 @@ func TestErasureRemovesPersonalData(t *testing.T) {
 	must(t, r.h.EraseSubject(ctx, compliance, id, nil, domain.BasisErasureRequest))
 	r.sync(t, v) // WaitFor returns after the WAL is truncated
 
-	files := filesIn(t, dir)
-	for _, s := range secrets() {
-		if where := leaks(files, s, others); len(where) > 0 {
-			t.Errorf("erased value left in the views' files: %v", where)
-		}
-	}
-	for _, s := range others {
-		if len(foundIn(files, s)) == 0 {
-			t.Errorf("surviving value %q not found in the views' files: the scan is blind", s)
-		}
-	}
+	wantErased(t, filesIn(t, dir), others)
 	if got, err := v.SearchSubjects(ctx, map[string]string{"locality": "xylophonburg"}, 0); err != nil || len(got) != 0 {
 		t.Errorf("search after the erasure: %+v, %v", got, err)
 	}
@@ -668,15 +675,5 @@ func TestOpenTruncatesTheWAL(t *testing.T) {
 	must(t, stop())
 
 	r.open(t, filepath.Join(crash, "views.db"))
-	files := filesIn(t, crash)
-	for _, s := range secrets() {
-		if where := leaks(files, s, others); len(where) > 0 {
-			t.Errorf("erased value left in the views' files after Open: %v", where)
-		}
-	}
-	for _, s := range others {
-		if len(foundIn(files, s)) == 0 {
-			t.Errorf("surviving value %q not found in the views' files: the scan is blind", s)
-		}
-	}
+	wantErased(t, filesIn(t, crash), others)
 }

@@ -200,17 +200,20 @@ func TestCRLAndOCSPFollowTheViews(t *testing.T) {
 	}
 }
 
-// TestCRLKeepsAnExpiredEntryOnce: a revoked certificate stays on the first
-// CRL issued after it expired, and leaves the one after (RFC 5280 3.3).
-func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
+// clockedRig is newRig with the authority's clock at start until set moves
+// it, and the views following the ledger until the test ends.
+func clockedRig(t *testing.T, start time.Time) (r *rig, set func(time.Time)) {
 	var clock atomic.Pointer[time.Time]
-	start := time.Now()
 	clock.Store(&start)
-	r := newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.views.Run(ctx, r.store)
-	cert := r.credential(t, "tls-client")
+	r = newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
+	go r.views.Run(t.Context(), r.store)
+	return r, func(at time.Time) { clock.Store(&at) }
+}
+
+// revoke revokes cert and waits for the views to show it.
+func (r *rig) revoke(t *testing.T, cert *x509.Certificate) {
+	t.Helper()
+	ctx := t.Context()
 	if err := r.h.RevokeCertificate(ctx, admin, domain.Serial(cert.SerialNumber.Text(16)), domain.ReasonKeyCompromise); err != nil {
 		t.Fatal(err)
 	}
@@ -218,27 +221,40 @@ func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
 	if err := r.views.WaitFor(ctx, head); err != nil {
 		t.Fatal(err)
 	}
-	entries := func(at time.Time) (thisUpdate time.Time, n int) {
-		t.Helper()
-		clock.Store(&at)
-		der, err := r.a.CRL(ctx, "issuing")
-		if err != nil {
-			t.Fatal(err)
-		}
-		crl, err := x509.ParseRevocationList(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return crl.ThisUpdate, len(crl.RevokedCertificateEntries)
+}
+
+// crl returns the issuing CA's CRL, parsed.
+func (r *rig) crl(t *testing.T) *x509.RevocationList {
+	t.Helper()
+	der, err := r.a.CRL(t.Context(), "issuing")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, n := entries(start); n != 1 {
+	crl, err := x509.ParseRevocationList(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crl
+}
+
+// TestCRLKeepsAnExpiredEntryOnce: a revoked certificate stays on the first
+// CRL issued after it expired, and leaves the one after (RFC 5280 3.3).
+func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
+	start := time.Now()
+	r, set := clockedRig(t, start)
+	cert := r.credential(t, "tls-client")
+	r.revoke(t, cert)
+	if n := len(r.crl(t).RevokedCertificateEntries); n != 1 {
 		t.Fatalf("CRL before expiry: %d entries", n)
 	}
 	expired := cert.NotAfter.Add(time.Hour)
-	if at, n := entries(expired); n != 1 || !at.After(cert.NotAfter) {
-		t.Fatalf("first CRL after expiry (this update %v, not after %v): %d entries, want the expired one", at, cert.NotAfter, n)
+	set(expired)
+	if crl := r.crl(t); len(crl.RevokedCertificateEntries) != 1 || !crl.ThisUpdate.After(cert.NotAfter) {
+		t.Fatalf("first CRL after expiry (this update %v, not after %v): %d entries, want the expired one",
+			crl.ThisUpdate, cert.NotAfter, len(crl.RevokedCertificateEntries))
 	}
-	if _, n := entries(expired.Add(13 * time.Hour)); n != 0 {
+	set(expired.Add(13 * time.Hour))
+	if n := len(r.crl(t).RevokedCertificateEntries); n != 0 {
 		t.Fatalf("second CRL after expiry: %d entries, want none", n)
 	}
 }
@@ -248,32 +264,13 @@ func TestCRLKeepsAnExpiredEntryOnce(t *testing.T) {
 // dates its own no earlier, and still lists the certificates valid by its
 // own clock.
 func TestCRLNeverOlderThanTheLast(t *testing.T) {
-	var clock atomic.Pointer[time.Time]
 	ahead := time.Now().Add(48 * time.Hour).UTC().Truncate(time.Second)
-	clock.Store(&ahead)
-	r := newRigWith(t, func(o *authority.Options) { o.Now = func() time.Time { return *clock.Load() } })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go r.views.Run(ctx, r.store)
-	if _, err := r.a.CRL(ctx, "issuing"); err != nil {
-		t.Fatal(err)
-	}
+	r, set := clockedRig(t, ahead)
+	r.crl(t)
 	// The revision moves, so the next request builds again, two days "earlier".
-	cert := r.credential(t, "tls-client")
-	if err := r.h.RevokeCertificate(ctx, admin, domain.Serial(cert.SerialNumber.Text(16)), domain.ReasonKeyCompromise); err != nil {
-		t.Fatal(err)
-	}
-	behind := ahead.Add(-48 * time.Hour)
-	clock.Store(&behind)
-	der, err := r.a.CRL(ctx, "issuing")
-	if err != nil {
-		t.Fatal(err)
-	}
-	crl, err := x509.ParseRevocationList(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !crl.ThisUpdate.Equal(ahead) || len(crl.RevokedCertificateEntries) != 1 {
+	r.revoke(t, r.credential(t, "tls-client"))
+	set(ahead.Add(-48 * time.Hour))
+	if crl := r.crl(t); !crl.ThisUpdate.Equal(ahead) || len(crl.RevokedCertificateEntries) != 1 {
 		t.Fatalf("CRL %v: this update %v, %d entries; want %v and the revocation", crl.Number, crl.ThisUpdate, len(crl.RevokedCertificateEntries), ahead)
 	}
 }
