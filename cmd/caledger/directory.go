@@ -4,10 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,7 +61,7 @@ func (n *node) openDirectory(cfg *directoryConfig) (*directory.Publisher, error)
 	}
 	opts := directory.Options{URL: cfg.URL, BindDN: cfg.BindDN, StartTLS: cfg.StartTLS, BaseDN: cfg.BaseDN,
 		Profiles: cfg.Profiles, Attributes: cfg.Attributes, Logger: n.logger,
-		Checkpoints: fileCheckpoints{path: filepath.Join(n.dataDir, directoryCheckpointFile)}}
+		Checkpoints: jsonFile[directory.Checkpoint]{path: filepath.Join(n.dataDir, directoryCheckpointFile)}}
 	profiles := cfg.Profiles
 	if len(profiles) == 0 {
 		profiles = directory.DefaultProfiles()
@@ -145,31 +142,4 @@ func publishedUpTo(p *directory.Publisher) api.DirectoryErasure {
 		}
 		return p.Applied() >= at, nil
 	}
-}
-
-// fileCheckpoints keeps the directory checkpoint in a JSON file, replaced
-// atomically.
-type fileCheckpoints struct{ path string }
-
-func (f fileCheckpoints) Load(context.Context) (directory.Checkpoint, error) {
-	var c directory.Checkpoint
-	b, err := os.ReadFile(f.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return c, nil
-	}
-	if err != nil {
-		return c, err
-	}
-	if err := json.Unmarshal(b, &c); err != nil {
-		return directory.Checkpoint{}, fmt.Errorf("%s: %w", f.path, err)
-	}
-	return c, nil
-}
-
-func (f fileCheckpoints) Save(_ context.Context, c directory.Checkpoint) error {
-	b, err := json.Marshal(c)
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(f.path, b, 0o600)
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/caledger/caledger/projections/directory"
 	"github.com/caledger/caledger/projections/directory/slapdtest"
 )
 
@@ -110,7 +111,7 @@ func TestDirectoryPublication(t *testing.T) {
 
 	// The checkpoint survives the server, and names the ledger's event.
 	r.stop()
-	cp, err := fileCheckpoints{path: filepath.Join(r.data, directoryCheckpointFile)}.Load(t.Context())
+	cp, err := jsonFile[directory.Checkpoint]{path: filepath.Join(r.data, directoryCheckpointFile)}.Load(t.Context())
 	if err != nil || cp.Position == 0 || !strings.Contains(cp.Target, srv.URL) {
 		t.Fatalf("checkpoint %+v, %v", cp, err)
 	}

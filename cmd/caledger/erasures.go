@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"iter"
-	"os"
 	"path/filepath"
 
 	"github.com/caledger/caledger/domain"
@@ -16,9 +12,6 @@ import (
 // erasuresFile keeps how far completeErasures has checked the ledger. It is
 // rebuildable: without it the next start checks the whole ledger.
 const erasuresFile = "views/erasures.json"
-
-// maxErasuresFile bounds what is read of erasuresFile.
-const maxErasuresFile = 4 << 10
 
 // erasuresCheckpoint is erasuresFile's content.
 type erasuresCheckpoint struct {
@@ -39,15 +32,12 @@ type erasuresCheckpoint struct {
 // (the shared vault's Shred passes over a subject already erased, and is not
 // counted).
 func (n *node) completeErasures(ctx context.Context) (found, completed int, err error) {
-	path := filepath.Join(n.dataDir, erasuresFile)
-	var cp erasuresCheckpoint
+	file := jsonFile[erasuresCheckpoint]{path: filepath.Join(n.dataDir, erasuresFile)}
 	// A checkpoint that cannot be used costs a read of the whole ledger,
 	// never a skipped erasure.
-	switch b, err := readFileLimit(path, maxErasuresFile); {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil || json.Unmarshal(b, &cp) != nil:
+	cp, err := file.Load(ctx)
+	if err != nil {
 		n.logger.Warn("the erasures checkpoint does not read; the whole ledger is checked", "file", erasuresFile, "err", err)
-		cp = erasuresCheckpoint{}
 	}
 	head, err := n.store.Head(ctx)
 	if err != nil {
@@ -98,14 +88,7 @@ func (n *node) completeErasures(ctx context.Context) (found, completed int, err 
 	if next == cp.Next {
 		return found, completed, nil
 	}
-	b, err := json.Marshal(erasuresCheckpoint{Next: next, Last: last})
-	if err != nil {
-		return found, completed, err
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return found, completed, err
-	}
-	return found, completed, writeFileAtomic(path, b, 0o600)
+	return found, completed, file.Save(ctx, erasuresCheckpoint{Next: next, Last: last})
 }
 
 // runErasureCompletion runs completeErasures once, retrying it with backoff

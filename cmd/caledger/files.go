@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -61,4 +64,35 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		return err
 	}
 	return secretfile.SyncDir(dir)
+}
+
+// maxJSONFile bounds what jsonFile reads.
+const maxJSONFile = 64 << 10
+
+// jsonFile keeps a T as JSON in a file, replaced atomically (a checkpoint).
+// A missing file loads as T's zero value.
+type jsonFile[T any] struct{ path string }
+
+func (f jsonFile[T]) Load(context.Context) (T, error) {
+	var v T
+	b, err := readFileLimit(f.path, maxJSONFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return v, nil
+	}
+	if err != nil {
+		return v, err
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", f.path, err)
+	}
+	return v, nil
+}
+
+func (f jsonFile[T]) Save(_ context.Context, v T) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(f.path, b, 0o600)
 }
