@@ -61,13 +61,12 @@ type principalKey struct{}
 func authenticate(auth Authenticator) func(http.Handler) http.Handler {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			public := publicPath(r.URL.Path)
 			if auth == nil || r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 				next.ServeHTTP(w, r)
 				return
 			}
 			p, err := auth.Authenticate(r.Context(), r.TLS.VerifiedChains[0][0])
-			if err != nil && public {
+			if err != nil && publicPath(r.URL.Path) {
 				// A client that sends a certificate it cannot use (revoked, or
 				// no role: any certificate of this CA a TLS stack offers by
 				// itself) still reaches what everyone may read.
